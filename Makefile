@@ -1,0 +1,36 @@
+# The two commands a new user needs: `make demo` and `make test`. Each does all its own set-up.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test install postgres lint bench clean
+
+demo: $(STAMP)
+	$(BIN)/syncd demo
+
+test: $(STAMP) postgres
+	$(BIN)/pytest
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+# PostgreSQL's server binaries for the tests (Debian's package). Without root and without the package,
+# the Postgres tests skip locally; with CI=true they must run, so a missing server fails here.
+postgres:
+	@bash scripts/ensure-postgres.sh || [ "$${CI:-}" != "true" ]
+
+lint: $(STAMP)
+	$(BIN)/ruff check syncd connectors migrations tests
+	$(BIN)/mypy
+
+bench: $(STAMP) postgres
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) *.db syncd-demo.db .pytest_cache .mypy_cache .ruff_cache

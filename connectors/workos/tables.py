@@ -1,0 +1,49 @@
+"""Mirror tables for WorkOS objects, with the fields WorkOS sends and ``updated_at`` for newer-wins."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from syncd.db import UTCDateTime, json_type, metadata
+
+users = sa.Table(
+    "workos_users",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("email", sa.String(320), nullable=True),
+    sa.Column("first_name", sa.String(200), nullable=True),
+    sa.Column("last_name", sa.String(200), nullable=True),
+    sa.Column("email_verified", sa.Boolean, nullable=True),
+    sa.Column("profile_picture_url", sa.Text, nullable=True),
+    sa.Column("external_id", sa.String(200), nullable=True),
+    sa.Column("last_sign_in_at", UTCDateTime, nullable=True),
+    sa.Column("metadata", json_type(), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=True),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+organizations = sa.Table(
+    "workos_organizations",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(300), nullable=True),
+    sa.Column("domains", json_type(), nullable=True),
+    sa.Column("metadata", json_type(), nullable=True),
+    sa.Column("external_id", sa.String(200), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=True),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+memberships = sa.Table(
+    "workos_organization_memberships",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.String(64), nullable=True, index=True),
+    sa.Column("organization_id", sa.String(64), nullable=True, index=True),
+    sa.Column("status", sa.String(32), nullable=True),
+    sa.Column("role", sa.String(100), nullable=True),  # role.slug
+    sa.Column("custom_attributes", json_type(), nullable=True),
+    sa.Column("directory_managed", sa.Boolean, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=True),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)

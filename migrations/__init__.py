@@ -1,0 +1,1 @@
+"""Alembic migrations for syncd's tables and the bundled mirrors (shipped inside the package)."""

@@ -1,0 +1,104 @@
+"""Wiring: settings → database, registry, connectors, engine. The CLI and the tests build an ``App``."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Engine
+
+from syncd.db import create_engine
+from syncd.engine import SyncEngine, Target, TickResult
+from syncd.errors import ConfigError
+from syncd.protocols import Clock, Connector, Provider
+from syncd.schema import migrate
+from syncd.settings import Settings
+from syncd.workflows import Registry, default_registry, load_modules
+
+log = logging.getLogger("syncd.app")
+
+
+def build_registry(settings: Settings, providers: Sequence[Provider], extra: Registry | None = None) -> Registry:
+    """Built-in mirrors (per ``SYNCD_BUILTINS``) + the user's modules (``SYNCD_WORKFLOWS``) + ``extra``."""
+    registry = Registry()
+    for provider in providers:
+        if settings.builtins is None or provider.name in settings.builtins:
+            provider.builtin_workflows(registry)
+    unknown = set(settings.builtins or ()) - {p.name for p in providers}
+    if unknown:
+        raise ConfigError("SYNCD_BUILTINS", f"unknown provider(s) {', '.join(sorted(unknown))}; "
+                          f"expected all, none or a list of {', '.join(p.name for p in providers)}")
+    load_modules(settings.workflow_modules)
+    for wf in (extra or default_registry).all():
+        registry.add(wf)
+    return registry
+
+
+def build_connectors(settings: Settings, providers: Sequence[Provider], registry: Registry) -> list[Connector]:
+    """Every configured source, filtered by ``SYNCD_SOURCES`` (source keys or provider names)."""
+    available: list[Connector] = []
+    for provider in providers:
+        available.extend(provider.sources(settings.environ, registry))
+    if not settings.sources:
+        return available
+    chosen: list[Connector] = []
+    names = {p.name for p in providers}
+    for wanted in settings.sources:
+        matches = [c for c in available if c.key == wanted or c.key.split(":", 1)[0] == wanted]
+        if not matches:
+            provider = wanted.split(":", 1)[0]
+            if provider in names:
+                raise ConfigError("SYNCD_SOURCES", f"lists {wanted!r} but that source is not configured "
+                                  f"(set its credentials, e.g. {provider.upper()}_…)")
+            raise ConfigError("SYNCD_SOURCES", f"unknown source {wanted!r}; known providers: {', '.join(sorted(names))}")
+        chosen.extend(c for c in matches if c not in chosen)
+    return chosen
+
+
+@dataclass
+class App:
+    settings: Settings
+    db: Engine
+    registry: Registry
+    connectors: list[Connector]
+    engine: SyncEngine
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    @classmethod
+    def build(cls, settings: Settings, *, providers: Sequence[Provider] | None = None,
+              registry: Registry | None = None, clock: Clock | None = None, connectors: list[Connector] | None = None,
+              require_sources: bool = True, run_migrations: bool = True) -> App:
+        if providers is None:
+            from connectors import providers as bundled
+
+            providers = bundled()
+        full_registry = build_registry(settings, providers, registry)
+        if connectors is None:
+            connectors = build_connectors(settings, providers, full_registry)
+        if require_sources and not connectors:
+            raise ConfigError("SYNCD_SOURCES", "no source is configured: set WORKOS_API_KEY (WorkOS) "
+                              "or GITHUB_REPOS (GitHub), or run `syncd demo`")
+        db = create_engine(settings.database_url)
+        if run_migrations:
+            migrate(db)
+        stop = threading.Event()
+        engine = SyncEngine(db, full_registry, clock=clock, replica_id=settings.replica_id,
+                            lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts, stop=stop)
+        return cls(settings=settings, db=db, registry=full_registry, connectors=connectors, engine=engine, stop=stop)
+
+    def tick(self, connector: Connector | Target) -> TickResult:
+        from opentelemetry import trace
+
+        key = connector.key
+        with trace.get_tracer("syncd").start_as_current_span("syncd.tick", attributes={"syncd.source": key}):
+            return self.engine.sync(connector)
+
+    def tick_all(self) -> list[TickResult]:
+        return [self.tick(c) for c in self.connectors]
+
+    def close(self) -> None:
+        for connector in self.connectors:
+            connector.close()
+        self.db.dispose()

@@ -1,0 +1,130 @@
+"""Database plumbing shared by the store, the mirrors and migrations: metadata, types, engine, upserts."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Session
+
+#: Named constraints so Alembic (and SQLite batch mode) can alter them on every dialect.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = sa.MetaData(naming_convention=NAMING)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every dialect (SQLite stores naive UTC text)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def json_type() -> sa.types.TypeEngine[Any]:
+    """JSONB on PostgreSQL, JSON text elsewhere."""
+    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def create_engine(url: str, *, echo: bool = False) -> Engine:
+    """An engine configured for syncd's access pattern on either dialect."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(
+            url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False},
+            json_serializer=_dumps,
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        # pysqlite's own transaction handling defers BEGIN and breaks SAVEPOINT; take control of it.
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return sa.create_engine(
+        url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_recycle=1800,
+        json_serializer=_dumps, connect_args={"connect_timeout": 10},
+    )
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # IMMEDIATE takes the write lock up front so two writers never deadlock upgrading a read lock.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def insert_ignore(session: Session | Connection, table: sa.Table, rows: Sequence[dict[str, Any]],
+                  keys: Sequence[str]) -> None:
+    """INSERT … ON CONFLICT (keys) DO NOTHING, batched, on SQLite or PostgreSQL."""
+    if not rows:
+        return
+    stmt = _dialect_insert(session, table).on_conflict_do_nothing(index_elements=list(keys))
+    session.execute(stmt, list(rows))
+
+
+def _dialect_insert(session: Session | Connection, table: sa.Table) -> Any:
+    name = _dialect_name(session)
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"unsupported dialect {name}")
+
+
+def upsert_newer(session: Session | Connection, table: sa.Table, row: dict[str, Any], *,
+                 key: str = "id", version: str = "updated_at") -> bool:
+    """Insert ``row`` or update the stored one, but only if ``row[version]`` is not older.
+
+    Returns True when the row was written. Out-of-order and replayed events can never overwrite newer data.
+    """
+    stmt = _upsert_statement(_dialect_name(session), table, tuple(sorted(row)), key, version)
+    result = session.execute(stmt, row)
+    return bool(getattr(result, "rowcount", 1))
+
+
+def _dialect_name(session: Session | Connection) -> str:
+    return session.dialect.name if isinstance(session, Connection) else session.get_bind().dialect.name
+
+
+@functools.lru_cache(maxsize=256)
+def _upsert_statement(dialect: str, table: sa.Table, columns: tuple[str, ...], key: str, version: str) -> Any:
+    # Built once per shape and executed with bound parameters, so SQLAlchemy's compiled cache applies.
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    return insert.on_conflict_do_update(
+        index_elements=[key],
+        set_={c: insert.excluded[c] for c in columns if c != key},
+        where=sa.or_(table.c[version].is_(None), table.c[version] <= insert.excluded[version]),
+    )

@@ -1,0 +1,76 @@
+"""syncd's error hierarchy, grouped by what the caller should do.
+
+::
+
+    SyncdError
+    ├── ConfigError            bad or missing setting: exit 2, names the variable
+    ├── ConnectorError         talking to a provider failed
+    │   ├── RetryableError     try again later (429, 5xx, network); ``retry_after`` seconds if the provider said
+    │   └── FatalError         retrying will not help until someone acts
+    │       └── AuthError      credentials rejected (401/403)
+    ├── EventError             one event is malformed: recorded and skipped, never stops the stream
+    ├── CursorStuckError       the provider says there is more but the cursor did not move
+    └── LeaseLostError         another replica took this source's lease; our page is rolled back
+
+Messages are built in ``__init__`` from safe context only; secrets are never part of an error.
+"""
+
+from __future__ import annotations
+
+
+class SyncdError(Exception):
+    """Base of every error syncd raises on purpose."""
+
+
+class ConfigError(SyncdError):
+    """A setting is missing or malformed. ``variable`` names it."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        self.variable = variable
+        self.problem = problem
+        super().__init__(f"{variable}: {problem}")
+
+
+class ConnectorError(SyncdError):
+    """A provider request failed. ``source`` is the source key (e.g. ``workos``)."""
+
+    def __init__(self, source: str, message: str) -> None:
+        self.source = source
+        super().__init__(f"{source}: {message}")
+
+
+class RetryableError(ConnectorError):
+    """Transient: rate limit, 5xx, timeout, connection error. ``retry_after`` is seconds, when known."""
+
+    def __init__(self, source: str, message: str, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(source, message)
+
+
+class FatalError(ConnectorError):
+    """Retrying will not help (bad request, unknown repository, malformed response contract)."""
+
+
+class AuthError(FatalError):
+    """The provider rejected the credentials."""
+
+
+class EventError(SyncdError):
+    """One event cannot be parsed; it is skipped and counted, never blocking the stream."""
+
+
+class CursorStuckError(SyncdError):
+    """The provider reported more pages but the cursor did not advance (a loop guard)."""
+
+    def __init__(self, source: str, cursor: str | None) -> None:
+        self.source = source
+        self.cursor = cursor
+        super().__init__(f"{source}: provider says there is more, but the cursor did not move from {cursor!r}")
+
+
+class LeaseLostError(SyncdError):
+    """This replica no longer holds the source's lease; the page in hand was rolled back."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        super().__init__(f"{source}: lease lost to another replica; page rolled back, nothing committed")

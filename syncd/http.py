@@ -1,0 +1,107 @@
+"""HTTP helpers shared by connectors: one retry policy (stamina), Retry-After parsing, error mapping.
+
+Connectors map status codes to errors with their own policy function; this module turns transport
+failures into ``RetryableError`` and retries short waits. Waits longer than ``PAUSE_THRESHOLD_SECONDS``
+are not slept here: the error goes up and the engine pauses the source until then.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import httpx
+import stamina
+
+from syncd.errors import RetryableError
+
+T = TypeVar("T")
+
+PAUSE_THRESHOLD_SECONDS = 5.0
+DEFAULT_ATTEMPTS = 4
+
+
+def make_client(base_url: str, *, headers: dict[str, str], timeout: float,
+                transport: httpx.BaseTransport | None = None) -> httpx.Client:
+    """An httpx client with explicit timeouts on every phase and keep-alive."""
+    return httpx.Client(
+        base_url=base_url, headers=headers, transport=transport, follow_redirects=False,
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+        limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
+    )
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds: a number of seconds or an HTTP date. None if absent or unreadable."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def retry_hook(exc: Exception) -> bool | float:
+    """stamina backoff hook: retry transient errors; honour short Retry-After; leave long waits to the engine."""
+    if not isinstance(exc, RetryableError):
+        return False
+    if exc.retry_after is None:
+        return True
+    if exc.retry_after > PAUSE_THRESHOLD_SECONDS:
+        return False
+    return exc.retry_after
+
+
+def with_retries(fn: Callable[[], T], *, attempts: int = DEFAULT_ATTEMPTS, timeout: float = 60.0) -> T:
+    """Call ``fn`` with exponential backoff and jitter on ``RetryableError`` (bounded in count and time)."""
+    for attempt in stamina.retry_context(on=retry_hook, attempts=attempts, timeout=timeout,
+                                         wait_initial=0.2, wait_max=5.0, wait_jitter=0.5):
+        with attempt:
+            return fn()
+    raise AssertionError("unreachable: stamina re-raises the last error")
+
+
+def send(client: httpx.Client, source: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """One request; transport failures (connect, timeout, reset, protocol) become ``RetryableError``."""
+    try:
+        return client.request(method, url, **kwargs)
+    except httpx.TimeoutException as exc:
+        raise RetryableError(source, f"timed out talking to the provider ({type(exc).__name__})") from None
+    except httpx.TransportError as exc:
+        raise RetryableError(source, f"cannot reach the provider ({type(exc).__name__}: {exc})") from None
+
+
+def decode_json(source: str, response: httpx.Response) -> Any:
+    """The response body as JSON; a truncated or non-JSON body is transient (retried)."""
+    try:
+        return json.loads(response.content)
+    except ValueError:
+        raise RetryableError(source, f"invalid JSON in a {response.status_code} response "
+                                     f"({len(response.content)} bytes)") from None
+
+
+def status_error_text(response: httpx.Response) -> str:
+    """A short, secret-free description of an error response (provider message if any)."""
+    message = ""
+    try:
+        body = response.json()
+        if isinstance(body, dict):
+            message = str(body.get("message") or body.get("error") or "")
+            errors = body.get("errors")
+            if isinstance(errors, list) and errors:
+                fields = ", ".join(f"{e.get('field')}: {e.get('code')}" for e in errors if isinstance(e, dict))
+                message = f"{message} ({fields})" if message else fields
+    except ValueError:
+        pass
+    return f"HTTP {response.status_code}" + (f": {message[:300]}" if message else "")

@@ -1,0 +1,81 @@
+"""The contracts between syncd's engine and what plugs into it. Everything pluggable is defined here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from syncd.models import Page, Window
+
+if TYPE_CHECKING:
+    from syncd.workflows import Registry
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """Fetches one page of events for one source. The engine owns the loop, the cursor and the store.
+
+    Contract:
+    - ``key`` is the source key and the ``stream`` of every event it returns (``workos``, ``github:o/r``).
+    - ``fetch_page(cursor, window)`` returns the events strictly after ``cursor`` (None: from the start,
+      or from ``window.start``), oldest first, at most one provider page. It never sleeps and never
+      retries on its own beyond the HTTP retry policy; it raises ``RetryableError`` (with ``retry_after``
+      when the provider said), ``AuthError`` or ``FatalError``. Malformed single events are dropped and
+      counted in ``Page.skipped``, never raised.
+    - With a ``window`` it returns only events whose time lies in [start, end), and ``has_more`` is False
+      once the window is exhausted.
+    - Replaying from an older cursor returns the same events again: dedupe is the engine's job.
+    - ``Page.next_cursor`` must move whenever ``has_more`` is True (the engine stops with
+      ``CursorStuckError`` otherwise).
+    """
+
+    key: str
+
+    def fetch_page(self, cursor: str | None, window: Window | None = None) -> Page: ...
+
+    def close(self) -> None: ...
+
+
+class Provider(Protocol):
+    """A provider package (``connectors.workos``…) as the app sees it.
+
+    ``sources`` builds one connector per configured source from the environment; it returns [] when the
+    provider has no credentials/config, and raises ``ConfigError`` naming the variable when a value is bad.
+    ``builtin_workflows`` registers the provider's built-in mirror workflows into ``registry``.
+    """
+
+    name: str
+
+    def sources(self, environ: Mapping[str, str], registry: Registry) -> list[Connector]: ...
+
+    def builtin_workflows(self, registry: Registry) -> None: ...
+
+
+class Clock(Protocol):
+    """Where syncd reads the time; tests pass a fake one. Always UTC-aware."""
+
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class FakeClock:
+    """A settable clock for tests and simulations of long waits (sleeps, lease expiry, backoff)."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = start or datetime(2026, 1, 1, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        from datetime import timedelta
+
+        self._now += timedelta(seconds=seconds)
+
+    def set(self, moment: datetime) -> None:
+        self._now = moment

@@ -1,0 +1,162 @@
+"""syncd's state in the database: cursors and leases, the ledger, runs and ticks.
+
+Every function takes a SQLAlchemy ``Connection`` inside a transaction the caller owns, so the engine can
+make the ledger, the workflows' writes and the cursor one atomic commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from syncd.db import insert_ignore
+from syncd.store.tables import events, runs, sources, ticks
+
+__all__ = ["SourceRow", "events", "runs", "sources", "ticks"]
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    key: str
+    source: str
+    kind: str
+    state: str
+    cursor: str | None
+    meta: dict[str, Any] | None
+    window_start: datetime | None
+    window_end: datetime | None
+    window_workflow: str | None
+    progress: float | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    lease_token: int
+    paused_until: datetime | None
+    pause_reason: str | None
+    events_seen: int
+    last_success_at: datetime | None
+    last_error: str | None
+    last_error_at: datetime | None
+
+
+def ensure_source(conn: Connection, key: str, *, source: str, now: datetime, kind: str = "live",
+                  window_start: datetime | None = None, window_end: datetime | None = None,
+                  window_workflow: str | None = None) -> None:
+    insert_ignore(conn, sources, [{
+        "key": key, "source": source, "kind": kind, "state": "active", "cursor": None, "cursor_version": 1,
+        "window_start": window_start, "window_end": window_end, "window_workflow": window_workflow,
+        "lease_token": 0, "events_seen": 0, "created_at": now, "updated_at": now,
+    }], ["key"])
+
+
+def get_source(conn: Connection, key: str) -> SourceRow | None:
+    row = conn.execute(sa.select(*[sources.c[f] for f in SourceRow.__dataclass_fields__])
+                       .where(sources.c.key == key)).mappings().first()
+    return SourceRow(**row) if row else None
+
+
+def all_sources(conn: Connection) -> list[SourceRow]:
+    rows = conn.execute(sa.select(*[sources.c[f] for f in SourceRow.__dataclass_fields__])
+                        .order_by(sources.c.kind.desc(), sources.c.key)).mappings()
+    return [SourceRow(**row) for row in rows]
+
+
+def acquire_lease(conn: Connection, key: str, *, owner: str, now: datetime, seconds: float) -> int | None:
+    """Take the source's lease if free, expired or already ours. Returns the new fencing token, or None.
+
+    The token increases on every acquisition, so a commit fenced on an older token always fails.
+    """
+    result = conn.execute(
+        sa.update(sources)
+        .where(sources.c.key == key,
+               sa.or_(sources.c.lease_owner.is_(None), sources.c.lease_owner == owner,
+                      sources.c.lease_expires_at.is_(None), sources.c.lease_expires_at < now))
+        .values(lease_owner=owner, lease_token=sources.c.lease_token + 1,
+                lease_expires_at=now + timedelta(seconds=seconds), updated_at=now)
+        .returning(sources.c.lease_token)
+    ).first()
+    return int(result[0]) if result else None
+
+
+def release_lease(conn: Connection, key: str, *, token: int, now: datetime) -> None:
+    conn.execute(sa.update(sources).where(sources.c.key == key, sources.c.lease_token == token)
+                 .values(lease_owner=None, lease_expires_at=None, updated_at=now))
+
+
+def commit_cursor(conn: Connection, key: str, *, token: int, owner: str, cursor: str | None,
+                  meta: dict[str, Any] | None, new_events: int, now: datetime, lease_seconds: float,
+                  progress: float | None = None) -> bool:
+    """Move the cursor (and renew the lease) only if we still hold the lease. False: fenced out."""
+    values: dict[str, Any] = {
+        "events_seen": sources.c.events_seen + new_events, "lease_expires_at": now + timedelta(seconds=lease_seconds),
+        "updated_at": now,
+    }
+    if cursor is not None:
+        values["cursor"] = cursor
+    if meta:
+        values["meta"] = meta
+    if progress is not None:
+        values["progress"] = progress
+    result = conn.execute(
+        sa.update(sources)
+        .where(sources.c.key == key, sources.c.lease_token == token, sources.c.lease_owner == owner)
+        .values(**values)
+    )
+    return result.rowcount == 1
+
+
+def set_source_fields(conn: Connection, key: str, *, now: datetime, **values: Any) -> None:
+    conn.execute(sa.update(sources).where(sources.c.key == key).values(updated_at=now, **values))
+
+
+def record_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    insert_ignore(conn, events, rows, ["stream", "event_id"])
+
+
+def existing_runs(conn: Connection, stream: str, event_ids: Iterable[str]) -> set[tuple[str, str]]:
+    ids = list(event_ids)
+    found: set[tuple[str, str]] = set()
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        found.update((r[0], r[1]) for r in conn.execute(
+            sa.select(runs.c.workflow, runs.c.event_id).where(runs.c.stream == stream, runs.c.event_id.in_(chunk))))
+    return found
+
+
+def insert_runs(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    insert_ignore(conn, runs, rows, ["workflow", "stream", "event_id"])
+
+
+def update_run(conn: Connection, workflow: str, stream: str, event_id: str, **values: Any) -> None:
+    conn.execute(sa.update(runs).where(runs.c.workflow == workflow, runs.c.stream == stream,
+                                       runs.c.event_id == event_id).values(**values))
+
+
+def due_runs(conn: Connection, stream: str, now: datetime, limit: int = 200) -> list[dict[str, Any]]:
+    """Failed runs of ``stream`` whose next attempt is due, with their ledger payload."""
+    query = (
+        sa.select(runs.c.workflow, runs.c.event_id, runs.c.attempts, events.c.type, events.c.action,
+                  events.c.occurred_at, events.c.payload)
+        .join(events, sa.and_(events.c.stream == runs.c.stream, events.c.event_id == runs.c.event_id))
+        .where(runs.c.stream == stream, runs.c.status == "failed", runs.c.next_attempt_at <= now)
+        .order_by(runs.c.next_attempt_at, runs.c.event_id)
+        .limit(limit)
+    )
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def record_tick(conn: Connection, row: dict[str, Any]) -> None:
+    conn.execute(sa.insert(ticks).values(**row))
+
+
+def existing_event_ids(conn: Connection, stream: str, event_ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for i in range(0, len(event_ids), 500):
+        chunk = event_ids[i : i + 500]
+        found.update(r[0] for r in conn.execute(
+            sa.select(events.c.event_id).where(events.c.stream == stream, events.c.event_id.in_(chunk))))
+    return found

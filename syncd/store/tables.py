@@ -1,0 +1,98 @@
+"""syncd's own tables. Declared once here; Alembic revisions in ``migrations/`` create them."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from syncd.db import UTCDateTime, json_type, metadata
+
+#: One row per cursor: a live source (``workos``, ``github:o/r``) or a backfill window of one.
+sources = sa.Table(
+    "syncd_sources",
+    metadata,
+    sa.Column("key", sa.String(300), primary_key=True),
+    sa.Column("source", sa.String(200), nullable=False),  # the connector's key; == key for live cursors
+    sa.Column("kind", sa.String(16), nullable=False, server_default="live"),  # live | backfill
+    sa.Column("state", sa.String(16), nullable=False, server_default="active"),  # active | done | failed
+    sa.Column("cursor", sa.Text, nullable=True),
+    sa.Column("cursor_version", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("meta", json_type(), nullable=True),  # provider state shown by status (rate limits…)
+    sa.Column("window_start", UTCDateTime, nullable=True),
+    sa.Column("window_end", UTCDateTime, nullable=True),
+    sa.Column("window_workflow", sa.String(200), nullable=True),  # backfill --workflow
+    sa.Column("progress", sa.Float, nullable=True),  # backfills: share of the window covered, 0..1
+    sa.Column("lease_owner", sa.String(200), nullable=True),
+    sa.Column("lease_expires_at", UTCDateTime, nullable=True),
+    sa.Column("lease_token", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("paused_until", UTCDateTime, nullable=True),
+    sa.Column("pause_reason", sa.Text, nullable=True),
+    sa.Column("events_seen", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("last_success_at", UTCDateTime, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("last_error_at", UTCDateTime, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+#: The ledger: every event ever received, once. Payload kept for retries, replay and dead letters.
+events = sa.Table(
+    "syncd_events",
+    metadata,
+    sa.Column("stream", sa.String(200), primary_key=True),
+    sa.Column("event_id", sa.String(200), primary_key=True),
+    sa.Column("type", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(64), nullable=True),
+    sa.Column("occurred_at", UTCDateTime, nullable=False),
+    sa.Column("payload", json_type(), nullable=False),
+    sa.Column("recorded_at", UTCDateTime, nullable=False),
+    sa.Index("ix_syncd_events_stream_occurred", "stream", "occurred_at"),
+)
+
+#: One row per (workflow, event): the idempotency key of every effect.
+runs = sa.Table(
+    "syncd_runs",
+    metadata,
+    sa.Column("workflow", sa.String(200), primary_key=True),
+    sa.Column("stream", sa.String(200), primary_key=True),
+    sa.Column("event_id", sa.String(200), primary_key=True),
+    sa.Column("workflow_version", sa.String(64), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),  # succeeded | failed | dead | sleeping
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("trace_id", sa.String(32), nullable=True),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime, nullable=True),
+    sa.Column("duration_ms", sa.Float, nullable=True),
+    sa.Index("ix_syncd_runs_status_next", "status", "next_attempt_at"),
+)
+
+#: History of ticks, for ``syncd status``, health and metrics.
+ticks = sa.Table(
+    "syncd_ticks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("source", sa.String(300), nullable=False),
+    sa.Column("replica", sa.String(200), nullable=True),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime, nullable=False),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("pages", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("events", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("new_events", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("runs_ok", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("runs_failed", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("skipped", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("lag_seconds", sa.Float, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Index("ix_syncd_ticks_source_started", "source", "started_at"),
+)
+
+#: Deleted mirror objects and the version at which they died, so a stale event cannot resurrect them.
+tombstones = sa.Table(
+    "syncd_tombstones",
+    metadata,
+    sa.Column("kind", sa.String(100), primary_key=True),
+    sa.Column("object_id", sa.String(200), primary_key=True),
+    sa.Column("version", UTCDateTime, nullable=False),
+)
