@@ -25,7 +25,7 @@ KNOWN_VARIABLES = frozenset(
     {
         "DATABASE_URL", "SYNC_INTERVAL_SECONDS", "SYNCD_SOURCES", "SYNCD_WORKFLOWS", "SYNCD_BUILTINS",
         "SYNCD_MAX_ATTEMPTS", "SYNCD_LEASE_SECONDS", "SYNCD_HTTP_PORT", "SYNCD_HTTP_TIMEOUT", "SYNCD_ENV_FILE",
-        "SYNCD_REPLICA_ID", "LOG_LEVEL", "LOG_FORMAT", "EVENTS_RANGE_START", "EVENTS_RANGE_END",
+        "SYNCD_REPLICA_ID", "SYNCD_JAEGER_URL", "LOG_LEVEL", "LOG_FORMAT", "EVENTS_RANGE_START", "EVENTS_RANGE_END",
         "WORKOS_API_KEY", "WORKOS_BASE_URL", "WORKOS_EVENTS",
         "GITHUB_TOKEN", "GITHUB_REPOS", "GITHUB_BASE_URL",
         "OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -175,7 +175,7 @@ class Settings:
         database_url = normalize_database_url(get_str(env, "DATABASE_URL", "sqlite:///syncd.db") or "")
         try:
             url = make_url(database_url)
-        except ArgumentError:
+        except (ArgumentError, ValueError):  # ValueError: a port that is not a number
             raise ConfigError("DATABASE_URL", "not a database URL (e.g. sqlite:///syncd.db)") from None
         if url.get_backend_name() not in ("sqlite", "postgresql"):
             raise ConfigError("DATABASE_URL", f"unsupported database {url.get_backend_name()!r}; use sqlite or postgresql")
@@ -238,7 +238,7 @@ def parse_window(
 def safe_url(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "<invalid url>"
 
 

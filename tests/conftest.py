@@ -1,0 +1,84 @@
+"""Shared fixtures: databases (SQLite file and a throwaway PostgreSQL), simulators, an App builder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import stamina
+
+from syncd.app import App
+from syncd.settings import Settings
+from syncd.workflows import Registry
+from tests.pgserver import PostgresServer, require_postgres
+
+WORKOS_KEY = "sk_test_fixture_secret_4f9a"
+
+
+@pytest.fixture(autouse=True)
+def _no_retry_waits() -> Iterator[None]:
+    """HTTP retries keep their attempts but never sleep (stamina's testing mode)."""
+    with stamina.set_testing(True, attempts=4, cap=True):
+        yield
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    require_postgres()  # skips locally without the binaries; fails with CI=true
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database: a SQLite file, or a new database on the throwaway PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'syncd.db'}"
+    server: PostgresServer = request.getfixturevalue("pg_server")
+    return server.create_database()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'syncd.db'}"
+
+
+@pytest.fixture
+def workos_sim() -> Iterator[Any]:
+    from connectors.workos.simulator import WorkOSSimulator
+
+    with WorkOSSimulator(events=600, seed=11, api_key=WORKOS_KEY) as sim:
+        yield sim
+
+
+def settings_for(db_url: str, **env: str) -> Settings:
+    base = {"DATABASE_URL": db_url, "SYNCD_HTTP_PORT": "0", "LOG_LEVEL": "INFO"}
+    base.update(env)
+    return Settings.from_env(base)
+
+
+@pytest.fixture
+def make_app() -> Iterator[Callable[..., App]]:
+    """Build Apps from env values; every App built is closed at the end of the test."""
+    built: list[App] = []
+
+    def build(db_url: str, *, registry: Registry | None = None, **env: str) -> App:
+        app = App.build(settings_for(db_url, **env), registry=registry if registry is not None else Registry())
+        built.append(app)
+        return app
+
+    yield build
+    for app in built:
+        app.close()
+
+
+def workos_env(sim: Any) -> dict[str, str]:
+    return {"WORKOS_API_KEY": sim_key(sim), "WORKOS_BASE_URL": sim.url}
+
+
+def sim_key(sim: Any) -> str:
+    return str(getattr(sim, "api_key", WORKOS_KEY))
+
+
