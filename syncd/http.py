@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -21,6 +22,8 @@ from syncd.errors import RetryableError
 T = TypeVar("T")
 
 PAUSE_THRESHOLD_SECONDS = 5.0
+#: A provider's wait beyond a day is taken as a day (and a pause time never overflows a datetime).
+MAX_RETRY_AFTER_SECONDS = 86_400.0
 DEFAULT_ATTEMPTS = 4
 
 
@@ -35,21 +38,23 @@ def make_client(base_url: str, *, headers: dict[str, str], timeout: float,
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Retry-After as seconds: a number of seconds or an HTTP date. None if absent or unreadable."""
+    """Retry-After in seconds (0 to a day): a number or an HTTP date. None if absent or unreadable."""
     if value is None or not value.strip():
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:  # "inf", "nan" or 1e20 would overflow the pause time computed from it
+        return min(MAX_RETRY_AFTER_SECONDS, max(0.0, seconds)) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return min(MAX_RETRY_AFTER_SECONDS, max(0.0, (when - (now or datetime.now(UTC))).total_seconds()))
 
 
 def retry_hook(exc: Exception) -> bool | float:

@@ -30,7 +30,7 @@ KNOWN_VARIABLES = frozenset(
         "GITHUB_TOKEN", "GITHUB_REPOS", "GITHUB_BASE_URL",
         "OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
         "OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_TRACES_EXPORTER", "OTEL_SDK_DISABLED", "OTEL_SEMCONV_STABILITY_OPT_IN",
-        "POSTGRES_PASSWORD",
+        "POSTGRES_PASSWORD", "SYNCD_HTTP_HOST",
     }
 )
 _PREFIXES = ("SYNCD_", "SYNC_", "WORKOS_", "GITHUB_", "EVENTS_", "OTEL_", "DATABASE_", "LOG_")
@@ -131,7 +131,10 @@ def parse_time_ms(name: str, raw: str) -> datetime:
     """Unix milliseconds (what the container takes) or ISO-8601 (friendlier on a command line)."""
     raw = raw.strip()
     try:
-        return datetime.fromtimestamp(int(raw) / 1000, tz=UTC)
+        number = int(raw)
+        if 10**9 <= number < 10**11:  # 1970 in milliseconds, but 2001–5138 in seconds: surely seconds
+            raise ConfigError(name, f"{raw} looks like unix seconds; give milliseconds (e.g. {raw}000)")
+        return datetime.fromtimestamp(number / 1000, tz=UTC)
     except ValueError:
         pass
     except (OverflowError, OSError):
