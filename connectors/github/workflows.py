@@ -1,0 +1,55 @@
+"""Built-in mirror workflow: every issue and pull request version into ``github_issues``, newer wins.
+
+A version applies only if its ``updated_at`` is not older than the stored row's, so replays, backfills and
+out-of-order versions never overwrite newer data. GitHub does not report deletions through this listing:
+a deleted issue simply stops appearing, and its row stays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from connectors.github.client import is_pull_request
+from connectors.github.tables import issues
+from syncd.errors import EventError
+from syncd.mirror import apply_snapshot
+from syncd.models import Event
+from syncd.timefmt import parse_time, parse_time_or_none
+from syncd.workflows import Context, Registry
+
+NAME = "github.mirror.issues"
+VERSION = "1.0.0"
+
+
+def issue_row(data: Mapping[str, Any], event: Event) -> dict[str, Any]:
+    """The ``github_issues`` row of one issue snapshot; ``EventError`` if it lacks its identity."""
+    issue_id, number = data.get("id"), data.get("number")
+    if not isinstance(issue_id, int) or not isinstance(number, int):
+        raise EventError(f"{event.type} event {event.id} has no numeric id and number")
+    user = data.get("user")
+    labels = data.get("labels") or []
+    updated = data.get("updated_at")
+    try:
+        times = {"created_at": parse_time_or_none(data.get("created_at")),
+                 "updated_at": parse_time(updated) if updated else event.occurred_at,
+                 "closed_at": parse_time_or_none(data.get("closed_at"))}
+    except ValueError as exc:
+        raise EventError(f"{event.type} event {event.id}: {exc}") from None
+    return {
+        "id": issue_id, "repo": event.stream.split(":", 1)[1], "number": number, "title": data.get("title"),
+        "state": data.get("state"),
+        "labels": [label.get("name") if isinstance(label, dict) else str(label) for label in labels],
+        "author": user.get("login") if isinstance(user, dict) else None,
+        "is_pull_request": is_pull_request(data), **times,
+    }
+
+
+def mirror(event: Event, ctx: Context) -> None:
+    apply_snapshot(ctx.db, issues, issue_row(event.data, event), kind=issues.name)
+
+
+def register(registry: Registry) -> None:
+    from connectors.github import issues as on_issues
+
+    registry.workflow(NAME, on=on_issues(), version=VERSION, builtin=True)(mirror)
