@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from typing import Any
 from dataclasses import replace
 from pathlib import Path
 
@@ -46,17 +47,24 @@ def _github(stack: contextlib.ExitStack, seed: int, live_rate: float) -> dict[st
     return {"GITHUB_TOKEN": "ghp_simulator", "GITHUB_BASE_URL": sim.url, "GITHUB_REPOS": "acme/web,acme/api"}
 
 
-def run_demo(settings: Settings, *, events: int = 3000, live_seconds: float = 0.0, seed: int = 7) -> int:
+def run_demo(settings: Settings, *, events: int = 3000, live_seconds: float = 0.0, seed: int = 7,
+             examples: bool = False) -> int:
     started = time.perf_counter()
     database_url = settings.environ.get("DATABASE_URL") or DEMO_DB
     if database_url == DEMO_DB:
         Path(make_url(DEMO_DB).database or "syncd-demo.db").unlink(missing_ok=True)
     print(f"syncd demo: {events} simulated WorkOS events → {safe_url(database_url)}")
-    with simulators(events, seed, live_rate=20.0 if live_seconds > 0 else 0.0) as sim_env:
+    with simulators(events, seed, live_rate=20.0 if live_seconds > 0 else 0.0) as sim_env, \
+            contextlib.ExitStack() as stack:
         env = {**settings.environ, **sim_env, "DATABASE_URL": database_url}
+        sink = _example_sink(stack, env) if examples else None
+        from syncd.examples.welcome_demo import DemoClock, prepare
+
+        welcome = prepare(stack, env, database_url) if examples else None  # a users table + local SMTP
+        clock = DemoClock()  # real time, fast-forwarded past the welcome email's 30-minute wait
         env.pop("SYNCD_SOURCES", None)
         demo_settings = replace(Settings.from_env(env), interval_seconds=2)
-        app = App.build(demo_settings)
+        app = App.build(demo_settings, clock=clock)
         try:
             results = app.tick_all()
             _print_ticks(results)
@@ -64,11 +72,36 @@ def run_demo(settings: Settings, *, events: int = 3000, live_seconds: float = 0.
             while time.monotonic() < deadline:
                 time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
                 _print_ticks(app.tick_all(), live=True)
+            if welcome is not None:
+                welcome.finish(app, clock)
             _summary(app, time.perf_counter() - started)
+            if sink is not None:
+                _sink_summary(sink)
             ok = all(r.ok for r in results)
         finally:
             app.close()
     return 0 if ok else 1
+
+
+def _example_sink(stack: contextlib.ExitStack, env: dict[str, str]) -> Any:
+    """Point the shipped examples' integrations at a local sink that fails 2% of calls."""
+    from connectors.sink.simulator import SinkSimulator
+
+    sink = stack.enter_context(SinkSimulator(fail_rate=0.02, seed=3))
+    modules = [m for m in (env.get("SYNCD_WORKFLOWS") or "").split(",") if m.strip()]
+    env["SYNCD_WORKFLOWS"] = ",".join([*modules, "syncd.examples.account_federation"])
+    env.update({"SYNCD_INTEGRATION_INTERCOM_URL": f"{sink.url}/intercom",
+                "SYNCD_INTEGRATION_CLOSE_URL": f"{sink.url}/close", "SYNCD_SLACK_WEBHOOK_URL": f"{sink.url}/slack"})
+    return sink
+
+
+def _sink_summary(sink: Any) -> None:
+    print("\nAccount federation (example) — calls received by the local sink:")
+    for path in ("/intercom", "/slack", "/close"):
+        calls = [c for c in sink.calls if c.path.startswith(path)]
+        ok = sink.successes_by_key(path)
+        print(f"  {path[1:]:<10} {len(calls):>5} calls, {sum(1 for c in calls if c.status >= 500):>4} failed "
+              f"(retried), {len(ok):>5} users reached, {sum(n - 1 for n in ok.values())} duplicates")
 
 
 def _print_ticks(results: list[TickResult], live: bool = False) -> None:

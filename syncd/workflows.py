@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from syncd.errors import ConfigError
@@ -28,6 +31,8 @@ from syncd.models import Event
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
     from sqlalchemy.orm import Session
+
+    from syncd.steps import StepRuntime
 
 Handler = Callable[[Event, "Context"], Any]
 
@@ -77,16 +82,79 @@ class Context:
     ``attempt``: 1 on the first try.
     """
 
-    def __init__(self, *, db: Session, event: Event, workflow: Workflow, span: Span, attempt: int = 1) -> None:
+    def __init__(self, *, db: Session, event: Event, workflow: Workflow, span: Span, attempt: int = 1,
+                 steps: StepRuntime | None = None, environ: Mapping[str, str] | None = None) -> None:
         self.db = db
         self.event = event
         self.workflow = workflow
         self.span = span
         self.attempt = attempt
+        self._steps = steps
+        self._environ = environ if environ is not None else {}
+        self._clients: dict[str, Any] = {}
         self.logger = logging.LoggerAdapter(
             logging.getLogger(f"syncd.workflow.{workflow.name}"),
             {"workflow": workflow.name, "event_id": event.id, "stream": event.stream},
         )
+
+    # ---- durable steps (see syncd.steps) --------------------------------------------------------
+
+    @property
+    def steps(self) -> StepRuntime:
+        if self._steps is None:
+            raise RuntimeError("durable steps are not available outside the engine")
+        return self._steps
+
+    def step(self, name: str, fn: Callable[[], Any], *, retries: int = 3) -> Any:
+        """Run ``fn`` once for this run (retried up to ``retries`` times); its JSON result is stored and
+        returned on every later execution without running ``fn`` again. Names are unique within a run."""
+        return self.steps.step(name, fn, retries=retries)
+
+    def parallel(self, calls: Sequence[tuple[str, Callable[[], Any]]], *, retries: int = 3) -> list[Any]:
+        """Run several steps concurrently (each retried on its own); results in the order given. A failing
+        step fails the run, but the others' completed results stay stored. Don't use ``ctx.db`` in them."""
+        return self.steps.parallel(calls, retries=retries)
+
+    def sleep(self, name: str, duration: timedelta | float) -> None:
+        """Durable sleep: the run is stored as ``sleeping`` and resumed by a later tick after ``duration``."""
+        self.steps.sleep(name, duration)
+
+    def sleep_until(self, name: str, when: datetime) -> None:
+        self.steps.sleep_until(name, when)
+
+    # ---- outbound integrations (see syncd.integrations) ------------------------------------------
+
+    def http(self, integration: str) -> Any:
+        """An httpx client for ``SYNCD_INTEGRATION_<NAME>_URL`` / ``_TOKEN``, sending an Idempotency-Key
+        derived from this run and the current step. Use it inside ``ctx.step``."""
+        from syncd.integrations import integration_client
+
+        client = self._clients.get(integration)
+        if client is None:
+            client = self._clients[integration] = integration_client(integration, self._environ, self.steps.key)
+        return client
+
+    def close(self) -> None:
+        """Release what the run opened (outbound HTTP clients). Called by the engine after each run."""
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+    @property
+    def slack(self) -> Any:
+        from syncd.integrations import Slack
+
+        return Slack(self)
+
+    def send_email(self, *, to: str, subject: str, body: str, name: str | None = None) -> Any:
+        """Send an email over ``SYNCD_SMTP_URL`` as a memoized, retried step (once per run)."""
+        from syncd.integrations import send_email_step
+
+        return send_email_step(self, to=to, subject=subject, body=body, name=name)
+
+    @property
+    def environ(self) -> Mapping[str, str]:
+        return self._environ
 
 
 @dataclass
@@ -157,7 +225,14 @@ def workflow(name: str, *, on: Trigger, version: str = "1", retries: int | None 
 
 
 def load_modules(modules: Iterable[str]) -> None:
-    """Import the user's workflow modules (``SYNCD_WORKFLOWS``); a failure names the module."""
+    """Import the user's workflow modules (``SYNCD_WORKFLOWS``); a failure names the module.
+
+    The working directory is importable (last on ``sys.path``), as under ``python -m``: the ``syncd``
+    console script alone would not find ``myapp/workflows.py`` next to the user's ``.env``.
+    """
+    modules = list(modules)
+    if modules and os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
     for module in modules:
         try:
             importlib.import_module(module)

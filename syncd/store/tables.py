@@ -96,3 +96,15 @@ tombstones = sa.Table(
     sa.Column("object_id", sa.String(200), primary_key=True),
     sa.Column("version", UTCDateTime, nullable=False),
 )
+
+#: Results of completed durable steps (and sleeps' wake times), per run. See ``syncd.steps``.
+steps = sa.Table(
+    "syncd_steps",
+    metadata,
+    sa.Column("workflow", sa.String(200), primary_key=True),
+    sa.Column("stream", sa.String(200), primary_key=True),
+    sa.Column("event_id", sa.String(200), primary_key=True),
+    sa.Column("step", sa.String(200), primary_key=True),
+    sa.Column("result", json_type(), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,1 @@
+"""A recording HTTP sink standing in for outbound integrations (Slack, Intercom, a CRM) in tests and demos."""

@@ -1,0 +1,197 @@
+"""Durable steps inside a workflow run: ``ctx.step``, ``ctx.parallel``, ``ctx.sleep``.
+
+A step's result is stored (``syncd_steps``) the moment it succeeds, and returned without running it
+again whenever the workflow is re-executed — after a failure, a crash, a sleep or ``syncd replay``.
+
+How: a step that completes interrupts the run with a *checkpoint*. The engine rolls back the run's
+SAVEPOINT (its ``ctx.db`` writes so far), stores the step result in the page's transaction, marks the
+run ``pending`` and, once that commits, executes the workflow again: completed steps now return their
+stored result, and the code runs on to the next step. A sleep interrupts the run the same way, as
+``sleeping`` until its wake time. Workflow code must therefore be deterministic between steps (the
+usual rule of durable-execution engines); ``ctx.db`` writes made before a step are redone on
+re-execution and commit with the run's final execution.
+
+A step that succeeded is never run again, except when the process dies between the step's return and
+the commit of its result: outbound calls carry an ``Idempotency-Key`` for that window.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+import stamina
+from sqlalchemy.engine import Connection
+
+from syncd.db import insert_ignore
+from syncd.store.tables import steps as steps_table
+
+#: The step running in this thread (parallel steps run in pool threads), for idempotency keys.
+current_step: contextvars.ContextVar[str | None] = contextvars.ContextVar("syncd_current_step", default=None)
+
+MAX_PARALLEL = 8
+
+
+class Interrupt(BaseException):  # noqa: N818 - control flow, not an error
+    """Unwinds a workflow to the engine. A BaseException, so user code's ``except Exception`` lets it pass."""
+
+
+class Checkpoint(Interrupt):
+    """Steps completed: store ``results``; then re-execute (or fail with ``error`` if a sibling step failed)."""
+
+    def __init__(self, results: dict[str, Any], error: str | None = None) -> None:
+        self.results = results
+        self.error = error
+        super().__init__(f"checkpoint {sorted(results)}")
+
+
+class Sleep(Interrupt):
+    """The run sleeps until ``wake_at``; ``new`` is the memo to store for a sleep seen the first time."""
+
+    def __init__(self, name: str, wake_at: datetime, new: dict[str, Any] | None) -> None:
+        self.name = name
+        self.wake_at = wake_at
+        self.new = new
+        super().__init__(f"sleep {name} until {wake_at.isoformat()}")
+
+
+class StepError(Exception):
+    """A step failed after its retries, or was misused (duplicate name, unserialisable result)."""
+
+
+@dataclass(frozen=True)
+class RunKey:
+    workflow: str
+    stream: str
+    event_id: str
+
+    def idempotency_key(self, step: str) -> str:
+        raw = f"{self.workflow}\x00{self.stream}\x00{self.event_id}\x00{step}"
+        return hashlib.sha256(raw.encode()).hexdigest()[:40]
+
+
+@dataclass
+class StepRuntime:
+    """The steps of one run, as seen by one execution of the workflow."""
+
+    conn: Connection
+    key: RunKey
+    now: Callable[[], datetime]
+    _memo: dict[str, Any] | None = None
+    _seen: set[str] = field(default_factory=set)
+    _counters: dict[str, int] = field(default_factory=dict)
+
+    # ---- memo ------------------------------------------------------------------------------------
+
+    def memo(self) -> dict[str, Any]:
+        if self._memo is None:
+            t = steps_table
+            rows = self.conn.execute(sa.select(t.c.step, t.c.result).where(
+                t.c.workflow == self.key.workflow, t.c.stream == self.key.stream, t.c.event_id == self.key.event_id))
+            self._memo = {r.step: r.result for r in rows}
+        return self._memo
+
+    def _claim(self, name: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise StepError("a step needs a non-empty name")
+        if name in self._seen:
+            raise StepError(f"step name {name!r} is used twice in this run; step names must be unique")
+        self._seen.add(name)
+
+    def auto_name(self, prefix: str) -> str:
+        """Deterministic names for helper steps called several times in a run: slack, slack#2, …"""
+        n = self._counters.get(prefix, 0) + 1
+        self._counters[prefix] = n
+        return prefix if n == 1 else f"{prefix}#{n}"
+
+    # ---- the API behind ctx.step / ctx.parallel / ctx.sleep ----------------------------------------
+
+    def step(self, name: str, fn: Callable[[], Any], *, retries: int = 3) -> Any:
+        self._claim(name)
+        memo = self.memo()
+        if name in memo:
+            return memo[name]["value"]
+        value = self._execute(name, fn, retries)
+        raise Checkpoint({name: {"value": value}})
+
+    def parallel(self, calls: Sequence[tuple[str, Callable[[], Any]]], *, retries: int = 3) -> list[Any]:
+        for name, _ in calls:
+            self._claim(name)
+        memo = self.memo()
+        todo = [(name, fn) for name, fn in calls if name not in memo]
+        if not todo:
+            return [memo[name]["value"] for name, _ in calls]
+        results: dict[str, Any] = {}
+        errors: list[str] = []
+        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(todo)), thread_name_prefix="syncd-step") as pool:
+            futures = {name: pool.submit(contextvars.copy_context().run, self._execute, name, fn, retries)
+                       for name, fn in todo}
+            for name, future in futures.items():
+                try:
+                    results[name] = {"value": future.result()}
+                except StepError as exc:
+                    errors.append(str(exc))
+        raise Checkpoint(results, error="; ".join(errors) or None)
+
+    def sleep_until(self, name: str, wake_at: datetime) -> None:
+        self._claim(name)
+        memo = self.memo()
+        if name in memo:
+            wake_at = datetime.fromisoformat(memo[name]["wake_at"])
+            if self.now() >= wake_at:
+                return
+            raise Sleep(name, wake_at, new=None)
+        if self.now() >= wake_at:
+            raise Checkpoint({name: {"wake_at": wake_at.isoformat(), "value": None}})
+        raise Sleep(name, wake_at, new={"wake_at": wake_at.isoformat(), "value": None})
+
+    def sleep(self, name: str, duration: timedelta | float) -> None:
+        # A sleep seen before keeps its stored wake time (sleep_until reads the memo first).
+        delta = duration if isinstance(duration, timedelta) else timedelta(seconds=float(duration))
+        self.sleep_until(name, self.now() + delta)
+
+    # ---- running one step --------------------------------------------------------------------------
+
+    def _execute(self, name: str, fn: Callable[[], Any], retries: int) -> Any:
+        from opentelemetry import trace
+
+        token = current_step.set(name)
+        tracer = trace.get_tracer("syncd")
+        try:
+            with tracer.start_as_current_span("workflow.step", attributes={"syncd.step": name}) as span:
+                try:
+                    for attempt in stamina.retry_context(on=Exception, attempts=retries + 1, timeout=None,
+                                                         wait_initial=0.5, wait_max=10.0):
+                        with attempt:
+                            value = fn()
+                except Exception as exc:
+                    span.record_exception(exc)
+                    from opentelemetry.trace import Status, StatusCode
+
+                    span.set_status(Status(StatusCode.ERROR, str(exc)[:300]))
+                    raise StepError(f"step {name!r} failed after {retries + 1} attempts: "
+                                    f"{type(exc).__name__}: {exc}") from None
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError):
+                raise StepError(f"step {name!r} returned a value that is not JSON-serialisable: "
+                                f"{type(value).__name__}") from None
+            return value
+        finally:
+            current_step.reset(token)
+
+
+def store_results(conn: Connection, key: RunKey, results: dict[str, Any], now: datetime) -> None:
+    """Persist completed steps in the caller's transaction (outside the rolled-back SAVEPOINT)."""
+    insert_ignore(conn, steps_table, [
+        {"workflow": key.workflow, "stream": key.stream, "event_id": key.event_id, "step": name,
+         "result": result, "created_at": now}
+        for name, result in results.items()
+    ], ["workflow", "stream", "event_id", "step"])
