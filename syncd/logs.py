@@ -1,21 +1,51 @@
-"""Logging: JSON lines when not on a terminal (containers), readable text on one; trace ids on every
-line written inside a span; httpx's per-request INFO lines (full URLs) silenced."""
+"""Logging: JSON lines when not on a terminal (containers), readable text on one.
+
+Contract: every line written inside a span carries ``trace_id`` and ``span_id`` (the ids Jaeger shows);
+httpx's per-request INFO lines (full URLs) are silenced; anything shaped like a credential (a bearer
+token, a WorkOS or GitHub key) is masked in messages and tracebacks, as a last line of defence — the
+code never logs one on purpose.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from opentelemetry import trace
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
 
+#: Credential shapes masked in log output: bearer tokens, WorkOS secret keys, GitHub tokens, and the
+#: password of a URL (user:password@host).
+_CREDENTIAL = re.compile(
+    r"(?i:bearer)\s+[A-Za-z0-9._~+/=-]+|sk_(?:live|test)_[A-Za-z0-9_]+|gh[pousr]_[A-Za-z0-9]{8,}|github_pat_\w+"
+    r"|(?<=://)[^/@\s:]+:[^/@\s]+(?=@)"
+)
+
+#: Loggers quieter than the root, each with its reason.
+_QUIET = (
+    ("httpx", logging.WARNING),  # one INFO line per request, with the full URL
+    ("httpcore", logging.WARNING),
+    ("apscheduler.executors.default", logging.WARNING),  # "Running job …" every tick
+    ("apscheduler.scheduler", logging.WARNING),
+    ("alembic", logging.WARNING),
+    # A collector that is down: one ERROR per batch given up, not a WARNING per retry and per dropped span.
+    ("opentelemetry.exporter.otlp", logging.ERROR),
+    ("opentelemetry.sdk._shared_internal", logging.ERROR),
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with anything shaped like a credential replaced by ``***``."""
+    return _CREDENTIAL.sub("***", text)
+
 
 class TraceContextFilter(logging.Filter):
-    """Adds ``trace_id``/``span_id`` of the current span to every record."""
+    """Adds ``trace_id``/``span_id`` of the current span (if any) to every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         ctx = trace.get_current_span().get_span_context()
@@ -26,44 +56,68 @@ class TraceContextFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, the record's extras, exception."""
+
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
-                out[key] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+                out[key] = value if isinstance(value, (int, float, bool, type(None))) else redact(str(value))
         if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
+            out["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(out, default=str)
 
 
 class TextFormatter(logging.Formatter):
+    """``HH:MM:SS LEVEL logger: message``; warnings and errors end with their trace id."""
+
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        line = redact(super().format(record))
         trace_id = getattr(record, "trace_id", None)
         return f"{line}  [trace {trace_id}]" if trace_id and record.levelno >= logging.WARNING else line
 
 
-def setup_logging(level: str = "INFO", fmt: str = "auto", stream: Any = None) -> None:
-    stream = stream or sys.stderr
-    use_json = fmt == "json" or (fmt == "auto" and not (hasattr(stream, "isatty") and stream.isatty()))
-    handler = logging.StreamHandler(stream)
+class StderrHandler(logging.StreamHandler[TextIO]):
+    """Writes to ``sys.stderr`` as it is at each record, not as it was at set-up (like logging's
+    last-resort handler), so a CLI called in-process under a capturing test runner never writes to a
+    closed stream."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
+
+
+def setup_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | None = None) -> logging.Handler:
+    """Install syncd's handler on the root logger (replacing one installed before) and return it.
+    ``stream``: default the current ``sys.stderr``. ``fmt``: ``json``, ``text`` or ``auto`` (JSON
+    unless the stream is a terminal)."""
+    target = stream or sys.stderr
+    use_json = fmt == "json" or (fmt == "auto" and not (hasattr(target, "isatty") and target.isatty()))
+    handler = logging.StreamHandler(stream) if stream is not None else StderrHandler()
     handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
     handler.addFilter(TraceContextFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "_syncd", False):
             root.removeHandler(old)
-    handler._syncd = True  # type: ignore[attr-defined]
+    handler._syncd = True  # type: ignore[attr-defined]  # marks ours, for replacement
     root.addHandler(handler)
     root.setLevel(level)
-    # httpx logs every request with its full URL at INFO; our spans carry what matters.
-    for noisy in ("httpx", "httpcore", "apscheduler.executors.default", "apscheduler.scheduler", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for name, quiet_level in _QUIET:
+        logging.getLogger(name).setLevel(quiet_level)
+    return handler
