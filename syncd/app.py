@@ -31,7 +31,7 @@ def build_registry(settings: Settings, providers: Sequence[Provider], extra: Reg
         raise ConfigError("SYNCD_BUILTINS", f"unknown provider(s) {', '.join(sorted(unknown))}; "
                           f"expected all, none or a list of {', '.join(p.name for p in providers)}")
     load_modules(settings.workflow_modules)
-    for wf in (extra or default_registry).all():
+    for wf in (extra if extra is not None else default_registry).all():
         registry.add(wf)
     return registry
 
@@ -85,15 +85,20 @@ class App:
             migrate(db)
         stop = threading.Event()
         engine = SyncEngine(db, full_registry, clock=clock, replica_id=settings.replica_id,
-                            lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts, stop=stop)
+                            lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts, stop=stop,
+                            environ=settings.environ)
         return cls(settings=settings, db=db, registry=full_registry, connectors=connectors, engine=engine, stop=stop)
 
     def tick(self, connector: Connector | Target) -> TickResult:
         from opentelemetry import trace
 
         key = connector.key
-        with trace.get_tracer("syncd").start_as_current_span("syncd.tick", attributes={"syncd.source": key}):
-            return self.engine.sync(connector)
+        tracer = trace.get_tracer("syncd")
+        with tracer.start_as_current_span("syncd.tick", attributes={"syncd.source": key}) as span:
+            result = self.engine.sync(connector)
+            if not result.ok:  # so Jaeger's "error=true" search finds failed ticks at the root
+                span.set_status(trace.Status(trace.StatusCode.ERROR, result.error))
+            return result
 
     def tick_all(self) -> list[TickResult]:
         return [self.tick(c) for c in self.connectors]

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine.interfaces import BindTyping
 from sqlalchemy.orm import Session
 
 #: Named constraints so Alembic (and SQLite batch mode) can alter them on every dialect.
@@ -91,8 +92,33 @@ def insert_ignore(session: Session | Connection, table: sa.Table, rows: Sequence
     """INSERT … ON CONFLICT (keys) DO NOTHING, batched, on SQLite or PostgreSQL."""
     if not rows:
         return
-    stmt = _dialect_insert(session, table).on_conflict_do_nothing(index_elements=list(keys))
+    stmt = _insert_ignore_statement(_dialect_name(session), table, tuple(sorted(rows[0])), tuple(keys))
     session.execute(stmt, list(rows))
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_ignore_statement(dialect: str, table: sa.Table, columns: tuple[str, ...],
+                             keys: tuple[str, ...]) -> Any:
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    return cacheable(insert.values({c: sa.bindparam(c) for c in columns}).on_conflict_do_nothing(
+        index_elements=list(keys)), dialect)
+
+
+def cacheable(stmt: Any, dialect: str, returning: Sequence[sa.ColumnElement[Any]] = ()) -> Any:
+    """A dialect INSERT … ON CONFLICT as a ``text()`` statement that SQLAlchemy's compiled cache keeps.
+
+    SQLAlchemy never caches the SQLite/PostgreSQL ``Insert`` constructs (their ON CONFLICT clause has no
+    cache key), so each execution compiled the statement again: most of a mirror upsert's CPU time. Here
+    it is compiled once, with named parameters; the typed bind parameters keep the columns' bind
+    processing (UTC datetimes, JSON) and ``returning`` declares the RETURNING columns' types. ``stmt``
+    must give its VALUES as bind parameters named like the keys of the rows executed with it.
+    """
+    named = (postgresql.dialect if dialect == "postgresql" else sqlite.dialect)(paramstyle="named")
+    named.bind_typing = BindTyping.NONE  # no ``:x::JSONB`` here: the real dialect adds its casts to the text
+    compiled = stmt.compile(dialect=named)
+    text = sa.text(str(compiled)).bindparams(
+        *[sa.bindparam(name, type_=bind.type) for name, bind in compiled.binds.items()])
+    return text.columns(*returning) if returning else text
 
 
 def _dialect_insert(session: Session | Connection, table: sa.Table) -> Any:
@@ -111,8 +137,8 @@ def upsert_newer(session: Session | Connection, table: sa.Table, row: dict[str, 
     Returns True when the row was written. Out-of-order and replayed events can never overwrite newer data.
     """
     stmt = _upsert_statement(_dialect_name(session), table, tuple(sorted(row)), key, version)
-    result = session.execute(stmt, row)
-    return bool(getattr(result, "rowcount", 1))
+    # RETURNING, not rowcount: psycopg 3 reports rowcount -1 here, which read as "written" every time.
+    return session.execute(stmt, row).first() is not None
 
 
 def _dialect_name(session: Session | Connection) -> str:
@@ -123,8 +149,9 @@ def _dialect_name(session: Session | Connection) -> str:
 def _upsert_statement(dialect: str, table: sa.Table, columns: tuple[str, ...], key: str, version: str) -> Any:
     # Built once per shape and executed with bound parameters, so SQLAlchemy's compiled cache applies.
     insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-    return insert.on_conflict_do_update(
+    insert = insert.values({c: sa.bindparam(c) for c in columns})
+    return cacheable(insert.on_conflict_do_update(
         index_elements=[key],
         set_={c: insert.excluded[c] for c in columns if c != key},
         where=sa.or_(table.c[version].is_(None), table.c[version] <= insert.excluded[version]),
-    )
+    ).returning(table.c[key]), dialect, returning=[table.c[key]])

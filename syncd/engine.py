@@ -13,13 +13,13 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
@@ -27,6 +27,7 @@ from syncd import store
 from syncd.errors import CursorStuckError, FatalError, LeaseLostError, RetryableError
 from syncd.models import Event, Page, Window
 from syncd.protocols import Clock, Connector, SystemClock
+from syncd.steps import Checkpoint, Interrupt, RunKey, Sleep, StepRuntime, store_results
 from syncd.workflows import Context, Registry, Workflow
 
 log = logging.getLogger("syncd.engine")
@@ -38,6 +39,8 @@ PAUSE_THRESHOLD_SECONDS = 5.0
 RUN_BACKOFF_BASE = timedelta(seconds=30)
 RUN_BACKOFF_CAP = timedelta(hours=1)
 MAX_ERROR_LENGTH = 2000
+#: Rounds of due-run processing per tick (each round is one transaction over up to 200 runs).
+MAX_RESUME_ROUNDS = 50
 
 
 @dataclass
@@ -52,6 +55,7 @@ class TickResult:
     new_events: int = 0
     runs_ok: int = 0
     runs_failed: int = 0
+    runs_suspended: int = 0  # durable runs left pending (mid-steps) or sleeping
     skipped: int = 0
     lag_seconds: float | None = None
     error: str | None = None
@@ -77,8 +81,10 @@ class Target:
 class SyncEngine:
     def __init__(self, db: Engine, registry: Registry, *, clock: Clock | None = None, replica_id: str | None = None,
                  lease_seconds: float = 180, max_attempts: int = 5, stop: threading.Event | None = None,
-                 max_pages: int | None = None, on_page: Callable[[Target, Page], None] | None = None) -> None:
+                 max_pages: int | None = None, on_page: Callable[[Target, Page], None] | None = None,
+                 environ: Mapping[str, str] | None = None) -> None:
         self.db = db
+        self.environ = environ if environ is not None else {}  # for workflows' outbound integrations
         self.registry = registry
         self.clock = clock or SystemClock()
         self.replica_id = replica_id or default_replica_id()
@@ -133,28 +139,52 @@ class SyncEngine:
                 result.skipped_reason = f"paused until {row.paused_until.isoformat()}: {row.pause_reason}"
                 return
             token = store.acquire_lease(conn, key, owner=self.replica_id, now=now, seconds=self.lease_seconds)
+            if token is not None:  # read the cursor again under the lease: a page may have committed since
+                row = store.get_source(conn, key) or row
         if token is None:
             result.skipped_reason = "lease held by another replica"
             return
         result.cursor_before = row.cursor
+        keeper = LeaseKeeper(self, key, token)
         try:
-            self._page_loop(target, token, row.cursor, result)
+            keeper.start()
+            self._page_loop(target, token, row.cursor, result, keeper)
             self._retry_due_runs(target, token, result)
         finally:
+            keeper.stop()
+            self._release(key, token)
+
+    def _release(self, key: str, token: int) -> None:
+        """Give the lease back. Best effort: if the database is down, the lease expires by itself, and the
+        tick's own error (not this one) is what gets reported."""
+        try:
             with self.db.begin() as conn:
                 store.release_lease(conn, key, token=token, now=self.clock.now())
+        except Exception as exc:
+            log.warning("could not release the lease of %s (it expires by itself): %s", key, error_text(exc),
+                        extra={"source": key})
 
-    def _page_loop(self, target: Target, token: int, cursor: str | None, result: TickResult) -> None:
+    def _page_loop(self, target: Target, token: int, cursor: str | None, result: TickResult,
+                   keeper: LeaseKeeper | None = None) -> None:
         connector = target.connector
         while not self.stop.is_set():
             if self.max_pages is not None and result.pages >= self.max_pages:
                 return
-            with tracer.start_as_current_span("page.fetch", attributes={"syncd.source": target.key}) as span:
+            if keeper is not None:
+                keeper.check()
+            page_started = time.monotonic()
+            # One span per page: the request (its httpx span is a child) and the page's transaction, so
+            # each event.process sits under the page that delivered it.
+            with tracer.start_as_current_span("page.fetch", attributes={
+                "syncd.source": target.key, "messaging.system": connector.key.split(":", 1)[0],
+                "messaging.operation.type": "receive", "messaging.destination.name": connector.key,
+            }) as span:
                 page = self._fetch(connector, cursor, target.window)
                 span.set_attribute("messaging.batch.message_count", len(page.events))
                 span.set_attribute("syncd.has_more", page.has_more)
-            check_progress(target.key, cursor, page)
-            self._commit_page(target, token, page, result)
+                check_progress(target.key, cursor, page)
+                self._commit_page(target, token, page, result)
+            warn_slow_page(target.key, time.monotonic() - page_started, self.lease_seconds)
             if page.next_cursor is not None:
                 cursor = page.next_cursor
             result.cursor_after = cursor
@@ -178,6 +208,8 @@ class SyncEngine:
         stream = target.connector.key
         batch = unique_events(page.events)
         with self.db.connect() as conn, conn.begin():
+            bound_idle_time(conn, self.lease_seconds)
+            store.lock_stream(conn, stream)  # a backfill and a live tick meeting on an event run it once
             new_ids = self._record_ledger(conn, batch, now)
             done = store.existing_runs(conn, stream, (e.id for e in batch))
             run_rows = []
@@ -214,31 +246,54 @@ class SyncEngine:
         return matching
 
     def _run(self, conn: Connection, wf: Workflow, event: Event, *, attempt: int, result: TickResult,
-             now: datetime) -> dict[str, Any]:
-        """Run one workflow on one event in a SAVEPOINT; return its run row (never raises for the handler)."""
+             now: datetime, max_attempts: int | None = None) -> dict[str, Any]:
+        """Run one workflow on one event in a SAVEPOINT; return its run row (never raises for the handler).
+
+        ``max_attempts`` overrides the workflow's retries (a replay's failure is final: dead again).
+        """
         started = time.perf_counter()
-        with tracer.start_as_current_span("event.process", attributes={
+        with tracer.start_as_current_span("event.process", kind=SpanKind.CONSUMER, attributes={
             "messaging.message.id": event.id, "messaging.operation.type": "process",
+            "messaging.system": event.provider, "messaging.destination.name": event.stream,
             "syncd.event.type": event.type, "syncd.stream": event.stream,
         }), tracer.start_as_current_span("workflow.run", attributes={
             "syncd.workflow": wf.name, "syncd.workflow.version": wf.version, "syncd.attempt": attempt,
         }) as span:
-            trace_id = format(span.get_span_context().trace_id, "032x")
+            span_context = span.get_span_context()  # invalid when tracing is off: no trace id to store
+            trace_id = format(span_context.trace_id, "032x") if span_context.is_valid else None
             session = Session(bind=conn, join_transaction_mode="create_savepoint")
+            steps = StepRuntime(conn=conn, key=RunKey(wf.name, event.stream, event.id), now=self.clock.now)
+            interrupt: Interrupt | None = None
+            ctx = Context(db=session, event=event, workflow=wf, span=span, attempt=attempt, steps=steps,
+                          environ=self.environ)
             try:
-                wf(event, Context(db=session, event=event, workflow=wf, span=span, attempt=attempt))
+                wf(event, ctx)
                 session.commit()  # releases the SAVEPOINT; the page's transaction commits later
                 error = None
+            except Interrupt as signal_:  # a step completed or a sleep began: store it, resume later
+                session.rollback()
+                interrupt, error = signal_, None
             except Exception as exc:  # the handler's failure is data: recorded, retried, dead-lettered
+                if conn.invalidated:  # unless the page's connection died (outage, server timeout): not the
+                    raise  # handler's fault, and the page cannot commit; fail it now, it is fetched again
                 session.rollback()
                 error = error_text(exc)
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, error))
             finally:
                 session.close()
-            status, next_at = run_outcome(error, attempt, wf.retries or self.max_attempts, now)
+                ctx.close()
+            limit = max_attempts or wf.retries or self.max_attempts
+            if interrupt is None:
+                status, next_at = run_outcome(error, attempt, limit, now)
+            else:
+                status, next_at, error = interrupted(conn, steps.key, interrupt, attempt, limit, now)
+                if error is not None:
+                    span.set_status(Status(StatusCode.ERROR, error))
             span.set_attribute("syncd.outcome", status)
-        if error is None:
+        if status in ("pending", "sleeping"):
+            result.runs_suspended += 1
+        elif error is None:
             result.runs_ok += 1
         else:
             result.runs_failed += 1
@@ -252,21 +307,44 @@ class SyncEngine:
             "duration_ms": (time.perf_counter() - started) * 1000,
         }
 
+    def run_again(self, conn: Connection, wf: Workflow, event: Event, *, attempt: int) -> dict[str, Any]:
+        """Run ``wf`` on ``event`` once more in a SAVEPOINT of ``conn``'s transaction (``syncd replay``).
+
+        Returns the run row: ``succeeded``, or ``dead`` again (a manual re-run never re-enters the automatic
+        retries); the caller writes it and commits.
+        """
+        for _ in range(MAX_RESUME_ROUNDS):  # a durable run goes on step by step in this transaction
+            outcome = self._run(conn, wf, event, attempt=attempt, result=TickResult(source=event.stream),
+                                now=self.clock.now(), max_attempts=attempt)
+            if outcome["status"] != "pending":
+                break
+        return outcome
+
     # ---- retries of failed runs, independent of the cursor ---------------------------------------
 
     def _retry_due_runs(self, target: Target, token: int, result: TickResult) -> None:
         if target.window is not None or self.stop.is_set():
             return
+        # Durable runs advance one step per transaction (``pending`` right after a step), so keep going
+        # while runs are due now; bounded so one tick cannot spin forever.
+        for _ in range(MAX_RESUME_ROUNDS):
+            if self.stop.is_set() or not self._retry_round(target, token, result):
+                return
+
+    def _retry_round(self, target: Target, token: int, result: TickResult) -> bool:
         stream = target.connector.key
         now = self.clock.now()
         with self.db.connect() as conn, conn.begin():
+            bound_idle_time(conn, self.lease_seconds)
+            store.lock_stream(conn, stream)
             due = store.due_runs(conn, stream, now)
             for row in due:
                 wf = self.registry.get(row["workflow"])
                 if wf is None:
                     continue  # the workflow was removed; its failed runs stay for `syncd status`
                 event = event_from_ledger(stream, row)
-                outcome = self._run(conn, wf, event, attempt=row["attempts"] + 1, result=result, now=now)
+                attempt = row["attempts"] + 1 if row["status"] == "failed" else row["attempts"]
+                outcome = self._run(conn, wf, event, attempt=attempt, result=result, now=now)
                 store.update_run(conn, wf.name, stream, event.id, **{
                     k: outcome[k] for k in ("status", "attempts", "next_attempt_at", "last_error", "trace_id",
                                             "finished_at", "duration_ms", "workflow_version")})
@@ -274,6 +352,7 @@ class SyncEngine:
                                                meta=None, new_events=0, now=self.clock.now(),
                                                lease_seconds=self.lease_seconds):
                 raise LeaseLostError(target.key)
+        return bool(due)
 
     # ---- bookkeeping --------------------------------------------------------------------------
 
@@ -304,6 +383,62 @@ class SyncEngine:
                 })
         except Exception as exc:
             log.error("could not record the tick of %s: %s", result.source, error_text(exc))
+
+
+class LeaseKeeper:
+    """Renews a held lease from a background thread every third of its length while a tick works.
+
+    Page commits renew the lease too; the keeper covers a page slower than the lease (slow handlers, an
+    overloaded host), which another replica would otherwise take over mid-page and fence out, over and over,
+    so that no replica ever commits. Safety never depends on it: commits stay fenced on the token. It gives
+    up once no page has committed for ``STALL_LEASES`` lease lengths, so a hung tick still loses its lease
+    (and a paused process pauses its keeper with it). PostgreSQL only: on SQLite the page holds the single
+    write lock, so nobody can take a lease mid-page, and the keeper could not write either.
+    """
+
+    STALL_LEASES = 10
+
+    def __init__(self, engine: SyncEngine, key: str, token: int) -> None:
+        self.engine, self.key, self.token = engine, key, token
+        self.lost = False
+        self._done = threading.Event()
+        self._progress = time.monotonic()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.engine.db.dialect.name == "postgresql":
+            self._thread = threading.Thread(target=self._run, name=f"lease-keeper:{self.key}", daemon=True)
+            self._thread.start()
+
+    def check(self) -> None:
+        """Called between pages: a page committed (progress), and fail fast if the lease is known lost."""
+        self._progress = time.monotonic()
+        if self.lost:
+            raise LeaseLostError(self.key)
+
+    def stop(self) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        seconds = self.engine.lease_seconds
+        while not self._done.wait(seconds / 3):
+            if time.monotonic() - self._progress > self.STALL_LEASES * seconds:
+                log.warning("no page of %s committed for %.0fs; no longer renewing its lease", self.key,
+                            time.monotonic() - self._progress, extra={"source": self.key})
+                return
+            try:
+                with self.engine.db.begin() as conn:
+                    kept = store.renew_lease(conn, self.key, token=self.token, owner=self.engine.replica_id,
+                                             now=self.engine.clock.now(), seconds=seconds)
+            except Exception as exc:  # the database may be down: the page will fail on its own
+                log.warning("could not renew the lease of %s: %s", self.key, error_text(exc),
+                            extra={"source": self.key})
+                continue
+            if not kept:
+                self.lost = True
+                return
 
 
 # ---- pure decisions ------------------------------------------------------------------------------
@@ -342,6 +477,21 @@ def run_outcome(error: str | None, attempt: int, max_attempts: int, now: datetim
     return "failed", now + run_backoff(attempt)
 
 
+def interrupted(conn: Connection, key: RunKey, interrupt: Interrupt, attempt: int, max_attempts: int,
+                now: datetime) -> tuple[str, datetime | None, str | None]:
+    """Store what a step checkpoint or a sleep carries; return (status, next attempt, error)."""
+    if isinstance(interrupt, Sleep):
+        if interrupt.new is not None:
+            store_results(conn, key, {interrupt.name: interrupt.new}, now)
+        return "sleeping", interrupt.wake_at, None
+    assert isinstance(interrupt, Checkpoint)
+    store_results(conn, key, interrupt.results, now)
+    if interrupt.error is not None:
+        status, next_at = run_outcome(interrupt.error, attempt, max_attempts, now)
+        return status, next_at, interrupt.error
+    return "pending", now, None
+
+
 def run_backoff(attempt: int) -> timedelta:
     return min(RUN_BACKOFF_BASE * (2 ** (attempt - 1)), RUN_BACKOFF_CAP)
 
@@ -359,6 +509,28 @@ def ledger_row(event: Event, now: datetime) -> dict[str, Any]:
 def event_from_ledger(stream: str, row: dict[str, Any]) -> Event:
     return Event(stream=stream, id=row["event_id"], type=row["type"], occurred_at=row["occurred_at"],
                  data=row["payload"], action=row.get("action"))
+
+
+def bound_idle_time(conn: Connection, lease_seconds: float) -> None:
+    """On PostgreSQL, have the server end this transaction if it sits idle for two lease lengths.
+
+    A replica paused or cut off in the middle of a page keeps that page's row locks (its ledger rows), and
+    the replica that took its expired lease over would wait on them for as long as the pause lasts; the
+    paused one's commit is fenced out anyway. Two leases, not one: a live replica's keeper holds its lease
+    through slow pages, so a handler may legitimately spend a while without SQL (an HTTP call). ``SET
+    LOCAL`` is scoped to the transaction, so it also works through transaction-mode connection poolers.
+    (SQLite has one writer at a time: nothing to bound.)
+    """
+    if conn.dialect.name == "postgresql":
+        millis = max(1000, int(2 * lease_seconds * 1000))
+        conn.exec_driver_sql(f"SET LOCAL idle_in_transaction_session_timeout = {millis}")
+
+
+def warn_slow_page(source: str, seconds: float, lease_seconds: float) -> None:
+    """A page should finish within the lease; past it, only the lease keeper (PostgreSQL) keeps it ours."""
+    if seconds > lease_seconds:
+        log.warning("a page of %s took %.1fs, more than the %.0fs lease (SYNCD_LEASE_SECONDS); consider "
+                    "raising it", source, seconds, lease_seconds, extra={"source": source})
 
 
 def error_text(exc: BaseException) -> str:

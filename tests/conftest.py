@@ -65,7 +65,8 @@ def make_app() -> Iterator[Callable[..., App]]:
     built: list[App] = []
 
     def build(db_url: str, *, registry: Registry | None = None, **env: str) -> App:
-        app = App.build(settings_for(db_url, **env), registry=registry if registry is not None else Registry())
+        chosen = registry if registry is not None else Registry()
+        app = App.build(settings_for(db_url, **env), registry=chosen)
         built.append(app)
         return app
 

@@ -61,6 +61,10 @@ class WorkOSConnector:
     def close(self) -> None:
         self._client.close()
 
+    def retention_warning(self, window: Window, now: datetime | None = None) -> str | None:
+        """The backfill hook (``syncd.backfill.retention_warnings``): see the module function."""
+        return retention_warning(window, now)
+
     def fetch_page(self, cursor: str | None, window: Window | None = None) -> Page:
         params: list[tuple[str, str]] = [("events", ",".join(self.event_types)), ("limit", str(PAGE_SIZE)),
                                          ("order", "asc")]

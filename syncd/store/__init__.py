@@ -6,6 +6,7 @@ make the ledger, the workflows' writes and the cursor one atomic commit.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -66,20 +67,35 @@ def all_sources(conn: Connection) -> list[SourceRow]:
 
 
 def acquire_lease(conn: Connection, key: str, *, owner: str, now: datetime, seconds: float) -> int | None:
-    """Take the source's lease if free, expired or already ours. Returns the new fencing token, or None.
+    """Take the source's lease if it is free or expired. Returns the new fencing token, or None.
 
-    The token increases on every acquisition, so a commit fenced on an older token always fails.
+    The token increases on every acquisition, so a commit fenced on an older token always fails. A live
+    lease is never re-taken, not even by its own owner: replicas given the same ``SYNCD_REPLICA_ID`` would
+    otherwise steal it from each other on every tick. (One process never ticks a source twice at once, and
+    releases after each tick; a lease it could not release, e.g. during a database outage, just expires.)
+    On PostgreSQL the UPDATE waits for a page commit holding the row, then re-checks expiry against the
+    renewed lease, so a takeover can never slip between another replica's fence check and its COMMIT.
     """
     result = conn.execute(
         sa.update(sources)
         .where(sources.c.key == key,
-               sa.or_(sources.c.lease_owner.is_(None), sources.c.lease_owner == owner,
+               sa.or_(sources.c.lease_owner.is_(None),
                       sources.c.lease_expires_at.is_(None), sources.c.lease_expires_at < now))
         .values(lease_owner=owner, lease_token=sources.c.lease_token + 1,
                 lease_expires_at=now + timedelta(seconds=seconds), updated_at=now)
         .returning(sources.c.lease_token)
     ).first()
     return int(result[0]) if result else None
+
+
+def renew_lease(conn: Connection, key: str, *, token: int, owner: str, now: datetime, seconds: float) -> bool:
+    """Push the lease's expiry to ``now + seconds`` if it is still ours (same token). False: taken over."""
+    result = conn.execute(
+        sa.update(sources)
+        .where(sources.c.key == key, sources.c.lease_token == token, sources.c.lease_owner == owner)
+        .values(lease_expires_at=now + timedelta(seconds=seconds))
+    )
+    return result.rowcount == 1
 
 
 def release_lease(conn: Connection, key: str, *, token: int, now: datetime) -> None:
@@ -90,7 +106,13 @@ def release_lease(conn: Connection, key: str, *, token: int, now: datetime) -> N
 def commit_cursor(conn: Connection, key: str, *, token: int, owner: str, cursor: str | None,
                   meta: dict[str, Any] | None, new_events: int, now: datetime, lease_seconds: float,
                   progress: float | None = None) -> bool:
-    """Move the cursor (and renew the lease) only if we still hold the lease. False: fenced out."""
+    """Move the cursor (and renew the lease) only if we still hold the lease. False: fenced out.
+
+    Call it as the last statement of the page's transaction and roll back on False: the check is on the
+    token (not on expiry, so an expired lease nobody took over still commits), and the row lock this
+    UPDATE takes holds off any takeover until COMMIT, so the page's ledger, runs and workflow writes
+    commit only together with a cursor move under a lease that was still ours.
+    """
     values: dict[str, Any] = {
         "events_seen": sources.c.events_seen + new_events, "lease_expires_at": now + timedelta(seconds=lease_seconds),
         "updated_at": now,
@@ -137,12 +159,14 @@ def update_run(conn: Connection, workflow: str, stream: str, event_id: str, **va
 
 
 def due_runs(conn: Connection, stream: str, now: datetime, limit: int = 200) -> list[dict[str, Any]]:
-    """Failed runs of ``stream`` whose next attempt is due, with their ledger payload."""
+    """Runs of ``stream`` due now — failed (retry), pending (durable, mid-steps) or sleeping (woken) —
+    with their ledger payload."""
     query = (
-        sa.select(runs.c.workflow, runs.c.event_id, runs.c.attempts, events.c.type, events.c.action,
+        sa.select(runs.c.workflow, runs.c.event_id, runs.c.attempts, runs.c.status, events.c.type, events.c.action,
                   events.c.occurred_at, events.c.payload)
         .join(events, sa.and_(events.c.stream == runs.c.stream, events.c.event_id == runs.c.event_id))
-        .where(runs.c.stream == stream, runs.c.status == "failed", runs.c.next_attempt_at <= now)
+        .where(runs.c.stream == stream, runs.c.status.in_(("failed", "pending", "sleeping")),
+               runs.c.next_attempt_at <= now)
         .order_by(runs.c.next_attempt_at, runs.c.event_id)
         .limit(limit)
     )
@@ -160,3 +184,21 @@ def existing_event_ids(conn: Connection, stream: str, event_ids: Sequence[str]) 
         found.update(r[0] for r in conn.execute(
             sa.select(events.c.event_id).where(events.c.stream == stream, events.c.event_id.in_(chunk))))
     return found
+
+
+#: First key of syncd's PostgreSQL advisory locks ('sync'), so they cannot collide with other applications'.
+ADVISORY_NAMESPACE = 0x73796E63
+
+
+def lock_stream(conn: Connection, stream: str) -> None:
+    """Serialize, until this transaction ends, the transactions that create runs for ``stream``'s events.
+
+    Several cursors feed one stream (the live one and backfill windows), and each decides which runs are
+    missing by reading the run table: without this, two of them meeting on an event already in the ledger
+    could both run a workflow on it. PostgreSQL: a transaction-scoped advisory lock. SQLite: nothing to do,
+    ``BEGIN IMMEDIATE`` already serializes writers.
+    """
+    if conn.dialect.name == "postgresql":
+        digest = hashlib.blake2b(stream.encode(), digest_size=4).digest()
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:space, :key)"),
+                     {"space": ADVISORY_NAMESPACE, "key": int.from_bytes(digest, "big", signed=True)})

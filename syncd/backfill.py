@@ -1,0 +1,519 @@
+"""Backfills: re-sync a time window [start, end) of a source beside live sync.
+
+Contract (what the engine already guarantees for a ``Target`` with a window, gathered here):
+
+- A window has its own cursor row in ``syncd_sources`` (kind ``backfill``), keyed by source, window and
+  workflow (``engine.cursor_key``), so it never moves the live cursor and live ticks keep running.
+- Its events go through the same ledger and run table: every (workflow, event) run that is missing for an
+  event in the window is created — also for events already in the ledger, e.g. for a workflow added since —
+  and an existing run is never repeated. Page transactions of one stream are serialized
+  (``store.lock_stream``), so a live tick and a backfill meeting on the same event run it once per workflow.
+- A window that reaches its end is recorded ``done`` and never re-run; an interrupted one resumes from its
+  cursor (the last committed page) on the next start.
+
+Entry points: ``syncd backfill`` (``run_command``: drive every window to done), ``syncd once`` with
+``EVENTS_RANGE_START/END`` (``drive_settings_windows`` after the live tick), and ``syncd run`` (one
+scheduler job per window: ``WindowJob``). Progress: a ``rich`` bar on a terminal, a log line every
+``LOG_EVERY_PAGES`` pages elsewhere; ``syncd status`` shows each window's progress and state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import IO, TYPE_CHECKING, Protocol
+
+from opentelemetry import trace
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.progress import Progress as RichBar
+from rich.table import Column
+from rich.text import Text
+
+from syncd import store
+from syncd.engine import SyncEngine, Target, TickResult, window_progress
+from syncd.errors import ConfigError
+from syncd.models import Page, Window
+from syncd.protocols import Connector
+from syncd.settings import Settings, parse_window
+from syncd.workflows import Registry
+
+if TYPE_CHECKING:
+    from syncd.app import App
+
+log = logging.getLogger("syncd.backfill")
+tracer = trace.get_tracer("syncd")
+
+#: Without a terminal, one progress line per this many pages (and one when a window ends).
+LOG_EVERY_PAGES = 10
+#: ``drive`` gives up after this many failed syncs in a row; running it again resumes from the cursor.
+MAX_FAILURES = 3
+#: How often ``drive`` looks again at a lease held by another process (a live replica or a dead one).
+LEASE_POLL_SECONDS = 1.0
+LEASE_HELD = "lease held by another replica"
+#: A bar's total: the window's time span in thousandths, so rich's speed and ETA follow the span covered.
+SCALE = 1000
+
+
+# ---- which windows -------------------------------------------------------------------------------
+
+
+def targets_for(connectors: Sequence[Connector], registry: Registry, window: Window, *,
+                source: str | None = None, workflow: str | None = None) -> list[Target]:
+    """One window target per connector, optionally narrowed to a source and to one workflow.
+
+    ``source`` is a source key (``github:o/r``) or a provider name (``workos``). With ``workflow``, only
+    sources that workflow listens to get a window. Raises ``ConfigError`` naming ``--source`` or
+    ``--workflow`` when nothing configured matches.
+    """
+    chosen = list(connectors)
+    if source is not None:
+        chosen = [c for c in chosen if source in (c.key, provider_of(c.key))]
+        if not chosen:
+            known = ", ".join(c.key for c in connectors) or "none"
+            raise ConfigError("--source", f"no configured source {source!r} (configured: {known})")
+    if workflow is not None:
+        wf = registry.get(workflow)
+        if wf is None:
+            known = ", ".join(sorted(w.name for w in registry.all())) or "none"
+            raise ConfigError("--workflow", f"unknown workflow {workflow!r} (known: {known})")
+        chosen = [c for c in chosen if wf.trigger.provider == provider_of(c.key)
+                  and (wf.trigger.streams is None or c.key in wf.trigger.streams)]
+        if not chosen:
+            matching = f" matching {source!r}" if source else ""
+            raise ConfigError("--workflow", f"{workflow!r} listens to {wf.trigger.provider} events, "
+                              f"but no such source is configured{matching}")
+    return [Target(c, window, workflow) for c in chosen]
+
+
+def settings_window(settings: Settings) -> Window | None:
+    """The window of ``EVENTS_RANGE_START/END`` (already validated by ``Settings``), or None."""
+    if settings.range_start is None or settings.range_end is None:
+        return None
+    return Window(settings.range_start, settings.range_end)
+
+
+def parse_flags(start: str, end: str, *, now: datetime | None = None) -> Window:
+    """``--start``/``--end`` (unix ms or ISO-8601) → a window; ``ConfigError`` names the flag at fault."""
+    flags = {"--start": start, "--end": end}
+    first, last = parse_window(flags, now=now, start_name="--start", end_name="--end")
+    assert first is not None and last is not None  # both flags are required by the parser
+    return Window(first, last)
+
+
+def provider_of(source_key: str) -> str:
+    return source_key.split(":", 1)[0]
+
+
+def retention_warnings(targets: Sequence[Target], now: datetime | None = None) -> list[str]:
+    """Warnings from connectors that know their provider's retention (an optional ``retention_warning``
+    method: ``(window, now) -> str | None``), one per source."""
+    out = []
+    for target in targets:
+        check: Callable[[Window, datetime | None], str | None] | None = getattr(
+            target.connector, "retention_warning", None)
+        if check is None or target.window is None:
+            continue
+        message = check(target.window, now)
+        if message:
+            out.append(f"backfill {target.key}: {message}")
+    return out
+
+
+def label(target: Target) -> str:
+    """``workos 2026-01-01T00:00 → 2026-01-02T00:00 (workflow w)`` for humans."""
+    assert target.window is not None
+    span = f"{_short(target.window.start)} → {_short(target.window.end)}"
+    only = f" ({target.workflow})" if target.workflow else ""
+    return f"{target.connector.key} {span}{only}"
+
+
+def _short(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+
+
+# ---- progress ------------------------------------------------------------------------------------
+
+
+class Progress(Protocol):
+    """Receives a window's pages. ``start`` before its first sync (with the progress already stored),
+    ``__call__`` after each committed page (the engine's ``on_page`` hook), ``finish`` once at the end."""
+
+    def start(self, target: Target, done_fraction: float) -> None: ...
+
+    def __call__(self, target: Target, page: Page) -> None: ...
+
+    def finish(self, target: Target, result: BackfillResult) -> None: ...
+
+
+@dataclass
+class _Meter:
+    """Position and rate of one window within this process."""
+
+    fraction: float
+    started_fraction: float
+    started_at: float = field(default_factory=time.monotonic)
+    pages: int = 0
+    events: int = 0
+
+    def advance(self, target: Target, page: Page) -> None:
+        assert target.window is not None
+        self.pages += 1
+        self.events += len(page.events)
+        if not page.has_more:
+            self.fraction = 1.0
+        elif page.events:
+            self.fraction = max(self.fraction, window_progress(target.window, page.events[-1].occurred_at))
+
+    def events_per_second(self) -> float:
+        elapsed = time.monotonic() - self.started_at
+        return self.events / elapsed if elapsed > 0 else 0.0
+
+    def eta_seconds(self) -> float | None:
+        """Time left at the rate the window's time span has been covered so far in this process."""
+        covered = self.fraction - self.started_fraction
+        elapsed = time.monotonic() - self.started_at
+        if covered <= 0 or elapsed <= 0:
+            return None
+        return (1.0 - self.fraction) * elapsed / covered
+
+
+class LogProgress:
+    """A log line every ``every`` pages of a window and one when it ends (containers, pipes)."""
+
+    def __init__(self, every: int = LOG_EVERY_PAGES, logger: logging.Logger = log) -> None:
+        self.every = max(1, every)
+        self.logger = logger
+        self._meters: dict[str, _Meter] = {}
+        self._lock = threading.Lock()
+
+    def start(self, target: Target, done_fraction: float) -> None:
+        with self._lock:
+            self._meters[target.key] = _Meter(done_fraction, done_fraction)
+        resumed = f", resuming at {done_fraction:.0%}" if done_fraction > 0 else ""
+        self.logger.info("backfill %s started%s", label(target), resumed, extra={"source": target.key})
+
+    def __call__(self, target: Target, page: Page) -> None:
+        with self._lock:
+            meter = self._meters.setdefault(target.key, _Meter(0.0, 0.0))
+            meter.advance(target, page)
+            due = meter.pages % self.every == 0 and page.has_more
+        if due:
+            eta = meter.eta_seconds()
+            self.logger.info("backfill %s: %.0f%% of the window, %d pages, %d events, %.0f events/s, ETA %s",
+                             label(target), 100 * meter.fraction, meter.pages, meter.events,
+                             meter.events_per_second(), _duration(eta), extra={"source": target.key})
+
+    def finish(self, target: Target, result: BackfillResult) -> None:
+        with self._lock:
+            meter = self._meters.pop(target.key, None)
+        rate = meter.events_per_second() if meter else 0.0
+        self.logger.info("backfill %s %s: %d pages, %d events (%d new), %d runs ok, %d failed, %.0f events/s",
+                         label(target), result.state, result.pages, result.events, result.new_events,
+                         result.runs_ok, result.runs_failed, rate, extra={"source": target.key})
+
+
+class RichProgress:
+    """A ``rich`` progress bar per window: % of the window's time span, events/s and the ETA."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        # on a narrow terminal the label is cut short, never the numbers
+        label_column = TextColumn("{task.description}",
+                                  table_column=Column(no_wrap=True, overflow="ellipsis"))
+        events_column = _EventsColumn(table_column=Column(no_wrap=True, min_width=22))
+        self.bar = RichBar(label_column, BarColumn(bar_width=20), TaskProgressColumn(), events_column,
+                           TextColumn("ETA"), TimeRemainingColumn(), console=self.console, transient=False)
+        self._tasks: dict[str, TaskID] = {}
+        self._meters: dict[str, _Meter] = {}
+
+    def start(self, target: Target, done_fraction: float) -> None:
+        self._meters[target.key] = _Meter(done_fraction, done_fraction)
+        self._tasks[target.key] = self.bar.add_task(
+            label(target), total=SCALE, completed=round(SCALE * done_fraction), events=0,
+            start_time=time.monotonic())
+
+    def __call__(self, target: Target, page: Page) -> None:
+        meter = self._meters.setdefault(target.key, _Meter(0.0, 0.0))
+        meter.advance(target, page)
+        task = self._tasks.get(target.key)
+        if task is not None:
+            self.bar.update(task, completed=SCALE * meter.fraction, events=meter.events)
+
+    def finish(self, target: Target, result: BackfillResult) -> None:
+        task = self._tasks.pop(target.key, None)
+        if task is not None and result.state == "done":
+            self.bar.update(task, completed=SCALE)
+        self._meters.pop(target.key, None)
+
+    @contextlib.contextmanager
+    def shown(self) -> Iterator[None]:
+        """Show the bars; log lines written meanwhile are printed above them instead of through them."""
+        with self.bar:
+            handlers = [h for h in logging.getLogger().handlers
+                        if getattr(h, "_syncd", False) and isinstance(h, logging.StreamHandler)]
+            # while the bar is live, sys.stderr is rich's proxy, which prints lines above the bar
+            previous = [h.setStream(sys.stderr) for h in handlers]
+            try:
+                yield
+            finally:
+                for handler, stream in zip(handlers, previous, strict=True):
+                    if stream is not None:
+                        handler.setStream(stream)
+
+
+class _EventsColumn(ProgressColumn):
+    """``1,234 events · 456/s``: the events of this run over the time since it started."""
+
+    def render(self, task: Task) -> Text:
+        events = int(task.fields.get("events", 0))
+        elapsed = time.monotonic() - float(task.fields.get("start_time", time.monotonic()))
+        rate = events / elapsed if elapsed > 0 else 0.0
+        return Text(f"{events:,} events · {rate:,.0f}/s", style="progress.data.speed", no_wrap=True)
+
+
+def make_progress(stream: IO[str] | None = None, *,
+                  every: int = LOG_EVERY_PAGES) -> LogProgress | RichProgress:
+    """A rich bar when ``stream`` (default stderr) is a terminal, log lines otherwise."""
+    stream = stream or sys.stderr
+    if hasattr(stream, "isatty") and stream.isatty():
+        return RichProgress()
+    return LogProgress(every)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+# ---- driving a window ----------------------------------------------------------------------------
+
+
+@dataclass
+class BackfillResult:
+    """What driving one window did in this process. ``state``: done, failed or stopped (resumable)."""
+
+    key: str
+    state: str = "running"
+    pages: int = 0
+    events: int = 0
+    new_events: int = 0
+    runs_ok: int = 0
+    runs_failed: int = 0
+    syncs: int = 0
+    error: str | None = None
+
+    def add(self, tick: TickResult) -> None:
+        self.syncs += 1
+        self.pages += tick.pages
+        self.events += tick.events
+        self.new_events += tick.new_events
+        self.runs_ok += tick.runs_ok
+        self.runs_failed += tick.runs_failed
+
+
+def window_engine(app: App, on_page: Callable[[Target, Page], None] | None) -> SyncEngine:
+    """An engine like the app's (same database, registry, clock, replica id, stop event) reporting pages."""
+    base = app.engine
+    return SyncEngine(app.db, app.registry, clock=base.clock, replica_id=base.replica_id,
+                      lease_seconds=base.lease_seconds, max_attempts=base.max_attempts, stop=app.stop,
+                      on_page=on_page, environ=base.environ)
+
+
+def stored_fraction(engine: SyncEngine, target: Target) -> tuple[str | None, float]:
+    """(state, progress) of the window's cursor row; (None, 0.0) before its first sync."""
+    with engine.db.connect() as conn:
+        row = store.get_source(conn, target.key)
+    if row is None:
+        return None, 0.0
+    return row.state, float(row.progress or 0.0)
+
+
+def drive(engine: SyncEngine, target: Target, *, progress: Progress | None = None,
+          max_failures: int = MAX_FAILURES, wait: Callable[[float], bool] | None = None) -> BackfillResult:
+    """Sync ``target`` until its window is done, the engine's stop event is set, or ``max_failures``
+    syncs in a row failed. A lease held elsewhere is waited for (it is released or expires); a paused
+    source (rate limit) is waited out. Never raises for a provider or database failure."""
+    wait = wait or engine.stop.wait
+    result = BackfillResult(target.key)
+    state, fraction = stored_fraction(engine, target)
+    if state == "done":
+        result.state = "done"
+        log.info("backfill %s was already completed; nothing to do", label(target),
+                 extra={"source": target.key})
+        return result
+    if progress is not None:
+        progress.start(target, fraction)
+    failures, waiting_logged = 0, False
+    while True:
+        with tracer.start_as_current_span("syncd.backfill", attributes={"syncd.source": target.key}):
+            tick = engine.sync(target)
+        result.add(tick)
+        delay = _next_delay(engine, target, tick, result, failures)
+        if tick.caught_up:
+            result.state = "done"
+        elif engine.stop.is_set():
+            result.state = "stopped"
+        elif not tick.ok:
+            failures += 1
+            result.error = tick.error
+            if failures >= max_failures:
+                result.state = "failed"
+        else:
+            failures = 0
+        if tick.skipped_reason == LEASE_HELD and not waiting_logged:
+            log.info("backfill %s: another process holds its lease; waiting for it to finish or expire",
+                     label(target), extra={"source": target.key})
+            waiting_logged = True
+        if result.state != "running" or (delay > 0 and wait(delay)):
+            result.state = "stopped" if result.state == "running" else result.state
+            break
+    if progress is not None:
+        progress.finish(target, result)
+    return result
+
+
+def _next_delay(engine: SyncEngine, target: Target, tick: TickResult, result: BackfillResult,
+                failures: int) -> float:
+    """Seconds to wait before the next sync of an unfinished window."""
+    if tick.skipped_reason == LEASE_HELD:
+        return LEASE_POLL_SECONDS
+    if tick.skipped_reason is not None and tick.skipped_reason.startswith("paused"):
+        with engine.db.connect() as conn:
+            row = store.get_source(conn, target.key)
+        until = row.paused_until if row is not None else None
+        left = (until - engine.clock.now()).total_seconds() if until is not None else 1.0
+        return max(0.1, min(left, 60.0))
+    if not tick.ok:
+        return float(min(2 ** failures, 30))
+    return 0.0
+
+
+# ---- entry points --------------------------------------------------------------------------------
+
+
+def run_command(settings: Settings, *, start: str, end: str, source: str | None = None,
+                workflow: str | None = None, stream: IO[str] | None = None) -> int:
+    """``syncd backfill``: drive each matching window to done. 0 all done, 1 failed or interrupted."""
+    from syncd.app import App
+    from syncd.scheduler import install_signal_handlers
+    from syncd.telemetry import setup_telemetry
+
+    window = parse_flags(start, end)
+    telemetry = setup_telemetry(settings.environ)
+    app = App.build(settings)
+    try:
+        targets = targets_for(app.connectors, app.registry, window, source=source, workflow=workflow)
+        install_signal_handlers(app.stop)
+        results = drive_all(app, targets, make_progress(stream))
+    finally:
+        app.close()
+        telemetry.shutdown()
+    return report(results, out=sys.stdout)
+
+
+def drive_all(app: App, targets: Sequence[Target],
+              progress: LogProgress | RichProgress) -> list[BackfillResult]:
+    """Warn about retention, then drive the windows one after another (each shows its own bar)."""
+    for warning in retention_warnings(targets):
+        log.warning("%s", warning)
+    engine = window_engine(app, progress)
+    shown = progress.shown() if isinstance(progress, RichProgress) else contextlib.nullcontext()
+    results = []
+    with shown:
+        for target in targets:
+            if app.stop.is_set():
+                break
+            results.append(drive(engine, target, progress=progress))
+    return results
+
+
+def drive_settings_windows(app: App, stream: IO[str] | None = None) -> list[BackfillResult]:
+    """``syncd once`` with ``EVENTS_RANGE_START/END``: drive that window of every source to done."""
+    window = settings_window(app.settings)
+    if window is None:
+        return []
+    return drive_all(app, targets_for(app.connectors, app.registry, window), make_progress(stream))
+
+
+def report(results: Sequence[BackfillResult], *, out: IO[str]) -> int:
+    """Print one line per window; 0 when every window is done, else 1."""
+    for r in results:
+        extra = f"; error: {r.error}" if r.error and r.state != "done" else ""
+        hint = "; run the same command again to resume" if r.state in ("failed", "stopped") else ""
+        print(f"{r.key}: backfill {r.state} — {r.pages} pages, {r.events} events ({r.new_events} new), "
+              f"{r.runs_ok} runs ok, {r.runs_failed} failed{extra}{hint}", file=out)
+    return 0 if results and all(r.state == "done" for r in results) else 1
+
+
+class WindowJob:
+    """``syncd run``: one scheduler job per window. Each call syncs the window from its cursor (a call
+    may cover the whole window); once it is done the job does nothing more, so a finished window costs
+    nothing on later intervals or restarts."""
+
+    def __init__(self, engine: SyncEngine, target: Target, progress: LogProgress) -> None:
+        self.engine = engine
+        self.target = target
+        self.progress = progress
+        self.key = f"backfill:{target.key}"
+        self.done = False
+        self._started = False
+
+    def __call__(self) -> None:
+        if self.done:
+            return
+        if not self._started:
+            state, fraction = stored_fraction(self.engine, self.target)
+            if state == "done":
+                self.done = True
+                log.info("backfill %s was already completed", label(self.target),
+                         extra={"source": self.target.key})
+                return
+            self.progress.start(self.target, fraction)
+            self._started = True
+        with tracer.start_as_current_span("syncd.backfill", attributes={"syncd.source": self.target.key}):
+            tick = self.engine.sync(self.target)
+        if tick.caught_up:
+            self.done = True
+            result = BackfillResult(self.target.key, state="done")
+            result.add(tick)
+            self.progress.finish(self.target, result)
+
+
+def window_jobs(app: App) -> list[WindowJob]:
+    """The jobs for ``EVENTS_RANGE_START/END`` in ``syncd run`` (none when unset); warns about retention."""
+    window = settings_window(app.settings)
+    if window is None:
+        return []
+    targets = targets_for(app.connectors, app.registry, window)
+    for warning in retention_warnings(targets):
+        log.warning("%s", warning)
+    progress = LogProgress()
+    engine = window_engine(app, progress)
+    return [WindowJob(engine, t, progress) for t in targets]
+
+
+__all__ = [
+    "BackfillResult", "LogProgress", "Progress", "RichProgress", "WindowJob", "drive", "drive_all",
+    "drive_settings_windows", "make_progress", "parse_flags", "retention_warnings", "run_command",
+    "settings_window", "targets_for", "window_engine", "window_jobs",
+]
