@@ -48,11 +48,12 @@ def build_connectors(settings: Settings, providers: Sequence[Provider], registry
     for wanted in settings.sources:
         matches = [c for c in available if c.key == wanted or c.key.split(":", 1)[0] == wanted]
         if not matches:
-            provider = wanted.split(":", 1)[0]
-            if provider in names:
+            prefix = wanted.split(":", 1)[0]
+            if prefix in names:
                 raise ConfigError("SYNCD_SOURCES", f"lists {wanted!r} but that source is not configured "
-                                  f"(set its credentials, e.g. {provider.upper()}_…)")
-            raise ConfigError("SYNCD_SOURCES", f"unknown source {wanted!r}; known providers: {', '.join(sorted(names))}")
+                                  f"(set its credentials, e.g. {prefix.upper()}_…)")
+            raise ConfigError("SYNCD_SOURCES",
+                              f"unknown source {wanted!r}; known providers: {', '.join(sorted(names))}")
         chosen.extend(c for c in matches if c not in chosen)
     return chosen
 

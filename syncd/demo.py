@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from typing import Any
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -37,8 +37,8 @@ def simulators(events: int, seed: int, live_rate: float) -> Iterator[dict[str, s
 
 def _github(stack: contextlib.ExitStack, seed: int, live_rate: float) -> dict[str, str]:
     try:
-        from connectors.github.simulator import GitHubSimulator
         from connectors import github
+        from connectors.github.simulator import GitHubSimulator
     except ImportError:
         return {}
     if not hasattr(github, "provider"):
@@ -132,7 +132,8 @@ def _summary(app: App, seconds: float) -> None:
         for table in tables:
             count = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
             print(f"  {table.name:<40} {count:>7}")
-        statuses = dict(conn.execute(sa.select(runs.c.status, sa.func.count()).group_by(runs.c.status)).all())
+        statuses = {str(status): int(n) for status, n in
+                    conn.execute(sa.select(runs.c.status, sa.func.count()).group_by(runs.c.status))}
         print(f"\nWorkflow runs: {statuses.get('succeeded', 0)} succeeded, {statuses.get('failed', 0)} failed, "
               f"{statuses.get('dead', 0)} dead")
         from syncd import store

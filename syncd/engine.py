@@ -493,7 +493,8 @@ def interrupted(conn: Connection, key: RunKey, interrupt: Interrupt, attempt: in
 
 
 def run_backoff(attempt: int) -> timedelta:
-    return min(RUN_BACKOFF_BASE * (2 ** (attempt - 1)), RUN_BACKOFF_CAP)
+    delay: timedelta = RUN_BACKOFF_BASE * (2 ** (attempt - 1))
+    return min(delay, RUN_BACKOFF_CAP)
 
 
 def window_progress(window: Window, reached: datetime) -> float:

@@ -182,7 +182,8 @@ class Settings:
         except (ArgumentError, ValueError):  # ValueError: a port that is not a number
             raise ConfigError("DATABASE_URL", "not a database URL (e.g. sqlite:///syncd.db)") from None
         if url.get_backend_name() not in ("sqlite", "postgresql"):
-            raise ConfigError("DATABASE_URL", f"unsupported database {url.get_backend_name()!r}; use sqlite or postgresql")
+            raise ConfigError("DATABASE_URL",
+                              f"unsupported database {url.get_backend_name()!r}; use sqlite or postgresql")
         interval = get_int(env, "SYNC_INTERVAL_SECONDS", 60, minimum=1)
         log_level = (get_str(env, "LOG_LEVEL", "INFO") or "INFO").upper()
         if log_level not in LOG_LEVELS:

@@ -58,10 +58,7 @@ def ts(value: Any) -> datetime | None:
     """Any timestamp either side may hold → an aware UTC datetime (naive means UTC)."""
     if value is None:
         return None
-    if isinstance(value, datetime):
-        moment = value
-    else:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 

@@ -40,7 +40,7 @@ class SinkSimulator:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> str:
         self._thread = threading.Thread(target=self._server.serve_forever, name="sink-sim", daemon=True)

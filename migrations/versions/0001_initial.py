@@ -1,7 +1,7 @@
 """initial schema: syncd tables and WorkOS mirror
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-25 03:53:57.999856
 """
 
@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 import syncd.db
-from sqlalchemy.dialects import postgresql
 
 revision: str = '0001'
 down_revision: str | None = None
@@ -22,7 +22,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    
+
     op.create_table('syncd_events',
     sa.Column('stream', sa.String(length=200), nullable=False),
     sa.Column('event_id', sa.String(length=200), nullable=False),
@@ -145,11 +145,11 @@ def upgrade() -> None:
     sa.Column('updated_at', syncd.db.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_workos_users'))
     )
-    
+
 
 
 def downgrade() -> None:
-    
+
     op.drop_table('workos_users')
     op.drop_table('workos_organizations')
     with op.batch_alter_table('workos_organization_memberships', schema=None) as batch_op:
@@ -171,4 +171,4 @@ def downgrade() -> None:
         batch_op.drop_index('ix_syncd_events_stream_occurred')
 
     op.drop_table('syncd_events')
-    
+

@@ -1,0 +1,64 @@
+"""PostgreSQL stopped for 20 s in the middle of a sync: the replicas log errors, keep running, and finish the
+sync exactly once after the server returns. Uses its own server (the shared one must not go away)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.pgserver import PostgresServer, require_postgres
+from tests.test_replicas import (  # cluster_for is the fixture
+    SYNC_TIMEOUT,
+    Cluster,
+    assert_exact,
+    cluster_for,
+    expected_state,
+    prepare_database,
+    run_count,
+    source_row,
+    wait_until,
+)
+
+__all__ = ["cluster_for"]
+
+OUTAGE_SECONDS = 20
+OUTAGE_EVENTS = 20_000  # ~2,100 organization events
+
+
+@pytest.fixture
+def own_server() -> Iterator[PostgresServer]:
+    require_postgres()
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.mark.postgres
+def test_replicas_ride_out_a_postgres_outage_and_finish_exactly_once(
+        own_server: PostgresServer, cluster_for: Callable[..., Cluster]) -> None:
+    db_url = own_server.create_database()
+    db = prepare_database(db_url)
+    cluster = cluster_for(db_url, events=OUTAGE_EVENTS)
+    expected = expected_state(cluster.github, OUTAGE_EVENTS)
+    cluster.start("replica-1", "replica-2")
+
+    wait_until(lambda: source_row(db, "workos").events_seen >= 600, 120, "the WorkOS sync to be under way")
+    own_server.stop()  # fast shutdown: open transactions are cut, new connections refused
+    time.sleep(OUTAGE_SECONDS)
+    assert cluster.alive() == ["replica-1", "replica-2"]  # nobody crashed while the database was gone
+    own_server.restart()
+    restarted = time.monotonic()
+
+    wait_until(lambda: run_count(db) >= expected.total_runs, SYNC_TIMEOUT,
+               "the sync to finish after the outage")
+    finished = time.monotonic() - restarted
+    codes = cluster.stop()
+
+    assert codes == {"replica-1": 0, "replica-2": 0}
+    assert_exact(db, expected)
+    logs = {name: cluster.log(name) for name in cluster.replicas}
+    errors = [line for text in logs.values() for line in text.splitlines() if " ERROR " in line]
+    assert any("OperationalError" in line for line in errors), errors[:5]  # the outage was seen and logged
+    assert not any("Traceback" in text for text in logs.values())  # … as one line per failure, no crash
+    print(f"\nfinished {finished:.1f}s after Postgres returned; {len(errors)} error lines logged")

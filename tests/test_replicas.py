@@ -1,0 +1,372 @@
+"""Several ``syncd run`` processes on one PostgreSQL: every event once, the mirrors exact, work moving.
+
+The cluster: a WorkOS simulator subprocess holding 50,000 events, an in-process GitHub simulator with four
+repositories (so there are five sources whose leases can sit on different replicas at once), and N
+``syncd run`` subprocesses (``SYNC_INTERVAL_SECONDS=1``, ``SYNCD_LEASE_SECONDS=5``). Syncd requests the
+WorkOS ``organization.*`` types only (~5,400 of the 50,000 events): the whole stream takes ~3 minutes to
+mirror at today's per-event cost, this subset keeps each test to well under a minute.
+
+Besides the built-in mirrors, every replica loads a probe workflow module that appends one row per
+execution to ``probe_effects`` (no unique key), so an effect committed twice would show as two rows,
+which the run table, one row per (workflow, event), could never reveal.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
+
+from connectors.github.simulator import DEFAULT_TOKEN, GitHubSimulator
+from connectors.workos.simulator import DEFAULT_NOW, WorkOSSimulator
+from syncd.timefmt import parse_time
+from tests.pgserver import PostgresServer
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENTS, SEED = 50_000, 42
+KILL_EVENTS = 20_000  # ~2,100 organization events: enough to kill in the middle
+WORKOS_KEY = "sk_test_replicas_7c1e"
+ORG_TYPES = ("organization.created", "organization.updated", "organization.deleted")
+REPOS = {"acme/r1": 60, "acme/r2": 60, "acme/r3": 60}
+#: Above the slowest page seen on a loaded 2-core CI box (~6 s): shorter, replicas fence each other out.
+LEASE_SECONDS = 10
+#: Generous: other test runs may share the machine; unloaded, the 50,000-event run takes ~40 s.
+SYNC_TIMEOUT = 300
+MIRRORS = {"workos": "workos.mirror.organizations", "github": "github.mirror.issues"}
+
+PROBE_MODULE = textwrap.dedent('''
+    """Test probe: one appended row per workflow execution, tagged with the replica that ran it."""
+    import os
+
+    import sqlalchemy as sa
+
+    from connectors import github, workos
+    from syncd.workflows import workflow
+
+    REPLICA = os.environ.get("SYNCD_REPLICA_ID")
+    INSERT = sa.text("INSERT INTO probe_effects (workflow, stream, event_id, replica) "
+                     "VALUES (:w, :s, :e, :r)")
+
+
+    def effect(name):
+        def handler(event, ctx):
+            ctx.db.execute(INSERT, {"w": name, "s": event.stream, "e": event.id, "r": REPLICA})
+        return handler
+
+
+    workflow("probe.workos", on=workos.events(*ORG_TYPES))(effect("probe.workos"))
+    workflow("probe.github", on=github.issues())(effect("probe.github"))
+''').replace("ORG_TYPES", repr(ORG_TYPES))
+
+PROBE_TABLE = """CREATE TABLE probe_effects (seq BIGSERIAL PRIMARY KEY, workflow TEXT NOT NULL,
+                 stream TEXT NOT NULL, event_id TEXT NOT NULL, replica TEXT)"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.25) -> None:
+    """Poll ``check`` (database errors count as "not yet") until it holds; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (sa.exc.DBAPIError, sa.exc.NoResultFound):  # down, or not created yet
+            pass
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+# ---- what the database must end up holding -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The exact end state: runs per (workflow, stream, event) and the mirror tables' contents."""
+
+    runs: frozenset[tuple[str, str, str]]
+    organizations: dict[str, tuple[Any, ...]]
+    issues: dict[int, tuple[Any, ...]]
+    github_streams: dict[str, frozenset[int]]  # stream → issue ids (one event per issue: the sim is static)
+
+    @property
+    def total_runs(self) -> int:
+        return len(self.runs) + 2 * sum(len(ids) for ids in self.github_streams.values())
+
+
+def expected_state(github: GitHubSimulator, events: int = EVENTS) -> Expected:
+    """Computed without syncd: the WorkOS stream regenerated from its seed, GitHub's issues as served."""
+    workos = WorkOSSimulator(events=events, seed=SEED, now=DEFAULT_NOW)
+    org_events = [e["id"] for e in workos.events() if e["event"] in ORG_TYPES]
+    runs = {(wf, "workos", e) for e in org_events for wf in (MIRRORS["workos"], "probe.workos")}
+    final = workos.final_state(set(ORG_TYPES))
+    organizations = {oid: (d.get("name"), parse_time(d["updated_at"]))
+                     for oid, d in final["organizations"].items()}
+    issues: dict[int, tuple[Any, ...]] = {}
+    streams: dict[str, frozenset[int]] = {}
+    for repo in REPOS:
+        served = github.issues(repo)
+        streams[f"github:{repo}"] = frozenset(served)
+        issues.update({i: (repo, d["number"], d["title"], d["state"], parse_time(d["updated_at"]))
+                       for i, d in served.items()})
+    assert not final["users"] and not final["organization_memberships"]
+    return Expected(frozenset(runs), organizations, issues, streams)
+
+
+def run_count(db: Engine) -> int:
+    with db.connect() as conn:
+        query = sa.text("SELECT count(*) FROM syncd_runs WHERE status = 'succeeded'")
+        return int(conn.execute(query).scalar_one())
+
+
+def assert_exact(db: Engine, expected: Expected) -> None:
+    """Every (workflow, event) run exactly once and succeeded, each probe effect once, mirrors equal."""
+    with db.connect() as conn:
+        runs = conn.execute(sa.text(
+            "SELECT workflow, stream, event_id, status, attempts FROM syncd_runs")).all()
+        effects = Counter(tuple(r) for r in conn.execute(
+            sa.text("SELECT workflow, stream, event_id FROM probe_effects")))
+        ledger = conn.execute(sa.text("SELECT stream, event_id FROM syncd_events")).all()
+        orgs = {r.id: (r.name, r.updated_at) for r in conn.execute(
+            sa.text("SELECT id, name, updated_at FROM workos_organizations"))}
+        issues = {r.id: (r.repo, r.number, r.title, r.state, r.updated_at) for r in conn.execute(
+            sa.text("SELECT id, repo, number, title, state, updated_at FROM github_issues"))}
+        others = conn.execute(sa.text(
+            "SELECT (SELECT count(*) FROM workos_users)"
+            " + (SELECT count(*) FROM workos_organization_memberships)"
+        )).scalar_one()
+
+    assert {r.status for r in runs} == {"succeeded"}
+    assert {r.attempts for r in runs} == {1}  # no run failed and was retried either
+    keys = {(r.workflow, r.stream, r.event_id) for r in runs}
+    assert len(keys) == len(runs) == expected.total_runs
+    assert {k for k in keys if k[1] == "workos"} == expected.runs
+    for stream, issue_ids in expected.github_streams.items():
+        events = [e for s, e in ledger if s == stream]
+        assert sorted(int(e.split("@", 1)[0]) for e in events) == sorted(issue_ids), stream
+        assert {k for k in keys if k[1] == stream} == {(wf, stream, e) for e in events
+                                                       for wf in (MIRRORS["github"], "probe.github")}
+    assert set(effects.values()) == {1}, [k for k, n in effects.items() if n > 1][:5]  # no effect twice
+    assert set(effects) == {k for k in keys if k[0].startswith("probe.")}
+    assert orgs == expected.organizations
+    assert issues == expected.issues
+    assert others == 0
+
+
+# ---- the cluster -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Cluster:
+    """Simulators plus ``syncd run`` replicas (subprocesses) on one database; stopped by ``close``."""
+
+    db_url: str
+    workdir: Path
+    github: GitHubSimulator
+    events: int = EVENTS
+    workos_url: str = ""
+    replicas: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _simulator: subprocess.Popen[str] | None = None
+
+    def start_workos(self) -> None:
+        port = free_port()
+        self._simulator = subprocess.Popen(
+            [sys.executable, "-m", "connectors.workos.simulator", "--events", str(self.events),
+             "--seed", str(SEED), "--port", str(port), "--api-key", WORKOS_KEY,
+             "--now", DEFAULT_NOW.isoformat()],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+        assert self._simulator.stdout is not None
+        line = self._simulator.stdout.readline()  # printed once it listens
+        assert "WorkOS simulator on" in line, line
+        self.workos_url = f"http://127.0.0.1:{port}"
+
+    def env(self, name: str) -> dict[str, str]:
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.workdir), "LANG": "C.UTF-8",
+            "PYTHONPATH": os.pathsep.join([str(self.workdir), str(ROOT)]),
+            "DATABASE_URL": self.db_url, "SYNC_INTERVAL_SECONDS": "1",
+            "SYNCD_LEASE_SECONDS": str(LEASE_SECONDS),
+            "SYNCD_REPLICA_ID": name, "SYNCD_WORKFLOWS": "replica_probe", "SYNCD_HTTP_PORT": "0",
+            "WORKOS_API_KEY": WORKOS_KEY, "WORKOS_BASE_URL": self.workos_url,
+            "WORKOS_EVENTS": ",".join(ORG_TYPES),
+            "GITHUB_REPOS": ",".join(REPOS), "GITHUB_TOKEN": DEFAULT_TOKEN,
+            "GITHUB_BASE_URL": self.github.url,
+            "LOG_FORMAT": "text", "LOG_LEVEL": "INFO", "OTEL_SDK_DISABLED": "true",
+            "OTEL_TRACES_EXPORTER": "none",
+        }
+
+    def start(self, *names: str) -> None:
+        for name in names:
+            log = (self.workdir / f"{name}.log").open("wb")
+            self.replicas[name] = subprocess.Popen([sys.executable, "-m", "syncd", "run"], env=self.env(name),
+                                                   cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
+            log.close()
+
+    def log(self, name: str) -> str:
+        return (self.workdir / f"{name}.log").read_text(errors="replace")
+
+    def alive(self) -> list[str]:
+        return [n for n, p in self.replicas.items() if p.poll() is None]
+
+    def kill(self, name: str) -> None:
+        self.replicas[name].send_signal(signal.SIGKILL)
+        self.replicas[name].wait(10)
+
+    def stop(self) -> dict[str, int | None]:
+        """SIGTERM every live replica; their exit codes (None: had to be killed after 10 s)."""
+        codes: dict[str, int | None] = {}
+        for proc in self.replicas.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in self.replicas.items():
+            try:
+                codes[name] = proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+                codes[name] = None
+        return codes
+
+    def close(self) -> None:
+        self.stop()
+        if self._simulator is not None:
+            self._simulator.terminate()
+            try:
+                self._simulator.wait(10)
+            except subprocess.TimeoutExpired:
+                self._simulator.kill()
+            if self._simulator.stdout is not None:
+                self._simulator.stdout.close()
+
+
+def prepare_database(db_url: str) -> Engine:
+    """A polling engine for the test (no pool: it must survive a server restart) and the probe table."""
+    db = sa.create_engine(db_url, poolclass=NullPool)
+    with db.begin() as conn:
+        conn.execute(sa.text(PROBE_TABLE))
+    return db
+
+
+@pytest.fixture
+def cluster_for(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+    """``cluster_for(db_url, events=)``: simulators up, probe module written; the test starts replicas."""
+    made: list[Cluster] = []
+    github = GitHubSimulator(repos=dict(REPOS), seed=SEED)
+    github.start()
+    (tmp_path / "replica_probe.py").write_text(PROBE_MODULE)
+
+    def make(db_url: str, events: int = EVENTS) -> Cluster:
+        cluster = Cluster(db_url=db_url, workdir=tmp_path, github=github, events=events)
+        made.append(cluster)
+        cluster.start_workos()
+        return cluster
+
+    yield make
+    for cluster in made:
+        cluster.close()
+    github.stop()
+
+
+def source_row(db: Engine, key: str) -> Any:
+    with db.connect() as conn:
+        return conn.execute(sa.text("SELECT lease_owner, lease_token, lease_expires_at, events_seen, cursor "
+                                    "FROM syncd_sources WHERE key = :k"), {"k": key}).one()
+
+
+def lease_holders(db: Engine) -> dict[str, set[str]]:
+    """Source → the replicas that recorded a tick of it (a tick is recorded only under the lease)."""
+    holders: dict[str, set[str]] = {}
+    with db.connect() as conn:
+        for source, replica in conn.execute(sa.text("SELECT DISTINCT source, replica FROM syncd_ticks")):
+            holders.setdefault(source, set()).add(replica)
+    return holders
+
+
+# ---- the tests ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_three_replicas_process_every_event_exactly_once(pg_server: PostgresServer,
+                                                         cluster_for: Callable[..., Cluster]) -> None:
+    db_url = pg_server.create_database()
+    db = prepare_database(db_url)
+    cluster = cluster_for(db_url)
+    expected = expected_state(cluster.github)
+    began = time.monotonic()
+    cluster.start("replica-1", "replica-2", "replica-3")  # all at once: they also race on the migrations
+
+    wait_until(lambda: run_count(db) >= expected.total_runs, SYNC_TIMEOUT,
+               f"{expected.total_runs} succeeded runs")
+    synced = time.monotonic() - began
+    # idle ticks keep handing the leases around: wait until every source was held by at least two replicas
+    wait_until(lambda: all(len(r) >= 2 for r in lease_holders(db).values()), 30, "leases to change hands")
+    handed_over = time.monotonic() - began
+    codes = cluster.stop()
+
+    assert codes == {"replica-1": 0, "replica-2": 0, "replica-3": 0}  # graceful stop, no crash
+    assert_exact(db, expected)
+    holders = lease_holders(db)
+    assert set(holders) == {"workos", *(f"github:{r}" for r in REPOS)}
+    with db.connect() as conn:
+        query = sa.text("SELECT replica, count(*) FROM probe_effects GROUP BY 1")
+        workers = {replica: count for replica, count in conn.execute(query)}
+    print(f"\n{expected.total_runs} runs in {synced:.1f}s (leases moved by {handed_over:.1f}s); "
+          f"effects per replica {workers}; "
+          f"lease holders {holders}")
+
+
+@pytest.mark.postgres
+def test_a_killed_replicas_sources_are_taken_over_after_its_lease_expires(
+        pg_server: PostgresServer, cluster_for: Callable[..., Cluster]) -> None:
+    db_url = pg_server.create_database()
+    db = prepare_database(db_url)
+    cluster = cluster_for(db_url, events=KILL_EVENTS)
+    expected = expected_state(cluster.github, KILL_EVENTS)
+    cluster.start("replica-1", "replica-2", "replica-3")
+
+    wait_until(lambda: source_row(db, "workos").events_seen >= 600, 90, "the WorkOS sync to be under way")
+    victim = source_row(db, "workos").lease_owner
+    assert victim in cluster.replicas
+    cluster.kill(victim)  # SIGKILL: no release, its open page transaction dies with its connections
+    killed, killed_at = datetime.now(UTC), time.monotonic()
+    time.sleep(0.3)  # the server notices the closed sockets and rolls the victim's page back
+    orphan = source_row(db, "workos")
+    assert orphan.lease_owner == victim  # the lease outlives its owner …
+    assert run_count(db) < expected.total_runs
+
+    wait_until(lambda: run_count(db) >= expected.total_runs, SYNC_TIMEOUT, "the survivors to finish the sync")
+    took_over = source_row(db, "workos")
+    codes = cluster.stop()
+
+    assert took_over.lease_token > orphan.lease_token  # … until another replica took it over: a new token
+    with db.connect() as conn:  # a tick is recorded only by the replica that held the lease
+        first_takeover = conn.execute(sa.text(
+            "SELECT min(started_at) FROM syncd_ticks WHERE source = 'workos' AND started_at > :k"),
+            {"k": killed}).scalar_one()
+    # … and only once it had expired (a tick starts a few microseconds before it takes the lease)
+    assert first_takeover >= orphan.lease_expires_at - timedelta(seconds=0.2)
+    assert victim not in cluster.alive() and codes[victim] == -signal.SIGKILL
+    assert all(codes[n] == 0 for n in cluster.replicas if n != victim)
+    assert_exact(db, expected)
+    print(f"\nkilled {victim} at {killed:%H:%M:%S.%f}; "
+          f"its lease expired {orphan.lease_expires_at:%H:%M:%S.%f}, "
+          f"taken over {first_takeover:%H:%M:%S.%f}; done {time.monotonic() - killed_at:.1f}s after the kill")
