@@ -19,4 +19,7 @@ def providers() -> list[Provider]:
         return found
     if hasattr(github, "provider"):
         found.append(github.provider)
+    from connectors import sql
+
+    found.append(sql.provider)
     return found

@@ -39,7 +39,7 @@ current_step: contextvars.ContextVar[str | None] = contextvars.ContextVar("syncd
 MAX_PARALLEL = 8
 
 
-class Interrupt(BaseException):  # noqa: N818 - control flow, not an error
+class Interrupt(BaseException):
     """Unwinds a workflow to the engine. A BaseException, so user code's ``except Exception`` lets it pass."""
 
 

@@ -284,7 +284,7 @@ def test_send_email_over_a_real_smtp_server_once_per_run(sqlite_url: str, workos
     received: list[Any] = []
 
     class Handler:
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
             received.append(envelope)
             return "250 OK"
 
