@@ -1,0 +1,463 @@
+"""A table of the user's own database as a source: new rows (``insert``) or changed rows (``update``).
+
+One connector per (database, table, event) polls with SQLAlchemy Core, 100 rows a page, oldest first:
+
+- **insert** — ``WHERE key > :after ORDER BY key``. The cursor is the last key delivered. On PostgreSQL a
+  sequence hands out keys at INSERT time but rows become visible at COMMIT, so key 101 may appear after 102
+  has been delivered. For integer keys the cursor therefore also keeps the *gaps* below it (ranges of keys
+  not seen yet) for ``gap_seconds``, and every poll looks into them again: a row committed late is still
+  delivered, once. Gaps left by rolled-back inserts or deleted rows simply expire. Non-integer keys
+  (``monotonic=True``: ULIDs, UUIDv7, timestamps…) have no gaps to track; they must grow in commit order.
+- **update** — ``WHERE updated_at >= :since ORDER BY updated_at, key``, with the care GitHub's ``since``
+  needs (see ``connectors/github/client.py``): ``since`` is inclusive and the cursor keeps the keys already
+  delivered *at* ``since``, so a row stamped with the same timestamp as the last one delivered is not lost,
+  and one already delivered is not delivered again. Each change is an event ``{key}@{updated_at}``. A row
+  whose ``updated_at`` is older than ``since`` when it becomes visible (a transaction stamped with
+  ``now()`` that commits late) is not seen: stamp with ``clock_timestamp()`` or a trigger at commit.
+
+Rows become ``Event(type="table.<table>.<event>", data=<the row, JSON-safe>)``. The table is reflected on the
+first poll; a missing table or column fails this source only (``FatalError`` naming it) and is looked up
+again on the next tick, so creating it later heals the source.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
+from datetime import time as dtime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, NoSuchTableError, SQLAlchemyError
+
+from syncd.errors import ConfigError, FatalError, RetryableError
+from syncd.models import Event, Page, Window
+from syncd.settings import safe_url
+
+log = logging.getLogger("connectors.sql")
+
+PAGE_SIZE = 100
+CURSOR_VERSION = 1
+#: How long a gap below the insert cursor is looked into again (a transaction open longer is missed).
+GAP_SECONDS = 300.0
+#: At most this many gap ranges are kept (the oldest go first): bounds the query's size.
+MAX_GAPS = 100
+EVENTS = ("insert", "update")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """What one table trigger polls. ``url`` None: the app's ``DATABASE_URL`` (or ``SYNCD_SQL_URL``).
+
+    ``timestamp``: the column giving ``occurred_at`` of insert events (None: ``created_at`` when the table
+    has a date-time column of that name, else the time of polling). ``monotonic``: the key is not an
+    integer but grows in commit order (ULID, UUIDv7, a timestamp); required for non-integer keys.
+    """
+
+    table: str
+    event: str = "insert"
+    key: str = "id"
+    url: str | None = None
+    updated_at: str = "updated_at"
+    timestamp: str | None = None
+    monotonic: bool = False
+
+    def __post_init__(self) -> None:
+        if self.event not in EVENTS:
+            raise ValueError(f"table event must be one of {', '.join(EVENTS)}, got {self.event!r}")
+        for label, value in (("table", self.table), ("key", self.key), ("updated_at", self.updated_at)):
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"table trigger: {label} must be a non-empty name")
+
+    @property
+    def name(self) -> str:
+        """The table's name without a schema: what event types and NOTIFY payloads use."""
+        return self.table.rsplit(".", 1)[-1]
+
+    @property
+    def schema(self) -> str | None:
+        return self.table.rsplit(".", 1)[0] if "." in self.table else None
+
+    @property
+    def event_type(self) -> str:
+        return f"table.{self.name}.{self.event}"
+
+
+def source_key(spec: TableSpec, label: str | None = None) -> str:
+    """``sql:users``, ``sql:users:update``; ``label`` names another database: ``sql:crm.users``."""
+    base = f"sql:{label + '.' if label else ''}{spec.table}"
+    return base if spec.event == "insert" else f"{base}:{spec.event}"
+
+
+# ---- values ------------------------------------------------------------------------------------------
+
+
+def json_safe(value: Any) -> Any:
+    """A column value as JSON: date-times and dates ISO-8601 (naive ones taken as UTC), decimals and UUIDs
+    as strings, bytes as base64; containers recursively; anything else unknown as ``str``."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, datetime):
+        return as_utc(value).isoformat()
+    if isinstance(value, (date, dtime)):
+        return value.isoformat()
+    if isinstance(value, (Decimal, uuid.UUID)):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode()
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [json_safe(v) for v in value]
+    return str(value)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Naive date-times from the database are taken as UTC (how syncd and most apps store them)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def canonical(moment: datetime) -> str:
+    """Fixed-width UTC text (``2026-01-01T12:00:00.000000Z``): sorts as the instants do."""
+    return as_utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def to_datetime(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return as_utc(value)
+    if isinstance(value, str):
+        try:
+            return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+        except ValueError:
+            return None
+    return None
+
+
+def key_kind(column: sa.Column[Any], monotonic: bool) -> str:
+    """``int`` (gaps tracked) or ``ordered`` (trusted to grow); ``ConfigError`` for anything else."""
+    kind = column.type
+    if isinstance(kind, sa.Integer):
+        return "int"
+    orderable = (sa.String, sa.Uuid, sa.DateTime, sa.Date, sa.Numeric)
+    if monotonic and isinstance(kind, orderable):
+        return "ordered"
+    table = column.table.name
+    hint = ("declare it with table(..., monotonic=True) if it only ever grows in commit order (ULID, UUIDv7, "
+            "a timestamp)" if isinstance(kind, orderable) else "use an integer or an ordered column")
+    raise ConfigError("SYNCD_WORKFLOWS", f"table {table!r}: key column {column.name!r} is {kind} and not "
+                      f"known to be monotonic; {hint}")
+
+
+def decode_key(column: sa.Column[Any], raw: Any) -> Any:
+    """A key stored in the cursor (JSON) back to the column's Python type, for binding."""
+    try:
+        python_type = column.type.python_type
+    except NotImplementedError:
+        return raw
+    if python_type is datetime:
+        return to_datetime(raw)
+    if python_type is date:
+        return date.fromisoformat(raw)
+    if python_type in (int, Decimal, uuid.UUID):
+        return python_type(raw)
+    return raw
+
+
+# ---- cursors (pure) ----------------------------------------------------------------------------------
+
+Gap = tuple[int, int, float]  # [low, high] inclusive, first seen (epoch seconds)
+
+
+@dataclass(frozen=True)
+class InsertCursor:
+    after: Any = None
+    gaps: tuple[Gap, ...] = ()
+
+    def dumps(self) -> str:
+        return json.dumps({"v": CURSOR_VERSION, "after": json_safe(self.after),
+                           "gaps": [list(g) for g in self.gaps]}, separators=(",", ":"))
+
+    @classmethod
+    def loads(cls, text: str) -> InsertCursor:
+        body = _load(text)
+        return cls(after=body.get("after"), gaps=tuple((int(lo), int(hi), float(t)) for lo, hi, t in
+                                                       body.get("gaps", [])))
+
+
+def advance_insert(cursor: InsertCursor, keys: Sequence[Any], *, now: float, gap_seconds: float = GAP_SECONDS,
+                   track_gaps: bool = True, max_gaps: int = MAX_GAPS) -> InsertCursor:
+    """The cursor after delivering ``keys`` (ascending): ``after`` moves to the largest; keys delivered
+    from a gap are taken out of it; integer keys skipped over become new gaps; old gaps expire."""
+    if not track_gaps:
+        return InsertCursor(after=keys[-1] if keys else cursor.after)
+    delivered = set(keys)
+    gaps: list[Gap] = []
+    for lo, hi, seen in cursor.gaps:
+        if now - seen < gap_seconds:
+            gaps.extend(_split(lo, hi, seen, (k for k in delivered if lo <= k <= hi)))
+    after = cursor.after
+    if after is None and keys:  # the first poll: keys below the first one may still be in flight too
+        after = min(0, keys[0] - 1)
+    for key in keys:
+        if after is None or key > after:
+            if after is not None and key > after + 1:
+                gaps.append((after + 1, key - 1, now))
+            after = key
+    gaps.sort(key=lambda g: g[2])
+    return InsertCursor(after=after, gaps=tuple(sorted(gaps[-max_gaps:])))
+
+
+def _split(lo: int, hi: int, seen: float, found: Iterable[int]) -> list[Gap]:
+    parts: list[Gap] = []
+    start = lo
+    for key in sorted(found):
+        if key > start:
+            parts.append((start, key - 1, seen))
+        start = key + 1
+    if start <= hi:
+        parts.append((start, hi, seen))
+    return parts
+
+
+@dataclass(frozen=True)
+class UpdateCursor:
+    """``since``: canonical UTC text of the newest ``updated_at`` delivered; ``seen``: keys delivered then."""
+
+    since: str | None = None
+    seen: frozenset[Any] = field(default_factory=frozenset)
+
+    def dumps(self) -> str:
+        seen = sorted(json_safe(k) for k in self.seen)
+        return json.dumps({"v": CURSOR_VERSION, "since": self.since, "seen": seen}, separators=(",", ":"))
+
+    @classmethod
+    def loads(cls, text: str) -> UpdateCursor:
+        body = _load(text)
+        return cls(since=body.get("since"), seen=frozenset(body.get("seen", [])))
+
+
+def advance_update(cursor: UpdateCursor, versions: Sequence[tuple[Any, str]]) -> UpdateCursor:
+    """After delivering ``versions`` (``(key, since-text)`` ascending): ``since`` is the newest, ``seen`` the
+    keys delivered at exactly that time (added to the old ones when it did not move)."""
+    if not versions:
+        return cursor
+    newest = max(moment for _, moment in versions)
+    at_newest = frozenset(json_safe(k) for k, moment in versions if moment == newest)
+    kept = cursor.seen if newest == cursor.since else frozenset()
+    return UpdateCursor(since=newest, seen=at_newest | kept)
+
+
+def _load(text: str) -> dict[str, Any]:
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError:
+        raise ValueError("not a table cursor") from None
+    if not isinstance(body, dict) or body.get("v") != CURSOR_VERSION:
+        raise ValueError("not a version 1 table cursor")
+    return body
+
+
+# ---- the connector -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reflected:
+    table: sa.Table
+    key: sa.Column[Any]
+    kind: str
+    updated_at: sa.Column[Any] | None
+    timestamp: sa.Column[Any] | None
+
+
+class TableConnector:
+    """Connector for one (database, table, event). ``key`` is e.g. ``sql:users`` or ``sql:users:update``."""
+
+    def __init__(self, spec: TableSpec, *, url: str, key: str | None = None, page_size: int = PAGE_SIZE,
+                 gap_seconds: float = GAP_SECONDS, clock: Callable[[], float] = time.time,
+                 engine: Engine | None = None) -> None:
+        if not 1 <= page_size <= 10_000:
+            raise ValueError("page_size must be 1..10000")
+        self.spec = spec
+        self.url = url
+        self.key = key or source_key(spec)
+        self.page_size = page_size
+        self.gap_seconds = gap_seconds
+        self._clock = clock
+        self._engine = engine or read_engine(url)
+        self._reflected: Reflected | None = None
+
+    def __repr__(self) -> str:
+        return f"TableConnector(key={self.key!r}, url={safe_url(self.url)!r})"
+
+    @property
+    def dialect(self) -> str:
+        return self._engine.dialect.name
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # ---- reflection ----
+
+    def reflect(self) -> Reflected:
+        """Look the table up (cached once found). ``FatalError`` names a missing table or column;
+        ``ConfigError`` rejects a key that is not known to be monotonic."""
+        if self._reflected is not None:
+            return self._reflected
+        spec = self.spec
+        try:
+            table = sa.Table(spec.name, sa.MetaData(), schema=spec.schema, autoload_with=self._engine)
+        except NoSuchTableError:
+            raise FatalError(self.key, f"table {spec.table!r} does not exist in {safe_url(self.url)}; "
+                                       "create it or fix the trigger") from None
+        except DBAPIError as exc:
+            raise RetryableError(self.key, f"cannot read the table {spec.table!r}: {_db_error(exc)}"
+                                 ) from None
+        key = self._column(table, spec.key, "key")
+        updated = self._column(table, spec.updated_at, "updated_at") if spec.event == "update" else None
+        if spec.timestamp is not None:
+            stamp: sa.Column[Any] | None = self._column(table, spec.timestamp, "timestamp")
+        else:
+            found = table.columns.get("created_at")
+            stamp = found if found is not None and isinstance(found.type, sa.DateTime) else None
+        self._reflected = Reflected(table, key, key_kind(key, spec.monotonic), updated, stamp)
+        return self._reflected
+
+    def _column(self, table: sa.Table, name: str, role: str) -> sa.Column[Any]:
+        column = table.columns.get(name)
+        if column is None:
+            raise FatalError(self.key, f"table {self.spec.table!r} has no column {name!r} (the trigger's "
+                                       f"{role} column); columns are: {', '.join(table.columns.keys())}")
+        return column
+
+    # ---- one page ----
+
+    def fetch_page(self, cursor: str | None, window: Window | None = None) -> Page:
+        found = self.reflect()
+        try:
+            if self.spec.event == "insert":
+                page = self._insert_page(found, self._cursor(InsertCursor, cursor))
+            else:
+                page = self._update_page(found, self._cursor(UpdateCursor, cursor))
+        except DBAPIError as exc:
+            if exc.connection_invalidated or _is_connection_error(exc):
+                raise RetryableError(self.key, f"database unavailable: {_db_error(exc)}") from None
+            self._reflected = None  # a column may have been dropped: look the table up again next time
+            raise FatalError(self.key, f"query on table {self.spec.table!r} failed: {_db_error(exc)}"
+                             ) from None
+        except SQLAlchemyError as exc:
+            raise RetryableError(self.key, f"database error: {type(exc).__name__}") from None
+        if window is not None:
+            kept = tuple(e for e in page.events if window.contains(e.occurred_at))
+            page = replace(page, events=kept, skipped=page.skipped)
+        return page
+
+    def _cursor(self, kind: Any, cursor: str | None) -> Any:
+        if cursor is None:
+            return kind()
+        try:
+            return kind.loads(cursor)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise FatalError(self.key, f"{exc}; reset this source's cursor") from None
+
+    def _insert_page(self, found: Reflected, state: InsertCursor) -> Page:
+        key = found.key
+        condition: Any = sa.true() if state.after is None else key > decode_key(key, state.after)
+        for lo, hi, _ in state.gaps:
+            condition = sa.or_(condition, key.between(lo, hi))
+        query = sa.select(found.table).where(condition).order_by(key).limit(self.page_size + 1)
+        rows = self._read(query)
+        has_more = len(rows) > self.page_size
+        rows = rows[: self.page_size]
+        now = datetime.now(UTC)
+        events = tuple(self._event(found, row, str(row[key.name]), self._stamp(found, row, now))
+                       for row in rows)
+        next_state = advance_insert(state, [row[key.name] for row in rows], now=self._clock(),
+                                    gap_seconds=self.gap_seconds, track_gaps=found.kind == "int")
+        return Page(events=events, next_cursor=next_state.dumps(), has_more=has_more)
+
+    def _update_page(self, found: Reflected, state: UpdateCursor) -> Page:
+        assert found.updated_at is not None
+        column, key = found.updated_at, found.key
+        ordered = _comparable(column, self.dialect)
+        condition: Any = column.is_not(None)
+        if state.since is not None:
+            condition = sa.and_(condition, ordered >= _bind_since(column, state.since, self.dialect))
+        limit = self.page_size + len(state.seen) + 1
+        query = sa.select(found.table).where(condition).order_by(ordered, key).limit(limit)
+        rows = []
+        for row in self._read(query):
+            moment = to_datetime(row[column.name])
+            if moment is None:
+                continue  # unreadable timestamp text (SQLite): cannot be ordered, never delivered
+            text = canonical(moment)
+            if state.since is not None and (text < state.since or
+                                            (text == state.since and json_safe(row[key.name]) in state.seen)):
+                continue
+            rows.append((row, moment, text))
+        has_more = len(rows) > self.page_size
+        rows = rows[: self.page_size]
+        events = tuple(self._event(found, row, f"{row[key.name]}@{text}", moment)
+                       for row, moment, text in rows)
+        next_state = advance_update(state, [(row[key.name], text) for row, _, text in rows])
+        return Page(events=events, next_cursor=next_state.dumps(), has_more=has_more)
+
+    def _read(self, query: sa.Select[Any]) -> list[Mapping[str, Any]]:
+        with self._engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def _stamp(self, found: Reflected, row: Mapping[str, Any], now: datetime) -> datetime:
+        if found.timestamp is not None:
+            moment = to_datetime(row.get(found.timestamp.name))
+            if moment is not None:
+                return moment
+        return now
+
+    def _event(self, found: Reflected, row: Mapping[str, Any], event_id: str, occurred_at: datetime) -> Event:
+        return Event(stream=self.key, id=event_id, type=self.spec.event_type, occurred_at=occurred_at,
+                     data={name: json_safe(value) for name, value in row.items()})
+
+
+def read_engine(url: str) -> Engine:
+    """A small engine for reading the user's table. On SQLite, plain deferred transactions: a read never
+    takes the write lock (syncd's own engine begins IMMEDIATE)."""
+    if url.startswith("sqlite"):
+        return sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2,
+                            connect_args={"connect_timeout": 10})
+
+
+def _comparable(column: sa.Column[Any], dialect: str) -> Any:
+    # SQLite keeps date-times as text in whatever format the app wrote ("…12:00:00" vs "…12:00:00.000000"),
+    # which compares wrongly as text at equal instants; julianday() compares the instants.
+    return sa.func.julianday(column) if dialect == "sqlite" else column
+
+
+def _bind_since(column: sa.Column[Any], since: str, dialect: str) -> Any:
+    moment = datetime.fromisoformat(since)
+    if dialect == "sqlite":
+        return sa.func.julianday(moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"))
+    timezone = bool(getattr(column.type, "timezone", False))
+    return sa.literal(moment if timezone else moment.astimezone(UTC).replace(tzinfo=None), column.type)
+
+
+def _db_error(exc: DBAPIError) -> str:
+    lines = str(exc.orig).strip().splitlines() if exc.orig is not None else []
+    return lines[0] if lines else type(exc).__name__
+
+
+def _is_connection_error(exc: DBAPIError) -> bool:
+    kind = type(exc.orig).__name__
+    return kind in ("OperationalError", "InterfaceError") and "no such" not in str(exc.orig)
+
+
+__all__ = ["EVENTS", "GAP_SECONDS", "PAGE_SIZE", "InsertCursor", "TableConnector", "TableSpec",
+           "UpdateCursor",
+           "advance_insert", "advance_update", "json_safe", "key_kind", "read_engine", "source_key"]

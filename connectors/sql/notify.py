@@ -1,0 +1,175 @@
+"""Optional wake-up of table sources on PostgreSQL: ``LISTEN/NOTIFY`` instead of waiting for the next poll.
+
+``syncd sql-notify install users`` (opt-in; it changes your schema) creates one trigger function and a
+statement-level trigger per table::
+
+    CREATE OR REPLACE FUNCTION syncd_notify() … PERFORM pg_notify('syncd_sql', TG_TABLE_NAME) …
+    CREATE TRIGGER syncd_notify AFTER INSERT OR UPDATE ON users
+        FOR EACH STATEMENT EXECUTE FUNCTION syncd_notify()
+
+PostgreSQL delivers a notification when the inserting transaction commits (one per transaction and table),
+so the row is visible by the time ``syncd run`` hears of it. A listener thread per database runs the table's
+jobs at once (APScheduler ``modify_job(next_run_time=now)``). Polling goes on regardless: a notification
+lost while the listener reconnects only delays a row until the next tick. The payload is only a table name;
+the cursor, not the notification, decides what is read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from connectors.sql.client import TableConnector
+from syncd.errors import ConfigError
+from syncd.settings import safe_url
+
+log = logging.getLogger("connectors.sql.notify")
+
+CHANNEL = "syncd_sql"
+TRIGGER = "syncd_notify"
+FUNCTION_SQL = f"""CREATE OR REPLACE FUNCTION syncd_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('{CHANNEL}', TG_TABLE_NAME);
+    RETURN NULL;
+END
+$$"""
+RECONNECT_SECONDS = 5.0
+
+
+def _quoted(engine: sa.Engine, table: str) -> str:
+    preparer = engine.dialect.identifier_preparer
+    return ".".join(preparer.quote(part) for part in table.split("."))
+
+
+def _postgres(url: str) -> sa.Engine:
+    engine = sa.create_engine(url)
+    if engine.dialect.name != "postgresql":
+        engine.dispose()
+        raise ConfigError("DATABASE_URL", f"LISTEN/NOTIFY needs PostgreSQL; {safe_url(url)} is "
+                          f"{engine.dialect.name} (table sources there are polled, which needs nothing)")
+    return engine
+
+
+def install(url: str, tables: Sequence[str]) -> None:
+    """Create (or replace) ``syncd_notify()`` and its trigger on each table, in one transaction."""
+    engine = _postgres(url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(FUNCTION_SQL)
+            for name in tables:
+                target = _quoted(engine, name)
+                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {TRIGGER} ON {target}")
+                conn.exec_driver_sql(f"CREATE TRIGGER {TRIGGER} AFTER INSERT OR UPDATE ON {target} "
+                                     f"FOR EACH STATEMENT EXECUTE FUNCTION syncd_notify()")
+    finally:
+        engine.dispose()
+
+
+def remove(url: str, tables: Sequence[str]) -> None:
+    """Drop the trigger from each table (the function stays: other tables may use it)."""
+    engine = _postgres(url)
+    try:
+        with engine.begin() as conn:
+            for name in tables:
+                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {TRIGGER} ON {_quoted(engine, name)}")
+    finally:
+        engine.dispose()
+
+
+def conninfo(url: str) -> str:
+    """A SQLAlchemy ``postgresql+psycopg://`` URL as libpq connection string for psycopg."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class NotifyListener:
+    """A daemon thread LISTENing on ``syncd_sql`` in one database; calls ``on_table(name)`` per notification.
+    Reconnects after ``RECONNECT_SECONDS`` when the connection fails; never raises into the caller."""
+
+    def __init__(self, url: str, on_table: Callable[[str], None], *,
+                 reconnect_seconds: float = RECONNECT_SECONDS) -> None:
+        self.url = url
+        self.on_table = on_table
+        self.reconnect_seconds = reconnect_seconds
+        self.listening = threading.Event()  # set while LISTEN is active (tests wait on it)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sql-notify", daemon=True)
+
+    def start(self) -> NotifyListener:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 3.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        import psycopg
+
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(conninfo(self.url), autocommit=True, connect_timeout=10) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self.listening.set()
+                    while not self._stop.is_set():
+                        for note in conn.notifies(timeout=0.5):
+                            self._deliver(note.payload)
+            except psycopg.Error as exc:
+                self.listening.clear()
+                log.warning("LISTEN on %s failed (%s); polling goes on, retrying in %.0fs",
+                            safe_url(self.url), type(exc).__name__, self.reconnect_seconds)
+                self._stop.wait(self.reconnect_seconds)
+        self.listening.clear()
+
+    def _deliver(self, table: str) -> None:
+        try:
+            self.on_table(table)
+        except Exception:  # a wake-up is an optimisation; it must never kill the listener
+            log.exception("waking the source of table %s failed", table)
+
+
+def waker(scheduler: Any) -> Callable[[str], None]:
+    """Run the APScheduler job ``key`` now (if it is running, the next interval picks the row up)."""
+    from apscheduler.jobstores.base import JobLookupError
+
+    def wake(key: str) -> None:
+        with contextlib.suppress(JobLookupError):
+            scheduler.modify_job(key, next_run_time=datetime.now(UTC))
+
+    return wake
+
+
+def start_listeners(connectors: Iterable[Any], scheduler: Any) -> list[NotifyListener]:
+    """One listener per PostgreSQL database holding table sources, waking their jobs on ``scheduler``."""
+    by_url: dict[str, dict[str, list[str]]] = {}
+    for connector in connectors:
+        if isinstance(connector, TableConnector) and connector.dialect == "postgresql":
+            by_url.setdefault(connector.url, {}).setdefault(connector.spec.name, []).append(connector.key)
+    wake = waker(scheduler)
+    listeners = []
+    for url, tables in by_url.items():
+        def on_table(name: str, tables: dict[str, list[str]] = tables) -> None:
+            for key in tables.get(name, []):
+                wake(key)
+
+        listeners.append(NotifyListener(url, on_table).start())
+    return listeners
+
+
+def command(settings_environ: Mapping[str, str], action: str, tables: Sequence[str], url: str | None) -> str:
+    """``syncd sql-notify install|remove TABLE…`` in ``url``, else ``SYNCD_SQL_URL`` or ``DATABASE_URL``."""
+    from syncd.settings import get_str, normalize_database_url
+
+    target = normalize_database_url(url or get_str(settings_environ, "SYNCD_SQL_URL")
+                                    or get_str(settings_environ, "DATABASE_URL") or "sqlite:///syncd.db")
+    if action == "install":
+        install(target, tables)
+        return f"installed NOTIFY trigger {TRIGGER} on {', '.join(tables)} in {safe_url(target)}"
+    remove(target, tables)
+    return f"removed NOTIFY trigger {TRIGGER} from {', '.join(tables)} in {safe_url(target)}"
