@@ -1,5 +1,3 @@
-import sys
+from syncd.cli import entrypoint
 
-from syncd.cli import main
-
-sys.exit(main())
+entrypoint()

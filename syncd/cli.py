@@ -295,7 +295,13 @@ def simulate(provider: str, argv: Sequence[str]) -> int:
 
 
 def entrypoint() -> None:  # pragma: no cover
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # `syncd status | head`: the reader left; not an error worth a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_OK
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

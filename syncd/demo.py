@@ -137,8 +137,9 @@ def _summary(app: App, seconds: float) -> None:
         print(f"\nWorkflow runs: {statuses.get('succeeded', 0)} succeeded, {statuses.get('failed', 0)} failed, "
               f"{statuses.get('dead', 0)} dead")
         from syncd import store
+        from syncd.status import short
 
         print("Cursors:")
         for row in store.all_sources(conn):
-            print(f"  {row.key:<20} {row.cursor}")
+            print(f"  {row.key:<20} {short(row.cursor) if row.cursor else '(start)'}")
     print(f"\nDone in {seconds:.1f}s. Inspect with: DATABASE_URL={app.settings.database_url} syncd status")

@@ -67,6 +67,11 @@ def collect(db: Engine, *, run_limit: int = 20, jaeger_url: str | None = None) -
     return {"sources": out_sources, "problem_runs": problem_runs, "totals": totals}
 
 
+def short(text: str, limit: int = 96) -> str:
+    """Long opaque cursors (GitHub's JSON) cut for people; ``--json`` keeps them whole."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} chars; --json shows it all)"
+
+
 def render(report: dict[str, Any]) -> str:
     lines: list[str] = []
     if not report["sources"]:
@@ -74,26 +79,26 @@ def render(report: dict[str, Any]) -> str:
     for s in report["sources"]:
         head = f"{s['key']}  [{s['kind']}{', ' + s['state'] if s['state'] != 'active' else ''}]"
         lines.append(head)
-        lines.append(f"  cursor:            {s['cursor'] or '(start)'}")
-        lines.append(f"  events processed:  {s['events_processed']}")
-        lines.append(f"  last success:      {s['last_success_at'] or 'never'}")
+        lines.append(f"  cursor:              {short(s['cursor']) if s['cursor'] else '(start)'}")
+        lines.append(f"  events processed:    {s['events_processed']}")
+        lines.append(f"  last success:        {s['last_success_at'] or 'never'}")
         if "runs" in s:
             r = s["runs"]
-            lines.append(f"  runs:              {r['succeeded']} succeeded, {r['failed']} failed (retrying), "
+            lines.append(f"  runs:                {r['succeeded']} succeeded, {r['failed']} failed (retrying), "
                          f"{r['dead']} dead, {r['sleeping']} sleeping")
         if "window" in s:
             w = s["window"]
             pct = f"{100 * (w['progress'] or 0):.0f}%"
             only = f", workflow {w['workflow']}" if w["workflow"] else ""
-            lines.append(f"  window:            {w['start']} → {w['end']} ({pct}{only})")
+            lines.append(f"  window:              {w['start']} → {w['end']} ({pct}{only})")
         if s["paused_until"]:
-            lines.append(f"  PAUSED until:      {s['paused_until']} ({s['pause_reason']})")
+            lines.append(f"  PAUSED until:        {s['paused_until']} ({s['pause_reason']})")
         if s["last_error"]:
-            lines.append(f"  last error:        {s['last_error_at']}: {s['last_error']}")
+            lines.append(f"  last error:          {s['last_error_at']}: {s['last_error']}")
         for k, v in sorted(s["meta"].items()):
-            lines.append(f"  {k + ':':<19}{v}")
+            lines.append(f"  {k.replace('_', ' ') + ':':<20} {v}")
         if s["lease_owner"]:
-            lines.append(f"  lease:             {s['lease_owner']} until {s['lease_expires_at']}")
+            lines.append(f"  lease:               {s['lease_owner']} until {s['lease_expires_at']}")
     if report["problem_runs"]:
         lines.append("")
         lines.append("Failed and dead runs (newest first):")

@@ -319,7 +319,7 @@ def test_status_shows_cursor_rate_limit_and_pause_per_repository(
 
     assert cli.main(["status"], environ={"DATABASE_URL": sqlite_url}) == 0
     text = capsys.readouterr().out
-    assert "PAUSED until" in text and "ratelimit_remaining:" in text and TOKEN not in text
+    assert "PAUSED until" in text and "ratelimit remaining:" in text and TOKEN not in text
 
 
 def test_anonymous_polling_says_60_an_hour(sqlite_url: str, build: Build) -> None:
