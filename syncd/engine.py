@@ -217,7 +217,10 @@ class SyncEngine:
                 for wf in self._workflows_for(event, target):
                     if (wf.name, event.id) in done:
                         continue
-                    run_rows.append(self._run(conn, wf, event, attempt=1, result=result, now=now))
+                    # A page's transaction spans many events: a step's side effect is not run inside it
+                    # (its stored result would only commit with the whole page). It is deferred to the
+                    # run's own short transaction right after the page commits.
+                    run_rows.append(self._run(conn, wf, event, attempt=1, result=result, now=now, defer_steps=True))
             store.insert_runs(conn, run_rows)
             progress = window_progress(target.window, batch[-1].occurred_at) if target.window and batch else None
             if not store.commit_cursor(conn, target.key, token=token, owner=self.replica_id, cursor=page.next_cursor,
@@ -246,7 +249,7 @@ class SyncEngine:
         return matching
 
     def _run(self, conn: Connection, wf: Workflow, event: Event, *, attempt: int, result: TickResult,
-             now: datetime, max_attempts: int | None = None) -> dict[str, Any]:
+             now: datetime, max_attempts: int | None = None, defer_steps: bool = False) -> dict[str, Any]:
         """Run one workflow on one event in a SAVEPOINT; return its run row (never raises for the handler).
 
         ``max_attempts`` overrides the workflow's retries (a replay's failure is final: dead again).
@@ -262,7 +265,8 @@ class SyncEngine:
             span_context = span.get_span_context()  # invalid when tracing is off: no trace id to store
             trace_id = format(span_context.trace_id, "032x") if span_context.is_valid else None
             session = Session(bind=conn, join_transaction_mode="create_savepoint")
-            steps = StepRuntime(conn=conn, key=RunKey(wf.name, event.stream, event.id), now=self.clock.now)
+            steps = StepRuntime(conn=conn, key=RunKey(wf.name, event.stream, event.id), now=self.clock.now,
+                                defer_new=defer_steps)
             interrupt: Interrupt | None = None
             ctx = Context(db=session, event=event, workflow=wf, span=span, attempt=attempt, steps=steps,
                           environ=self.environ)
@@ -332,26 +336,33 @@ class SyncEngine:
                 return
 
     def _retry_round(self, target: Target, token: int, result: TickResult) -> bool:
+        """Run the due runs of the stream, each in its own transaction, so a durable step's result
+        commits right after the step (the window in which a crash could repeat it stays milliseconds)."""
         stream = target.connector.key
         now = self.clock.now()
-        with self.db.connect() as conn, conn.begin():
-            bound_idle_time(conn, self.lease_seconds)
-            store.lock_stream(conn, stream)
+        with self.db.connect() as conn:
             due = store.due_runs(conn, stream, now)
-            for row in due:
-                wf = self.registry.get(row["workflow"])
-                if wf is None:
-                    continue  # the workflow was removed; its failed runs stay for `syncd status`
+        for row in due:
+            if self.stop.is_set():
+                break
+            wf = self.registry.get(row["workflow"])
+            if wf is None:
+                continue  # the workflow was removed; its failed runs stay for `syncd status`
+            with self.db.connect() as conn, conn.begin():
+                bound_idle_time(conn, self.lease_seconds)
+                store.lock_stream(conn, stream)
+                if not store.still_due(conn, wf.name, stream, row["event_id"], row["status"], row["attempts"]):
+                    continue  # another cursor of this stream (a backfill) got to it first
                 event = event_from_ledger(stream, row)
                 attempt = row["attempts"] + 1 if row["status"] == "failed" else row["attempts"]
                 outcome = self._run(conn, wf, event, attempt=attempt, result=result, now=now)
                 store.update_run(conn, wf.name, stream, event.id, **{
                     k: outcome[k] for k in ("status", "attempts", "next_attempt_at", "last_error", "trace_id",
                                             "finished_at", "duration_ms", "workflow_version")})
-            if due and not store.commit_cursor(conn, target.key, token=token, owner=self.replica_id, cursor=None,
-                                               meta=None, new_events=0, now=self.clock.now(),
-                                               lease_seconds=self.lease_seconds):
-                raise LeaseLostError(target.key)
+                if not store.commit_cursor(conn, target.key, token=token, owner=self.replica_id, cursor=None,
+                                           meta=None, new_events=0, now=self.clock.now(),
+                                           lease_seconds=self.lease_seconds):
+                    raise LeaseLostError(target.key)
         return bool(due)
 
     # ---- bookkeeping --------------------------------------------------------------------------

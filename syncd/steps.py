@@ -84,6 +84,8 @@ class StepRuntime:
     conn: Connection
     key: RunKey
     now: Callable[[], datetime]
+    #: Inside a page's transaction: do not run a new step, hand the run to its own transaction first.
+    defer_new: bool = False
     _memo: dict[str, Any] | None = None
     _seen: set[str] = field(default_factory=set)
     _counters: dict[str, int] = field(default_factory=dict)
@@ -118,6 +120,8 @@ class StepRuntime:
         memo = self.memo()
         if name in memo:
             return memo[name]["value"]
+        if self.defer_new:
+            raise Checkpoint({})
         value = self._execute(name, fn, retries)
         raise Checkpoint({name: {"value": value}})
 
@@ -128,6 +132,8 @@ class StepRuntime:
         todo = [(name, fn) for name, fn in calls if name not in memo]
         if not todo:
             return [memo[name]["value"] for name, _ in calls]
+        if self.defer_new:
+            raise Checkpoint({})
         results: dict[str, Any] = {}
         errors: list[str] = []
         with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(todo)), thread_name_prefix="syncd-step") as pool:

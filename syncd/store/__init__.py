@@ -173,6 +173,13 @@ def due_runs(conn: Connection, stream: str, now: datetime, limit: int = 200) -> 
     return [dict(r) for r in conn.execute(query).mappings()]
 
 
+def still_due(conn: Connection, workflow: str, stream: str, event_id: str, status: str, attempts: int) -> bool:
+    """True if the run is still in the state it was read in (nobody ran it since)."""
+    row = conn.execute(sa.select(runs.c.status, runs.c.attempts).where(
+        runs.c.workflow == workflow, runs.c.stream == stream, runs.c.event_id == event_id)).first()
+    return row is not None and row.status == status and row.attempts == attempts
+
+
 def record_tick(conn: Connection, row: dict[str, Any]) -> None:
     conn.execute(sa.insert(ticks).values(**row))
 
