@@ -3,7 +3,9 @@
 A step's result is stored (``syncd_steps``) the moment it succeeds, and returned without running it
 again whenever the workflow is re-executed — after a failure, a crash, a sleep or ``syncd replay``.
 
-How: a step that completes interrupts the run with a *checkpoint*. The engine rolls back the run's
+How: inside a page's transaction (which spans many events) a new step is not run at all: the run is
+handed to its own short transaction right after the page commits. There, a step that completes
+interrupts the run with a *checkpoint*. The engine rolls back the run's
 SAVEPOINT (its ``ctx.db`` writes so far), stores the step result in the page's transaction, marks the
 run ``pending`` and, once that commits, executes the workflow again: completed steps now return their
 stored result, and the code runs on to the next step. A sleep interrupts the run the same way, as
