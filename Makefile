@@ -10,7 +10,7 @@ demo: $(STAMP)
 	$(BIN)/syncd demo
 
 test: $(STAMP) postgres
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 install: $(STAMP)
 
