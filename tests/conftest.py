@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import stamina
 
+from connectors.workos.simulator import DEFAULT_NOW
 from syncd.app import App
+from syncd.protocols import FakeClock
 from syncd.settings import Settings
 from syncd.workflows import Registry
 from tests.pgserver import PostgresServer, require_postgres
@@ -51,6 +54,21 @@ def workos_sim() -> Iterator[Any]:
 
     with WorkOSSimulator(events=600, seed=11, api_key=WORKOS_KEY) as sim:
         yield sim
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fake clock a day after the WorkOS simulator's fixed 'now' (modules may define their own)."""
+    return FakeClock(DEFAULT_NOW + timedelta(days=1))
+
+
+@pytest.fixture
+def apps() -> Iterator[list[App]]:
+    """Apps a test builds by hand; closed at the end."""
+    built: list[App] = []
+    yield built
+    for app in built:
+        app.close()
 
 
 def settings_for(db_url: str, **env: str) -> Settings:

@@ -13,7 +13,6 @@ import logging
 import socket
 import sqlite3
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from connectors.workos.simulator import DEFAULT_NOW, Faults, WorkOSSimulator
+from connectors.workos.simulator import Faults, WorkOSSimulator
 from syncd import cli
 from syncd.app import App
 from syncd.engine import run_backoff
@@ -41,19 +40,6 @@ from tests.test_reliability import (
     run_row,
     source_row,
 )
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(DEFAULT_NOW + timedelta(days=1))
-
-
-@pytest.fixture
-def apps() -> Iterator[list[App]]:
-    built: list[App] = []
-    yield built
-    for app in built:
-        app.close()
 
 
 @pytest.fixture(autouse=True)

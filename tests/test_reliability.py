@@ -125,19 +125,6 @@ def tick_until_caught_up(app: App, clock: FakeClock, max_ticks: int) -> list[Tic
     raise AssertionError(f"not caught up after {max_ticks} ticks: {[r.error for r in results]}")
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(DEFAULT_NOW + timedelta(days=1))
-
-
-@pytest.fixture
-def apps() -> Iterator[list[App]]:
-    built: list[App] = []
-    yield built
-    for app in built:
-        app.close()
-
-
 def build(apps: list[App], db_url: str, clock: FakeClock, registry: Registry | None = None,
           connectors: list[Any] | None = None, **env: str) -> App:
     app = App.build(settings_for(db_url, **env), registry=registry or Registry(), clock=clock,
