@@ -264,28 +264,39 @@ class SyncEngine:
         }) as span:
             span_context = span.get_span_context()  # invalid when tracing is off: no trace id to store
             trace_id = format(span_context.trace_id, "032x") if span_context.is_valid else None
-            session = Session(bind=conn, join_transaction_mode="create_savepoint")
+            # The run's SAVEPOINT, taken on the connection (cheap); an ORM Session is only opened, inside
+            # it, if the workflow uses ctx.db. Built-in mirrors write through ctx.connection.
+            savepoint = conn.begin_nested()
+            sessions: list[Session] = []
+
+            def open_session() -> Session:
+                sessions.append(Session(bind=conn, join_transaction_mode="create_savepoint"))
+                return sessions[0]
+
             steps = StepRuntime(conn=conn, key=RunKey(wf.name, event.stream, event.id), now=self.clock.now,
                                 defer_new=defer_steps)
             interrupt: Interrupt | None = None
-            ctx = Context(db=session, event=event, workflow=wf, span=span, attempt=attempt, steps=steps,
-                          environ=self.environ)
+            ctx = Context(db=open_session, event=event, workflow=wf, span=span, attempt=attempt, steps=steps,
+                          environ=self.environ, connection=conn)
             try:
                 wf(event, ctx)
-                session.commit()  # releases the SAVEPOINT; the page's transaction commits later
+                for session in sessions:
+                    session.commit()  # flushes and releases the session's own SAVEPOINT
+                savepoint.commit()  # releases the run's SAVEPOINT; the page's transaction commits later
                 error = None
             except Interrupt as signal_:  # a step completed or a sleep began: store it, resume later
-                session.rollback()
+                _rollback(sessions, savepoint)
                 interrupt, error = signal_, None
             except Exception as exc:  # the handler's failure is data: recorded, retried, dead-lettered
                 if conn.invalidated:  # unless the page's connection died (outage, server timeout): not the
                     raise  # handler's fault, and the page cannot commit; fail it now, it is fetched again
-                session.rollback()
+                _rollback(sessions, savepoint)
                 error = error_text(exc)
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, error))
             finally:
-                session.close()
+                for session in sessions:
+                    session.close()
                 ctx.close()
             limit = max_attempts or wf.retries or self.max_attempts
             if interrupt is None:
@@ -486,6 +497,14 @@ def run_outcome(error: str | None, attempt: int, max_attempts: int, now: datetim
     if attempt >= max_attempts:
         return "dead", None
     return "failed", now + run_backoff(attempt)
+
+
+def _rollback(sessions: list[Session], savepoint: Any) -> None:
+    """Undo a run's writes: the session's own SAVEPOINT (if one was opened), then the run's."""
+    for session in sessions:
+        session.rollback()
+    if savepoint.is_active:
+        savepoint.rollback()
 
 
 def interrupted(conn: Connection, key: RunKey, interrupt: Interrupt, attempt: int, max_attempts: int,

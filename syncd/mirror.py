@@ -12,20 +12,21 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from syncd.db import _dialect_name, cacheable, upsert_newer
 from syncd.store.tables import tombstones
 
 
-def apply_snapshot(session: Session, table: sa.Table, row: dict[str, Any], *, kind: str, deleted: bool = False,
-                   key: str = "id", version: str = "updated_at") -> bool:
+def apply_snapshot(session: Session | Connection, table: sa.Table, row: dict[str, Any], *, kind: str,
+                   deleted: bool = False, key: str = "id", version: str = "updated_at") -> bool:
     """Upsert (or delete) ``row`` unless the stored object or its tombstone is newer. True if applied."""
     object_id = row[key]
     stamp: datetime = row[version]
     # Core statements on the session's connection (inside its SAVEPOINT): the ORM's execute path costs
     # more than these statements themselves, and they touch no ORM objects.
-    conn = session.connection()
+    conn = session if isinstance(session, Connection) else session.connection()
     found = conn.execute(_TOMBSTONE_VERSION, {"kind": kind, "object_id": str(object_id)})
     dead_at = found.scalar_one_or_none()
     if dead_at is not None and dead_at >= stamp:

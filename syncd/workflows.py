@@ -25,12 +25,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.orm import Session
+
 from syncd.errors import ConfigError
 from syncd.models import Event
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
-    from sqlalchemy.orm import Session
+    from sqlalchemy.engine import Connection
 
     from syncd.steps import StepRuntime
 
@@ -82,9 +84,11 @@ class Context:
     ``attempt``: 1 on the first try.
     """
 
-    def __init__(self, *, db: Session, event: Event, workflow: Workflow, span: Span, attempt: int = 1,
-                 steps: StepRuntime | None = None, environ: Mapping[str, str] | None = None) -> None:
-        self.db = db
+    def __init__(self, *, db: Session | Callable[[], Session], event: Event, workflow: Workflow, span: Span,
+                 attempt: int = 1, steps: StepRuntime | None = None, environ: Mapping[str, str] | None = None,
+                 connection: Connection | None = None) -> None:
+        self._db = db
+        self.connection = connection
         self.event = event
         self.workflow = workflow
         self.span = span
@@ -96,6 +100,13 @@ class Context:
             logging.getLogger(f"syncd.workflow.{workflow.name}"),
             {"workflow": workflow.name, "event_id": event.id, "stream": event.stream},
         )
+
+    @property
+    def db(self) -> Session:
+        """The SQLAlchemy Session of this run (opened on first use: runs that never touch it cost nothing)."""
+        if callable(self._db) and not isinstance(self._db, Session):
+            self._db = self._db()
+        return self._db
 
     # ---- durable steps (see syncd.steps) --------------------------------------------------------
 

@@ -46,7 +46,7 @@ def issue_row(data: Mapping[str, Any], event: Event) -> dict[str, Any]:
 
 
 def mirror(event: Event, ctx: Context) -> None:
-    apply_snapshot(ctx.db, issues, issue_row(event.data, event), kind=issues.name)
+    apply_snapshot(ctx.connection or ctx.db, issues, issue_row(event.data, event), kind=issues.name)
 
 
 def register(registry: Registry) -> None:

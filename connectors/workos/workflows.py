@@ -72,7 +72,8 @@ MIRRORS: dict[str, tuple[sa.Table, Callable[[Mapping[str, Any], Event], dict[str
 def mirror(event: Event, ctx: Context) -> None:
     prefix, _, verb = event.type.rpartition(".")
     table, to_row = MIRRORS[prefix]
-    apply_snapshot(ctx.db, table, to_row(event.data, event), kind=table.name, deleted=verb == "deleted")
+    apply_snapshot(ctx.connection or ctx.db, table, to_row(event.data, event), kind=table.name,
+                   deleted=verb == "deleted")
 
 
 def register(registry: Registry) -> None:
