@@ -10,16 +10,6 @@ if TYPE_CHECKING:
 
 def providers() -> list[Provider]:
     """Every bundled provider, in the order their sources are listed."""
-    from connectors import workos
+    from connectors import github, sql, workos
 
-    found: list[Provider] = [workos.provider]
-    try:
-        from connectors import github
-    except ImportError:  # pragma: no cover - while the GitHub connector is being written
-        return found
-    if hasattr(github, "provider"):
-        found.append(github.provider)
-    from connectors import sql
-
-    found.append(sql.provider)
-    return found
+    return [workos.provider, github.provider, sql.provider]

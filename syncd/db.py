@@ -121,15 +121,6 @@ def cacheable(stmt: Any, dialect: str, returning: Sequence[sa.ColumnElement[Any]
     return text.columns(*returning) if returning else text
 
 
-def _dialect_insert(session: Session | Connection, table: sa.Table) -> Any:
-    name = _dialect_name(session)
-    if name == "postgresql":
-        return postgresql.insert(table)
-    if name == "sqlite":
-        return sqlite.insert(table)
-    raise NotImplementedError(f"unsupported dialect {name}")
-
-
 def upsert_newer(session: Session | Connection, table: sa.Table, row: dict[str, Any], *,
                  key: str = "id", version: str = "updated_at") -> bool:
     """Insert ``row`` or update the stored one, but only if ``row[version]`` is not older.

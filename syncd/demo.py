@@ -25,26 +25,15 @@ DEMO_WORKOS_KEY = "sk_test_demo_simulator"
 @contextlib.contextmanager
 def simulators(events: int, seed: int, live_rate: float) -> Iterator[dict[str, str]]:
     """Start the simulated providers; yield the environment that points syncd at them."""
+    from connectors.github.simulator import GitHubSimulator
     from connectors.workos.simulator import WorkOSSimulator
 
     with contextlib.ExitStack() as stack:
         workos = stack.enter_context(WorkOSSimulator(events=events, seed=seed, api_key=DEMO_WORKOS_KEY,
                                                      live_rate=live_rate))
-        env = {"WORKOS_API_KEY": DEMO_WORKOS_KEY, "WORKOS_BASE_URL": workos.url}
-        env.update(_github(stack, seed, live_rate))
-        yield env
-
-
-def _github(stack: contextlib.ExitStack, seed: int, live_rate: float) -> dict[str, str]:
-    try:
-        from connectors import github
-        from connectors.github.simulator import GitHubSimulator
-    except ImportError:
-        return {}
-    if not hasattr(github, "provider"):
-        return {}
-    sim = stack.enter_context(GitHubSimulator(seed=seed))
-    return {"GITHUB_TOKEN": "ghp_simulator", "GITHUB_BASE_URL": sim.url, "GITHUB_REPOS": "acme/web,acme/api"}
+        github = stack.enter_context(GitHubSimulator(seed=seed))
+        yield {"WORKOS_API_KEY": DEMO_WORKOS_KEY, "WORKOS_BASE_URL": workos.url,
+               "GITHUB_TOKEN": "ghp_simulator", "GITHUB_BASE_URL": github.url, "GITHUB_REPOS": "acme/web,acme/api"}
 
 
 def run_demo(settings: Settings, *, events: int = 3000, live_seconds: float = 0.0, seed: int = 7,
@@ -114,6 +103,7 @@ def _print_ticks(results: list[TickResult], live: bool = False) -> None:
 
 
 def _summary(app: App, seconds: float) -> None:
+    from connectors.github.tables import issues
     from connectors.workos.tables import memberships, organizations, users
 
     with app.db.connect() as conn:
@@ -125,10 +115,7 @@ def _summary(app: App, seconds: float) -> None:
             print(f"  {event_type:<40} {n:>7}")
         print("\nRows per mirror table:")
         tables = [users, organizations, memberships]
-        with contextlib.suppress(ImportError):
-            from connectors.github.tables import issues
-
-            tables.append(issues)
+        tables.append(issues)
         for table in tables:
             count = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
             print(f"  {table.name:<40} {count:>7}")

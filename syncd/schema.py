@@ -22,11 +22,7 @@ MIGRATION_LOCK_KEY = 7_411_123_001
 
 def load_metadata() -> sa.MetaData:
     for module in TABLE_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+        importlib.import_module(module)
     return metadata
 
 
