@@ -132,7 +132,13 @@ class SimHost:
     """``python -m bench.simhost`` as a child process: the simulators, plus a request counter."""
 
     def __init__(
-        self, *, workos_events: int, github_issues: int = 0, seed: int = 1, startup_timeout: float = 600
+        self,
+        *,
+        workos_events: int,
+        github_issues: int = 0,
+        seed: int = 1,
+        startup_timeout: float = 600,
+        workos_latency: float = 0.0,
     ) -> None:
         self.args = [
             "--workos-events",
@@ -141,6 +147,8 @@ class SimHost:
             str(github_issues),
             "--seed",
             str(seed),
+            "--workos-latency",
+            str(workos_latency),
         ]
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen[bytes] | None = None

@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from connectors.github.simulator import GitHubSimulator
-from connectors.workos.simulator import WorkOSSimulator
+from connectors.workos.simulator import Faults, WorkOSSimulator
 
 WORKOS_KEY = "sk_test_bench_0123456789"
 GITHUB_TOKEN = "ghp_bench_0123456789"
@@ -47,8 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workos-events", type=int, default=1000)
     parser.add_argument("--github-issues", type=int, default=0, help="0: no GitHub simulator")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workos-latency", type=float, default=0.0, help="seconds each /events answer waits")
     args = parser.parse_args(argv)
-    workos = WorkOSSimulator(events=args.workos_events, seed=args.seed, api_key=WORKOS_KEY)
+    workos = WorkOSSimulator(events=args.workos_events, seed=args.seed, api_key=WORKOS_KEY,
+                             faults=Faults(latency=args.workos_latency))
     github = (
         GitHubSimulator(repos={GITHUB_REPO: args.github_issues}, seed=args.seed, tokens=(GITHUB_TOKEN,))
         if args.github_issues

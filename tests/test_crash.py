@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 SEED = 20_026
 EVENTS = 20_000
 KILLS = 12
+LATENCY = 0.06  # seconds per page: about 1,600 events/s at most
 API_KEY = "sk_test_crash_simulator_key"
 
 
@@ -40,7 +41,10 @@ def simulator_url(tmp_path: Path) -> Iterator[str]:
     log = (tmp_path / "simulator.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "connectors.workos.simulator", "--events", str(EVENTS), "--seed", str(SEED),
-         "--port", "0", "--api-key", API_KEY, "--now", DEFAULT_NOW.isoformat()],
+         "--port", "0", "--api-key", API_KEY, "--now", DEFAULT_NOW.isoformat(),
+         # a provider at a real API's pace (and so with prefetching on): kills land mid-sync however fast
+         # syncd commits, and some land while the next page is being fetched
+         "--latency", str(LATENCY)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True)
     try:
         assert proc.stdout is not None

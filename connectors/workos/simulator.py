@@ -132,7 +132,8 @@ class Faults:
     is truncated, not JSON, or shorter than its Content-Length (rotating). ``reset_rate``: the connection
     is reset without a response. ``repeat_boundary``: a page requested with ``after=X`` starts with X
     again (asc order). ``stuck_after``: once a request has ``after=<id>``, every later ``/events``
-    response repeats that same page.
+    response repeats that same page. ``latency``: seconds every ``/events`` answer waits, as a real API
+    over the internet does (benchmarks of prefetching).
     """
 
     error_rate: float = 0.0
@@ -144,13 +145,14 @@ class Faults:
     reset_rate: float = 0.0
     repeat_boundary: bool = False
     stuck_after: str | None = None
+    latency: float = 0.0
 
     def __post_init__(self) -> None:
         rates = (self.error_rate, self.rate_limit_rate, self.timeout_rate, self.broken_rate, self.reset_rate)
         if any(not 0.0 <= rate <= 1.0 for rate in rates) or sum(rates) > 1.0 + 1e-9:
             raise ValueError("fault rates must each be within [0, 1] and sum to at most 1")
-        if self.retry_after < 0 or self.slow_seconds < 0:
-            raise ValueError("retry_after and slow_seconds must not be negative")
+        if self.retry_after < 0 or self.slow_seconds < 0 or self.latency < 0:
+            raise ValueError("retry_after, slow_seconds and latency must not be negative")
 
     def draw(self, uniform: float) -> str | None:
         """The fault for one request given a uniform draw in [0, 1), or None."""
@@ -815,6 +817,8 @@ class WorkOSSimulator:
         faults = self.faults
         with self._lock:
             fault = faults.draw(self._fault_rng.random())
+        if faults.latency:
+            self._stopping.wait(faults.latency)
         if fault == "timeout":
             self._stopping.wait(faults.slow_seconds)
         elif fault is not None and fault != "broken":
@@ -943,6 +947,7 @@ def _parser() -> argparse.ArgumentParser:
         parser.add_argument(f"--{knob}-rate", type=float, default=0.0, help="fraction of /events requests")
     parser.add_argument("--retry-after", type=float, default=1.0, help="seconds sent with 429s")
     parser.add_argument("--slow-seconds", type=float, default=5.0, help="delay of a timeout fault")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds every /events answer waits")
     parser.add_argument("--repeat-boundary", action="store_true",
                         help="each page after=X starts with event X again")
     parser.add_argument("--stuck-after", metavar="EVENT_ID", default=None,
@@ -960,7 +965,7 @@ def main(argv: list[str] | None = None) -> int:
     faults = Faults(error_rate=args.error_rate, rate_limit_rate=args.rate_limit_rate,
                     retry_after=args.retry_after, timeout_rate=args.timeout_rate,
                     slow_seconds=args.slow_seconds, broken_rate=args.broken_rate, reset_rate=args.reset_rate,
-                    repeat_boundary=args.repeat_boundary, stuck_after=args.stuck_after)
+                    repeat_boundary=args.repeat_boundary, stuck_after=args.stuck_after, latency=args.latency)
     simulator = WorkOSSimulator(events=args.events, seed=args.seed, api_key=args.api_key,
                                 live_rate=args.live_rate, faults=faults, host=args.host, port=args.port,
                                 timestamp_style=args.timestamp_style, now=args.now or datetime.now(UTC))
