@@ -14,10 +14,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from sqlalchemy.engine import Connection, Engine
@@ -28,7 +30,7 @@ from syncd.errors import CursorStuckError, FatalError, LeaseLostError, Retryable
 from syncd.models import Event, Page, Window
 from syncd.protocols import Clock, Connector, SystemClock
 from syncd.steps import Checkpoint, Interrupt, RunKey, Sleep, StepRuntime, store_results
-from syncd.workflows import Context, Registry, Workflow
+from syncd.workflows import BatchContext, Context, Registry, Workflow
 
 log = logging.getLogger("syncd.engine")
 tracer = trace.get_tracer("syncd")
@@ -39,6 +41,8 @@ PAUSE_THRESHOLD_SECONDS = 5.0
 RUN_BACKOFF_BASE = timedelta(seconds=30)
 RUN_BACKOFF_CAP = timedelta(hours=1)
 MAX_ERROR_LENGTH = 2000
+#: Prefetch the next page while one commits once a page takes this long to arrive (see _page_loop).
+PREFETCH_AFTER_SECONDS = 0.01
 #: Rounds of due-run processing per tick (each round is one transaction over up to 200 runs).
 MAX_RESUME_ROUNDS = 50
 
@@ -167,36 +171,64 @@ class SyncEngine:
     def _page_loop(self, target: Target, token: int, cursor: str | None, result: TickResult,
                    keeper: LeaseKeeper | None = None) -> None:
         connector = target.connector
-        while not self.stop.is_set():
-            if self.max_pages is not None and result.pages >= self.max_pages:
-                return
-            if keeper is not None:
-                keeper.check()
-            page_started = time.monotonic()
-            # One span per page: the request (its httpx span is a child) and the page's transaction, so
-            # each event.process sits under the page that delivered it.
-            with tracer.start_as_current_span("page.fetch", attributes={
-                "syncd.source": target.key, "messaging.system": connector.key.split(":", 1)[0],
-                "messaging.operation.type": "receive", "messaging.destination.name": connector.key,
-            }) as span:
-                page = self._fetch(connector, cursor, target.window)
-                span.set_attribute("messaging.batch.message_count", len(page.events))
-                span.set_attribute("syncd.has_more", page.has_more)
-                check_progress(target.key, cursor, page)
-                self._commit_page(target, token, page, result)
-            warn_slow_page(target.key, time.monotonic() - page_started, self.lease_seconds)
-            if page.next_cursor is not None:
-                cursor = page.next_cursor
-            result.cursor_after = cursor
-            result.pages += 1
-            if self.on_page is not None:
-                self.on_page(target, page)
-            if not page.has_more:
-                result.caught_up = True
-                if target.window is not None:
-                    with self.db.begin() as conn:
-                        store.set_source_fields(conn, target.key, now=self.clock.now(), state="done", progress=1.0)
-                return
+        # While a page commits, the next one is already being fetched (connectors that allow it), once
+        # the provider is slow enough for it to pay: a page that took PREFETCH_AFTER_SECONDS to arrive.
+        # On a fast loopback the thread hand-offs would cost more CPU than they hide. A prefetched page is
+        # only a read; it is committed in order, after the page before it, or dropped if that page fails.
+        # PostgreSQL only: SQLite has one write lock for the whole file, and a page that is ready the moment
+        # the last one commits takes it straight back, starving every other connection (a backfill or a
+        # second process, `syncd status`); the fetch between pages is what lets them in.
+        prefetch = (Prefetcher(self, target)
+                    if getattr(connector, "prefetch", False) and self.db.dialect.name == "postgresql" else None)
+        try:
+            while not self.stop.is_set():
+                if self.max_pages is not None and result.pages >= self.max_pages:
+                    return
+                if keeper is not None:
+                    keeper.check()
+                page_started = time.monotonic()
+                # One span per page: the request (its httpx span is a child) and the page's transaction, so
+                # each event.process sits under the page that delivered it.
+                span, page = prefetch.take(cursor) if prefetch is not None else (None, None)
+                if span is None:
+                    span = self._page_span(target)
+                with trace.use_span(span, end_on_exit=True):
+                    if page is None:
+                        fetch_started = time.monotonic()
+                        page = self._fetch(connector, cursor, target.window)
+                        if prefetch is not None:
+                            prefetch.fetch_seconds = time.monotonic() - fetch_started
+                    span.set_attribute("messaging.batch.message_count", len(page.events))
+                    span.set_attribute("syncd.has_more", page.has_more)
+                    check_progress(target.key, cursor, page)
+                    last = self.max_pages is not None and result.pages + 1 >= self.max_pages
+                    if prefetch is not None and prefetch.pays() and page.has_more and not last:
+                        prefetch.start(page.next_cursor)
+                    self._commit_page(target, token, page, result)
+                warn_slow_page(target.key, time.monotonic() - page_started, self.lease_seconds)
+                if page.next_cursor is not None:
+                    cursor = page.next_cursor
+                result.cursor_after = cursor
+                result.pages += 1
+                if self.on_page is not None:
+                    self.on_page(target, page)
+                if not page.has_more:
+                    result.caught_up = True
+                    if target.window is not None:
+                        with self.db.begin() as conn:
+                            store.set_source_fields(conn, target.key, now=self.clock.now(), state="done",
+                                                    progress=1.0)
+                    return
+        finally:
+            if prefetch is not None:
+                prefetch.close()
+
+    def _page_span(self, target: Target) -> trace.Span:
+        connector = target.connector
+        return tracer.start_span("page.fetch", attributes={
+            "syncd.source": target.key, "messaging.system": connector.key.split(":", 1)[0],
+            "messaging.operation.type": "receive", "messaging.destination.name": connector.key,
+        })
 
     def _fetch(self, connector: Connector, cursor: str | None, window: Window | None) -> Page:
         return connector.fetch_page(cursor, window)
@@ -211,16 +243,29 @@ class SyncEngine:
             bound_idle_time(conn, self.lease_seconds)
             store.lock_stream(conn, stream)  # a backfill and a live tick meeting on an event run it once
             new_ids = self._record_ledger(conn, batch, now)
-            done = store.existing_runs(conn, stream, (e.id for e in batch))
-            run_rows = []
-            for event in batch:
-                for wf in self._workflows_for(event, target):
+            matching = [(event, self._workflows_for(event, target)) for event in batch]
+            done = store.existing_runs(conn, stream, {wf.name for _, wfs in matching for wf in wfs},
+                                       (e.id for e in batch))
+            batches: dict[str, tuple[Workflow, list[Event]]] = {}
+            singles: list[tuple[Workflow, Event]] = []
+            for event, workflows in matching:
+                for wf in workflows:
                     if (wf.name, event.id) in done:
                         continue
-                    # A page's transaction spans many events: a step's side effect is not run inside it
-                    # (its stored result would only commit with the whole page). It is deferred to the
-                    # run's own short transaction right after the page commits.
-                    run_rows.append(self._run(conn, wf, event, attempt=1, result=result, now=now, defer_steps=True))
+                    if wf.batch is not None:
+                        batches.setdefault(wf.name, (wf, []))[1].append(event)
+                    else:
+                        singles.append((wf, event))
+            run_rows: list[dict[str, Any]] = []
+            # Batch workflows (the built-in mirrors) apply the whole page first, so per-event workflows
+            # that read the mirrors see every event of the page applied.
+            for wf, events in batches.values():
+                run_rows.extend(self._run_batch(conn, wf, events, result=result, now=now))
+            for wf, event in singles:
+                # A page's transaction spans many events: a step's side effect is not run inside it (its
+                # stored result would only commit with the whole page). It is deferred to the run's own
+                # short transaction right after the page commits.
+                run_rows.append(self._run(conn, wf, event, attempt=1, result=result, now=now, defer_steps=True))
             store.insert_runs(conn, run_rows)
             progress = window_progress(target.window, batch[-1].occurred_at) if target.window and batch else None
             if not store.commit_cursor(conn, target.key, token=token, owner=self.replica_id, cursor=page.next_cursor,
@@ -322,6 +367,62 @@ class SyncEngine:
             "duration_ms": (time.perf_counter() - started) * 1000,
         }
 
+    def _run_batch(self, conn: Connection, wf: Workflow, events: list[Event], *, result: TickResult,
+                   now: datetime) -> list[dict[str, Any]]:
+        """Run ``wf``'s batch handler on a page's new events for it, in one SAVEPOINT; their run rows.
+
+        If the batch raises, its writes roll back and every event goes through the per-event handler in
+        its own SAVEPOINT, so a bad event fails alone and its neighbours still succeed, exactly as if
+        there were no batch handler.
+        """
+        assert wf.batch is not None
+        started, started_ns = time.perf_counter(), time.time_ns()
+        with tracer.start_as_current_span("workflow.batch", attributes={
+            "syncd.workflow": wf.name, "syncd.workflow.version": wf.version,
+            "messaging.batch.message_count": len(events),
+        }) as span:
+            savepoint = conn.begin_nested()
+            sessions: list[Session] = []
+
+            def open_session() -> Session:
+                sessions.append(Session(bind=conn, join_transaction_mode="create_savepoint"))
+                return sessions[0]
+
+            ctx = BatchContext(db=open_session, events=events, workflow=wf, span=span, connection=conn)
+            failure: Exception | None = None
+            try:
+                wf.batch(events, ctx)
+                for session in sessions:
+                    session.commit()
+                savepoint.commit()
+            except Exception as exc:
+                if conn.invalidated:  # the connection died, not the batch: the page fails and is fetched again
+                    raise
+                _rollback(sessions, savepoint)
+                failure = exc
+                span.record_exception(exc)
+                span.set_attribute("syncd.batch.fallback", True)
+            finally:
+                for session in sessions:
+                    session.close()
+            span_context = span.get_span_context()
+        if failure is not None:
+            log.info("batch of %s failed on a page (%s); running its %d events one by one", wf.name,
+                     error_text(failure), len(events), extra={"workflow": wf.name})
+            return [self._run(conn, wf, event, attempt=1, result=result, now=now, defer_steps=True)
+                    for event in events]
+        finished = self.clock.now()
+        share_ms = (time.perf_counter() - started) * 1000 / len(events)
+        if span_context.is_valid and span_context.trace_flags.sampled:  # only when traces go somewhere
+            _event_spans(wf, events, span_context, started_ns, time.time_ns())
+        trace_id = format(span_context.trace_id, "032x") if span_context.is_valid else None
+        result.runs_ok += len(events)
+        return [{
+            "workflow": wf.name, "stream": event.stream, "event_id": event.id, "workflow_version": wf.version,
+            "status": "succeeded", "attempts": 1, "next_attempt_at": None, "last_error": None,
+            "trace_id": trace_id, "started_at": now, "finished_at": finished, "duration_ms": share_ms,
+        } for event in events]
+
     def run_again(self, conn: Connection, wf: Workflow, event: Event, *, attempt: int) -> dict[str, Any]:
         """Run ``wf`` on ``event`` once more in a SAVEPOINT of ``conn``'s transaction (``syncd replay``).
 
@@ -407,6 +508,67 @@ class SyncEngine:
             log.error("could not record the tick of %s: %s", result.source, error_text(exc))
 
 
+class Prefetcher:
+    """Fetches the page after the one being committed, in one background thread.
+
+    ``start(cursor)`` begins fetching the page at ``cursor`` under its own ``page.fetch`` span (so the
+    request's span has the right parent); ``take(cursor)`` returns that span and page if it was for this
+    cursor (raising what the fetch raised, as a direct fetch would have), else ``(None, None)``. A page
+    fetched but never taken (the stop signal, or a failed commit before it) is dropped and its span ended.
+    """
+
+    def __init__(self, engine: SyncEngine, target: Target) -> None:
+        self.engine, self.target = engine, target
+        self.fetch_seconds = 0.0  # how long the last page took to arrive
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"prefetch:{target.key}")
+        self._pending: tuple[str | None, trace.Span, Future[Page]] | None = None
+
+    def pays(self) -> bool:
+        return self.fetch_seconds >= PREFETCH_AFTER_SECONDS
+
+    def start(self, cursor: str | None) -> None:
+        self._drop()
+        span = self.engine._page_span(self.target)
+        parent = otel_context.get_current()
+
+        def fetch() -> Page:
+            token = otel_context.attach(trace.set_span_in_context(span, parent))
+            started = time.monotonic()
+            try:
+                return self.engine._fetch(self.target.connector, cursor, self.target.window)
+            finally:
+                self.fetch_seconds = time.monotonic() - started
+                otel_context.detach(token)
+
+        self._pending = (cursor, span, self._pool.submit(fetch))
+
+    def take(self, cursor: str | None) -> tuple[trace.Span | None, Page | None]:
+        if self._pending is None or self._pending[0] != cursor:
+            self._drop()
+            return None, None
+        _, span, future = self._pending
+        self._pending = None
+        try:
+            return span, future.result()
+        except BaseException as exc:
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, error_text(exc)))
+            span.end()
+            raise
+
+    def close(self) -> None:
+        self._drop()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _drop(self) -> None:
+        if self._pending is not None:
+            _, span, future = self._pending
+            self._pending = None
+            future.cancel()
+            span.set_attribute("syncd.prefetch.dropped", True)
+            span.end()
+
+
 class LeaseKeeper:
     """Renews a held lease from a background thread every third of its length while a tick works.
 
@@ -464,6 +626,25 @@ class LeaseKeeper:
 
 
 # ---- pure decisions ------------------------------------------------------------------------------
+
+
+def _event_spans(wf: Workflow, events: Sequence[Event], batch: trace.SpanContext, start_ns: int,
+                 end_ns: int) -> None:
+    """Each event of a batch gets its ``event.process › workflow.run`` spans, as a per-event run would, so
+    Jaeger finds every event by its id. They cover the batch's time and link to its ``workflow.batch``."""
+    links = [trace.Link(batch)]
+    for event in events:
+        process = tracer.start_span("event.process", kind=SpanKind.CONSUMER, start_time=start_ns, attributes={
+            "messaging.message.id": event.id, "messaging.operation.type": "process",
+            "messaging.system": event.provider, "messaging.destination.name": event.stream,
+            "syncd.event.type": event.type, "syncd.stream": event.stream,
+        })
+        run = tracer.start_span("workflow.run", context=trace.set_span_in_context(process), start_time=start_ns,
+                                links=links, attributes={
+                                    "syncd.workflow": wf.name, "syncd.workflow.version": wf.version,
+                                    "syncd.attempt": 1, "syncd.batch": True, "syncd.outcome": "succeeded"})
+        run.end(end_time=end_ns)
+        process.end(end_time=end_ns)
 
 
 def cursor_key(source: str, window: Window | None, workflow: str | None = None) -> str:

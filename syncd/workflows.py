@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from syncd.steps import StepRuntime
 
 Handler = Callable[[Event, "Context"], Any]
+BatchHandler = Callable[[Sequence[Event], "BatchContext"], Any]
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class Workflow:
     version: str = "1"
     retries: int | None = None  # None: SYNCD_MAX_ATTEMPTS
     builtin: bool = False
+    #: Optional: applies a page's events at once, with the same end state as ``fn`` on each in order.
+    batch: BatchHandler | None = None
 
     def __call__(self, event: Event, ctx: Context) -> Any:
         return self.fn(event, ctx)
@@ -168,11 +171,38 @@ class Context:
         return self._environ
 
 
+class BatchContext:
+    """What a batch handler gets: the events of one page for its workflow, and the page's transaction.
+
+    ``connection``: the page's Connection, inside a SAVEPOINT around the whole batch. ``db``: a Session on
+    it, opened on first use. ``span``: the ``workflow.batch`` span. No durable steps and no outbound
+    integrations: a batch is for database writes; anything else belongs in the per-event handler.
+    """
+
+    def __init__(self, *, db: Callable[[], Session], events: Sequence[Event], workflow: Workflow, span: Span,
+                 connection: Connection) -> None:
+        self._db: Session | Callable[[], Session] = db
+        self.connection = connection
+        self.events = events
+        self.workflow = workflow
+        self.span = span
+        self.logger = logging.LoggerAdapter(logging.getLogger(f"syncd.workflow.{workflow.name}"),
+                                            {"workflow": workflow.name})
+
+    @property
+    def db(self) -> Session:
+        if not isinstance(self._db, Session):
+            self._db = self._db()
+        return self._db
+
+
 @dataclass
 class Registry:
     """The workflows known to a process. ``syncd.workflow`` registers into the default one."""
 
     _workflows: dict[str, Workflow] = field(default_factory=dict)
+    #: matching() per (provider, type, stream), for registries whose triggers have no ``where``.
+    _matches: dict[tuple[str, str, str], list[Workflow]] = field(default_factory=dict, repr=False, compare=False)
 
     def add(self, wf: Workflow) -> Workflow:
         existing = self._workflows.get(wf.name)
@@ -180,18 +210,24 @@ class Registry:
             where = f"{getattr(wf.fn, '__module__', '?')}.{getattr(wf.fn, '__qualname__', '?')}"
             raise ConfigError("SYNCD_WORKFLOWS", f"duplicate workflow name {wf.name!r} (again in {where})")
         self._workflows[wf.name] = wf
+        self._matches.clear()
         return wf
 
     def workflow(self, name: str, *, on: Trigger, version: str = "1", retries: int | None = None,
-                 builtin: bool = False) -> Callable[[Handler], Handler]:
-        """Decorator: register ``fn`` as a workflow. The function itself is returned unchanged."""
+                 builtin: bool = False, batch: BatchHandler | None = None) -> Callable[[Handler], Handler]:
+        """Decorator: register ``fn`` as a workflow. The function itself is returned unchanged.
+
+        ``batch``: an optional ``(events, ctx)`` function applying several events at once (see the
+        README's "Batch handlers"); ``fn`` stays the per-event handler it falls back to.
+        """
         if not name or not isinstance(name, str):
             raise ValueError("a workflow needs a non-empty name")
         if retries is not None and retries < 1:
             raise ValueError("retries counts attempts and must be at least 1")
 
         def register(fn: Handler) -> Handler:
-            self.add(Workflow(name=name, trigger=on, fn=fn, version=version, retries=retries, builtin=builtin))
+            self.add(Workflow(name=name, trigger=on, fn=fn, version=version, retries=retries, builtin=builtin,
+                              batch=batch))
             return fn
 
         return register
@@ -203,7 +239,14 @@ class Registry:
         return self._workflows.get(name)
 
     def matching(self, event: Event) -> list[Workflow]:
-        return [wf for wf in self._workflows.values() if wf.trigger.matches(event)]
+        key = (event.provider, event.type, event.stream)
+        found = self._matches.get(key)
+        if found is None:
+            found = [wf for wf in self._workflows.values() if wf.trigger.matches(event)]
+            if any(wf.trigger.where is not None for wf in self._workflows.values()):
+                return found  # a predicate looks at more than the key: nothing to cache
+            self._matches[key] = found
+        return list(found)
 
     def event_types(self, provider: str) -> set[str] | None:
         """The event types workflows of ``provider`` listen to; None if one of them takes every type."""
@@ -230,9 +273,10 @@ class Registry:
 default_registry = Registry()
 
 
-def workflow(name: str, *, on: Trigger, version: str = "1", retries: int | None = None) -> Callable[[Handler], Handler]:
+def workflow(name: str, *, on: Trigger, version: str = "1", retries: int | None = None,
+             batch: BatchHandler | None = None) -> Callable[[Handler], Handler]:
     """Register a workflow in the default registry. See the module docstring."""
-    return default_registry.workflow(name, on=on, version=version, retries=retries)
+    return default_registry.workflow(name, on=on, version=version, retries=retries, batch=batch)
 
 
 def load_modules(modules: Iterable[str]) -> None:

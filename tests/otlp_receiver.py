@@ -42,6 +42,9 @@ class ReceivedSpan:
     events: tuple[tuple[str, dict[str, Any]], ...]
     resource: dict[str, Any]
     scope: str
+    links: tuple[tuple[str, str], ...] = ()  # (trace id, span id) of each linked span
+    start_ns: int = 0
+    end_ns: int = 0
 
     @property
     def is_error(self) -> bool:
@@ -79,6 +82,8 @@ def decode(body: bytes) -> list[ReceivedSpan]:
                     status_message=span.status.message,
                     events=tuple((e.name, _attributes(e.attributes)) for e in span.events),
                     resource=resource, scope=scope_spans.scope.name,
+                    links=tuple((link.trace_id.hex(), link.span_id.hex()) for link in span.links),
+                    start_ns=span.start_time_unix_nano, end_ns=span.end_time_unix_nano,
                 ))
     return spans
 

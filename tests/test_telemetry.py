@@ -10,6 +10,7 @@ within 10 s while the collector refuses connections or hangs.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ import pytest
 import sqlalchemy as sa
 from opentelemetry.sdk.trace import TracerProvider
 
-from connectors.workos.simulator import WorkOSSimulator
+from connectors.workos.simulator import Faults, WorkOSSimulator
 from syncd.errors import ConfigError
 from syncd.logs import JsonFormatter, TextFormatter, redact, setup_logging
 from syncd.telemetry import DropOrphanClientSpans, export_timeout, exporter_name, traces_endpoint
@@ -187,6 +188,49 @@ def _by_name(spans: list[ReceivedSpan]) -> dict[str, list[ReceivedSpan]]:
     for span in spans:
         out.setdefault(span.name, []).append(span)
     return out
+
+
+def test_batched_mirrors_and_prefetched_pages_keep_one_span_per_event_and_request(
+        tmp_path: Path, db_url: str) -> None:
+    """The built-in mirrors apply a page in one batch, and on PostgreSQL a slow provider's next page is
+    fetched while one commits: still one ``event.process › workflow.run`` per event (linked to its
+    ``workflow.batch``), and every GET under the ``page.fetch`` of the page it brought."""
+    with WorkOSSimulator(events=500, seed=5, api_key=KEY, faults=Faults(latency=0.03)) as slow, \
+            OTLPReceiver() as rx:
+        env = base_env(tmp_path, DATABASE_URL=db_url, WORKOS_API_KEY=KEY, WORKOS_BASE_URL=slow.url,
+                       OTEL_EXPORTER_OTLP_ENDPOINT=rx.url)
+        proc = syncd_once(tmp_path, env)
+        assert proc.returncode == 0, proc.stderr
+        spans = rx.spans
+        mirrored = [e["id"] for e in slow.events() if e["event"].rpartition(".")[0]
+                    in ("user", "organization", "organization_membership")]
+    by_id = {s.span_id: s for s in spans}
+    named = _by_name(spans)
+    pages = named["page.fetch"]
+    assert len(pages) == -(-len(mirrored) // 100)
+    gets = [s for s in spans if s.kind == "client" and "http.request.method" in s.attributes]
+    assert sorted(by_id[g.parent_span_id].span_id for g in gets) == sorted(p.span_id for p in pages)
+    batches = named["workflow.batch"]
+    assert all(by_id[b.parent_span_id].name == "page.fetch" for b in batches)
+    assert sum(b.attributes["messaging.batch.message_count"] for b in batches) == len(mirrored)
+    processes = named["event.process"]
+    assert sorted(p.attributes["messaging.message.id"] for p in processes) == sorted(mirrored)
+    assert all(by_id[p.parent_span_id].name == "page.fetch" for p in processes)
+    runs = named["workflow.run"]
+    assert len(runs) == len(processes) and all(by_id[r.parent_span_id].name == "event.process" for r in runs)
+    batch_ids = {(b.trace_id, b.span_id) for b in batches}
+    assert all(r.attributes["syncd.batch"] and r.links[0] in batch_ids for r in runs)
+    # PostgreSQL prefetches from a slow provider: a page's span begins before the one before it ends
+    ordered = sorted(pages, key=lambda p: p.start_ns)
+    overlapping = sum(later.start_ns < earlier.end_ns for earlier, later in itertools.pairwise(ordered))
+    assert overlapping == (len(pages) - 1 if db_url.startswith("postgresql") else 0)
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            trace_ids = {t for (t,) in conn.execute(sa.text("SELECT DISTINCT trace_id FROM syncd_runs"))}
+    finally:
+        engine.dispose()
+    assert trace_ids == {named["syncd.tick"][0].trace_id}
 
 
 def test_tracing_off_stores_no_trace_id(tmp_path: Path, sim: WorkOSSimulator) -> None:

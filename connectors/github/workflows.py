@@ -7,16 +7,16 @@ a deleted issue simply stops appearing, and its row stays.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from connectors.github.client import is_pull_request
 from connectors.github.tables import issues
 from syncd.errors import EventError
-from syncd.mirror import apply_snapshot
+from syncd.mirror import apply_snapshot, apply_snapshots
 from syncd.models import Event
 from syncd.timefmt import parse_time, parse_time_or_none
-from syncd.workflows import Context, Registry
+from syncd.workflows import BatchContext, Context, Registry
 
 NAME = "github.mirror.issues"
 VERSION = "1.0.0"
@@ -49,7 +49,12 @@ def mirror(event: Event, ctx: Context) -> None:
     apply_snapshot(ctx.connection or ctx.db, issues, issue_row(event.data, event), kind=issues.name)
 
 
+def mirror_batch(events: Sequence[Event], ctx: BatchContext) -> None:
+    """``mirror`` on a page's events at once (see ``syncd.mirror.apply_snapshots``)."""
+    apply_snapshots(ctx.connection, issues, [(issue_row(e.data, e), False) for e in events], kind=issues.name)
+
+
 def register(registry: Registry) -> None:
     from connectors.github import issues as on_issues
 
-    registry.workflow(NAME, on=on_issues(), version=VERSION, builtin=True)(mirror)
+    registry.workflow(NAME, on=on_issues(), version=VERSION, builtin=True, batch=mirror_batch)(mirror)

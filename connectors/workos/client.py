@@ -41,7 +41,13 @@ def status_policy(source: str, response: httpx.Response) -> None:
 
 
 class WorkOSConnector:
-    """Connector for one WorkOS environment. ``key`` is ``workos``."""
+    """Connector for one WorkOS environment. ``key`` is ``workos``.
+
+    ``prefetch``: a page depends only on the cursor it is asked for, so the engine may fetch the next page
+    (from another thread) while the current one commits.
+    """
+
+    prefetch = True
 
     def __init__(self, *, api_key: Secret, base_url: str, event_types: Sequence[str], timeout: float = 30.0,
                  transport: httpx.BaseTransport | None = None, key: str = "workos", attempts: int = 4) -> None:

@@ -6,17 +6,17 @@ created/updated → upsert, deleted → delete (with a tombstone); an event appl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from connectors.workos.tables import memberships, organizations, users
 from syncd.errors import EventError
-from syncd.mirror import apply_snapshot
+from syncd.mirror import apply_snapshot, apply_snapshots
 from syncd.models import Event
 from syncd.timefmt import parse_time, parse_time_or_none
-from syncd.workflows import Context, Registry, Trigger
+from syncd.workflows import BatchContext, Context, Registry, Trigger
 
 VERSION = "1.0.0"
 
@@ -76,8 +76,20 @@ def mirror(event: Event, ctx: Context) -> None:
                    deleted=verb == "deleted")
 
 
+def mirror_batch(events: Sequence[Event], ctx: BatchContext) -> None:
+    """``mirror`` on a page's events at once (see ``syncd.mirror.apply_snapshots``)."""
+    by_table: dict[sa.Table, list[tuple[dict[str, Any], bool]]] = {}
+    for event in events:
+        prefix, _, verb = event.type.rpartition(".")
+        table, to_row = MIRRORS[prefix]
+        by_table.setdefault(table, []).append((to_row(event.data, event), verb == "deleted"))
+    for table, items in by_table.items():
+        apply_snapshots(ctx.connection, table, items, kind=table.name)
+
+
 def register(registry: Registry) -> None:
     for prefix, (table, _) in MIRRORS.items():
         types = frozenset(f"{prefix}.{verb}" for verb in ("created", "updated", "deleted"))
         registry.workflow(f"workos.mirror.{table.name.removeprefix('workos_')}",
-                          on=Trigger(provider="workos", types=types), version=VERSION, builtin=True)(mirror)
+                          on=Trigger(provider="workos", types=types), version=VERSION, builtin=True,
+                          batch=mirror_batch)(mirror)

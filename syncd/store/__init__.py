@@ -139,13 +139,23 @@ def record_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     insert_ignore(conn, events, rows, ["stream", "event_id"])
 
 
-def existing_runs(conn: Connection, stream: str, event_ids: Iterable[str]) -> set[tuple[str, str]]:
+def existing_runs(conn: Connection, stream: str, workflows: Iterable[str],
+                  event_ids: Iterable[str]) -> set[tuple[str, str]]:
+    """The (workflow, event id) pairs among these that already have a run.
+
+    The workflow names lead the run table's primary key (workflow, stream, event_id): without them this
+    lookup scanned the whole table on every page, and a catch-up slowed down as the table grew.
+    """
+    names = sorted(set(workflows))
     ids = list(event_ids)
     found: set[tuple[str, str]] = set()
+    if not names:
+        return found
     for i in range(0, len(ids), 500):
         chunk = ids[i : i + 500]
         found.update((r[0], r[1]) for r in conn.execute(
-            sa.select(runs.c.workflow, runs.c.event_id).where(runs.c.stream == stream, runs.c.event_id.in_(chunk))))
+            sa.select(runs.c.workflow, runs.c.event_id).where(
+                runs.c.workflow.in_(names), runs.c.stream == stream, runs.c.event_id.in_(chunk))))
     return found
 
 
