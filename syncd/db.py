@@ -136,7 +136,11 @@ def execute_many(conn: Connection, stmt: Any, rows: Sequence[dict[str, Any]]) ->
     """
     if not rows:
         return
-    form = _driver_form(conn.dialect, stmt)
+    dialect = conn.dialect
+    key = (dialect.name, dialect.driver, dialect.paramstyle, stmt)
+    form = _DRIVER_FORMS.get(key)
+    if form is None:
+        form = _DRIVER_FORMS[key] = _driver_form(dialect, stmt)
     params: list[Any] = []
     for row in rows:
         values = list(form.values(row))
@@ -155,7 +159,11 @@ class _DriverForm:
     positional: bool
 
 
-@functools.lru_cache(maxsize=512)
+#: By dialect kind, not dialect object: every Engine has its own dialect, and a cache holding them would
+#: keep disposed engines' dialects alive. Statements are the module-level cached ones: a bounded set.
+_DRIVER_FORMS: dict[tuple[str, str, str, Any], _DriverForm] = {}
+
+
 def _driver_form(dialect: sa.Dialect, stmt: Any) -> _DriverForm:
     """``stmt`` compiled once for ``dialect``, with what it takes to turn a row into DB-API parameters."""
     compiled = stmt.compile(dialect=dialect)

@@ -41,6 +41,10 @@ PAUSE_THRESHOLD_SECONDS = 5.0
 RUN_BACKOFF_BASE = timedelta(seconds=30)
 RUN_BACKOFF_CAP = timedelta(hours=1)
 MAX_ERROR_LENGTH = 2000
+#: A catch-up commits several pages in one transaction: up to this many events, or the pages that arrived
+#: within GROUP_SECONDS (see SyncEngine._fetch_group).
+GROUP_EVENTS = 500
+GROUP_SECONDS = 1.0
 #: Prefetch the next page while one commits once a page takes this long to arrive (see _page_loop).
 PREFETCH_AFTER_SECONDS = 0.01
 #: Rounds of due-run processing per tick (each round is one transaction over up to 200 runs).
@@ -96,6 +100,7 @@ class SyncEngine:
         self.max_attempts = max_attempts
         self.stop = stop or threading.Event()
         self.max_pages = max_pages  # tests: stop after N pages, as a crash would
+        self.group_events, self.group_seconds = GROUP_EVENTS, GROUP_SECONDS  # see _fetch_group
         self.on_page = on_page
 
     # ---- one source, one tick ------------------------------------------------------------------
@@ -171,14 +176,15 @@ class SyncEngine:
     def _page_loop(self, target: Target, token: int, cursor: str | None, result: TickResult,
                    keeper: LeaseKeeper | None = None) -> None:
         connector = target.connector
-        # While a page commits, the next one is already being fetched (connectors that allow it), once
-        # the provider is slow enough for it to pay: a page that took PREFETCH_AFTER_SECONDS to arrive.
-        # On a fast loopback the thread hand-offs would cost more CPU than they hide. A prefetched page is
-        # only a read; it is committed in order, after the page before it, or dropped if that page fails.
+        # While pages commit, the next one is already being fetched (connectors that allow it), once the
+        # provider is slow enough for it to pay: a page that took PREFETCH_AFTER_SECONDS to arrive. On a
+        # fast loopback the thread hand-offs would cost more CPU than they hide. A prefetched page is only a
+        # read; it is committed in order, after the pages before it, or dropped if they fail.
         # PostgreSQL only: SQLite has one write lock for the whole file, and a page that is ready the moment
         # the last one commits takes it straight back, starving every other connection (a backfill or a
-        # second process, `syncd status`); the fetch between pages is what lets them in.
-        prefetch = (Prefetcher(self, target)
+        # second process, `syncd status`); the fetch between commits is what lets them in.
+        parent = otel_context.get_current()  # source.sync's: every page span is its child, prefetched or not
+        prefetch = (Prefetcher(self, target, parent)
                     if getattr(connector, "prefetch", False) and self.db.dialect.name == "postgresql" else None)
         try:
             while not self.stop.is_set():
@@ -186,33 +192,27 @@ class SyncEngine:
                     return
                 if keeper is not None:
                     keeper.check()
-                page_started = time.monotonic()
-                # One span per page: the request (its httpx span is a child) and the page's transaction, so
-                # each event.process sits under the page that delivered it.
-                span, page = prefetch.take(cursor) if prefetch is not None else (None, None)
-                if span is None:
-                    span = self._page_span(target)
-                with trace.use_span(span, end_on_exit=True):
-                    if page is None:
-                        fetch_started = time.monotonic()
-                        page = self._fetch(connector, cursor, target.window)
-                        if prefetch is not None:
-                            prefetch.fetch_seconds = time.monotonic() - fetch_started
-                    span.set_attribute("messaging.batch.message_count", len(page.events))
-                    span.set_attribute("syncd.has_more", page.has_more)
-                    check_progress(target.key, cursor, page)
-                    last = self.max_pages is not None and result.pages + 1 >= self.max_pages
-                    if prefetch is not None and prefetch.pays() and page.has_more and not last:
-                        prefetch.start(page.next_cursor)
-                    self._commit_page(target, token, page, result)
-                warn_slow_page(target.key, time.monotonic() - page_started, self.lease_seconds)
-                if page.next_cursor is not None:
-                    cursor = page.next_cursor
-                result.cursor_after = cursor
-                result.pages += 1
-                if self.on_page is not None:
-                    self.on_page(target, page)
-                if not page.has_more:
+                started = time.monotonic()
+                group, failure = self._fetch_group(target, cursor, result, prefetch, parent)
+                last = group[-1][1]
+                if prefetch is not None and prefetch.pays() and last.has_more and failure is None:
+                    prefetch.start(last_cursor(cursor, group))
+                try:
+                    self._commit_pages(target, token, group, result)
+                finally:
+                    for span, _ in group:
+                        span.end()
+                warn_slow_page(target.key, time.monotonic() - started, self.lease_seconds)
+                for _, page in group:
+                    if page.next_cursor is not None:
+                        cursor = page.next_cursor
+                    result.cursor_after = cursor
+                    result.pages += 1
+                    if self.on_page is not None:
+                        self.on_page(target, page)
+                if failure is not None:  # the pages before it are committed; the tick fails on it now
+                    raise failure
+                if not last.has_more:
                     result.caught_up = True
                     if target.window is not None:
                         with self.db.begin() as conn:
@@ -223,9 +223,55 @@ class SyncEngine:
             if prefetch is not None:
                 prefetch.close()
 
-    def _page_span(self, target: Target) -> trace.Span:
+    def _fetch_group(self, target: Target, cursor: str | None, result: TickResult, prefetch: Prefetcher | None,
+                     parent: otel_context.Context) -> tuple[list[tuple[trace.Span, Page]], Exception | None]:
+        """The pages committed together: while catching up, as many as arrive within ``group_seconds``, up
+        to ``group_events`` events; one page otherwise. A page's cost is mostly per transaction and per statement,
+        not per event, so a backlog goes several times faster in bigger transactions; each still moves the
+        cursor with all its events' effects. If a fetch fails after the first page, the pages already in
+        hand are returned with the error, to be committed before it is raised."""
+        group: list[tuple[trace.Span, Page]] = []
+        started = time.monotonic()
+        while True:
+            try:
+                span, page = self._next_page(target, cursor, prefetch, parent)
+            except Exception as exc:
+                if not group:
+                    raise
+                return group, exc
+            group.append((span, page))
+            cursor = page.next_cursor if page.next_cursor is not None else cursor
+            if (not page.has_more or self.stop.is_set()
+                    or (self.max_pages is not None and result.pages + len(group) >= self.max_pages)
+                    or sum(len(p.events) for _, p in group) >= self.group_events
+                    or time.monotonic() - started >= self.group_seconds):
+                return group, None
+
+    def _next_page(self, target: Target, cursor: str | None, prefetch: Prefetcher | None,
+                   parent: otel_context.Context) -> tuple[trace.Span, Page]:
+        """Fetch the page at ``cursor`` (or take it from the prefetcher) under its own ``page.fetch`` span,
+        left open: the events of the page are processed under it, and it ends when the page commits."""
+        span, page = prefetch.take(cursor) if prefetch is not None else (None, None)
+        if span is None:
+            span = self._page_span(target, parent)
+        try:
+            with trace.use_span(span, end_on_exit=False):
+                if page is None:
+                    fetch_started = time.monotonic()
+                    page = self._fetch(target.connector, cursor, target.window)
+                    if prefetch is not None:
+                        prefetch.fetch_seconds = time.monotonic() - fetch_started
+                span.set_attribute("messaging.batch.message_count", len(page.events))
+                span.set_attribute("syncd.has_more", page.has_more)
+                check_progress(target.key, cursor, page)
+        except BaseException:
+            span.end()  # use_span recorded the exception and the ERROR status
+            raise
+        return span, page
+
+    def _page_span(self, target: Target, parent: otel_context.Context) -> trace.Span:
         connector = target.connector
-        return tracer.start_span("page.fetch", attributes={
+        return tracer.start_span("page.fetch", context=parent, attributes={
             "syncd.source": target.key, "messaging.system": connector.key.split(":", 1)[0],
             "messaging.operation.type": "receive", "messaging.destination.name": connector.key,
         })
@@ -235,17 +281,31 @@ class SyncEngine:
 
     # ---- one page, one transaction --------------------------------------------------------------
 
-    def _commit_page(self, target: Target, token: int, page: Page, result: TickResult) -> None:
+    def _commit_pages(self, target: Target, token: int, group: Sequence[tuple[trace.Span, Page]],
+                      result: TickResult) -> None:
+        """One transaction for the pages of ``group``: ledger, runs, every workflow's effects, the cursor.
+
+        SQL and batch spans go under the last page's span; each event's spans under its own page's.
+        """
+        with trace.use_span(group[-1][0], end_on_exit=False):
+            self._commit_events(target, token, group, result)
+
+    def _commit_events(self, target: Target, token: int, group: Sequence[tuple[trace.Span, Page]],
+                       result: TickResult) -> None:
         now = self.clock.now()
         stream = target.connector.key
-        batch = unique_events(page.events)
+        batch = unique_events(event for _, page in group for event in page.events)
+        span_of = {event.id: span for span, page in reversed(group) for event in page.events}
+        pages = [page for _, page in group]
         with self.db.connect() as conn, conn.begin():
             bound_idle_time(conn, self.lease_seconds)
             store.lock_stream(conn, stream)  # a backfill and a live tick meeting on an event run it once
             new_ids = self._record_ledger(conn, batch, now)
             matching = [(event, self._workflows_for(event, target)) for event in batch]
+            # Runs are only ever created in the transaction that records their event, or after it: an event
+            # new to the ledger has none, so only the events seen before need looking up (none, catching up).
             done = store.existing_runs(conn, stream, {wf.name for _, wfs in matching for wf in wfs},
-                                       (e.id for e in batch))
+                                       [e.id for e in batch if e.id not in new_ids])
             batches: dict[str, tuple[Workflow, list[Event]]] = {}
             singles: list[tuple[Workflow, Event]] = []
             for event, workflows in matching:
@@ -257,24 +317,28 @@ class SyncEngine:
                     else:
                         singles.append((wf, event))
             run_rows: list[dict[str, Any]] = []
-            # Batch workflows (the built-in mirrors) apply the whole page first, so per-event workflows
-            # that read the mirrors see every event of the page applied.
+            # Batch workflows (the built-in mirrors) apply all the events first, so per-event workflows
+            # that read the mirrors see every event of the transaction applied.
             for wf, events in batches.values():
-                run_rows.extend(self._run_batch(conn, wf, events, result=result, now=now))
+                run_rows.extend(self._run_batch(conn, wf, events, result=result, now=now, span_of=span_of))
             for wf, event in singles:
                 # A page's transaction spans many events: a step's side effect is not run inside it (its
                 # stored result would only commit with the whole page). It is deferred to the run's own
                 # short transaction right after the page commits.
-                run_rows.append(self._run(conn, wf, event, attempt=1, result=result, now=now, defer_steps=True))
+                with trace.use_span(span_of[event.id], end_on_exit=False):
+                    run_rows.append(self._run(conn, wf, event, attempt=1, result=result, now=now,
+                                              defer_steps=True))
             store.insert_runs(conn, run_rows)
             progress = window_progress(target.window, batch[-1].occurred_at) if target.window and batch else None
-            if not store.commit_cursor(conn, target.key, token=token, owner=self.replica_id, cursor=page.next_cursor,
-                                       meta=dict(page.meta) or None, new_events=len(new_ids), now=self.clock.now(),
+            meta = next((dict(p.meta) for p in reversed(pages) if p.meta), None)
+            cursor = next((p.next_cursor for p in reversed(pages) if p.next_cursor is not None), None)
+            if not store.commit_cursor(conn, target.key, token=token, owner=self.replica_id, cursor=cursor,
+                                       meta=meta, new_events=len(new_ids), now=self.clock.now(),
                                        lease_seconds=self.lease_seconds, progress=progress):
                 raise LeaseLostError(target.key)
         result.events += len(batch)
         result.new_events += len(new_ids)
-        result.skipped += page.skipped
+        result.skipped += sum(p.skipped for p in pages)
         if batch:
             result.lag_seconds = max(0.0, (now - batch[-1].occurred_at).total_seconds())
 
@@ -368,7 +432,7 @@ class SyncEngine:
         }
 
     def _run_batch(self, conn: Connection, wf: Workflow, events: list[Event], *, result: TickResult,
-                   now: datetime) -> list[dict[str, Any]]:
+                   now: datetime, span_of: Mapping[str, trace.Span]) -> list[dict[str, Any]]:
         """Run ``wf``'s batch handler on a page's new events for it, in one SAVEPOINT; their run rows.
 
         If the batch raises, its writes roll back and every event goes through the per-event handler in
@@ -409,12 +473,15 @@ class SyncEngine:
         if failure is not None:
             log.info("batch of %s failed on a page (%s); running its %d events one by one", wf.name,
                      error_text(failure), len(events), extra={"workflow": wf.name})
-            return [self._run(conn, wf, event, attempt=1, result=result, now=now, defer_steps=True)
-                    for event in events]
+            rows = []
+            for event in events:
+                with trace.use_span(span_of[event.id], end_on_exit=False):
+                    rows.append(self._run(conn, wf, event, attempt=1, result=result, now=now, defer_steps=True))
+            return rows
         finished = self.clock.now()
         share_ms = (time.perf_counter() - started) * 1000 / len(events)
         if span_context.is_valid and span_context.trace_flags.sampled:  # only when traces go somewhere
-            _event_spans(wf, events, span_context, started_ns, time.time_ns())
+            _event_spans(wf, events, span_context, started_ns, time.time_ns(), span_of)
         trace_id = format(span_context.trace_id, "032x") if span_context.is_valid else None
         result.runs_ok += len(events)
         return [{
@@ -509,30 +576,32 @@ class SyncEngine:
 
 
 class Prefetcher:
-    """Fetches the page after the one being committed, in one background thread.
+    """Fetches the page after the ones being committed, in one background thread.
 
-    ``start(cursor)`` begins fetching the page at ``cursor`` under its own ``page.fetch`` span (so the
-    request's span has the right parent); ``take(cursor)`` returns that span and page if it was for this
-    cursor (raising what the fetch raised, as a direct fetch would have), else ``(None, None)``. A page
-    fetched but never taken (the stop signal, or a failed commit before it) is dropped and its span ended.
+    ``start(cursor)`` begins fetching the page at ``cursor`` under its own ``page.fetch`` span (a sibling
+    of the other pages, so the request's span has the right parent); ``take(cursor)`` returns that span and
+    page if it was for this cursor (raising what the fetch raised, as a direct fetch would have), else
+    ``(None, None)``. A page fetched but never taken (the stop signal, a failed commit before it) is
+    dropped without waiting for its request: its span ends when the request does, its result is ignored.
     """
 
-    def __init__(self, engine: SyncEngine, target: Target) -> None:
-        self.engine, self.target = engine, target
+    def __init__(self, engine: SyncEngine, target: Target, parent: otel_context.Context) -> None:
+        self.engine, self.target, self.parent = engine, target, parent
         self.fetch_seconds = 0.0  # how long the last page took to arrive
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"prefetch:{target.key}")
         self._pending: tuple[str | None, trace.Span, Future[Page]] | None = None
 
     def pays(self) -> bool:
-        return self.fetch_seconds >= PREFETCH_AFTER_SECONDS
+        return self.fetch_seconds >= PREFETCH_AFTER_SECONDS and not self.engine.stop.is_set()
 
     def start(self, cursor: str | None) -> None:
         self._drop()
-        span = self.engine._page_span(self.target)
-        parent = otel_context.get_current()
+        span = self.engine._page_span(self.target, self.parent)
+        span.set_attribute("syncd.prefetched", True)
+        context = trace.set_span_in_context(span, self.parent)
 
         def fetch() -> Page:
-            token = otel_context.attach(trace.set_span_in_context(span, parent))
+            token = otel_context.attach(context)
             started = time.monotonic()
             try:
                 return self.engine._fetch(self.target.connector, cursor, self.target.window)
@@ -557,8 +626,9 @@ class Prefetcher:
             raise
 
     def close(self) -> None:
+        """Drop any page in flight and let the thread go; never waits for a request nobody will use."""
         self._drop()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _drop(self) -> None:
         if self._pending is not None:
@@ -566,7 +636,7 @@ class Prefetcher:
             self._pending = None
             future.cancel()
             span.set_attribute("syncd.prefetch.dropped", True)
-            span.end()
+            future.add_done_callback(lambda _: span.end())  # now if it never ran, else once its request ends
 
 
 class LeaseKeeper:
@@ -629,22 +699,33 @@ class LeaseKeeper:
 
 
 def _event_spans(wf: Workflow, events: Sequence[Event], batch: trace.SpanContext, start_ns: int,
-                 end_ns: int) -> None:
-    """Each event of a batch gets its ``event.process › workflow.run`` spans, as a per-event run would, so
-    Jaeger finds every event by its id. They cover the batch's time and link to its ``workflow.batch``."""
+                 end_ns: int, parents: Mapping[str, trace.Span]) -> None:
+    """Each event of a batch gets its ``event.process › workflow.run`` spans under its page's span, as a
+    per-event run would, so Jaeger finds every event by its id. They cover the batch's time and link to its
+    ``workflow.batch``."""
     links = [trace.Link(batch)]
     for event in events:
-        process = tracer.start_span("event.process", kind=SpanKind.CONSUMER, start_time=start_ns, attributes={
+        attributes = {
             "messaging.message.id": event.id, "messaging.operation.type": "process",
             "messaging.system": event.provider, "messaging.destination.name": event.stream,
             "syncd.event.type": event.type, "syncd.stream": event.stream,
-        })
+        }
+        process = tracer.start_span("event.process", context=trace.set_span_in_context(parents[event.id]),
+                                    kind=SpanKind.CONSUMER, start_time=start_ns, attributes=attributes)
         run = tracer.start_span("workflow.run", context=trace.set_span_in_context(process), start_time=start_ns,
                                 links=links, attributes={
                                     "syncd.workflow": wf.name, "syncd.workflow.version": wf.version,
                                     "syncd.attempt": 1, "syncd.batch": True, "syncd.outcome": "succeeded"})
         run.end(end_time=end_ns)
         process.end(end_time=end_ns)
+
+
+def last_cursor(cursor: str | None, group: Sequence[tuple[trace.Span, Page]]) -> str | None:
+    """The cursor after the pages of ``group`` (a page without a next cursor leaves it where it was)."""
+    for _, page in reversed(group):
+        if page.next_cursor is not None:
+            return page.next_cursor
+    return cursor
 
 
 def cursor_key(source: str, window: Window | None, workflow: str | None = None) -> str:

@@ -314,15 +314,16 @@ def drop_fail_cursor(db: Engine) -> None:
         conn.exec_driver_sql(f"DROP TRIGGER fail_cursor{on_table}")
 
 
-def test_a_database_error_in_the_middle_of_a_page_rolls_the_whole_page_back(
+def test_a_database_error_in_the_middle_of_a_transaction_rolls_all_its_pages_back(
         db_url: str, apps: list[App], clock: FakeClock, workos_sim: WorkOSSimulator) -> None:
     wanted = requested(workos_sim)
     app = build(apps, db_url, clock, **workos_env(workos_sim))
-    fail_cursor_moves_past(app.db, wanted[249])  # pages 1 and 2 commit; page 3 fails at its cursor update
+    app.engine.group_events, app.engine.group_seconds = 200, 3600  # two pages per transaction
+    fail_cursor_moves_past(app.db, wanted[249])  # pages 1 and 2 commit; pages 3 and 4 fail at the cursor
     [result] = app.tick_all()
     assert not result.ok and "disk I/O error (simulated)" in (result.error or "")
     assert result.pages == 2 and source_row(app.db).cursor == wanted[199]
-    assert ledger_ids(app.db) == sorted(wanted[:200])  # nothing of page 3: no partial page
+    assert ledger_ids(app.db) == sorted(wanted[:200])  # nothing of pages 3 and 4: no partial transaction
     with app.db.connect() as conn:
         ran = set(conn.execute(sa.select(runs.c.event_id)).scalars())
     assert ran == set(wanted[:200])  # its workflow runs (and their mirror writes) rolled back with it

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -177,9 +178,9 @@ def pages_with(sim: WorkOSSimulator, wanted: set[str]) -> list[set[str]]:
     return [page for page in pages if page & wanted]
 
 
-def test_batch_workflows_run_before_per_event_ones_on_a_page(sqlite_url: str, make_app: MakeApp,
+def test_batch_workflows_run_before_per_event_ones_in_a_transaction(sqlite_url: str, make_app: MakeApp,
                                                             workos_sim: WorkOSSimulator) -> None:
-    """A per-event workflow reading a built-in mirror sees the whole page already applied to it."""
+    """A per-event workflow reading a built-in mirror sees its whole transaction already applied to it."""
     missing: list[str] = []
 
     def check(event: Event, ctx: Context) -> None:
@@ -191,10 +192,11 @@ def test_batch_workflows_run_before_per_event_ones_on_a_page(sqlite_url: str, ma
     registry = Registry()
     registry.workflow("test.reader", on=Trigger(provider="workos", types=frozenset({"user.created"})))(check)
     app = make_app(sqlite_url, registry=registry, **workos_env(workos_sim))
+    app.engine.group_events, app.engine.group_seconds = 300, 3600  # three pages per transaction
     sync_until_caught_up(app)
-    # only users deleted later on their own page may be missing: the mirror applied that delete too
+    # only users deleted later in their own transaction may be missing: the mirror applied that delete too
     events = workos_sim.events()
-    page_of = {e["id"]: i // 100 for i, e in enumerate(e for e in events if e["event"] in MIRROR_TYPES)}
+    page_of = {e["id"]: i // 300 for i, e in enumerate(e for e in events if e["event"] in MIRROR_TYPES)}
     deleted_on = {(e["data"]["id"], page_of[e["id"]]) for e in events if e["event"] == "user.deleted"}
     by_id = {e["id"]: e for e in events}
     assert all((by_id[m]["data"]["id"], page_of[m]) in deleted_on for m in missing), missing
@@ -235,6 +237,7 @@ def test_prefetching_a_slow_provider_is_exact(db_url: str, make_app: MakeApp, sl
 def test_a_stop_between_pages_drops_the_prefetched_page_and_loses_nothing(
         db_url: str, make_app: MakeApp, slow_sim: WorkOSSimulator) -> None:
     app = make_app(db_url, **workos_env(slow_sim))
+    app.engine.group_events = 1  # one page per transaction
     committed: list[str | None] = []
 
     def stop_after_two(target: Target, page: Page) -> None:
@@ -256,3 +259,22 @@ def test_a_stop_between_pages_drops_the_prefetched_page_and_loses_nothing(
     sync_until_caught_up(app)
     assert_mirror_exact(app.db, slow_sim)
     assert sorted(runs_by_event(app.db)) == sorted(requested_ids(slow_sim))
+
+
+@pytest.mark.postgres
+def test_a_stop_does_not_wait_for_a_prefetch_nobody_will_use(pg_server: Any, make_app: MakeApp) -> None:
+    """SIGTERM while the next page is still on its way: the tick ends once its commit is done, without
+    waiting for that request (which a slow or hung provider may hold for the whole HTTP timeout)."""
+    with WorkOSSimulator(events=400, seed=11, api_key=WORKOS_KEY, faults=Faults(latency=3.0)) as very_slow:
+        app = make_app(pg_server.create_database(), **workos_env(very_slow))
+        stopped: list[float] = []
+
+        def stop_after_first(target: Target, page: Page) -> None:
+            app.engine.stop.set()
+            stopped.append(time.monotonic())
+
+        app.engine.on_page = stop_after_first
+        [result] = app.tick_all()
+        returned = time.monotonic()
+        assert result.ok and result.pages == 1 and not result.caught_up
+        assert returned - stopped[0] < 1.5  # the prefetched page would take 3 s more

@@ -149,7 +149,7 @@ def existing_runs(conn: Connection, stream: str, workflows: Iterable[str],
     names = sorted(set(workflows))
     ids = list(event_ids)
     found: set[tuple[str, str]] = set()
-    if not names:
+    if not names or not ids:
         return found
     for i in range(0, len(ids), 500):
         chunk = ids[i : i + 500]
