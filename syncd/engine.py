@@ -345,6 +345,8 @@ class SyncEngine:
     def _record_ledger(self, conn: Connection, batch: Sequence[Event], now: datetime) -> set[str]:
         if not batch:
             return set()
+        if conn.dialect.name == "postgresql":  # the insert itself says which events were new
+            return store.record_new_events(conn, [ledger_row(e, now) for e in batch])
         stream = batch[0].stream
         seen = store.existing_event_ids(conn, stream, [e.id for e in batch])
         rows = [ledger_row(e, now) for e in batch if e.id not in seen]

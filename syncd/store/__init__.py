@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from syncd.db import insert_ignore
@@ -137,6 +138,19 @@ def set_source_fields(conn: Connection, key: str, *, now: datetime, **values: An
 
 def record_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     insert_ignore(conn, events, rows, ["stream", "event_id"])
+
+
+def record_new_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """Insert the ledger rows not recorded yet; return their event ids (PostgreSQL: INSERT … ON CONFLICT DO
+    NOTHING RETURNING, sent as multi-row statements by SQLAlchemy's insertmanyvalues).
+
+    One statement instead of a look-up and an insert, and no ``event_id IN (…)`` query: on a young table
+    without statistics PostgreSQL planned that one as a scan of the stream's whole ledger, every page.
+    """
+    if not rows:
+        return set()
+    stmt = postgresql.insert(events).on_conflict_do_nothing(index_elements=["stream", "event_id"])
+    return {r[0] for r in conn.execute(stmt.returning(events.c.event_id), list(rows))}
 
 
 def existing_runs(conn: Connection, stream: str, workflows: Iterable[str],
