@@ -1,7 +1,8 @@
 """The sync engine: for one source, fetch pages from its cursor and dispatch events to workflows.
 
-Per page, one transaction: ledger insert (ON CONFLICT DO NOTHING) → every matching workflow without a run
-for the event, each in a SAVEPOINT → run rows → cursor move fenced on the lease token → commit. So the
+Per page (several pages while catching up), one transaction: ledger insert (ON CONFLICT DO NOTHING) →
+each batch workflow on all its events in a SAVEPOINT, every other matching workflow without a run for the
+event in its own SAVEPOINT → run rows → cursor move fenced on the lease token → commit. So the
 cursor moves only with the page's effects (no event lost), and the run table makes effects exactly-once.
 Decisions are pure functions at the bottom of this module.
 """

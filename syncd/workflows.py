@@ -172,7 +172,8 @@ class Context:
 
 
 class BatchContext:
-    """What a batch handler gets: the events of one page for its workflow, and the page's transaction.
+    """What a batch handler gets: its workflow's events of one transaction (a page or several), and that
+    transaction.
 
     ``connection``: the page's Connection, inside a SAVEPOINT around the whole batch. ``db``: a Session on
     it, opened on first use. ``span``: the ``workflow.batch`` span. No durable steps and no outbound
