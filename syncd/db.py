@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import operator
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -140,7 +141,11 @@ def execute_many(conn: Connection, stmt: Any, rows: Sequence[dict[str, Any]]) ->
     key = (dialect.name, dialect.driver, dialect.paramstyle, stmt)
     form = _DRIVER_FORMS.get(key)
     if form is None:
-        form = _DRIVER_FORMS[key] = _driver_form(dialect, stmt)
+        form = _driver_form(dialect, stmt)
+        with _DRIVER_FORMS_LOCK:  # sources sync in the scheduler's threads
+            _DRIVER_FORMS[key] = form
+            while len(_DRIVER_FORMS) > _DRIVER_FORMS_MAX:
+                _DRIVER_FORMS.pop(next(iter(_DRIVER_FORMS)))  # the oldest: statements are rebuilt by LRU caches
     params: list[Any] = []
     for row in rows:
         values = list(form.values(row))
@@ -162,6 +167,8 @@ class _DriverForm:
 #: By dialect kind, not dialect object: every Engine has its own dialect, and a cache holding them would
 #: keep disposed engines' dialects alive. Statements are the module-level cached ones: a bounded set.
 _DRIVER_FORMS: dict[tuple[str, str, str, Any], _DriverForm] = {}
+_DRIVER_FORMS_MAX = 512
+_DRIVER_FORMS_LOCK = threading.Lock()
 
 
 def _driver_form(dialect: sa.Dialect, stmt: Any) -> _DriverForm:

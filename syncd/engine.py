@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -196,7 +196,8 @@ class SyncEngine:
                 started = time.monotonic()
                 group, failure = self._fetch_group(target, cursor, result, prefetch, parent)
                 last = group[-1][1]
-                if prefetch is not None and prefetch.pays() and last.has_more and failure is None:
+                more = self.max_pages is None or result.pages + len(group) < self.max_pages
+                if prefetch is not None and prefetch.pays() and last.has_more and failure is None and more:
                     prefetch.start(last_cursor(cursor, group))
                 try:
                     self._commit_pages(target, token, group, result)
@@ -591,7 +592,6 @@ class Prefetcher:
     def __init__(self, engine: SyncEngine, target: Target, parent: otel_context.Context) -> None:
         self.engine, self.target, self.parent = engine, target, parent
         self.fetch_seconds = 0.0  # how long the last page took to arrive
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"prefetch:{target.key}")
         self._pending: tuple[str | None, trace.Span, Future[Page]] | None = None
 
     def pays(self) -> bool:
@@ -603,16 +603,24 @@ class Prefetcher:
         span.set_attribute("syncd.prefetched", True)
         context = trace.set_span_in_context(span, self.parent)
 
-        def fetch() -> Page:
+        future: Future[Page] = Future()
+
+        def fetch() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
             token = otel_context.attach(context)
             started = time.monotonic()
             try:
-                return self.engine._fetch(self.target.connector, cursor, self.target.window)
+                future.set_result(self.engine._fetch(self.target.connector, cursor, self.target.window))
+            except BaseException as exc:
+                future.set_exception(exc)
             finally:
                 self.fetch_seconds = time.monotonic() - started
                 otel_context.detach(token)
 
-        self._pending = (cursor, span, self._pool.submit(fetch))
+        # A daemon thread, not a pool's: the interpreter does not wait for a dropped request at exit.
+        threading.Thread(target=fetch, name=f"prefetch:{self.target.key}", daemon=True).start()
+        self._pending = (cursor, span, future)
 
     def take(self, cursor: str | None) -> tuple[trace.Span | None, Page | None]:
         if self._pending is None or self._pending[0] != cursor:
@@ -629,9 +637,8 @@ class Prefetcher:
             raise
 
     def close(self) -> None:
-        """Drop any page in flight and let the thread go; never waits for a request nobody will use."""
+        """Drop any page in flight and let its thread go; never waits for a request nobody will use."""
         self._drop()
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _drop(self) -> None:
         if self._pending is not None:

@@ -278,3 +278,6 @@ def test_a_stop_does_not_wait_for_a_prefetch_nobody_will_use(pg_server: Any, mak
         returned = time.monotonic()
         assert result.ok and result.pages == 1 and not result.caught_up
         assert returned - stopped[0] < 1.5  # the prefetched page would take 3 s more
+        # and the process will not wait for it at exit either: its thread is a daemon
+        fetching = [t for t in threading.enumerate() if t.name.startswith("prefetch:")]
+        assert fetching and all(t.daemon for t in fetching)
