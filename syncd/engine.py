@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -579,74 +580,113 @@ class SyncEngine:
             log.error("could not record the tick of %s: %s", result.source, error_text(exc))
 
 
-class Prefetcher:
-    """Fetches the page after the ones being committed, in one background thread.
+@dataclass
+class _Ahead:
+    """One page a Prefetcher fetches (or will): its cursor, its span and the page to come."""
 
-    ``start(cursor)`` begins fetching the page at ``cursor`` under its own ``page.fetch`` span (a sibling
-    of the other pages, so the request's span has the right parent); ``take(cursor)`` returns that span and
-    page if it was for this cursor (raising what the fetch raised, as a direct fetch would have), else
-    ``(None, None)``. A page fetched but never taken (the stop signal, a failed commit before it) is
-    dropped without waiting for its request: its span ends when the request does, its result is ignored.
+    cursor: str | None
+    span: trace.Span
+    future: Future[Page] = field(default_factory=Future)
+
+
+class Prefetcher:
+    """Fetches pages ahead of the ones being committed, in a background (daemon) thread.
+
+    ``start(cursor)`` starts a chain at ``cursor``: the thread fetches that page, then the next one from its
+    cursor, and so on while the provider has more, keeping at most ``ahead`` pages not yet taken (it waits
+    for room). Each page has its own ``page.fetch`` span, a sibling of the other pages'. ``take(cursor)``
+    returns the next page of the chain if it is the one at ``cursor`` (raising what its fetch raised, as a
+    direct fetch would have), else drops the chain and returns ``(None, None)``. Pages never taken (the
+    stop signal, a failed commit) are dropped without waiting for their requests: their spans end when the
+    requests do, their results are ignored, and the interpreter does not wait for the thread at exit.
     """
 
-    def __init__(self, engine: SyncEngine, target: Target, parent: otel_context.Context) -> None:
-        self.engine, self.target, self.parent = engine, target, parent
+    def __init__(self, engine: SyncEngine, target: Target, parent: otel_context.Context, ahead: int = 5) -> None:
+        self.engine, self.target, self.parent, self.ahead = engine, target, parent, ahead
         self.fetch_seconds = 0.0  # how long the last page took to arrive
-        self._pending: tuple[str | None, trace.Span, Future[Page]] | None = None
+        self._lock = threading.Condition()
+        self._queue: deque[_Ahead] = deque()  # pages of the running chain not taken yet, in order
+        self._cancel: threading.Event | None = None  # the running chain's
 
     def pays(self) -> bool:
         return self.fetch_seconds >= PREFETCH_AFTER_SECONDS and not self.engine.stop.is_set()
 
     def start(self, cursor: str | None) -> None:
+        with self._lock:
+            if self._queue and self._queue[0].cursor == cursor:
+                return  # the running chain is already there
         self._drop()
-        span = self.engine._page_span(self.target, self.parent)
-        span.set_attribute("syncd.prefetched", True)
-        context = trace.set_span_in_context(span, self.parent)
-
-        future: Future[Page] = Future()
-
-        def fetch() -> None:
-            if not future.set_running_or_notify_cancel():
-                return
-            token = otel_context.attach(context)
-            started = time.monotonic()
-            try:
-                future.set_result(self.engine._fetch(self.target.connector, cursor, self.target.window))
-            except BaseException as exc:
-                future.set_exception(exc)
-            finally:
-                self.fetch_seconds = time.monotonic() - started
-                otel_context.detach(token)
-
-        # A daemon thread, not a pool's: the interpreter does not wait for a dropped request at exit.
-        threading.Thread(target=fetch, name=f"prefetch:{self.target.key}", daemon=True).start()
-        self._pending = (cursor, span, future)
+        cancel = threading.Event()
+        first = self._entry(cursor)
+        with self._lock:
+            self._cancel = cancel
+            self._queue.append(first)
+        threading.Thread(target=self._chain, args=(first, cancel), name=f"prefetch:{self.target.key}",
+                         daemon=True).start()
 
     def take(self, cursor: str | None) -> tuple[trace.Span | None, Page | None]:
-        if self._pending is None or self._pending[0] != cursor:
+        with self._lock:
+            entry = self._queue.popleft() if self._queue and self._queue[0].cursor == cursor else None
+            self._lock.notify_all()
+        if entry is None:
             self._drop()
             return None, None
-        _, span, future = self._pending
-        self._pending = None
         try:
-            return span, future.result()
+            return entry.span, entry.future.result()
         except BaseException as exc:
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, error_text(exc)))
-            span.end()
+            entry.span.record_exception(exc)
+            entry.span.set_status(Status(StatusCode.ERROR, error_text(exc)))
+            entry.span.end()
             raise
 
     def close(self) -> None:
-        """Drop any page in flight and let its thread go; never waits for a request nobody will use."""
+        """Drop the pages in flight and let the thread go; never waits for a request nobody will use."""
         self._drop()
 
+    def _entry(self, cursor: str | None) -> _Ahead:
+        span = self.engine._page_span(self.target, self.parent)
+        span.set_attribute("syncd.prefetched", True)
+        return _Ahead(cursor, span)
+
+    def _chain(self, entry: _Ahead, cancel: threading.Event) -> None:
+        while entry.future.set_running_or_notify_cancel():
+            token = otel_context.attach(trace.set_span_in_context(entry.span, self.parent))
+            started = time.monotonic()
+            try:
+                page = self.engine._fetch(self.target.connector, entry.cursor, self.target.window)
+            except BaseException as exc:
+                entry.future.set_exception(exc)
+                return
+            finally:
+                self.fetch_seconds = time.monotonic() - started
+                otel_context.detach(token)
+            following = None
+            if page.has_more and page.next_cursor is not None:
+                with self._lock:  # the next page's entry exists before this page is handed over
+                    while len(self._queue) > self.ahead and not cancel.is_set():
+                        self._lock.wait(0.5)
+                    if not cancel.is_set():
+                        following = self._entry(page.next_cursor)
+                        self._queue.append(following)
+            entry.future.set_result(page)
+            if following is None:
+                return
+            entry = following
+
     def _drop(self) -> None:
-        if self._pending is not None:
-            _, span, future = self._pending
-            self._pending = None
-            future.cancel()
-            span.set_attribute("syncd.prefetch.dropped", True)
-            future.add_done_callback(lambda _: span.end())  # now if it never ran, else once its request ends
+        with self._lock:
+            dropped, self._queue = list(self._queue), deque()
+            if self._cancel is not None:
+                self._cancel.set()
+            self._lock.notify_all()
+        for entry in dropped:
+            entry.future.cancel()
+            entry.span.set_attribute("syncd.prefetch.dropped", True)
+            entry.future.add_done_callback(_ender(entry.span))  # now, or when its request ends
+
+
+def _ender(span: trace.Span) -> Callable[[Future[Page]], None]:
+    return lambda _: span.end()
 
 
 class LeaseKeeper:
