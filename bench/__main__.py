@@ -14,11 +14,11 @@ from typing import Any
 
 from bench.harness import PYTHON, ROOT, SimHost, base_env, measure
 from bench.report import render, verdicts
-from bench.scenarios import Config, Sample, scenario_a, scenario_b, scenario_c, scenario_d
+from bench.scenarios import Config, Sample, scenario_a, scenario_b, scenario_c, scenario_d, scenario_e
 from bench.simhost import WORKOS_KEY
 
 RESULTS = ROOT / "bench" / "results"
-SCENARIOS = {"A": scenario_a, "B": scenario_b, "C": scenario_c, "D": scenario_d}
+SCENARIOS = {"A": scenario_a, "B": scenario_b, "C": scenario_c, "D": scenario_d, "E": scenario_e}
 
 
 def progress(text: str) -> None:
@@ -70,7 +70,7 @@ def _plain(value: Any) -> Any:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller streams (about a tenth)")
-    parser.add_argument("--only", default="A,B,C,D", help="comma list of scenarios (default A,B,C,D)")
+    parser.add_argument("--only", default="A,B,C,D,E", help="comma list of scenarios (default all)")
     parser.add_argument("--runs", type=int, default=None, help="alternated runs per contender (default 3)")
     parser.add_argument("--events", type=int, default=None, help="events of scenarios A and D (development)")
     parser.add_argument("--profile", action="store_true", help="also profile syncd with pyinstrument")

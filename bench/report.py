@@ -197,5 +197,19 @@ def render(results: dict[str, Any], *, mode: str, started: datetime, load: tuple
         ]
     elif d:
         lines += ["## D — PostgreSQL", "", f"skipped: {d['skipped']}", ""]
+    e = results.get("E")
+    if e and "skipped" not in e:
+        without, ahead = (median_eps(e["samples"][n]) for n in ("syncd, no prefetch", "syncd, 5 pages ahead"))
+        lines += [
+            f"## E — a provider taking {e['latency'] * 1000:.0f} ms per page, PostgreSQL",
+            "",
+            *table(e["samples"]),
+            "",
+            f"Prefetching: {ahead / without:.2f}x; the provider's own bound (100 events per round trip): "
+            f"{e['bound']:,.0f} events/s, of which {ahead / e['bound']:.0%} reached.",
+            "",
+        ]
+    elif e:
+        lines += ["## E — slow provider", "", f"skipped: {e['skipped']}", ""]
     lines += ["## Targets", "", "```", *(v.line() for v in verdicts(results)), "```", ""]
     return "\n".join(lines)

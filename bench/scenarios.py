@@ -35,6 +35,8 @@ class Config:
     d_events: int
     d_runs: int
     timeout: float  # per contender run, seconds
+    e_events: int = 20_000
+    e_latency: float = 0.05  # seconds per page of the slow provider
 
     @classmethod
     def full(cls) -> Config:
@@ -47,6 +49,7 @@ class Config:
             d_events=100_000,  # A's 200k x 3 on Postgres alone would take ~15 min at syncd's speed today
             d_runs=3,
             timeout=1800,
+            e_events=20_000,
         )
 
     @classmethod
@@ -60,6 +63,7 @@ class Config:
             d_events=20_000,
             d_runs=3,
             timeout=900,
+            e_events=5_000,
         )
 
 
@@ -95,7 +99,9 @@ def _timed(
     return result, sim.cpu() - sim_before
 
 
-def syncd_once(database_url: str | None = None, *, timeout: float, name: str = "syncd") -> Contender:
+def syncd_once(
+    database_url: str | None = None, *, timeout: float, name: str = "syncd", **extra_env: str
+) -> Contender:
     """``syncd once`` with the built-in WorkOS mirrors into a fresh database (SQLite in the workdir)."""
 
     def run(sim: SimHost, workdir: Path) -> Sample:
@@ -107,6 +113,7 @@ def syncd_once(database_url: str | None = None, *, timeout: float, name: str = "
             SYNCD_SOURCES="workos",
             SYNCD_HTTP_PORT="0",
             LOG_LEVEL="WARNING",
+            **extra_env,
         )
         result, sim_cpu = _timed(name, sim, [PYTHON, "-m", "syncd", "once"], env, workdir, timeout)
         found = _ONCE_LINE.search(result.stdout)
@@ -319,6 +326,44 @@ def scenario_d(config: Config, progress: Callable[[str], None]) -> dict[str, Any
         )
     consistent(samples)
     return {"samples": samples, "server_cpu": server_cpu, "postgres": version}
+
+
+def scenario_e(config: Config, progress: Callable[[str], None]) -> dict[str, Any]:
+    """A catch-up against a provider at a real API's pace (``e_latency`` per page), on PostgreSQL, with and
+    without prefetching (``SYNCD_PREFETCH_PAGES``): what hides the provider's round trips."""
+    from tests.pgserver import PostgresServer, postgres_unavailable_reason
+
+    reason = postgres_unavailable_reason()
+    if reason is not None:
+        progress(f"E: skipped: {reason}")
+        return {"skipped": reason}
+    progress(
+        f"E: {config.e_events:,} events from a provider taking {config.e_latency * 1000:.0f} ms per page, "
+        f"PostgreSQL, {config.d_runs} runs"
+    )
+    with PostgresServer() as server, SimHost(workos_events=config.e_events, workos_latency=config.e_latency) as sim:
+
+        def on_fresh_database(name: str, pages: str) -> Contender:
+            def run(sim: SimHost, workdir: Path) -> Sample:
+                contender = syncd_once(
+                    server.create_database(), timeout=config.timeout, name=name, SYNCD_PREFETCH_PAGES=pages
+                )
+                return contender(sim, workdir)
+
+            return run
+
+        samples = alternate(
+            {
+                "syncd, no prefetch": on_fresh_database("syncd, no prefetch", "0"),
+                "syncd, 5 pages ahead": on_fresh_database("syncd, 5 pages ahead", "5"),
+            },
+            sim,
+            config.d_runs,
+            progress,
+        )
+    events = consistent(samples)
+    pages = -(-events // 100)
+    return {"samples": samples, "latency": config.e_latency, "bound": events / (pages * config.e_latency)}
 
 
 def _server_version(url: str) -> str:

@@ -86,6 +86,7 @@ class App:
             migrate(db)
         stop = threading.Event()
         engine = SyncEngine(db, full_registry, clock=clock, replica_id=settings.replica_id,
+                            prefetch_pages=settings.prefetch_pages,
                             lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts, stop=stop,
                             environ=settings.environ)
         return cls(settings=settings, db=db, registry=full_registry, connectors=connectors, engine=engine, stop=stop)

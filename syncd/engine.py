@@ -92,7 +92,7 @@ class SyncEngine:
     def __init__(self, db: Engine, registry: Registry, *, clock: Clock | None = None, replica_id: str | None = None,
                  lease_seconds: float = 180, max_attempts: int = 5, stop: threading.Event | None = None,
                  max_pages: int | None = None, on_page: Callable[[Target, Page], None] | None = None,
-                 environ: Mapping[str, str] | None = None) -> None:
+                 environ: Mapping[str, str] | None = None, prefetch_pages: int = 5) -> None:
         self.db = db
         self.environ = environ if environ is not None else {}  # for workflows' outbound integrations
         self.registry = registry
@@ -103,6 +103,7 @@ class SyncEngine:
         self.stop = stop or threading.Event()
         self.max_pages = max_pages  # tests: stop after N pages, as a crash would
         self.group_events, self.group_seconds = GROUP_EVENTS, GROUP_SECONDS  # see _fetch_group
+        self.prefetch_pages = prefetch_pages  # SYNCD_PREFETCH_PAGES; see _page_loop
         self.on_page = on_page
 
     # ---- one source, one tick ------------------------------------------------------------------
@@ -186,8 +187,9 @@ class SyncEngine:
         # the last one commits takes it straight back, starving every other connection (a backfill or a
         # second process, `syncd status`); the fetch between commits is what lets them in.
         parent = otel_context.get_current()  # source.sync's: every page span is its child, prefetched or not
-        prefetch = (Prefetcher(self, target, parent)
-                    if getattr(connector, "prefetch", False) and self.db.dialect.name == "postgresql" else None)
+        prefetch = (Prefetcher(self, target, parent, ahead=self.prefetch_pages)
+                    if self.prefetch_pages > 0 and getattr(connector, "prefetch", False)
+                    and self.db.dialect.name == "postgresql" else None)
         try:
             while not self.stop.is_set():
                 if self.max_pages is not None and result.pages >= self.max_pages:
@@ -601,7 +603,7 @@ class Prefetcher:
     requests do, their results are ignored, and the interpreter does not wait for the thread at exit.
     """
 
-    def __init__(self, engine: SyncEngine, target: Target, parent: otel_context.Context, ahead: int = 5) -> None:
+    def __init__(self, engine: SyncEngine, target: Target, parent: otel_context.Context, ahead: int) -> None:
         self.engine, self.target, self.parent, self.ahead = engine, target, parent, ahead
         self.fetch_seconds = 0.0  # how long the last page took to arrive
         self._lock = threading.Condition()
@@ -663,7 +665,7 @@ class Prefetcher:
             following = None
             if page.has_more and page.next_cursor is not None:
                 with self._lock:  # the next page's entry exists before this page is handed over
-                    while len(self._queue) > self.ahead and not cancel.is_set():
+                    while len(self._queue) >= self.ahead and not cancel.is_set():
                         self._lock.wait(0.5)
                     if not cancel.is_set():
                         following = self._entry(page.next_cursor)

@@ -25,6 +25,7 @@ KNOWN_VARIABLES = frozenset(
     {
         "DATABASE_URL", "SYNC_INTERVAL_SECONDS", "SYNCD_SOURCES", "SYNCD_WORKFLOWS", "SYNCD_BUILTINS",
         "SYNCD_MAX_ATTEMPTS", "SYNCD_LEASE_SECONDS", "SYNCD_HTTP_PORT", "SYNCD_HTTP_TIMEOUT", "SYNCD_ENV_FILE",
+        "SYNCD_PREFETCH_PAGES",
         "SYNCD_REPLICA_ID", "SYNCD_JAEGER_URL", "LOG_LEVEL", "LOG_FORMAT", "EVENTS_RANGE_START", "EVENTS_RANGE_END",
         "SYNCD_SMTP_URL", "SYNCD_SMTP_FROM", "SYNCD_SLACK_WEBHOOK_URL",
         "WORKOS_API_KEY", "WORKOS_BASE_URL", "WORKOS_EVENTS",
@@ -161,6 +162,7 @@ class Settings:
     lease_seconds: int = 180
     http_port: int = 8080
     http_timeout: float = 30.0
+    prefetch_pages: int = 5  # pages fetched ahead of the commits (PostgreSQL, slow providers); 0: none
     log_level: str = "INFO"
     log_format: str = "auto"
     replica_id: str | None = None
@@ -211,6 +213,7 @@ class Settings:
             lease_seconds=get_int(env, "SYNCD_LEASE_SECONDS", max(3 * interval, 30), minimum=5),
             http_port=get_int(env, "SYNCD_HTTP_PORT", 8080, minimum=0),
             http_timeout=get_float(env, "SYNCD_HTTP_TIMEOUT", 30.0, minimum=0.1),
+            prefetch_pages=get_int(env, "SYNCD_PREFETCH_PAGES", 5, minimum=0),
             log_level=log_level,
             log_format=log_format,
             replica_id=get_str(env, "SYNCD_REPLICA_ID"),

@@ -288,3 +288,19 @@ def test_a_stop_does_not_wait_for_a_prefetch_nobody_will_use(pg_server: Any, mak
         # and the process will not wait for it at exit either: its thread is a daemon
         fetching = [t for t in threading.enumerate() if t.name.startswith("prefetch:")]
         assert fetching and all(t.daemon for t in fetching)
+
+
+@pytest.mark.postgres
+def test_prefetching_can_be_switched_off(pg_server: Any, make_app: MakeApp, slow_sim: WorkOSSimulator) -> None:
+    app = make_app(pg_server.create_database(), SYNCD_PREFETCH_PAGES="0", **workos_env(slow_sim))
+    fetchers: set[str] = set()
+    original = app.engine._fetch
+
+    def spy(*args: Any) -> Page:
+        fetchers.add(threading.current_thread().name)
+        return original(*args)
+
+    app.engine._fetch = spy  # type: ignore[method-assign]
+    [result] = app.tick_all()
+    assert result.ok and result.caught_up and fetchers == {threading.main_thread().name}
+    assert_mirror_exact(app.db, slow_sim)
