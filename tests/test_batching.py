@@ -214,16 +214,22 @@ def slow_sim() -> Iterator[WorkOSSimulator]:
         yield simulator
 
 
-def test_prefetching_a_slow_provider_is_exact(db_url: str, make_app: MakeApp, slow_sim: WorkOSSimulator) -> None:
-    app = make_app(db_url, **workos_env(slow_sim))
-    fetchers: set[str] = set()
+def fetching_threads(app: App) -> set[str]:
+    """The names of the threads that fetch pages for ``app`` (filled as it syncs)."""
+    names: set[str] = set()
     original = app.engine._fetch
 
-    def spy(*args: Any) -> Page:
-        fetchers.add(threading.current_thread().name)
+    def observed(*args: Any) -> Page:
+        names.add(threading.current_thread().name)
         return original(*args)
 
-    app.engine._fetch = spy  # type: ignore[method-assign]
+    app.engine._fetch = observed  # type: ignore[method-assign]
+    return names
+
+
+def test_prefetching_a_slow_provider_is_exact(db_url: str, make_app: MakeApp, slow_sim: WorkOSSimulator) -> None:
+    app = make_app(db_url, **workos_env(slow_sim))
+    fetchers = fetching_threads(app)
     [result] = app.tick_all()
     assert result.ok and result.caught_up
     # PostgreSQL prefetches; SQLite never does (its one write lock would starve other connections)
@@ -293,14 +299,7 @@ def test_a_stop_does_not_wait_for_a_prefetch_nobody_will_use(pg_server: Any, mak
 @pytest.mark.postgres
 def test_prefetching_can_be_switched_off(pg_server: Any, make_app: MakeApp, slow_sim: WorkOSSimulator) -> None:
     app = make_app(pg_server.create_database(), SYNCD_PREFETCH_PAGES="0", **workos_env(slow_sim))
-    fetchers: set[str] = set()
-    original = app.engine._fetch
-
-    def spy(*args: Any) -> Page:
-        fetchers.add(threading.current_thread().name)
-        return original(*args)
-
-    app.engine._fetch = spy  # type: ignore[method-assign]
+    fetchers = fetching_threads(app)
     [result] = app.tick_all()
     assert result.ok and result.caught_up and fetchers == {threading.main_thread().name}
     assert_mirror_exact(app.db, slow_sim)
