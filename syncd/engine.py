@@ -380,39 +380,28 @@ class SyncEngine:
         }) as span:
             span_context = span.get_span_context()  # invalid when tracing is off: no trace id to store
             trace_id = format(span_context.trace_id, "032x") if span_context.is_valid else None
-            # The run's SAVEPOINT, taken on the connection (cheap); an ORM Session is only opened, inside
-            # it, if the workflow uses ctx.db. Built-in mirrors write through ctx.connection.
-            savepoint = conn.begin_nested()
-            sessions: list[Session] = []
-
-            def open_session() -> Session:
-                sessions.append(Session(bind=conn, join_transaction_mode="create_savepoint"))
-                return sessions[0]
-
+            scope = RunScope(conn)
             steps = StepRuntime(conn=conn, key=RunKey(wf.name, event.stream, event.id), now=self.clock.now,
                                 defer_new=defer_steps)
             interrupt: Interrupt | None = None
-            ctx = Context(db=open_session, event=event, workflow=wf, span=span, attempt=attempt, steps=steps,
+            ctx = Context(db=scope.session, event=event, workflow=wf, span=span, attempt=attempt, steps=steps,
                           environ=self.environ, connection=conn)
             try:
                 wf(event, ctx)
-                for session in sessions:
-                    session.commit()  # flushes and releases the session's own SAVEPOINT
-                savepoint.commit()  # releases the run's SAVEPOINT; the page's transaction commits later
+                scope.commit()  # the page's transaction commits later
                 error = None
             except Interrupt as signal_:  # a step completed or a sleep began: store it, resume later
-                _rollback(sessions, savepoint)
+                scope.rollback()
                 interrupt, error = signal_, None
             except Exception as exc:  # the handler's failure is data: recorded, retried, dead-lettered
                 if conn.invalidated:  # unless the page's connection died (outage, server timeout): not the
                     raise  # handler's fault, and the page cannot commit; fail it now, it is fetched again
-                _rollback(sessions, savepoint)
+                scope.rollback()
                 error = error_text(exc)
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, error))
             finally:
-                for session in sessions:
-                    session.close()
+                scope.close()
                 ctx.close()
             limit = max_attempts or wf.retries or self.max_attempts
             if interrupt is None:
@@ -452,30 +441,21 @@ class SyncEngine:
             "syncd.workflow": wf.name, "syncd.workflow.version": wf.version,
             "messaging.batch.message_count": len(events),
         }) as span:
-            savepoint = conn.begin_nested()
-            sessions: list[Session] = []
-
-            def open_session() -> Session:
-                sessions.append(Session(bind=conn, join_transaction_mode="create_savepoint"))
-                return sessions[0]
-
-            ctx = BatchContext(db=open_session, events=events, workflow=wf, span=span, connection=conn)
+            scope = RunScope(conn)
+            ctx = BatchContext(db=scope.session, events=events, workflow=wf, span=span, connection=conn)
             failure: Exception | None = None
             try:
                 wf.batch(events, ctx)
-                for session in sessions:
-                    session.commit()
-                savepoint.commit()
+                scope.commit()
             except Exception as exc:
                 if conn.invalidated:  # the connection died, not the batch: the page fails and is fetched again
                     raise
-                _rollback(sessions, savepoint)
+                scope.rollback()
                 failure = exc
                 span.record_exception(exc)
                 span.set_attribute("syncd.batch.fallback", True)
             finally:
-                for session in sessions:
-                    session.close()
+                scope.close()
             span_context = span.get_span_context()
         if failure is not None:
             log.info("batch of %s failed on a page (%s); running its %d events one by one", wf.name,
@@ -813,12 +793,36 @@ def run_outcome(error: str | None, attempt: int, max_attempts: int, now: datetim
     return "failed", now + run_backoff(attempt)
 
 
-def _rollback(sessions: list[Session], savepoint: Any) -> None:
-    """Undo a run's writes: the session's own SAVEPOINT (if one was opened), then the run's."""
-    for session in sessions:
-        session.rollback()
-    if savepoint.is_active:
-        savepoint.rollback()
+class RunScope:
+    """A run's (or a batch's) SAVEPOINT on the page's connection, and the ORM Session opened inside it only
+    if the workflow uses ``ctx.db`` (cheap when it does not: built-in mirrors write through the connection)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.savepoint = conn.begin_nested()
+        self._session: Session | None = None
+
+    def session(self) -> Session:
+        if self._session is None:
+            self._session = Session(bind=self.conn, join_transaction_mode="create_savepoint")
+        return self._session
+
+    def commit(self) -> None:
+        """Flush the session and release its SAVEPOINT, then the run's."""
+        if self._session is not None:
+            self._session.commit()
+        self.savepoint.commit()
+
+    def rollback(self) -> None:
+        """Undo the run's writes: the session's own SAVEPOINT (if one was opened), then the run's."""
+        if self._session is not None:
+            self._session.rollback()
+        if self.savepoint.is_active:
+            self.savepoint.rollback()
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
 
 
 def interrupted(conn: Connection, key: RunKey, interrupt: Interrupt, attempt: int, max_attempts: int,
