@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import functools
-import json
 import operator
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +16,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.interfaces import BindTyping
 from sqlalchemy.orm import Session
+
+from syncd import jsoncodec
 
 #: Named constraints so Alembic (and SQLite batch mode) can alter them on every dialect.
 NAMING = {
@@ -53,14 +54,21 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
 
+        last: tuple[datetime | None, str | None] = (None, None)
+
         def process(value: datetime | None) -> str | None:
+            nonlocal last
             if value is None:
                 return None
+            seen, text = last  # a page's rows share their timestamps (recorded, started, finished)
+            if value is seen:
+                return text
             if value.tzinfo is None:
                 raise ValueError("naive datetime given to a UTCDateTime column")
-            if value.tzinfo is not UTC:
-                value = value.astimezone(UTC)
-            return value.isoformat(" ", "microseconds")[:-6]  # without its "+00:00"
+            utc = value if value.tzinfo is UTC else value.astimezone(UTC)
+            text = utc.isoformat(" ", "microseconds")[:-6]  # without its "+00:00"
+            last = (value, text)  # one tuple, replaced whole: safe to share between threads
+            return text
 
         return process
 
@@ -80,7 +88,7 @@ def create_engine(url: str, *, echo: bool = False) -> Engine:
     if url.startswith("sqlite"):
         engine = sa.create_engine(
             url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False},
-            json_serializer=_dumps,
+            json_serializer=jsoncodec.dumps, json_deserializer=jsoncodec.loads,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling defers BEGIN and breaks SAVEPOINT; take control of it.
@@ -88,15 +96,8 @@ def create_engine(url: str, *, echo: bool = False) -> Engine:
         return engine
     return sa.create_engine(
         url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_recycle=1800,
-        json_serializer=_dumps, connect_args={"connect_timeout": 10},
+        json_serializer=jsoncodec.dumps, json_deserializer=jsoncodec.loads, connect_args={"connect_timeout": 10},
     )
-
-
-_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
-
-
-def _dumps(value: Any) -> str:
-    return _ENCODER.encode(value)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -112,6 +113,24 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def _sqlite_begin(conn: Connection) -> None:
     # IMMEDIATE takes the write lock up front so two writers never deadlock upgrading a read lock.
     conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def one_of(column: sa.ColumnElement[Any], name: str, dialect: str) -> sa.ColumnElement[bool]:
+    """``column IN (…)`` over a list bound as one parameter (pass it through ``list_param``).
+
+    SQLAlchemy's expanding ``IN`` renders one placeholder per value, so a statement with a page's worth
+    of ids was re-rendered (and re-prepared by the database) on every execution; this one is compiled and
+    prepared once. SQLite reads the list from a JSON array (``json_each``), PostgreSQL from an array.
+    """
+    if dialect == "postgresql":
+        return column == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(column.type)))
+    return column.in_(sa.select(sa.column("value")).select_from(
+        sa.func.json_each(sa.bindparam(name, type_=sa.String()))).scalar_subquery())
+
+
+def list_param(values: Iterable[Any], dialect: str) -> Any:
+    """The value of a ``one_of`` parameter."""
+    return list(values) if dialect == "postgresql" else jsoncodec.dumps(list(values))
 
 
 def insert_ignore(session: Session | Connection, table: sa.Table, rows: Sequence[dict[str, Any]],

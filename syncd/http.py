@@ -8,7 +8,6 @@ are not slept here: the error goes up and the engine pauses the source until the
 from __future__ import annotations
 
 import email.utils
-import json
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from typing import Any, TypeVar
 import httpx
 import stamina
 
+from syncd import jsoncodec
 from syncd.errors import RetryableError
 
 T = TypeVar("T")
@@ -90,7 +90,7 @@ def send(client: httpx.Client, source: str, method: str, url: str, **kwargs: Any
 def decode_json(source: str, response: httpx.Response) -> Any:
     """The response body as JSON; a truncated or non-JSON body is transient (retried)."""
     try:
-        return json.loads(response.content)
+        return jsoncodec.loads(response.content)
     except ValueError:
         raise RetryableError(source, f"invalid JSON in a {response.status_code} response "
                                      f"({len(response.content)} bytes)") from None

@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from syncd.db import _dialect_name, _upsert_statement, cacheable, execute_many, upsert_newer
+from syncd.db import _dialect_name, _upsert_statement, cacheable, execute_many, list_param, one_of, upsert_newer
 from syncd.store.tables import tombstones
 
 
@@ -53,15 +53,17 @@ def apply_snapshots(conn: Connection, table: sa.Table, items: Sequence[tuple[dic
     if not items:
         return 0
     ids = list(dict.fromkeys(row[key] for row, _ in items))
-    stored = {r[0]: r[1] for r in conn.execute(_versions_statement(table, key, version), {"ids": ids})}
-    dead = {r[0]: r[1] for r in conn.execute(_TOMBSTONE_VERSIONS, {"kind": kind, "ids": [str(i) for i in ids]})}
+    dialect = _dialect_name(conn)
+    stored = {r[0]: r[1] for r in conn.execute(_versions_statement(table, key, version, dialect),
+                                               {"ids": list_param(ids, dialect)})}
+    dead = {r[0]: r[1] for r in conn.execute(_tombstone_versions_statement(dialect), {
+        "kind": kind, "ids": list_param([str(i) for i in ids], dialect)})}
     plan = plan_snapshots(items, stored, dead, key=key, version=version)
     execute_many(conn, _batch_delete_statement(table, key, version),
                  [{"object_id": object_id, "stamp": stamp} for object_id, stamp in plan.deletes])
     by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in plan.upserts:
         by_shape.setdefault(tuple(sorted(row)), []).append(row)
-    dialect = _dialect_name(conn)
     for columns, rows in by_shape.items():
         execute_many(conn, _upsert_statement(dialect, table, columns, key, version, returning=False), rows)
     execute_many(conn, _tombstone_statement(dialect), [{"kind": kind, "object_id": str(object_id), "version": stamp}
@@ -134,13 +136,15 @@ _TOMBSTONE_VERSION = sa.select(tombstones.c.version).where(
     tombstones.c.kind == sa.bindparam("kind"), tombstones.c.object_id == sa.bindparam("object_id"))
 
 
-_TOMBSTONE_VERSIONS = sa.select(tombstones.c.object_id, tombstones.c.version).where(
-    tombstones.c.kind == sa.bindparam("kind"), tombstones.c.object_id.in_(sa.bindparam("ids", expanding=True)))
+@functools.lru_cache(maxsize=4)
+def _tombstone_versions_statement(dialect: str) -> Any:
+    return sa.select(tombstones.c.object_id, tombstones.c.version).where(
+        tombstones.c.kind == sa.bindparam("kind"), one_of(tombstones.c.object_id, "ids", dialect))
 
 
 @functools.lru_cache(maxsize=64)
-def _versions_statement(table: sa.Table, key: str, version: str) -> Any:
-    return sa.select(table.c[key], table.c[version]).where(table.c[key].in_(sa.bindparam("ids", expanding=True)))
+def _versions_statement(table: sa.Table, key: str, version: str, dialect: str) -> Any:
+    return sa.select(table.c[key], table.c[version]).where(one_of(table.c[key], "ids", dialect))
 
 
 @functools.lru_cache(maxsize=64)

@@ -10,6 +10,15 @@ def parse_time(value: Any) -> datetime:
     """Parse ``2026-01-15T12:00:00.000Z``, ``2023-04-28 20:05:31.093``, ``2020-05-06 04:21:48.649164``,
     ``…+02:00`` or epoch seconds/milliseconds into an aware UTC datetime. Zone-less means UTC.
     Raises ``ValueError`` with the value on anything else."""
+    if type(value) is str:  # the usual case, first: Python 3.11 reads ISO-8601 with a Z as it comes
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            pass  # surrounding spaces, a lower-case z...: the lenient path below
+        else:
+            if moment.tzinfo is None:
+                return moment.replace(tzinfo=UTC)
+            return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -6,6 +6,7 @@ make the ledger, the workflows' writes and the cursor one atomic commit.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
-from syncd.db import insert_ignore
+from syncd.db import insert_ignore, list_param, one_of
 from syncd.store.tables import events, runs, sources, ticks
 
 __all__ = ["SourceRow", "events", "runs", "sources", "ticks"]
@@ -162,15 +163,18 @@ def existing_runs(conn: Connection, stream: str, workflows: Iterable[str],
     """
     names = sorted(set(workflows))
     ids = list(event_ids)
-    found: set[tuple[str, str]] = set()
     if not names or not ids:
-        return found
-    for i in range(0, len(ids), 500):
-        chunk = ids[i : i + 500]
-        found.update((r[0], r[1]) for r in conn.execute(
-            sa.select(runs.c.workflow, runs.c.event_id).where(
-                runs.c.workflow.in_(names), runs.c.stream == stream, runs.c.event_id.in_(chunk))))
-    return found
+        return set()
+    dialect = conn.dialect.name
+    return {(r[0], r[1]) for r in conn.execute(_existing_runs_statement(dialect), {
+        "names": list_param(names, dialect), "stream": stream, "ids": list_param(ids, dialect)})}
+
+
+@functools.lru_cache(maxsize=4)
+def _existing_runs_statement(dialect: str) -> Any:
+    return sa.select(runs.c.workflow, runs.c.event_id).where(
+        one_of(runs.c.workflow, "names", dialect), runs.c.stream == sa.bindparam("stream"),
+        one_of(runs.c.event_id, "ids", dialect))
 
 
 def insert_runs(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
@@ -209,12 +213,17 @@ def record_tick(conn: Connection, row: dict[str, Any]) -> None:
 
 
 def existing_event_ids(conn: Connection, stream: str, event_ids: Sequence[str]) -> set[str]:
-    found: set[str] = set()
-    for i in range(0, len(event_ids), 500):
-        chunk = event_ids[i : i + 500]
-        found.update(r[0] for r in conn.execute(
-            sa.select(events.c.event_id).where(events.c.stream == stream, events.c.event_id.in_(chunk))))
-    return found
+    if not event_ids:
+        return set()
+    dialect = conn.dialect.name
+    return {r[0] for r in conn.execute(_existing_events_statement(dialect),
+                                       {"stream": stream, "ids": list_param(event_ids, dialect)})}
+
+
+@functools.lru_cache(maxsize=4)
+def _existing_events_statement(dialect: str) -> Any:
+    return sa.select(events.c.event_id).where(events.c.stream == sa.bindparam("stream"),
+                                              one_of(events.c.event_id, "ids", dialect))
 
 
 #: First key of syncd's PostgreSQL advisory locks ('sync'), so they cannot collide with other applications'.
