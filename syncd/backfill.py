@@ -45,6 +45,7 @@ from rich.table import Column
 from rich.text import Text
 
 from syncd import store
+from syncd.db import reading
 from syncd.engine import SyncEngine, Target, TickResult, window_progress
 from syncd.errors import ConfigError
 from syncd.models import Page, Window
@@ -341,7 +342,7 @@ def window_engine(app: App, on_page: Callable[[Target, Page], None] | None) -> S
 
 def stored_fraction(engine: SyncEngine, target: Target) -> tuple[str | None, float]:
     """(state, progress) of the window's cursor row; (None, 0.0) before its first sync."""
-    with engine.db.connect() as conn:
+    with reading(engine.db) as conn:
         row = store.get_source(conn, target.key)
     if row is None:
         return None, 0.0
@@ -398,7 +399,7 @@ def _next_delay(engine: SyncEngine, target: Target, tick: TickResult, result: Ba
     if tick.skipped_reason == LEASE_HELD:
         return LEASE_POLL_SECONDS
     if tick.skipped_reason is not None and tick.skipped_reason.startswith("paused"):
-        with engine.db.connect() as conn:
+        with reading(engine.db) as conn:
             row = store.get_source(conn, target.key)
         until = row.paused_until if row is not None else None
         left = (until - engine.clock.now()).total_seconds() if until is not None else 1.0

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import operator
+import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -111,8 +113,23 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(conn: Connection) -> None:
-    # IMMEDIATE takes the write lock up front so two writers never deadlock upgrading a read lock.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # IMMEDIATE takes the write lock up front so two writers never deadlock upgrading a read lock. A
+    # reading() connection only reads: a deferred BEGIN, which in WAL mode never waits for a writer.
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
+
+
+#: The execution option of ``reading`` connections.
+READ_ONLY = "syncd_read_only"
+
+
+def reading(engine: Engine) -> Connection:
+    """A connection for reads only (``with reading(db) as conn:``): status, health, metrics, look-ups.
+
+    On SQLite it never waits for the write lock, so ``syncd status`` and the health endpoint answer at
+    once in the middle of a catch-up, whose transactions follow each other with almost no gap. Writing
+    through it is an error on SQLite (the write lock is not taken up front). PostgreSQL: a plain connection.
+    """
+    return engine.connect().execution_options(**{READ_ONLY: True})
 
 
 def one_of(column: sa.ColumnElement[Any], name: str, dialect: str) -> sa.ColumnElement[bool]:
@@ -146,13 +163,20 @@ def insert_ignore(session: Session | Connection, table: sa.Table, rows: Sequence
 
 
 def execute_many(conn: Connection, stmt: Any, rows: Sequence[dict[str, Any]]) -> None:
-    """Run a DML statement once per row, as one DB-API ``executemany``.
+    """Run a DML statement once per row, in as few database calls as the driver allows.
 
     Same SQL and same value conversion as ``conn.execute(stmt, rows)`` (each value goes through its
     column type's own bind processor), without the per-row parameter machinery of ``Connection.execute``,
     which cost more than the database's own work on a page of inserts. Events, and so the OpenTelemetry
     SQL spans, are those of ``exec_driver_sql``. Plain (non-expanding) bind parameters only; every row has
     every parameter of the statement.
+
+    On SQLite an ``INSERT … VALUES`` goes as multi-row ``VALUES`` statements of up to ``MULTI_ROWS`` rows
+    (sizes are powers of two, so a handful of statement texts cover every count and stay in the driver's
+    statement cache). The rows are applied in order, as an executemany would (a conflict with an
+    earlier row of the same statement sees it), a little faster, and each statement is one call into
+    SQLite during which Python's GIL is free: a page being fetched meanwhile in another thread runs
+    then, where an executemany handed the GIL back and forth on every row.
     """
     if not rows:
         return
@@ -165,13 +189,50 @@ def execute_many(conn: Connection, stmt: Any, rows: Sequence[dict[str, Any]]) ->
             _DRIVER_FORMS[key] = form
             while len(_DRIVER_FORMS) > _DRIVER_FORMS_MAX:
                 _DRIVER_FORMS.pop(next(iter(_DRIVER_FORMS)))  # the oldest: statements are rebuilt by LRU caches
+    get, processors = form.values, form.processors
+    if form.multi is not None and len(rows) > 1:
+        per_statement = form.multi.rows
+        done = 0
+        while done < len(rows):
+            left = len(rows) - done
+            n = per_statement if left >= per_statement else 1 << (left.bit_length() - 1)
+            flat: list[Any] = []
+            for row in rows[done : done + n]:
+                values = list(get(row))
+                for i, process in processors:
+                    values[i] = process(values[i])
+                flat += values
+            conn.exec_driver_sql(form.multi.sql(n), tuple(flat))
+            done += n
+        return
     params: list[Any] = []
     for row in rows:
-        values = list(form.values(row))
-        for i, process in form.processors:
+        values = list(get(row))
+        for i, process in processors:
             values[i] = process(values[i])
         params.append(tuple(values) if form.positional else dict(zip(form.names, values, strict=True)))
     conn.exec_driver_sql(form.sql, params)
+
+
+#: Rows per multi-row INSERT on SQLite (fewer if the statement has many columns; see ``_MultiRow``).
+MULTI_ROWS = 128
+
+
+@dataclass
+class _MultiRow:
+    """An SQLite ``INSERT … VALUES (?, …) …`` written for n rows: ``head`` + n × ``group`` + ``tail``."""
+
+    head: str
+    group: str
+    tail: str
+    rows: int  # the most rows per statement: a power of two within SQLite's limit on parameters
+    texts: dict[int, str] = field(default_factory=dict)
+
+    def sql(self, n: int) -> str:
+        text = self.texts.get(n)
+        if text is None:
+            text = self.texts[n] = self.head + ", ".join([self.group] * n) + self.tail
+        return text
 
 
 @dataclass(frozen=True)
@@ -181,6 +242,7 @@ class _DriverForm:
     values: Callable[[dict[str, Any]], tuple[Any, ...]]  # a row's values of ``names``, in order
     processors: tuple[tuple[int, Callable[[Any], Any]], ...]  # (index, bind processor), where there is one
     positional: bool
+    multi: _MultiRow | None = None  # SQLite INSERTs: the multi-row form
 
 
 #: By dialect kind, not dialect object: every Engine has its own dialect, and a cache holding them would
@@ -188,6 +250,7 @@ class _DriverForm:
 _DRIVER_FORMS: dict[tuple[str, str, str, Any], _DriverForm] = {}
 _DRIVER_FORMS_MAX = 512
 _DRIVER_FORMS_LOCK = threading.Lock()
+_VALUES_GROUP = re.compile(r"\bVALUES (\(\?(?:, \?)*\))")
 
 
 def _driver_form(dialect: sa.Dialect, stmt: Any) -> _DriverForm:
@@ -200,7 +263,28 @@ def _driver_form(dialect: sa.Dialect, stmt: Any) -> _DriverForm:
                        if (p := binds[n].type.dialect_impl(dialect).bind_processor(dialect)) is not None)
     getter = operator.itemgetter(*names)
     values = getter if len(names) > 1 else (lambda row: (getter(row),))
-    return _DriverForm(str(compiled), names, values, processors, positional)
+    sql = str(compiled)
+    return _DriverForm(sql, names, values, processors, positional,
+                       _multi_row(sql, len(names)) if dialect.driver == "pysqlite" and positional else None)
+
+
+def _multi_row(sql: str, params: int) -> _MultiRow | None:
+    """The multi-row form of an SQLite INSERT whose parameters are all in its one VALUES group, else None."""
+    found = _VALUES_GROUP.search(sql)
+    if (found is None or not sql.lstrip().upper().startswith("INSERT") or not params
+            or found.group(1).count("?") != params or sql.count("?") != params):
+        return None
+    rows = 1 << (max(1, min(MULTI_ROWS, _sqlite_max_parameters() // params)).bit_length() - 1)
+    return _MultiRow(sql[: found.start(1)], found.group(1), sql[found.end(1):], rows)
+
+
+@functools.cache
+def _sqlite_max_parameters() -> int:
+    """SQLite's limit on parameters per statement in this build (32766 since 3.32, 999 before)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(":memory:")) as probe:
+        return int(probe.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
 
 
 @functools.lru_cache(maxsize=256)

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from syncd.app import App
+from syncd.db import reading
 from syncd.engine import TickResult
 from syncd.settings import Settings, safe_url
 from syncd.store.tables import events as ledger
@@ -106,7 +107,7 @@ def _summary(app: App, seconds: float) -> None:
     from connectors.github.tables import issues
     from connectors.workos.tables import memberships, organizations, users
 
-    with app.db.connect() as conn:
+    with reading(app.db) as conn:
         by_type = conn.execute(sa.select(ledger.c.type, sa.func.count()).group_by(ledger.c.type)
                                .order_by(sa.func.count().desc())).all()
         total = sum(n for _, n in by_type)

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from syncd import store
+from syncd.db import reading
 from syncd.errors import CursorStuckError, FatalError, LeaseLostError, RetryableError
 from syncd.models import Event, Page, Window
 from syncd.protocols import Clock, Connector, SystemClock
@@ -506,7 +507,7 @@ class SyncEngine:
         commits right after the step (the window in which a crash could repeat it stays milliseconds)."""
         stream = target.connector.key
         now = self.clock.now()
-        with self.db.connect() as conn:
+        with reading(self.db) as conn:
             due = store.due_runs(conn, stream, now)
         for row in due:
             if self.stop.is_set():

@@ -31,6 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from syncd.db import reading
 from syncd.errors import ConfigError
 from syncd.settings import Settings
 from syncd.store.tables import runs, sources, ticks
@@ -269,7 +270,7 @@ class Monitor:
         if not self.keys:
             return HealthReport((), problem="no source is configured")
         try:
-            with _untraced(), self.db.connect() as conn:
+            with _untraced(), reading(self.db) as conn:
                 states = read_states(conn, self.keys)
         except sa.exc.SQLAlchemyError as exc:
             log.warning("health check could not read the database: %s", type(exc).__name__)
@@ -280,7 +281,7 @@ class Monitor:
 
     def metrics(self) -> str:
         """Raises SQLAlchemyError when the database cannot be read."""
-        with _untraced(), self.db.connect() as conn:
+        with _untraced(), reading(self.db) as conn:
             families = collect_metrics(conn, self.keys, now=self.now(), interval=self.interval,
                                        started_at=self.started_at)
         return render_metrics(families)

@@ -6,14 +6,17 @@ about three times (decoding) to seven times (encoding) faster.
 
 Same values as ``json`` with ``separators=(",", ":")`` and ``default=str``: what orjson would turn
 into something else (datetimes and dataclasses, which it formats itself) goes through ``str`` as
-before, and what it refuses (integers beyond 64 bits, NaN in a document being read, non-UTF-8 text) goes
-to the standard library. Stored text differs only in form: orjson writes non-ASCII characters as UTF-8,
-where ``json`` wrote ``\\uXXXX`` escapes; both read back to the same strings.
+before, and what it refuses (integers beyond 64 bits when writing; NaN and lone surrogates when
+reading) goes to the standard library. So does a document with a run of 20 digits: orjson reads an
+integer beyond 64 bits as a float, where the standard library keeps it exact. Stored text differs only
+in form: orjson writes non-ASCII characters as UTF-8, where ``json`` wrote ``\\uXXXX`` escapes; both
+read back to the same strings.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
@@ -30,8 +33,15 @@ def dumps(value: Any) -> str:
         return _STDLIB.encode(value)
 
 
+_LONG_DIGITS = re.compile(rb"\d{20}")
+_LONG_DIGITS_TEXT = re.compile(r"\d{20}")
+
+
 def loads(data: bytes | str) -> Any:
     """Parse a JSON document; ``ValueError`` if it is not one."""
+    long_digits = _LONG_DIGITS_TEXT.search(data) if isinstance(data, str) else _LONG_DIGITS.search(data)
+    if long_digits:
+        return json.loads(data)  # maybe an integer beyond 64 bits (or only a long id in a string)
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:  # big integers, NaN, lone surrogates: the standard library takes them

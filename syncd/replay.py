@@ -26,6 +26,7 @@ from opentelemetry import trace
 from sqlalchemy.engine import Connection
 
 from syncd import store
+from syncd.db import reading
 from syncd.engine import SyncEngine, event_from_ledger
 from syncd.store.tables import events, runs
 
@@ -119,7 +120,7 @@ def dead_run_keys(engine: SyncEngine, selection: Selection) -> list[RunKey]:
         .where(*selection.where())
         .order_by(events.c.occurred_at, runs.c.stream, runs.c.event_id, runs.c.workflow)
     )
-    with engine.db.connect() as conn:
+    with reading(engine.db) as conn:
         return [(r[0], r[1], r[2]) for r in conn.execute(query)]
 
 

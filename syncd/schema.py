@@ -9,7 +9,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from syncd.db import metadata
+from syncd.db import metadata, reading
 
 log = logging.getLogger("syncd.schema")
 
@@ -42,8 +42,12 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     """Upgrade the database to ``revision``. Replicas starting together on PostgreSQL take turns
     (advisory lock), so exactly one applies each revision."""
     from alembic import command
+    from alembic.script import ScriptDirectory
 
     cfg = alembic_config()
+    head = ScriptDirectory.from_config(cfg).get_current_head()  # type: ignore[arg-type]
+    if revision == "head" and current_revision(engine) == head:
+        return  # up to date: no write transaction (on SQLite `syncd status` would wait for the write lock)
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
@@ -54,5 +58,5 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 def current_revision(engine: Engine) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         return MigrationContext.configure(conn).get_current_revision()

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from syncd import store
+from syncd.db import reading
 from syncd.store.tables import events, runs, ticks
 
 
@@ -17,7 +18,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def collect(db: Engine, *, run_limit: int = 20, jaeger_url: str | None = None) -> dict[str, Any]:
-    with db.connect() as conn:
+    with reading(db) as conn:
         run_counts: dict[tuple[str, str], int] = {
             (r.stream, r.status): int(r.n)
             for r in conn.execute(sa.select(runs.c.stream, runs.c.status, sa.func.count().label("n"))

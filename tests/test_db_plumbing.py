@@ -1,0 +1,202 @@
+"""The database plumbing under the engine: multi-row writes, read-only connections, the JSON codec."""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from connectors.workos.simulator import WorkOSSimulator
+from syncd import jsoncodec
+from syncd.db import (
+    MULTI_ROWS,
+    UTCDateTime,
+    _driver_form,
+    _sqlite_max_parameters,
+    _upsert_statement,
+    create_engine,
+    execute_many,
+    insert_ignore,
+    json_type,
+    reading,
+)
+from tests.test_cli import sim_env, syncd
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _table(metadata: sa.MetaData, columns: int = 0) -> sa.Table:
+    return sa.Table(
+        "t", metadata,
+        sa.Column("id", sa.String(20), primary_key=True),
+        sa.Column("n", sa.Integer, nullable=True),
+        sa.Column("doc", json_type(), nullable=True),
+        sa.Column("updated_at", UTCDateTime, nullable=True),
+        *[sa.Column(f"c{i}", sa.Integer, nullable=True) for i in range(columns)],
+    )
+
+
+def _rows(count: int, seed: int, keys: int) -> list[dict[str, Any]]:
+    """Rows with repeated keys (so later rows of a statement conflict with earlier ones), NULLs and ties."""
+    rnd = random.Random(seed)
+    return [{"id": f"k{rnd.randrange(keys)}", "n": rnd.choice([None, i]),
+             "doc": rnd.choice([None, {"i": i, "name": "Zoë ✓", "tags": [i, None]}]),
+             "updated_at": rnd.choice([None, T0 + timedelta(seconds=rnd.randrange(5))])} for i in range(count)]
+
+
+def _contents(conn: sa.Connection, table: sa.Table) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in conn.execute(sa.select(table).order_by(table.c.id))]
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 127, 128, 129, 300, 777])
+def test_execute_many_ends_where_one_row_at_a_time_ends(db_url: str, count: int) -> None:
+    """Multi-row statements (SQLite) apply their rows in order like an executemany: DO NOTHING keeps the
+    first of two rows with one key, a newer-wins upsert the last not-older one."""
+    metadata = sa.MetaData()
+    table = _table(metadata)
+    db = create_engine(db_url)
+    metadata.create_all(db)
+    dialect = db.dialect.name
+    upsert = _upsert_statement(dialect, table, ("doc", "id", "n", "updated_at"), "id", "updated_at",
+                               returning=False)
+    for seed in range(3):
+        rows = _rows(count, seed, keys=max(1, count // 2))
+        for batched in (True, False):
+            with db.begin() as conn:
+                conn.execute(table.delete())
+                if batched:
+                    insert_ignore(conn, table, rows[: count // 2], ["id"])
+                    execute_many(conn, upsert, rows[count // 2:])
+                else:
+                    for row in rows[: count // 2]:
+                        insert_ignore(conn, table, [row], ["id"])
+                    for row in rows[count // 2:]:
+                        conn.execute(upsert, row)
+                result = _contents(conn, table)
+            if batched:
+                expected_from_batch = result
+        assert result == expected_from_batch and result
+    db.dispose()
+
+
+def test_multi_row_statements_stay_within_sqlites_parameter_limit(tmp_path: Path) -> None:
+    metadata = sa.MetaData()
+    columns = 1990  # near SQLite's 2000-column limit: 1994 parameters a row, so few rows a statement
+    table = _table(metadata, columns=columns)
+    db = create_engine(f"sqlite:///{tmp_path / 'wide.db'}")
+    metadata.create_all(db)
+    stmt = sa.insert(table)
+    form = _driver_form(db.dialect, stmt)
+    assert form.multi is not None
+    per_statement, per_row, limit = form.multi.rows, columns + 4, _sqlite_max_parameters()
+    assert per_statement & (per_statement - 1) == 0  # a power of two
+    assert per_statement < MULTI_ROWS and per_statement * per_row <= limit < 2 * per_statement * per_row
+    rows = [{"id": f"w{i}", "n": i, "doc": None, "updated_at": T0, **{f"c{j}": i * j for j in range(columns)}}
+            for i in range(per_statement * 2 + 3)]
+    with db.begin() as conn:
+        execute_many(conn, stmt, rows)
+        assert conn.execute(sa.select(sa.func.count(), sa.func.sum(table.c[f"c{columns - 1}"]))).one() == (
+            len(rows), sum(i * (columns - 1) for i in range(len(rows))))
+    db.dispose()
+
+
+def test_only_inserts_with_all_their_parameters_in_values_go_multi_row(tmp_path: Path) -> None:
+    metadata = sa.MetaData()
+    table = _table(metadata)
+    db = create_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    assert _driver_form(db.dialect, sa.insert(table)).multi is not None
+    assert _driver_form(db.dialect, sa.delete(table).where(table.c.id == sa.bindparam("k"))).multi is None
+    assert _driver_form(db.dialect, sa.update(table).where(table.c.id == sa.bindparam("k"))
+                        .values(n=sa.bindparam("v"))).multi is None
+    db.dispose()
+
+
+# ---- read-only connections ---------------------------------------------------------------------------------
+
+def _hold_write_lock(path: Path) -> sqlite3.Connection:
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("UPDATE syncd_sources SET updated_at = updated_at")
+    return writer
+
+
+def test_reading_does_not_wait_for_sqlites_write_lock(tmp_path: Path) -> None:
+    from syncd.schema import migrate
+
+    path = tmp_path / "r.db"
+    db = create_engine(f"sqlite:///{path}")
+    migrate(db)
+    writer = _hold_write_lock(path)
+    try:
+        started = time.monotonic()
+        with reading(db) as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM syncd_events")).scalar() == 0
+        assert time.monotonic() - started < 5  # the write lock is held throughout; busy_timeout is 30 s
+
+        blocked = threading.Event()
+
+        def write() -> None:  # a writer still queues for the lock, as it must
+            with db.begin() as conn:
+                blocked.set()
+                conn.execute(sa.text("SELECT 1"))
+
+        thread = threading.Thread(target=write, daemon=True)
+        thread.start()
+        thread.join(1.0)
+        assert thread.is_alive() and not blocked.is_set()
+    finally:
+        writer.rollback()
+        writer.close()
+    thread.join(10)
+    assert blocked.is_set()
+    db.dispose()
+
+
+def test_status_answers_while_another_process_holds_the_write_lock(tmp_path: Path) -> None:
+    with WorkOSSimulator(events=150, seed=4, api_key="sk_test_plumbing_77") as sim:
+        env = sim_env(tmp_path, sim, key="sk_test_plumbing_77")
+        assert syncd(tmp_path, "once", env=env).returncode == 0
+        writer = _hold_write_lock(tmp_path / "cli.db")
+        try:
+            status = syncd(tmp_path, "status", "--json", env=env, timeout=20)
+        finally:
+            writer.rollback()
+            writer.close()
+    assert status.returncode == 0, status.stderr
+    [source] = json.loads(status.stdout)["sources"]
+    assert source["key"] == "workos" and source["runs"]["succeeded"] > 0
+
+
+# ---- JSON ----------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Point:
+    x: int
+
+
+@pytest.mark.parametrize("value", [
+    {"a": 1, "b": [1.5, None, True], "c": {"d": "Zoë ✓ \u2028"}},
+    {"big": 2**70, "neg": -(2**64)},  # beyond 64 bits: the standard library writes them
+    {1: "int key", "when": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), "p": _Point(3)},
+    ["tuple", (1, 2), {3}],
+])
+def test_dumps_gives_the_values_the_standard_library_gives(value: Any) -> None:
+    expected = json.dumps(value, separators=(",", ":"), default=str)
+    assert json.loads(jsoncodec.dumps(value)) == json.loads(expected)
+    assert jsoncodec.loads(jsoncodec.dumps(value)) == json.loads(expected)
+
+
+def test_loads_reads_what_orjson_refuses() -> None:
+    assert jsoncodec.loads(b'{"n": 123456789012345678901234567890}') == {"n": 123456789012345678901234567890}
+    assert jsoncodec.loads('{"x": NaN}')["x"] != jsoncodec.loads('{"x": NaN}')["x"]  # NaN, as json reads it
+    with pytest.raises(ValueError):
+        jsoncodec.loads(b'{"truncated": ')
