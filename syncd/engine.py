@@ -853,7 +853,8 @@ def window_progress(window: Window, reached: datetime) -> float:
 
 def ledger_row(event: Event, now: datetime) -> dict[str, Any]:
     return {"stream": event.stream, "event_id": event.id, "type": event.type, "action": event.action,
-            "occurred_at": event.occurred_at, "payload": dict(event.data), "recorded_at": now}
+            "occurred_at": event.occurred_at, "recorded_at": now,
+            "payload": event.data if type(event.data) is dict else dict(event.data)}
 
 
 def event_from_ledger(stream: str, row: dict[str, Any]) -> Event:

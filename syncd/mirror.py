@@ -62,8 +62,8 @@ def apply_snapshots(conn: Connection, table: sa.Table, items: Sequence[tuple[dic
     execute_many(conn, _batch_delete_statement(table, key, version),
                  [{"object_id": object_id, "stamp": stamp} for object_id, stamp in plan.deletes])
     by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row in plan.upserts:
-        by_shape.setdefault(tuple(sorted(row)), []).append(row)
+    for row in plan.upserts:  # a mirror's rows come from one function: the same keys in the same order
+        by_shape.setdefault(tuple(row), []).append(row)
     for columns, rows in by_shape.items():
         execute_many(conn, _upsert_statement(dialect, table, columns, key, version, returning=False), rows)
     execute_many(conn, _tombstone_statement(dialect), [{"kind": kind, "object_id": str(object_id), "version": stamp}
