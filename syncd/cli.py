@@ -304,8 +304,9 @@ def tune_gc() -> None:
     A catch-up allocates and frees millions of short-lived dicts and tuples (JSON, rows). With Python's
     default threshold the collector ran once every 115 events or so, and seven times in a 100,000-event
     catch-up it walked every object of the process (SQLAlchemy's and OpenTelemetry's included): 5% of
-    the catch-up's CPU. With young collections every 10,000 net allocations it is 0.2%. Reference counting still frees everything that
-    is not in a cycle at once, and peak memory does not change (bench scenario B).
+    the catch-up's CPU. With young collections every 10,000 net allocations it is 0.2%. Reference
+    counting still frees everything that is not in a cycle at once, and peak memory does not change
+    (bench scenario B).
     """
     import gc
 
