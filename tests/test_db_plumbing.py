@@ -166,14 +166,17 @@ def test_status_answers_while_another_process_holds_the_write_lock(tmp_path: Pat
         env = sim_env(tmp_path, sim, key="sk_test_plumbing_77")
         assert syncd(tmp_path, "once", env=env).returncode == 0
         writer = _hold_write_lock(tmp_path / "cli.db")
-        try:
+        try:  # busy_timeout is 30 s: a read queued behind the lock would time these out
             status = syncd(tmp_path, "status", "--json", env=env, timeout=20)
+            check = syncd(tmp_path, "check", env=env, timeout=20)  # the container's health check
         finally:
             writer.rollback()
             writer.close()
     assert status.returncode == 0, status.stderr
     [source] = json.loads(status.stdout)["sources"]
     assert source["key"] == "workos" and source["runs"]["succeeded"] > 0
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "workos" in check.stdout and "unavailable" not in check.stdout
 
 
 # ---- JSON ----------------------------------------------------------------------------------------------------
