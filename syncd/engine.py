@@ -46,7 +46,7 @@ RUN_BACKOFF_CAP = timedelta(hours=1)
 MAX_ERROR_LENGTH = 2000
 #: A catch-up commits several pages in one transaction: up to this many events, or the pages that arrived
 #: within GROUP_SECONDS (see SyncEngine._fetch_group).
-GROUP_EVENTS = 500
+GROUP_EVENTS = 1000
 GROUP_SECONDS = 1.0
 #: Prefetch the next page while one commits once a page takes this long to arrive (see _page_loop).
 PREFETCH_AFTER_SECONDS = 0.01

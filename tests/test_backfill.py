@@ -327,9 +327,9 @@ def test_github_window_is_since_start_and_stops_at_end(sqlite_url: str, make_app
 
 def test_sigkilled_backfill_restarts_and_completes_without_duplicates(db_url: str, tmp_path: Path) -> None:
     db = prepare(db_url)
-    with make_sim(1000) as sim:
+    with make_sim(3000) as sim:
         sim.faults = Faults(timeout_rate=1.0, slow_seconds=0.05)  # every page takes ≥ 50 ms
-        window, inside = window_over(sim, 100, 900)
+        window, inside = window_over(sim, 100, 2900)  # several transactions of up to 1,000 events
         # the dead process's lease (renewed with every page) must expire before the restart takes over
         env = process_env(db_url, {**sim_env(sim), "SYNCD_WORKFLOWS": "bf_workflows",
                                    "SYNCD_LEASE_SECONDS": "5"}, tmp_path)

@@ -229,6 +229,7 @@ def fetching_threads(app: App) -> set[str]:
 
 def test_prefetching_a_slow_provider_is_exact(db_url: str, make_app: MakeApp, slow_sim: WorkOSSimulator) -> None:
     app = make_app(db_url, **workos_env(slow_sim))
+    app.engine.group_events = 300  # several transactions: prefetching starts after the first commits
     fetchers = fetching_threads(app)
     [result] = app.tick_all()
     assert result.ok and result.caught_up
