@@ -430,7 +430,8 @@ class SyncEngine:
 
     def _run_batch(self, conn: Connection, wf: Workflow, events: list[Event], *, result: TickResult,
                    now: datetime, span_of: Mapping[str, trace.Span]) -> list[dict[str, Any]]:
-        """Run ``wf``'s batch handler on a page's new events for it, in one SAVEPOINT; their run rows.
+        """Run ``wf``'s batch handler on a page's new events for it, in one SAVEPOINT, and write their run
+        rows; if it fell back to one event at a time, return those runs' rows instead, for the caller to write.
 
         If the batch raises, its writes roll back and every event goes through the per-event handler in
         its own SAVEPOINT, so a bad event fails alone and its neighbours still succeed, exactly as if
@@ -472,11 +473,16 @@ class SyncEngine:
             _event_spans(wf, events, span_context, started_ns, time.time_ns(), span_of)
         trace_id = format(span_context.trace_id, "032x") if span_context.is_valid else None
         result.runs_ok += len(events)
-        return [{
-            "workflow": wf.name, "stream": event.stream, "event_id": event.id, "workflow_version": wf.version,
-            "status": "succeeded", "attempts": 1, "next_attempt_at": None, "last_error": None,
-            "trace_id": trace_id, "started_at": now, "finished_at": finished, "duration_ms": share_ms,
-        } for event in events]
+        by_stream: dict[str, list[str]] = {}
+        for event in events:
+            by_stream.setdefault(event.stream, []).append(event.id)
+        for stream, event_ids in by_stream.items():  # one stream: a transaction is one target's pages
+            store.insert_batch_runs(conn, {
+                "workflow": wf.name, "stream": stream, "workflow_version": wf.version, "status": "succeeded",
+                "attempts": 1, "next_attempt_at": None, "last_error": None, "trace_id": trace_id,
+                "started_at": now, "finished_at": finished, "duration_ms": share_ms,
+            }, event_ids)
+        return []
 
     def run_again(self, conn: Connection, wf: Workflow, event: Event, *, attempt: int) -> dict[str, Any]:
         """Run ``wf`` on ``event`` once more in a SAVEPOINT of ``conn``'s transaction (``syncd replay``).

@@ -203,3 +203,28 @@ def test_loads_reads_what_orjson_refuses() -> None:
     assert jsoncodec.loads('{"x": NaN}')["x"] != jsoncodec.loads('{"x": NaN}')["x"]  # NaN, as json reads it
     with pytest.raises(ValueError):
         jsoncodec.loads(b'{"truncated": ')
+
+
+def test_batch_run_rows_are_the_rows_insert_runs_writes(db_url: str) -> None:
+    from syncd import store
+    from syncd.schema import migrate
+    from syncd.store.tables import runs
+
+    db = create_engine(db_url)
+    migrate(db)
+    common = {"stream": "workos", "workflow_version": "1.0.0", "status": "succeeded", "attempts": 1,
+              "next_attempt_at": None, "last_error": None, "trace_id": "ab" * 16, "duration_ms": 0.25,
+              "started_at": T0, "finished_at": T0 + timedelta(microseconds=1500)}
+    ids = [f"event_{i:04d}" for i in range(1500)] + ["événement ✓"]
+    with db.begin() as conn:
+        store.insert_batch_runs(conn, {**common, "workflow": "batched"}, ids)
+        store.insert_batch_runs(conn, {**common, "workflow": "batched", "status": "failed"}, ids[:10])  # kept
+        store.insert_runs(conn, [{**common, "workflow": "one_by_one", "event_id": i} for i in ids])
+    with reading(db) as conn:
+        rows = {wf: sorted(tuple(v for k, v in r._mapping.items() if k != "workflow") for r in conn.execute(
+            sa.select(runs).where(runs.c.workflow == wf))) for wf in ("batched", "one_by_one")}
+        raw = conn.execute(sa.text("SELECT DISTINCT CAST(started_at AS TEXT), CAST(finished_at AS TEXT) "
+                                   "FROM syncd_runs")).all()
+    assert len(rows["batched"]) == len(ids) and rows["batched"] == rows["one_by_one"]
+    assert len(set(raw)) == 1  # the same stored text, not only the same values read back
+    db.dispose()
