@@ -102,11 +102,20 @@ def create_engine(url: str, *, echo: bool = False) -> Engine:
     )
 
 
+#: SQLite checkpoints its write-ahead log once it holds this many pages (see _sqlite_pragmas).
+WAL_CHECKPOINT_PAGES = 10_000
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    # Checkpoint the WAL every 10,000 pages (40 MB) instead of 1,000: a catch-up transaction dirties
+    # about a thousand scattered mirror pages, so the default checkpointed (copy back and fsync) after
+    # nearly every commit. In-process, 100k events: COMMIT 13 -> 8 µs an event. The WAL file keeps its
+    # largest size for reuse, so it can stay at about 40 MB beside the database.
+    cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()

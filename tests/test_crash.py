@@ -1,4 +1,4 @@
-"""Crash safety (issue 6): ``syncd run`` is SIGKILLed again and again in the middle of a 20,000-event sync,
+"""Crash safety (issue 6): ``syncd run`` is SIGKILLed again and again in the middle of a 40,000-event sync,
 restarted each time, and the final mirror, ledger and runs equal the simulator's ground truth exactly.
 
 Both sides are real processes: the simulator (``python -m connectors.workos.simulator``) and the daemon
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = 20_026
-EVENTS = 20_000
+EVENTS = 40_000  # twelve lives commit about 24,000 of them (1,000-event transactions): kills land mid-sync
 KILLS = 12
 LATENCY = 0.06  # seconds per page: about 1,600 events/s at most
 API_KEY = "sk_test_crash_simulator_key"
@@ -89,7 +89,7 @@ def wait_for_progress(path: Path, beyond: int, proc: subprocess.Popen[bytes], li
     raise AssertionError(f"no progress beyond {beyond} events within {limit}s")
 
 
-def test_repeated_sigkill_during_a_20k_sync_ends_with_the_exact_ground_truth(tmp_path: Path,
+def test_repeated_sigkill_during_a_40k_sync_ends_with_the_exact_ground_truth(tmp_path: Path,
                                                                              simulator_url: str) -> None:
     db_path = tmp_path / "crash.db"
     env = {
