@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import sqlalchemy as sa
@@ -186,11 +186,16 @@ class _Point:
     x: int
 
 
+class _Pair(NamedTuple):
+    a: int
+    b: int
+
+
 @pytest.mark.parametrize("value", [
     {"a": 1, "b": [1.5, None, True], "c": {"d": "Zoë ✓ \u2028"}},
     {"big": 2**70, "neg": -(2**64)},  # beyond 64 bits: the standard library writes them
     {1: "int key", "when": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), "p": _Point(3)},
-    ["tuple", (1, 2), {3}],
+    ["tuple", (1, 2), {3}, _Pair(4, 5)],  # a named tuple is an array, as the standard library has it
 ])
 def test_dumps_gives_the_values_the_standard_library_gives(value: Any) -> None:
     expected = json.dumps(value, separators=(",", ":"), default=str)
@@ -200,6 +205,7 @@ def test_dumps_gives_the_values_the_standard_library_gives(value: Any) -> None:
 
 def test_loads_reads_what_orjson_refuses() -> None:
     assert jsoncodec.loads(b'{"n": 123456789012345678901234567890}') == {"n": 123456789012345678901234567890}
+    assert jsoncodec.loads(b"[-9223372036854775809]") == [-9223372036854775809]  # 19 digits, below -2**63
     assert jsoncodec.loads('{"x": NaN}')["x"] != jsoncodec.loads('{"x": NaN}')["x"]  # NaN, as json reads it
     with pytest.raises(ValueError):
         jsoncodec.loads(b'{"truncated": ')
