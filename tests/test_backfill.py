@@ -329,7 +329,7 @@ def test_sigkilled_backfill_restarts_and_completes_without_duplicates(db_url: st
     db = prepare(db_url)
     with make_sim(3000) as sim:
         sim.faults = Faults(timeout_rate=1.0, slow_seconds=0.05)  # every page takes ≥ 50 ms
-        window, inside = window_over(sim, 100, 2900)  # several transactions of up to 1,000 events
+        window, inside = window_over(sim, 100, 2900)  # several transactions of up to 1 s of pages each
         # the dead process's lease (renewed with every page) must expire before the restart takes over
         env = process_env(db_url, {**sim_env(sim), "SYNCD_WORKFLOWS": "bf_workflows",
                                    "SYNCD_LEASE_SECONDS": "5"}, tmp_path)

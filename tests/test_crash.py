@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = 20_026
-EVENTS = 40_000  # twelve lives commit about 24,000 of them (1,000-event transactions): kills land mid-sync
+EVENTS = 40_000  # twelve lives commit about 24,000-30,000 of them (1 s of pages per transaction): kills land mid-sync
 KILLS = 12
 LATENCY = 0.06  # seconds per page: about 1,600 events/s at most
 API_KEY = "sk_test_crash_simulator_key"

@@ -39,7 +39,7 @@ from tests.pgserver import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS, SEED = 50_000, 42
-KILL_EVENTS = 20_000  # ~2,100 organization events: enough to kill in the middle
+KILL_EVENTS = 60_000  # ~6,300 organization events: three catch-up transactions, to kill in the middle
 WORKOS_KEY = "sk_test_replicas_7c1e"
 ORG_TYPES = ("organization.created", "organization.updated", "organization.deleted")
 REPOS = {"acme/r1": 60, "acme/r2": 60, "acme/r3": 60}

@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from connectors.workos.simulator import Faults, WorkOSSimulator
 from syncd.errors import ConfigError
 from syncd.logs import JsonFormatter, TextFormatter, redact, setup_logging
-from syncd.telemetry import DropOrphanClientSpans, export_timeout, exporter_name, traces_endpoint
+from syncd.telemetry import DropOrphanClientSpans, export_timeout, exporter_name, setup_telemetry, traces_endpoint
 from tests.otlp_receiver import OTLPReceiver, ReceivedSpan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,7 +194,8 @@ def test_batched_mirrors_and_prefetched_pages_keep_one_span_per_event_and_reques
     """The built-in mirrors apply a page in one batch, and on PostgreSQL a slow provider's next page is
     fetched while one commits: still one ``event.process › workflow.run`` per event (linked to its
     ``workflow.batch``), and every GET under the ``page.fetch`` of the page it brought."""
-    with WorkOSSimulator(events=1200, seed=5, api_key=KEY, faults=Faults(latency=0.03)) as slow, \
+    # 3,500 events: more than one catch-up transaction (3,000 events or 1 s of pages), so a page is prefetched
+    with WorkOSSimulator(events=3500, seed=5, api_key=KEY, faults=Faults(latency=0.03)) as slow, \
             OTLPReceiver() as rx:
         env = base_env(tmp_path, DATABASE_URL=db_url, WORKOS_API_KEY=KEY, WORKOS_BASE_URL=slow.url,
                        OTEL_EXPORTER_OTLP_ENDPOINT=rx.url)
@@ -355,6 +356,12 @@ def test_traces_endpoint(env: dict[str, str], url: str) -> None:
 @pytest.mark.parametrize(("raw", "seconds"), [(None, 5.0), ("3", 3.0), ("0.5", 0.5), ("10000", 10.0)])
 def test_export_timeout_in_seconds_or_the_specs_milliseconds(raw: str | None, seconds: float) -> None:
     assert export_timeout({} if raw is None else {"OTEL_EXPORTER_OTLP_TIMEOUT": raw}) == seconds
+
+
+def test_a_bad_span_queue_size_names_its_variable() -> None:
+    # raised before any tracer provider is installed: the process is left as it was
+    with pytest.raises(ConfigError, match="OTEL_BSP_MAX_QUEUE_SIZE"):
+        setup_telemetry({"OTEL_TRACES_EXPORTER": "console", "OTEL_BSP_MAX_QUEUE_SIZE": "lots"}, instrument=False)
 
 
 def test_orphan_client_spans_are_dropped_and_nested_ones_kept() -> None:
