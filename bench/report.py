@@ -199,7 +199,7 @@ def render(results: dict[str, Any], *, mode: str, started: datetime, load: tuple
         lines += ["## D — PostgreSQL", "", f"skipped: {d['skipped']}", ""]
     e = results.get("E")
     if e and "skipped" not in e:
-        without, ahead = (median_eps(e["samples"][n]) for n in ("syncd, no prefetch", "syncd, 5 pages ahead"))
+        without, ahead = (median_eps(e["samples"][n]) for n in ("syncd, no prefetch", "syncd, 20 pages ahead"))
         lines += [
             f"## E — a provider taking {e['latency'] * 1000:.0f} ms per page, PostgreSQL",
             "",

@@ -355,7 +355,7 @@ def scenario_e(config: Config, progress: Callable[[str], None]) -> dict[str, Any
         samples = alternate(
             {
                 "syncd, no prefetch": on_fresh_database("syncd, no prefetch", "0"),
-                "syncd, 5 pages ahead": on_fresh_database("syncd, 5 pages ahead", "5"),
+                "syncd, 20 pages ahead": on_fresh_database("syncd, 20 pages ahead", "20"),
             },
             sim,
             config.d_runs,

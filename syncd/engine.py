@@ -94,7 +94,7 @@ class SyncEngine:
     def __init__(self, db: Engine, registry: Registry, *, clock: Clock | None = None, replica_id: str | None = None,
                  lease_seconds: float = 180, max_attempts: int = 5, stop: threading.Event | None = None,
                  max_pages: int | None = None, on_page: Callable[[Target, Page], None] | None = None,
-                 environ: Mapping[str, str] | None = None, prefetch_pages: int = 5) -> None:
+                 environ: Mapping[str, str] | None = None, prefetch_pages: int = 20) -> None:
         self.db = db
         self.environ = environ if environ is not None else {}  # for workflows' outbound integrations
         self.registry = registry
