@@ -104,6 +104,8 @@ def create_engine(url: str, *, echo: bool = False) -> Engine:
 
 #: SQLite checkpoints its write-ahead log once it holds this many pages (see _sqlite_pragmas).
 WAL_CHECKPOINT_PAGES = 10_000
+#: SQLite's page cache per connection, in KiB (see _sqlite_pragmas).
+CACHE_KIB = 16_384
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -116,6 +118,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # nearly every commit. In-process, 100k events: COMMIT 13 -> 8 µs an event. The WAL file keeps its
     # largest size for reuse, so it can stay at about 40 MB beside the database.
     cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+    # A 16 MiB page cache instead of SQLite's 2 MiB: the mirrors write randomly placed rows, and once their
+    # tables outgrow the cache every upsert read its pages back from the OS. 200k events, 3 alternated
+    # runs: 20.1 -> 17.9 s (32 MiB: no faster). It fills only as pages are used (a catch-up's peak RSS 88
+    # -> 103 MB); the connections that only read touch a few pages.
+    cursor.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()

@@ -18,7 +18,9 @@ import sqlalchemy as sa
 from connectors.workos.simulator import WorkOSSimulator
 from syncd import jsoncodec
 from syncd.db import (
+    CACHE_KIB,
     MULTI_ROWS,
+    WAL_CHECKPOINT_PAGES,
     UTCDateTime,
     _driver_form,
     _sqlite_max_parameters,
@@ -127,6 +129,19 @@ def _hold_write_lock(path: Path) -> sqlite3.Connection:
     writer.execute("BEGIN IMMEDIATE")
     writer.execute("UPDATE syncd_sources SET updated_at = updated_at")
     return writer
+
+
+def test_every_sqlite_connection_gets_syncds_settings(tmp_path: Path) -> None:
+    db = create_engine(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        with reading(db) as first, reading(db) as second:  # two pool connections, each configured
+            for conn in (first, second):
+                pragma = {name: conn.exec_driver_sql(f"PRAGMA {name}").scalar() for name in (
+                    "journal_mode", "synchronous", "cache_size", "wal_autocheckpoint", "foreign_keys")}
+                assert pragma == {"journal_mode": "wal", "synchronous": 1, "cache_size": -CACHE_KIB,
+                                  "wal_autocheckpoint": WAL_CHECKPOINT_PAGES, "foreign_keys": 1}
+    finally:
+        db.dispose()
 
 
 def test_reading_does_not_wait_for_sqlites_write_lock(tmp_path: Path) -> None:
