@@ -116,7 +116,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Checkpoint the WAL every 10,000 pages (40 MB) instead of 1,000: a catch-up transaction dirties
     # about a thousand scattered mirror pages, so the default checkpointed (copy back and fsync) after
     # nearly every commit. In-process, 100k events: COMMIT 13 -> 8 µs an event. The WAL file keeps its
-    # largest size for reuse, so it can stay at about 40 MB beside the database.
+    # largest size for reuse, so it can stay at about 40-50 MB beside the database.
     cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
     # A 16 MiB page cache instead of SQLite's 2 MiB: the mirrors write randomly placed rows, and once their
     # tables outgrow the cache every upsert read its pages back from the OS. 200k events, 3 alternated
