@@ -32,6 +32,7 @@ from syncd.db import reading
 from syncd.errors import CursorStuckError, FatalError, LeaseLostError, RetryableError
 from syncd.models import Event, Page, Window
 from syncd.protocols import Clock, Connector, SystemClock
+from syncd.settings import PREFETCH_PAGES
 from syncd.steps import Checkpoint, Interrupt, RunKey, Sleep, StepRuntime, store_results
 from syncd.workflows import BatchContext, Context, Registry, Workflow
 
@@ -94,7 +95,7 @@ class SyncEngine:
     def __init__(self, db: Engine, registry: Registry, *, clock: Clock | None = None, replica_id: str | None = None,
                  lease_seconds: float = 180, max_attempts: int = 5, stop: threading.Event | None = None,
                  max_pages: int | None = None, on_page: Callable[[Target, Page], None] | None = None,
-                 environ: Mapping[str, str] | None = None, prefetch_pages: int = 20) -> None:
+                 environ: Mapping[str, str] | None = None, prefetch_pages: int = PREFETCH_PAGES) -> None:
         self.db = db
         self.environ = environ if environ is not None else {}  # for workflows' outbound integrations
         self.registry = registry

@@ -18,6 +18,9 @@ from sqlalchemy.exc import ArgumentError
 
 from syncd.errors import ConfigError
 
+#: Pages fetched ahead of the commits by default (``SYNCD_PREFETCH_PAGES``; see ``SyncEngine._page_loop``).
+PREFETCH_PAGES = 20
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 #: Every variable syncd (core and bundled connectors) reads; used to catch typos in ``.env``.
@@ -162,7 +165,7 @@ class Settings:
     lease_seconds: int = 180
     http_port: int = 8080
     http_timeout: float = 30.0
-    prefetch_pages: int = 20  # pages fetched ahead of the commits (PostgreSQL, slow providers); 0: none
+    prefetch_pages: int = PREFETCH_PAGES  # pages fetched ahead of the commits (PostgreSQL, slow providers); 0: none
     log_level: str = "INFO"
     log_format: str = "auto"
     replica_id: str | None = None
@@ -213,7 +216,7 @@ class Settings:
             lease_seconds=get_int(env, "SYNCD_LEASE_SECONDS", max(3 * interval, 30), minimum=5),
             http_port=get_int(env, "SYNCD_HTTP_PORT", 8080, minimum=0),
             http_timeout=get_float(env, "SYNCD_HTTP_TIMEOUT", 30.0, minimum=0.1),
-            prefetch_pages=get_int(env, "SYNCD_PREFETCH_PAGES", 20, minimum=0),
+            prefetch_pages=get_int(env, "SYNCD_PREFETCH_PAGES", PREFETCH_PAGES, minimum=0),
             log_level=log_level,
             log_format=log_format,
             replica_id=get_str(env, "SYNCD_REPLICA_ID"),
