@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import operator
 import re
 import threading
@@ -56,20 +57,21 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
 
-        last: tuple[datetime | None, str | None] = (None, None)
-
+        texts = _DATETIME_TEXTS  # one for every column and statement: an event's times recur across tables
         def process(value: datetime | None) -> str | None:
-            nonlocal last
             if value is None:
                 return None
-            seen, text = last  # a page's rows share their timestamps (recorded, started, finished)
-            if value is seen:
+            text = texts.get(value)  # a naive datetime never equals an aware key, so it is never found
+            if text is not None:
                 return text
             if value.tzinfo is None:
                 raise ValueError("naive datetime given to a UTCDateTime column")
             utc = value if value.tzinfo is UTC else value.astimezone(UTC)
-            text = utc.isoformat(" ", "microseconds")[:-6]  # without its "+00:00"
-            last = (value, text)  # one tuple, replaced whole: safe to share between threads
+            text = _SQLITE_DATETIME % (utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second,
+                                       utc.microsecond)
+            if len(texts) >= _DATETIME_TEXTS_MAX:
+                texts.clear()
+            texts[value] = text  # dict operations are atomic: safe to share between threads
             return text
 
         return process
@@ -78,6 +80,13 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+#: SQLAlchemy's SQLite DATETIME storage format, as a tuple format (faster than ``isoformat`` + slicing).
+_SQLITE_DATETIME = "%04d-%02d-%02d %02d:%02d:%02d.%06d"
+#: Datetimes formatted for SQLite, by instant (equal aware datetimes format alike), cleared when full.
+_DATETIME_TEXTS: dict[datetime, str] = {}
+_DATETIME_TEXTS_MAX = 4096
 
 
 def json_type() -> sa.types.TypeEngine[Any]:
@@ -205,21 +214,21 @@ def execute_many(conn: Connection, stmt: Any, rows: Sequence[dict[str, Any]]) ->
             _DRIVER_FORMS[key] = form
             while len(_DRIVER_FORMS) > _DRIVER_FORMS_MAX:
                 _DRIVER_FORMS.pop(next(iter(_DRIVER_FORMS)))  # the oldest: statements are rebuilt by LRU caches
-    converted: list[list[Any]] = []  # each row's values, in placeholder order, through their processors
-    for row in rows:
-        values = list(form.values(row))
-        for i, process in form.processors:
-            values[i] = process(values[i])
-        converted.append(values)
+    # Column by column: each parameter's values, in placeholder order, through its column's processor.
+    columns: list[Any] = list(zip(*map(form.values, rows)))
+    for i, process in form.processors:
+        columns[i] = map(process, columns[i])
+    converted = list(zip(*columns))  # back to rows: a tuple of values each
     if form.multi is None or len(rows) == 1:
-        conn.exec_driver_sql(form.sql, [tuple(values) if form.positional
-                                        else dict(zip(form.names, values, strict=True)) for values in converted])
+        conn.exec_driver_sql(form.sql, converted if form.positional
+                             else [dict(zip(form.names, values, strict=True)) for values in converted])
         return
-    done = 0
+    flat = tuple(itertools.chain.from_iterable(converted))  # every row's values, one after the other
+    width, done = len(form.names), 0
     while done < len(converted):
         left = len(converted) - done
         n = form.multi.rows if left >= form.multi.rows else 1 << (left.bit_length() - 1)
-        conn.exec_driver_sql(form.multi.sql(n), tuple(v for values in converted[done : done + n] for v in values))
+        conn.exec_driver_sql(form.multi.sql(n), flat[done * width : (done + n) * width])
         done += n
 
 

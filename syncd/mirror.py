@@ -71,7 +71,7 @@ def apply_snapshots(conn: Connection, table: sa.Table, items: Sequence[tuple[dic
     return plan.applied
 
 
-@dataclass
+@dataclass(slots=True)
 class _Object:
     present: bool
     version: datetime | None
