@@ -60,6 +60,10 @@ class WorkOSConnector:
             "Authorization": f"Bearer {api_key.reveal()}", "Accept": "application/json",
             "User-Agent": "syncd/0.1",
         })
+        # The list endpoint's URL, whole: httpx parses a URL given as a path and params three times (its
+        # own, the base URL's and the params'), character by character; a catch-up asks for thousands.
+        base = self._client.base_url  # its path always ends with a slash
+        self._events_url = str(base.copy_with(raw_path=base.raw_path + b"events"))
 
     def __repr__(self) -> str:
         return f"WorkOSConnector(key={self.key!r}, base_url={str(self._client.base_url)!r})"
@@ -84,7 +88,8 @@ class WorkOSConnector:
         return self._page(body, cursor, window)
 
     def _get(self, params: list[tuple[str, str]]) -> Any:
-        response = send(self._client, self.key, "GET", "/events", params=params)
+        url = httpx.URL(f"{self._events_url}?{httpx.QueryParams(params)}")  # what base_url + params make
+        response = send(self._client, self.key, "GET", url)
         status_policy(self.key, response)
         body = decode_json(self.key, response)
         if not isinstance(body, dict) or not isinstance(body.get("data"), list):
