@@ -215,10 +215,10 @@ def execute_many(conn: Connection, stmt: Any, rows: Sequence[dict[str, Any]]) ->
             while len(_DRIVER_FORMS) > _DRIVER_FORMS_MAX:
                 _DRIVER_FORMS.pop(next(iter(_DRIVER_FORMS)))  # the oldest: statements are rebuilt by LRU caches
     # Column by column: each parameter's values, in placeholder order, through its column's processor.
-    columns: list[Any] = list(zip(*map(form.values, rows)))
+    columns: list[Any] = list(zip(*map(form.values, rows), strict=True))
     for i, process in form.processors:
         columns[i] = map(process, columns[i])
-    converted = list(zip(*columns))  # back to rows: a tuple of values each
+    converted = list(zip(*columns, strict=True))  # back to rows: a tuple of values each
     if form.multi is None or len(rows) == 1:
         conn.exec_driver_sql(form.sql, converted if form.positional
                              else [dict(zip(form.names, values, strict=True)) for values in converted])

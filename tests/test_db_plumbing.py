@@ -249,3 +249,53 @@ def test_batch_run_rows_are_the_rows_insert_runs_writes(db_url: str) -> None:
     assert len(rows["batched"]) == len(ids) and rows["batched"] == rows["one_by_one"]
     assert len(set(raw)) == 1  # the same stored text, not only the same values read back
     db.dispose()
+
+
+# ---- datetimes and the schema's revision ----------------------------------------------------------------------
+
+def test_sqlite_datetime_text_is_sqlalchemys_and_equal_instants_share_it(tmp_path: Path) -> None:
+    """syncd formats SQLite datetimes itself (and remembers them by instant): the text must be the one
+    SQLAlchemy's own DATETIME type stores, whatever the zone, and a naive datetime is still refused."""
+    from datetime import timezone
+
+    from sqlalchemy.dialects.sqlite import DATETIME
+
+    sqlalchemys = DATETIME().bind_processor(sa.dialects.sqlite.dialect())
+    assert sqlalchemys is not None
+    plus2 = timezone(timedelta(hours=2))
+    moments = [T0, datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC), datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC),
+               datetime(2026, 3, 4, 7, 6, 7, 890123, tzinfo=plus2),  # the second one's instant, in +02:00
+               datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)]
+    metadata = sa.MetaData()
+    table = sa.Table("moments", metadata, sa.Column("n", sa.Integer, primary_key=True),
+                     sa.Column("at", UTCDateTime, nullable=False))
+    db = create_engine(f"sqlite:///{tmp_path / 'dt.db'}")
+    metadata.create_all(db)
+    with db.begin() as conn:
+        execute_many(conn, sa.insert(table), [{"n": n, "at": at} for n, at in enumerate(moments * 2)])
+        with pytest.raises(sa.exc.StatementError, match="naive datetime"):
+            conn.execute(sa.insert(table), {"n": 99, "at": moments[1].replace(tzinfo=None)})
+    with reading(db) as conn:
+        stored = [r[0] for r in conn.execute(sa.text("SELECT at FROM moments ORDER BY n"))]
+        read_back = [r[0] for r in conn.execute(sa.select(table.c.at).order_by(table.c.n))]
+    assert stored == [sqlalchemys(at.astimezone(UTC).replace(tzinfo=None)) for at in moments * 2]
+    assert stored[1] == stored[3] == "2026-03-04 05:06:07.890123" and stored[2] == "0999-01-02 03:04:05.000000"
+    assert read_back == moments * 2
+    db.dispose()
+
+
+def test_head_revision_is_alembics_and_current_revision_reads_it(db_url: str) -> None:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from syncd.schema import HEAD_REVISION, alembic_config, current_revision, migrate
+
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == HEAD_REVISION  # type: ignore[arg-type]
+    db = create_engine(db_url)
+    assert current_revision(db) is None  # a new database
+    migrate(db)
+    with reading(db) as conn:
+        assert current_revision(db) == MigrationContext.configure(conn).get_current_revision() == HEAD_REVISION
+    migrate(db)  # at head already: nothing to do, and no error
+    assert current_revision(db) == HEAD_REVISION
+    db.dispose()
