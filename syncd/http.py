@@ -77,7 +77,7 @@ def with_retries(fn: Callable[[], T], *, attempts: int = DEFAULT_ATTEMPTS, timeo
     raise AssertionError("unreachable: stamina re-raises the last error")
 
 
-def send(client: httpx.Client, source: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
+def send(client: httpx.Client, source: str, method: str, url: str | httpx.URL, **kwargs: Any) -> httpx.Response:
     """One request; transport failures (connect, timeout, reset, protocol) become ``RetryableError``."""
     try:
         return client.request(method, url, **kwargs)

@@ -88,7 +88,7 @@ class WorkOSConnector:
         return self._page(body, cursor, window)
 
     def _get(self, params: list[tuple[str, str]]) -> Any:
-        url = httpx.URL(f"{self._events_url}?{httpx.QueryParams(params)}")  # what base_url + params make
+        url = httpx.URL(f"{self._events_url}?{httpx.QueryParams(tuple(params))}")  # as base_url + params make it
         response = send(self._client, self.key, "GET", url)
         status_policy(self.key, response)
         body = decode_json(self.key, response)
