@@ -318,12 +318,14 @@ class SyncEngine:
             singles: list[tuple[Workflow, Event]] = []
             for event, workflows in matching:
                 for wf in workflows:
-                    if (wf.name, event.id) in done:
+                    if done and (wf.name, event.id) in done:
                         continue
-                    if wf.batch is not None:
-                        batches.setdefault(wf.name, (wf, []))[1].append(event)
-                    else:
+                    if wf.batch is None:
                         singles.append((wf, event))
+                    elif (entry := batches.get(wf.name)) is not None:
+                        entry[1].append(event)
+                    else:
+                        batches[wf.name] = (wf, [event])
             run_rows: list[dict[str, Any]] = []
             # Batch workflows (the built-in mirrors) apply all the events first, so per-event workflows
             # that read the mirrors see every event of the transaction applied.
@@ -784,6 +786,9 @@ def check_progress(source: str, cursor: str | None, page: Page) -> None:
 
 def unique_events(events: Iterable[Event]) -> list[Event]:
     """Drop repeats of an event id within one page, keeping the first."""
+    events = list(events)
+    if len({event.id for event in events}) == len(events):
+        return events  # the usual case, found without a Python-level loop of look-ups and appends
     seen: set[str] = set()
     out = []
     for event in events:

@@ -203,7 +203,7 @@ class Registry:
 
     _workflows: dict[str, Workflow] = field(default_factory=dict)
     #: matching() per (provider, type, stream), for registries whose triggers have no ``where``.
-    _matches: dict[tuple[str, str, str], list[Workflow]] = field(default_factory=dict, repr=False, compare=False)
+    _matches: dict[tuple[str, str], list[Workflow]] = field(default_factory=dict, repr=False, compare=False)
 
     def add(self, wf: Workflow) -> Workflow:
         existing = self._workflows.get(wf.name)
@@ -240,7 +240,7 @@ class Registry:
         return self._workflows.get(name)
 
     def matching(self, event: Event) -> list[Workflow]:
-        key = (event.provider, event.type, event.stream)
+        key = (event.stream, event.type)  # the provider is the stream's first part
         found = self._matches.get(key)
         if found is None:
             found = [wf for wf in self._workflows.values() if wf.trigger.matches(event)]

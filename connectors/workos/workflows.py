@@ -7,6 +7,7 @@ created/updated → upsert, deleted → delete (with a tombstone); an event appl
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,7 +22,8 @@ from syncd.workflows import BatchContext, Context, Registry, Trigger
 VERSION = "1.0.0"
 
 
-def _common(data: Mapping[str, Any], event: Event) -> dict[str, Any]:
+def _common(data: Mapping[str, Any], event: Event) -> tuple[str, datetime | None, datetime]:
+    """The id, created_at and updated_at (the version; the event's time if missing) of an object."""
     object_id = data.get("id")
     if not isinstance(object_id, str) or not object_id:
         raise EventError(f"{event.type} event {event.id} has no data.id")
@@ -30,12 +32,14 @@ def _common(data: Mapping[str, Any], event: Event) -> dict[str, Any]:
         created = parse_time_or_none(data.get("created_at"))
     except ValueError as exc:
         raise EventError(f"{event.type} event {event.id}: {exc}") from None
-    return {"id": object_id, "created_at": created, "updated_at": updated}
+    return object_id, created, updated
 
 
+# Each row is one dict literal: a mirror builds one per event of a catch-up.
 def user_row(data: Mapping[str, Any], event: Event) -> dict[str, Any]:
+    object_id, created, updated = _common(data, event)
     return {
-        **_common(data, event),
+        "id": object_id, "created_at": created, "updated_at": updated,
         "email": data.get("email"), "first_name": data.get("first_name"), "last_name": data.get("last_name"),
         "email_verified": data.get("email_verified"), "profile_picture_url": data.get("profile_picture_url"),
         "external_id": data.get("external_id"),
@@ -45,17 +49,19 @@ def user_row(data: Mapping[str, Any], event: Event) -> dict[str, Any]:
 
 
 def organization_row(data: Mapping[str, Any], event: Event) -> dict[str, Any]:
+    object_id, created, updated = _common(data, event)
     return {
-        **_common(data, event),
+        "id": object_id, "created_at": created, "updated_at": updated,
         "name": data.get("name"), "domains": data.get("domains"), "metadata": data.get("metadata"),
         "external_id": data.get("external_id"),
     }
 
 
 def membership_row(data: Mapping[str, Any], event: Event) -> dict[str, Any]:
+    object_id, created, updated = _common(data, event)
     role = data.get("role")
     return {
-        **_common(data, event),
+        "id": object_id, "created_at": created, "updated_at": updated,
         "user_id": data.get("user_id"), "organization_id": data.get("organization_id"),
         "status": data.get("status"), "role": role.get("slug") if isinstance(role, dict) else role,
         "custom_attributes": data.get("custom_attributes"), "directory_managed": data.get("directory_managed"),
