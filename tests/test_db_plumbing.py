@@ -137,9 +137,10 @@ def test_every_sqlite_connection_gets_syncds_settings(tmp_path: Path) -> None:
         with reading(db) as first, reading(db) as second:  # two pool connections, each configured
             for conn in (first, second):
                 pragma = {name: conn.exec_driver_sql(f"PRAGMA {name}").scalar() for name in (
-                    "journal_mode", "synchronous", "cache_size", "wal_autocheckpoint", "foreign_keys")}
+                    "journal_mode", "synchronous", "cache_size", "wal_autocheckpoint", "foreign_keys", "temp_store")}
                 assert pragma == {"journal_mode": "wal", "synchronous": 1, "cache_size": -CACHE_KIB,
-                                  "wal_autocheckpoint": WAL_CHECKPOINT_PAGES, "foreign_keys": 1}
+                                  "wal_autocheckpoint": WAL_CHECKPOINT_PAGES, "foreign_keys": 1,
+                                  "temp_store": 2}  # MEMORY: savepoints' statement journals stay off the disk
     finally:
         db.dispose()
 
