@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import logging
 import operator
 import re
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +23,8 @@ from sqlalchemy.engine.interfaces import BindTyping
 from sqlalchemy.orm import Session
 
 from syncd import jsoncodec
+
+log = logging.getLogger("syncd.db")
 
 #: Named constraints so Alembic (and SQLite batch mode) can alter them on every dialect.
 NAMING = {
@@ -104,6 +108,13 @@ def create_engine(url: str, *, echo: bool = False) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling defers BEGIN and breaks SAVEPOINT; take control of it.
         event.listen(engine, "begin", _sqlite_begin)
+        path = engine.url.database
+        if path and path != ":memory:" and not path.startswith("file:"):
+            checkpointer = _CHECKPOINTERS[engine] = WalCheckpointer(path)
+            event.listen(engine, "commit", lambda _conn: checkpointer.committed())
+            # Checked in: the commit is written and its transaction over, so the whole log can be copied.
+            event.listen(engine.pool, "checkin", lambda _dbapi, _record: checkpointer.released())
+            event.listen(engine, "engine_disposed", lambda _engine: checkpointer.close())
         return engine
     return sa.create_engine(
         url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_recycle=1800,
@@ -111,8 +122,93 @@ def create_engine(url: str, *, echo: bool = False) -> Engine:
     )
 
 
-#: SQLite checkpoints its write-ahead log once it holds this many pages (see _sqlite_pragmas).
+#: A connection checkpoints the write-ahead log itself once it holds this many pages (see _sqlite_pragmas):
+#: the backstop of the WalCheckpointer thread, which normally copies it back long before.
 WAL_CHECKPOINT_PAGES = 10_000
+
+
+class WalCheckpointer:
+    """Copies an SQLite database's write-ahead log back into it from a thread of its own, after each commit.
+
+    SQLite checkpoints in the connection that commits: a catch-up stopped every few transactions to read
+    thousands of pages back from the WAL and write them into the database. Here a daemon thread with its own
+    connection runs a PASSIVE checkpoint (it never blocks a writer and never waits for one) as soon as a
+    connection that committed goes back to the pool. The file I/O runs without the GIL, beside the next
+    pages' fetch, and usually ends before the next write transaction begins, which then restarts the log
+    from its beginning: the WAL file stays at about one transaction's pages (under 10 MB after a catch-up,
+    where it grew to 50). If the thread falls behind, a writer checkpoints itself at WAL_CHECKPOINT_PAGES,
+    as before. The thread starts on the first commit and stops when the engine is disposed.
+
+    200k events, 4 alternated runs: 15.8 -> 14.6 s (100k, 8 runs: 8.75 -> 7.69 s).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.checkpoints = 0  # completed ones
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._written = False
+
+    def committed(self) -> None:
+        """A write transaction is committing; ``released`` follows once its connection is back in the pool."""
+        self._written = True
+
+    def released(self) -> None:
+        if not self._written:
+            return  # a read
+        self._written = False
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._stop.clear()
+                    self._thread = threading.Thread(target=self._run, name="syncd-wal-checkpoint", daemon=True)
+                    self._thread.start()
+        self._wake.set()
+
+    def close(self) -> None:
+        """Stop the thread (a later commit starts a new one)."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+            self._stop.set()
+            self._wake.set()
+        if thread is not None:
+            thread.join(timeout=30)
+
+    def _run(self) -> None:
+        import sqlite3
+
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            log.warning("no background WAL checkpoints for %s (%s); writers checkpoint it themselves",
+                        self.path, exc)
+            return
+        try:
+            while True:
+                self._wake.wait()
+                if self._stop.is_set():
+                    return
+                self._wake.clear()
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.checkpoints += 1
+                except sqlite3.Error as exc:  # the file went away, a disk error: a writer's backstop remains
+                    log.debug("background WAL checkpoint of %s failed: %s", self.path, exc)
+        finally:
+            conn.close()
+
+
+#: The checkpointer of each SQLite file engine (see ``wal_checkpointer``).
+_CHECKPOINTERS: weakref.WeakKeyDictionary[Engine, WalCheckpointer] = weakref.WeakKeyDictionary()
+
+
+def wal_checkpointer(engine: Engine) -> WalCheckpointer | None:
+    """The background WAL checkpointer of an engine on an SQLite file (None for PostgreSQL or :memory:)."""
+    return _CHECKPOINTERS.get(engine)
+
+
 #: SQLite's page cache per connection, in KiB (see _sqlite_pragmas).
 CACHE_KIB = 16_384
 
@@ -122,10 +218,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    # Checkpoint the WAL every 10,000 pages (40 MB) instead of 1,000: a catch-up transaction dirties
-    # about a thousand scattered mirror pages, so the default checkpointed (copy back and fsync) after
-    # nearly every commit. In-process, 100k events: COMMIT 13 -> 8 µs an event. The WAL file keeps its
-    # largest size for reuse, so it can stay at about 40-50 MB beside the database.
+    # The WalCheckpointer thread checkpoints after every commit; a writer checkpoints itself only past
+    # 10,000 pages (40 MB), if that thread falls behind. (SQLite's default, 1,000 pages, made the writer
+    # checkpoint after nearly every catch-up commit, which dirties thousands of scattered mirror pages.)
     cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
     # A 16 MiB page cache instead of SQLite's 2 MiB: the mirrors write randomly placed rows, and once their
     # tables outgrow the cache every upsert read its pages back from the OS. 200k events, 3 alternated

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import sqlite3
@@ -30,6 +31,7 @@ from syncd.db import (
     insert_ignore,
     json_type,
     reading,
+    wal_checkpointer,
 )
 from tests.test_cli import sim_env, syncd
 
@@ -249,6 +251,58 @@ def test_batch_run_rows_are_the_rows_insert_runs_writes(db_url: str) -> None:
                                    "FROM syncd_runs")).all()
     assert len(rows["batched"]) == len(ids) and rows["batched"] == rows["one_by_one"]
     assert len(set(raw)) == 1  # the same stored text, not only the same values read back
+    db.dispose()
+
+
+# ---- background WAL checkpoints ---------------------------------------------------------------------------
+
+def _checkpoint_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "syncd-wal-checkpoint" and t.is_alive()]
+
+
+def _rows_in_database_file(path: Path) -> int:
+    """Rows of ``points`` in the database file alone: ``immutable`` reads no write-ahead log."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as conn:
+        try:
+            return int(conn.execute("SELECT count(*) FROM points").fetchone()[0])
+        except sqlite3.OperationalError:  # the table itself is still only in the log
+            return 0
+
+
+def test_commits_reach_the_database_file_through_the_checkpoint_thread(tmp_path: Path) -> None:
+    path = tmp_path / "ck.db"
+    db = create_engine(f"sqlite:///{path}")
+    checkpointer = wal_checkpointer(db)
+    assert checkpointer is not None and not _checkpoint_threads()  # started by the first commit only
+    metadata = sa.MetaData()
+    points = sa.Table("points", metadata, sa.Column("id", sa.Integer, primary_key=True), sa.Column("v", sa.Text))
+    metadata.create_all(db)
+    with db.begin() as conn:
+        execute_many(conn, sa.insert(points), [{"id": i, "v": "x" * 200} for i in range(2000)])
+    # Far below the writers' own autocheckpoint (WAL_CHECKPOINT_PAGES) and no connection closed: only the
+    # thread copies the log into the file.
+    deadline = time.monotonic() + 30
+    while _rows_in_database_file(path) < 2000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _rows_in_database_file(path) == 2000
+    assert checkpointer.checkpoints >= 1 and len(_checkpoint_threads()) == 1
+    with reading(db) as conn:  # reads wake nothing
+        conn.execute(sa.select(points.c.id).limit(1)).all()
+    db.dispose()
+    assert not _checkpoint_threads()
+    with db.begin() as conn:  # a disposed engine still works, and checkpoints again
+        conn.execute(sa.insert(points), {"id": 5000, "v": "y"})
+    deadline = time.monotonic() + 30
+    while _rows_in_database_file(path) < 2001 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _rows_in_database_file(path) == 2001
+    db.dispose()
+    assert not _checkpoint_threads()
+
+
+def test_no_checkpoint_thread_without_an_sqlite_file() -> None:
+    db = create_engine("sqlite:///:memory:")
+    assert wal_checkpointer(db) is None
     db.dispose()
 
 
