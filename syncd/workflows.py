@@ -202,7 +202,7 @@ class Registry:
     """The workflows known to a process. ``syncd.workflow`` registers into the default one."""
 
     _workflows: dict[str, Workflow] = field(default_factory=dict)
-    #: matching() per (provider, type, stream), for registries whose triggers have no ``where``.
+    #: matching() per (stream, type) (a stream names its provider), for registries whose triggers have no ``where``.
     _matches: dict[tuple[str, str], list[Workflow]] = field(default_factory=dict, repr=False, compare=False)
 
     def add(self, wf: Workflow) -> Workflow:

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from connectors.workos.simulator import WorkOSSimulator
 from syncd import jsoncodec
 from syncd.db import (
+    _DATETIME_TEXTS,
     CACHE_KIB,
     MULTI_ROWS,
     WAL_CHECKPOINT_PAGES,
@@ -256,24 +257,27 @@ def test_batch_run_rows_are_the_rows_insert_runs_writes(db_url: str) -> None:
 
 # ---- background WAL checkpoints ---------------------------------------------------------------------------
 
-def _checkpoint_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "syncd-wal-checkpoint" and t.is_alive()]
-
-
 def _rows_in_database_file(path: Path) -> int:
     """Rows of ``points`` in the database file alone: ``immutable`` reads no write-ahead log."""
-    with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as conn:
-        try:
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as conn:
             return int(conn.execute("SELECT count(*) FROM points").fetchone()[0])
-        except sqlite3.OperationalError:  # the table itself is still only in the log
-            return 0
+    except sqlite3.DatabaseError:  # the table is still only in the log, or a checkpoint is writing the file
+        return 0
+
+
+def _wait_for_rows(path: Path, rows: int) -> int:
+    deadline = time.monotonic() + 30
+    while (found := _rows_in_database_file(path)) < rows and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
 
 
 def test_commits_reach_the_database_file_through_the_checkpoint_thread(tmp_path: Path) -> None:
     path = tmp_path / "ck.db"
     db = create_engine(f"sqlite:///{path}")
     checkpointer = wal_checkpointer(db)
-    assert checkpointer is not None and not _checkpoint_threads()  # started by the first commit only
+    assert checkpointer is not None and not checkpointer.running()  # started by the first commit only
     metadata = sa.MetaData()
     points = sa.Table("points", metadata, sa.Column("id", sa.Integer, primary_key=True), sa.Column("v", sa.Text))
     metadata.create_all(db)
@@ -281,23 +285,42 @@ def test_commits_reach_the_database_file_through_the_checkpoint_thread(tmp_path:
         execute_many(conn, sa.insert(points), [{"id": i, "v": "x" * 200} for i in range(2000)])
     # Far below the writers' own autocheckpoint (WAL_CHECKPOINT_PAGES) and no connection closed: only the
     # thread copies the log into the file.
-    deadline = time.monotonic() + 30
-    while _rows_in_database_file(path) < 2000 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _rows_in_database_file(path) == 2000
-    assert checkpointer.checkpoints >= 1 and len(_checkpoint_threads()) == 1
+    assert _wait_for_rows(path, 2000) == 2000
+    assert checkpointer.running() and checkpointer.checkpoints >= 1
+    time.sleep(0.5)
+    done = checkpointer.checkpoints
     with reading(db) as conn:  # reads wake nothing
         conn.execute(sa.select(points.c.id).limit(1)).all()
+    time.sleep(0.5)
+    assert checkpointer.checkpoints == done
     db.dispose()
-    assert not _checkpoint_threads()
+    assert not checkpointer.running()
     with db.begin() as conn:  # a disposed engine still works, and checkpoints again
         conn.execute(sa.insert(points), {"id": 5000, "v": "y"})
-    deadline = time.monotonic() + 30
-    while _rows_in_database_file(path) < 2001 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _rows_in_database_file(path) == 2001
+    assert _wait_for_rows(path, 2001) == 2001
+    assert checkpointer.checkpoints > done
     db.dispose()
-    assert not _checkpoint_threads()
+    assert not checkpointer.running()
+
+
+def test_a_checkpoint_thread_ends_with_its_engine_even_undisposed(tmp_path: Path) -> None:
+    import gc
+
+    db = create_engine(f"sqlite:///{tmp_path / 'gone.db'}")
+    with db.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE t (x INTEGER)"))
+    checkpointer = wal_checkpointer(db)
+    assert checkpointer is not None
+    deadline = time.monotonic() + 30
+    while not checkpointer.running() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert checkpointer.running()
+    del db, conn
+    gc.collect()
+    deadline = time.monotonic() + 30
+    while checkpointer.running() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not checkpointer.running()
 
 
 def test_no_checkpoint_thread_without_an_sqlite_file() -> None:
@@ -317,10 +340,15 @@ def test_sqlite_datetime_text_is_sqlalchemys_and_equal_instants_share_it(tmp_pat
 
     sqlalchemys = DATETIME().bind_processor(sa.dialects.sqlite.dialect())
     assert sqlalchemys is not None
-    plus2 = timezone(timedelta(hours=2))
-    moments = [T0, datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC), datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC),
-               datetime(2026, 3, 4, 7, 6, 7, 890123, tzinfo=plus2),  # the second one's instant, in +02:00
-               datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)]
+    from zoneinfo import ZoneInfo
+
+    plus2, new_york = timezone(timedelta(hours=2)), ZoneInfo("America/New_York")
+    _DATETIME_TEXTS.clear()
+    moments = [datetime(2026, 3, 4, 7, 6, 7, 890123, tzinfo=plus2),  # the next one's instant, in +02:00, first
+               datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC), T0, datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC),
+               datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+               # 01:30 twice on 2026-11-01 in New York (DST ends): equal as datetimes, an hour apart
+               datetime(2026, 11, 1, 1, 30, tzinfo=new_york), datetime(2026, 11, 1, 1, 30, fold=1, tzinfo=new_york)]
     metadata = sa.MetaData()
     table = sa.Table("moments", metadata, sa.Column("n", sa.Integer, primary_key=True),
                      sa.Column("at", UTCDateTime, nullable=False))
@@ -334,8 +362,9 @@ def test_sqlite_datetime_text_is_sqlalchemys_and_equal_instants_share_it(tmp_pat
         stored = [r[0] for r in conn.execute(sa.text("SELECT at FROM moments ORDER BY n"))]
         read_back = [r[0] for r in conn.execute(sa.select(table.c.at).order_by(table.c.n))]
     assert stored == [sqlalchemys(at.astimezone(UTC).replace(tzinfo=None)) for at in moments * 2]
-    assert stored[1] == stored[3] == "2026-03-04 05:06:07.890123" and stored[2] == "0999-01-02 03:04:05.000000"
-    assert read_back == moments * 2
+    assert stored[0] == stored[1] == "2026-03-04 05:06:07.890123" and stored[3] == "0999-01-02 03:04:05.000000"
+    assert stored[5:7] == ["2026-11-01 05:30:00.000000", "2026-11-01 06:30:00.000000"]
+    assert read_back == [at.astimezone(UTC) for at in moments * 2]
     db.dispose()
 
 
