@@ -59,8 +59,8 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         Same text as SQLAlchemy's SQLite DATETIME stores (``YYYY-MM-DD HH:MM:SS.ffffff``), so stored values
         and comparisons are unchanged. A catch-up writes an event's time three times (ledger, mirror
         ``created_at`` and ``updated_at``) and a page's rows share their bookkeeping times, so the texts of
-        UTC datetimes are kept in one dict for every column and statement. Only UTC ones: two datetimes of
-        one other zone compare equal across a DST fold, though they are an hour apart.
+        UTC datetimes are kept in one dict for every column and statement. Keyed in UTC only (others are
+        converted first): two datetimes of one other zone compare equal across a DST fold, an hour apart.
         """
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
@@ -70,20 +70,18 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         def process(value: datetime | None) -> str | None:
             if value is None:
                 return None
-            if value.tzinfo is UTC:
-                text = texts.get(value)
-                if text is None:
-                    text = _SQLITE_DATETIME % (value.year, value.month, value.day, value.hour, value.minute,
-                                               value.second, value.microsecond)
-                    if len(texts) >= _DATETIME_TEXTS_MAX:
-                        texts.clear()
-                    texts[value] = text  # dict operations are atomic: safe to share between threads
-                return text
-            if value.tzinfo is None:
-                raise ValueError("naive datetime given to a UTCDateTime column")
-            utc = value.astimezone(UTC)
-            return _SQLITE_DATETIME % (utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second,
-                                       utc.microsecond)
+            if value.tzinfo is not UTC:  # the usual case skips this: providers' times are parsed to UTC
+                if value.tzinfo is None:
+                    raise ValueError("naive datetime given to a UTCDateTime column")
+                value = value.astimezone(UTC)
+            text = texts.get(value)
+            if text is None:
+                text = _SQLITE_DATETIME % (value.year, value.month, value.day, value.hour, value.minute,
+                                           value.second, value.microsecond)
+                if len(texts) >= _DATETIME_TEXTS_MAX:
+                    texts.clear()
+                texts[value] = text  # dict operations are atomic: safe to share between threads
+            return text
 
         return process
 

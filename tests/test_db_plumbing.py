@@ -335,13 +335,12 @@ def test_sqlite_datetime_text_is_sqlalchemys_and_equal_instants_share_it(tmp_pat
     """syncd formats SQLite datetimes itself (and remembers them by instant): the text must be the one
     SQLAlchemy's own DATETIME type stores, whatever the zone, and a naive datetime is still refused."""
     from datetime import timezone
+    from zoneinfo import ZoneInfo
 
     from sqlalchemy.dialects.sqlite import DATETIME
 
     sqlalchemys = DATETIME().bind_processor(sa.dialects.sqlite.dialect())
     assert sqlalchemys is not None
-    from zoneinfo import ZoneInfo
-
     plus2, new_york = timezone(timedelta(hours=2)), ZoneInfo("America/New_York")
     _DATETIME_TEXTS.clear()
     moments = [datetime(2026, 3, 4, 7, 6, 7, 890123, tzinfo=plus2),  # the next one's instant, in +02:00, first
