@@ -1,11 +1,11 @@
-"""Provider packages. Each exposes a ``provider`` object (see ``syncd.protocols.Provider``) and trigger helpers."""
+"""Provider packages. Each exposes a ``provider`` object (see ``syncd.contracts.Provider``) and trigger helpers."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from syncd.protocols import Provider
+    from syncd.contracts import Provider
 
 
 def providers() -> list[Provider]:

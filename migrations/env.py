@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 
 from alembic import context
+from syncd.store.db import create_engine
 
-from syncd.db import create_engine
-from syncd.schema import load_metadata
 from syncd.settings import normalize_database_url
+from syncd.store.schema import load_metadata
 
 target_metadata = load_metadata()
 config = context.config

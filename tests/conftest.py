@@ -11,8 +11,8 @@ import pytest
 import stamina
 
 from connectors.workos.simulator import DEFAULT_NOW
-from syncd.app import App
-from syncd.protocols import FakeClock
+from syncd.contracts import FakeClock
+from syncd.ops.app import App
 from syncd.settings import Settings
 from syncd.workflows import Registry
 from tests.pgserver import PostgresServer, require_postgres

@@ -29,9 +29,13 @@ from rich.console import Console
 from connectors import github, workos
 from connectors.github.simulator import GitHubSimulator
 from connectors.workos.simulator import Faults, WorkOSSimulator
-from syncd import cli, status, store, workflows
-from syncd.app import App
-from syncd.backfill import (
+from syncd import cli, store, workflows
+from syncd.contracts import Event, Page, Window
+from syncd.engine import SyncEngine, Target
+from syncd.errors import ConfigError
+from syncd.ops import status
+from syncd.ops.app import App
+from syncd.ops.backfill import (
     LogProgress,
     RichProgress,
     drive,
@@ -41,11 +45,8 @@ from syncd.backfill import (
     targets_for,
     window_engine,
 )
-from syncd.db import create_engine
-from syncd.engine import SyncEngine, Target
-from syncd.errors import ConfigError
-from syncd.models import Event, Page, Window
-from syncd.schema import migrate
+from syncd.store.db import create_engine
+from syncd.store.schema import migrate
 from syncd.store.tables import runs, sources
 from syncd.timefmt import parse_time
 from syncd.workflows import Context, Registry

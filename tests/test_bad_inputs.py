@@ -25,9 +25,9 @@ from sqlalchemy.engine import Engine
 
 from connectors.workos.simulator import Faults, WorkOSSimulator
 from syncd import cli
-from syncd.app import App
+from syncd.contracts import FakeClock
 from syncd.engine import run_backoff
-from syncd.protocols import FakeClock
+from syncd.ops.app import App
 from syncd.store.tables import events as ledger
 from syncd.store.tables import runs, sources, ticks
 from tests.conftest import WORKOS_KEY, workos_env

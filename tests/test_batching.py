@@ -23,14 +23,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from connectors.workos.simulator import Faults, WorkOSSimulator
-from syncd.app import App
-from syncd.db import UTCDateTime, create_engine
+from syncd.contracts import Event, Page
 from syncd.engine import PREFETCH_AFTER_SECONDS, Target
-from syncd.mirror import apply_snapshot, apply_snapshots, plan_snapshots
-from syncd.models import Event, Page
-from syncd.schema import migrate
+from syncd.ops.app import App
+from syncd.store.db import UTCDateTime, create_engine
+from syncd.store.schema import migrate
 from syncd.store.tables import runs, tombstones
 from syncd.workflows import BatchContext, Context, Registry, Trigger
+from syncd.workflows.mirror import apply_snapshot, apply_snapshots, plan_snapshots
 from tests.conftest import WORKOS_KEY, workos_env
 from tests.test_core_sync import MIRROR_TYPES, assert_mirror_exact, requested_ids, runs_by_event, sync_until_caught_up
 

@@ -22,10 +22,10 @@ from connectors import workos
 from connectors.workos.client import WorkOSConnector
 from connectors.workos.simulator import WorkOSSimulator
 from connectors.workos.tables import memberships, organizations, users
-from syncd.app import App
+from syncd.contracts import Event
 from syncd.engine import TickResult
 from syncd.errors import ConfigError, FatalError
-from syncd.models import Event
+from syncd.ops.app import App
 from syncd.settings import Secret
 from syncd.store.tables import events as ledger
 from syncd.store.tables import runs, sources, ticks

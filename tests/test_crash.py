@@ -22,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 from connectors.workos.simulator import DEFAULT_NOW, WorkOSSimulator
-from syncd.db import create_engine
+from syncd.store.db import create_engine
 from tests.test_reliability import MIRROR_TYPES, assert_exact, requested
 
 pytestmark = pytest.mark.slow

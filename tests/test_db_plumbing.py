@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from connectors.workos.simulator import WorkOSSimulator
 from syncd import jsoncodec
-from syncd.db import (
+from syncd.store.db import (
     _DATETIME_TEXTS,
     CACHE_KIB,
     MULTI_ROWS,
@@ -149,7 +149,7 @@ def test_every_sqlite_connection_gets_syncds_settings(tmp_path: Path) -> None:
 
 
 def test_reading_does_not_wait_for_sqlites_write_lock(tmp_path: Path) -> None:
-    from syncd.schema import migrate
+    from syncd.store.schema import migrate
 
     path = tmp_path / "r.db"
     db = create_engine(f"sqlite:///{path}")
@@ -232,7 +232,7 @@ def test_loads_reads_what_orjson_refuses() -> None:
 
 def test_batch_run_rows_are_the_rows_insert_runs_writes(db_url: str) -> None:
     from syncd import store
-    from syncd.schema import migrate
+    from syncd.store.schema import migrate
     from syncd.store.tables import runs
 
     db = create_engine(db_url)
@@ -371,7 +371,7 @@ def test_head_revision_is_alembics_and_current_revision_reads_it(db_url: str) ->
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
-    from syncd.schema import HEAD_REVISION, alembic_config, current_revision, migrate
+    from syncd.store.schema import HEAD_REVISION, alembic_config, current_revision, migrate
 
     assert ScriptDirectory.from_config(alembic_config()).get_current_head() == HEAD_REVISION  # type: ignore[arg-type]
     db = create_engine(db_url)

@@ -13,6 +13,7 @@ import pytest
 
 from connectors import workos
 from connectors.workos.client import parse_event, status_policy
+from syncd.contracts import Event, Page, Window
 from syncd.engine import (
     RUN_BACKOFF_CAP,
     check_progress,
@@ -24,7 +25,6 @@ from syncd.engine import (
 )
 from syncd.errors import AuthError, ConfigError, CursorStuckError, FatalError, RetryableError
 from syncd.http import MAX_RETRY_AFTER_SECONDS, parse_retry_after
-from syncd.models import Event, Page, Window
 from syncd.timefmt import iso, parse_time
 from syncd.workflows import Registry, Trigger
 

@@ -38,10 +38,9 @@ from connectors.github.client import (
 from connectors.github.simulator import GitHubSimulator
 from connectors.github.tables import issues as issues_table
 from syncd import cli, store
-from syncd.app import App
+from syncd.contracts import Event, FakeClock, Window
 from syncd.errors import AuthError, ConfigError, FatalError, RetryableError
-from syncd.models import Event, Window
-from syncd.protocols import FakeClock
+from syncd.ops.app import App
 from syncd.settings import Secret
 from syncd.store.tables import events as ledger
 from syncd.timefmt import parse_time, parse_time_or_none

@@ -19,10 +19,10 @@ import sqlalchemy as sa
 
 from connectors import workos
 from connectors.workos.simulator import WorkOSSimulator
-from syncd.app import App
 from syncd.errors import ConfigError
-from syncd.health import HealthServer, Monitor, SourceState, judge, render_metrics
-from syncd.health import check as health_check
+from syncd.ops.app import App
+from syncd.ops.health import HealthServer, Monitor, SourceState, judge, render_metrics
+from syncd.ops.health import check as health_check
 from syncd.settings import Settings
 from syncd.store.tables import ticks
 from syncd.workflows import Registry
@@ -262,7 +262,7 @@ def test_metrics_equal_the_database(db_url: str, sim: WorkOSSimulator, make_app:
 
 
 def test_metrics_text_format_escapes_labels() -> None:
-    from syncd.health import MetricFamily, Sample
+    from syncd.ops.health import MetricFamily, Sample
 
     text = render_metrics([MetricFamily("x_total", "counter", "Help with \\ and\nnewline.",
                                         (Sample((("source", 'github:o/"r"\\x'),), 3.0), Sample((), 0.25)))])

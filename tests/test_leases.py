@@ -18,10 +18,9 @@ from sqlalchemy.engine import Engine
 from connectors import workos
 from connectors.workos.simulator import WorkOSSimulator
 from syncd import store
-from syncd.app import App
+from syncd.contracts import Clock, Event, FakeClock, Page
 from syncd.engine import SyncEngine, Target, TickResult
-from syncd.models import Event, Page
-from syncd.protocols import Clock, FakeClock
+from syncd.ops.app import App
 from syncd.workflows import Context, Registry
 from tests.conftest import WORKOS_KEY, settings_for, workos_env
 from tests.pgserver import PostgresServer

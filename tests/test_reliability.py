@@ -29,13 +29,12 @@ from connectors.workos.client import WorkOSConnector
 from connectors.workos.simulator import DEFAULT_NOW, Faults, WorkOSSimulator
 from connectors.workos.tables import memberships, organizations, users
 from syncd import cli
-from syncd.app import App
+from syncd.contracts import Event, FakeClock
 from syncd.engine import TickResult, run_backoff
 from syncd.errors import RetryableError
 from syncd.http import parse_retry_after, retry_hook
-from syncd.models import Event
-from syncd.protocols import FakeClock
-from syncd.replay import Selection, replay_dead
+from syncd.ops.app import App
+from syncd.ops.replay import Selection, replay_dead
 from syncd.settings import Secret
 from syncd.store.tables import events as ledger
 from syncd.store.tables import runs, sources

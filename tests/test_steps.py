@@ -15,8 +15,8 @@ import sqlalchemy as sa
 
 from connectors import workos
 from connectors.sink.simulator import SinkSimulator
-from syncd.app import App
-from syncd.protocols import FakeClock
+from syncd.contracts import FakeClock
+from syncd.ops.app import App
 from syncd.store.tables import runs, steps
 from syncd.workflows import Registry
 from tests.conftest import settings_for, workos_env
@@ -211,7 +211,7 @@ def test_durable_sleep_resumes_after_wake_time_across_a_restart(db_url: str, wor
 
 
 def test_replay_reruns_only_the_failed_step(sqlite_url: str, workos_sim: Any, clock: FakeClock) -> None:
-    from syncd.replay import Selection, replay_dead
+    from syncd.ops.replay import Selection, replay_dead
 
     calls, registry = Calls(), Registry()
     fixed = {"yes": False}

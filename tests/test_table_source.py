@@ -23,8 +23,8 @@ from connectors.sql.client import (
     advance_update,
     json_safe,
 )
-from syncd.app import App
 from syncd.errors import ConfigError
+from syncd.ops.app import App
 from syncd.store.tables import runs
 from syncd.workflows import Registry
 from tests.conftest import settings_for
@@ -365,7 +365,7 @@ def test_a_table_in_another_database_and_tables_by_environment(tmp_path: Any, sq
 def test_notify_wakes_the_source_before_its_next_poll(pg_server: Any) -> None:
     from connectors.sql.notify import start_listeners
     from syncd.cli import main
-    from syncd.scheduler import Daemon
+    from syncd.ops.scheduler import Daemon
 
     url = pg_server.create_database()
     user_db = UserDb(url)

@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from connectors.sink.simulator import SinkSimulator
-from syncd.app import App
-from syncd.protocols import FakeClock
+from syncd.contracts import FakeClock
+from syncd.ops.app import App
 from syncd.store.tables import runs
 from syncd.workflows import Registry
 from tests.conftest import settings_for

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ticks", type=int, default=100)
     parser.add_argument("--stats", required=True)
     args = parser.parse_args(argv)
-    from syncd.app import App
+    from syncd.ops.app import App
     from syncd.settings import Settings
 
     app = App.build(Settings.from_env(dict(os.environ)))

@@ -20,9 +20,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 
 from connectors.github.client import ACTIONS, EVENT_TYPE, GitHubConnector, is_pull_request, valid_actions
+from syncd.contracts import Connector, Event
 from syncd.errors import ConfigError
-from syncd.models import Event
-from syncd.protocols import Connector
 from syncd.settings import get_float, get_list, get_secret, get_url
 from syncd.workflows import Registry, Trigger
 

@@ -40,9 +40,9 @@ from typing import Any
 
 import httpx
 
+from syncd.contracts import Event, Page, Window
 from syncd.errors import AuthError, FatalError, RetryableError
 from syncd.http import decode_json, make_client, parse_retry_after, send, status_error_text, with_retries
-from syncd.models import Event, Page, Window
 from syncd.settings import Secret
 from syncd.timefmt import parse_time
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from syncd.db import UTCDateTime, json_type, metadata
+from syncd.store.db import UTCDateTime, json_type, metadata
 
 issues = sa.Table(
     "github_issues",

@@ -12,11 +12,11 @@ from typing import Any
 
 from connectors.github.client import is_pull_request
 from connectors.github.tables import issues
+from syncd.contracts import Event
 from syncd.errors import EventError
-from syncd.mirror import apply_snapshot, apply_snapshots
-from syncd.models import Event
 from syncd.timefmt import parse_time, parse_time_or_none
 from syncd.workflows import BatchContext, Context, Registry
+from syncd.workflows.mirror import apply_snapshot, apply_snapshots
 
 NAME = "github.mirror.issues"
 VERSION = "1.0.0"
@@ -50,7 +50,7 @@ def mirror(event: Event, ctx: Context) -> None:
 
 
 def mirror_batch(events: Sequence[Event], ctx: BatchContext) -> None:
-    """``mirror`` on a page's events at once (see ``syncd.mirror.apply_snapshots``)."""
+    """``mirror`` on a page's events at once (see ``syncd.workflows.mirror.apply_snapshots``)."""
     apply_snapshots(ctx.connection, issues, [(issue_row(e.data, e), False) for e in events], kind=issues.name)
 
 

@@ -36,9 +36,8 @@ from connectors.sql.client import (
     json_safe,
     source_key,
 )
+from syncd.contracts import Connector, Event
 from syncd.errors import ConfigError, ConnectorError
-from syncd.models import Event
-from syncd.protocols import Connector
 from syncd.settings import get_float, get_list, get_str, normalize_database_url, safe_url
 from syncd.workflows import Registry, Trigger
 

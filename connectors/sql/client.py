@@ -38,8 +38,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, NoSuchTableError, SQLAlchemyError
 
+from syncd.contracts import Event, Page, Window
 from syncd.errors import ConfigError, FatalError, RetryableError
-from syncd.models import Event, Page, Window
 from syncd.settings import safe_url
 
 log = logging.getLogger("connectors.sql")

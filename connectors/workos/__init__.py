@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from connectors.workos.client import WorkOSConnector
+from syncd.contracts import Connector, Event
 from syncd.errors import ConfigError
-from syncd.models import Event
-from syncd.protocols import Connector
 from syncd.settings import get_float, get_list, get_secret, get_url
 from syncd.workflows import Registry, Trigger
 

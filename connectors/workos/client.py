@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 
+from syncd.contracts import Event, Page, Window
 from syncd.errors import AuthError, ConnectorError, FatalError, RetryableError
 from syncd.http import decode_json, make_client, parse_retry_after, send, status_error_text, with_retries
-from syncd.models import Event, Page, Window
 from syncd.settings import Secret
 from syncd.timefmt import iso, parse_time
 
@@ -72,7 +72,7 @@ class WorkOSConnector:
         self._client.close()
 
     def retention_warning(self, window: Window, now: datetime | None = None) -> str | None:
-        """The backfill hook (``syncd.backfill.retention_warnings``): see the module function."""
+        """The backfill hook (``syncd.ops.backfill.retention_warnings``): see the module function."""
         return retention_warning(window, now)
 
     def fetch_page(self, cursor: str | None, window: Window | None = None) -> Page:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from syncd.db import UTCDateTime, json_type, metadata
+from syncd.store.db import UTCDateTime, json_type, metadata
 
 users = sa.Table(
     "workos_users",

@@ -13,11 +13,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from connectors.workos.tables import memberships, organizations, users
+from syncd.contracts import Event
 from syncd.errors import EventError
-from syncd.mirror import apply_snapshot, apply_snapshots
-from syncd.models import Event
 from syncd.timefmt import parse_time, parse_time_or_none
 from syncd.workflows import BatchContext, Context, Registry, Trigger
+from syncd.workflows.mirror import apply_snapshot, apply_snapshots
 
 VERSION = "1.0.0"
 
@@ -83,7 +83,7 @@ def mirror(event: Event, ctx: Context) -> None:
 
 
 def mirror_batch(events: Sequence[Event], ctx: BatchContext) -> None:
-    """``mirror`` on a page's events at once (see ``syncd.mirror.apply_snapshots``)."""
+    """``mirror`` on a page's events at once (see ``syncd.workflows.mirror.apply_snapshots``)."""
     by_table: dict[sa.Table, list[tuple[dict[str, Any], bool]]] = {}
     for event in events:
         prefix, _, verb = event.type.rpartition(".")

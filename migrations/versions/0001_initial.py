@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import syncd.db
+import syncd.store.db
 
 revision: str = '0001'
 down_revision: str | None = None
@@ -28,9 +28,9 @@ def upgrade() -> None:
     sa.Column('event_id', sa.String(length=200), nullable=False),
     sa.Column('type', sa.String(length=200), nullable=False),
     sa.Column('action', sa.String(length=64), nullable=True),
-    sa.Column('occurred_at', syncd.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('occurred_at', syncd.store.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('payload', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
-    sa.Column('recorded_at', syncd.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('recorded_at', syncd.store.db.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('stream', 'event_id', name=op.f('pk_syncd_events'))
     )
     with op.batch_alter_table('syncd_events', schema=None) as batch_op:
@@ -43,11 +43,11 @@ def upgrade() -> None:
     sa.Column('workflow_version', sa.String(length=64), nullable=True),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('attempts', sa.Integer(), server_default='1', nullable=False),
-    sa.Column('next_attempt_at', syncd.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('next_attempt_at', syncd.store.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
     sa.Column('trace_id', sa.String(length=32), nullable=True),
-    sa.Column('started_at', syncd.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('finished_at', syncd.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('started_at', syncd.store.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', syncd.store.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('duration_ms', sa.Float(), nullable=True),
     sa.PrimaryKeyConstraint('workflow', 'stream', 'event_id', name=op.f('pk_syncd_runs'))
     )
@@ -62,29 +62,29 @@ def upgrade() -> None:
     sa.Column('cursor', sa.Text(), nullable=True),
     sa.Column('cursor_version', sa.Integer(), server_default='1', nullable=False),
     sa.Column('meta', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
-    sa.Column('window_start', syncd.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('window_end', syncd.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('window_start', syncd.store.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('window_end', syncd.store.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('window_workflow', sa.String(length=200), nullable=True),
     sa.Column('progress', sa.Float(), nullable=True),
     sa.Column('lease_owner', sa.String(length=200), nullable=True),
-    sa.Column('lease_expires_at', syncd.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('lease_expires_at', syncd.store.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('lease_token', sa.BigInteger(), server_default='0', nullable=False),
-    sa.Column('paused_until', syncd.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('paused_until', syncd.store.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('pause_reason', sa.Text(), nullable=True),
     sa.Column('events_seen', sa.BigInteger(), server_default='0', nullable=False),
-    sa.Column('last_success_at', syncd.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('last_success_at', syncd.store.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
-    sa.Column('last_error_at', syncd.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('created_at', syncd.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', syncd.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_error_at', syncd.store.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', syncd.store.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', syncd.store.db.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('key', name=op.f('pk_syncd_sources'))
     )
     op.create_table('syncd_ticks',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('source', sa.String(length=300), nullable=False),
     sa.Column('replica', sa.String(length=200), nullable=True),
-    sa.Column('started_at', syncd.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('finished_at', syncd.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('started_at', syncd.store.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', syncd.store.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('ok', sa.Boolean(), nullable=False),
     sa.Column('pages', sa.Integer(), server_default='0', nullable=False),
     sa.Column('events', sa.Integer(), server_default='0', nullable=False),
@@ -102,7 +102,7 @@ def upgrade() -> None:
     op.create_table('syncd_tombstones',
     sa.Column('kind', sa.String(length=100), nullable=False),
     sa.Column('object_id', sa.String(length=200), nullable=False),
-    sa.Column('version', syncd.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('version', syncd.store.db.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('kind', 'object_id', name=op.f('pk_syncd_tombstones'))
     )
     op.create_table('workos_organization_memberships',
@@ -113,8 +113,8 @@ def upgrade() -> None:
     sa.Column('role', sa.String(length=100), nullable=True),
     sa.Column('custom_attributes', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
     sa.Column('directory_managed', sa.Boolean(), nullable=True),
-    sa.Column('created_at', syncd.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('updated_at', syncd.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', syncd.store.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('updated_at', syncd.store.db.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_workos_organization_memberships'))
     )
     with op.batch_alter_table('workos_organization_memberships', schema=None) as batch_op:
@@ -127,8 +127,8 @@ def upgrade() -> None:
     sa.Column('domains', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
     sa.Column('metadata', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
     sa.Column('external_id', sa.String(length=200), nullable=True),
-    sa.Column('created_at', syncd.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('updated_at', syncd.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', syncd.store.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('updated_at', syncd.store.db.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_workos_organizations'))
     )
     op.create_table('workos_users',
@@ -139,10 +139,10 @@ def upgrade() -> None:
     sa.Column('email_verified', sa.Boolean(), nullable=True),
     sa.Column('profile_picture_url', sa.Text(), nullable=True),
     sa.Column('external_id', sa.String(length=200), nullable=True),
-    sa.Column('last_sign_in_at', syncd.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('last_sign_in_at', syncd.store.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('metadata', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
-    sa.Column('created_at', syncd.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('updated_at', syncd.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', syncd.store.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('updated_at', syncd.store.db.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_workos_users'))
     )
 

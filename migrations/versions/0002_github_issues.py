@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import syncd.db
+import syncd.store.db
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -33,9 +33,9 @@ def upgrade() -> None:
                   nullable=True),
         sa.Column("author", sa.String(length=100), nullable=True),
         sa.Column("is_pull_request", sa.Boolean(), nullable=False),
-        sa.Column("created_at", syncd.db.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("updated_at", syncd.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("closed_at", syncd.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", syncd.store.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("updated_at", syncd.store.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("closed_at", syncd.store.db.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_github_issues")),
         sa.UniqueConstraint("repo", "number", name=op.f("uq_github_issues_repo")),
     )

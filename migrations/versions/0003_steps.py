@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import syncd.db
+import syncd.store.db
 
 revision: str = "0003"
 down_revision: str | None = "0002"
@@ -29,7 +29,7 @@ def upgrade() -> None:
         sa.Column("step", sa.String(length=200), nullable=False),
         sa.Column("result", sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
                   nullable=False),
-        sa.Column("created_at", syncd.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", syncd.store.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("workflow", "stream", "event_id", "step", name=op.f("pk_syncd_steps")),
     )
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from connectors import workos
 from syncd import workflow
-from syncd.models import Event
+from syncd.contracts import Event
 from syncd.workflows import Context
 
 

@@ -12,7 +12,7 @@ The table lives in your own database (the one in ``DATABASE_URL``); nothing is o
         created_at  TIMESTAMP                       -- optional: becomes the event's time
     );
 
-Durability, step by step (see ``syncd.steps``): the 30-minute wait is a durable sleep (the run is stored
+Durability, step by step (see ``syncd.workflows.steps``): the 30-minute wait is a durable sleep (the run is stored
 ``sleeping`` and resumed by a later tick, across restarts); the email is one memoized step, so it is sent
 once even if Slack or Intercom fail afterwards; Slack and Intercom run in parallel, each retried on its own,
 each call carrying an ``Idempotency-Key``. ``email_sent`` is written through ``ctx.db`` after the last
@@ -38,7 +38,7 @@ import sqlalchemy as sa
 
 from connectors.sql import table
 from syncd import workflow
-from syncd.models import Event
+from syncd.contracts import Event
 from syncd.workflows import Context
 
 DELAY = timedelta(minutes=30)

@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from syncd import jsoncodec
-from syncd.db import insert_ignore, list_param, one_of
+from syncd.store.db import insert_ignore, list_param, one_of
 from syncd.store.tables import events, runs, sources, ticks
 
 __all__ = ["SourceRow", "events", "runs", "sources", "ticks"]

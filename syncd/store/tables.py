@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from syncd.db import UTCDateTime, json_type, metadata
+from syncd.store.db import UTCDateTime, json_type, metadata
 
 #: One row per cursor: a live source (``workos``, ``github:o/r``) or a backfill window of one.
 sources = sa.Table(
@@ -97,7 +97,7 @@ tombstones = sa.Table(
     sa.Column("version", UTCDateTime, nullable=False),
 )
 
-#: Results of completed durable steps (and sleeps' wake times), per run. See ``syncd.steps``.
+#: Results of completed durable steps (and sleeps' wake times), per run. See ``syncd.workflows.steps``.
 steps = sa.Table(
     "syncd_steps",
     metadata,

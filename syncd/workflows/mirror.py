@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from syncd.db import _dialect_name, _upsert_statement, cacheable, execute_many, list_param, one_of, upsert_newer
+from syncd.store.db import _dialect_name, _upsert_statement, cacheable, execute_many, list_param, one_of, upsert_newer
 from syncd.store.tables import tombstones
 
 

@@ -1,15 +1,67 @@
-"""The contracts between syncd's engine and what plugs into it. Everything pluggable is defined here."""
+"""The contracts between syncd's parts, in one place: records, enums and the interfaces that plug in.
+
+Records are frozen: ``Event``, ``Page``, ``Window`` pass between connectors, the engine and workflows.
+Interfaces are ``Protocol``s whose docstrings state ordering, fencing and what each method raises:
+``Connector`` and ``Provider`` (connectors/), ``Clock``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
-
-from syncd.models import Page, Window
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from syncd.workflows import Registry
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One provider event.
+
+    ``stream`` is the source key it came from (``workos``, ``github:owner/repo``); ``(stream, id)`` is unique.
+    ``data`` is the provider's object snapshot. ``action`` is an optional sub-type (GitHub: opened/edited/closed…).
+    """
+
+    stream: str
+    id: str
+    type: str
+    occurred_at: datetime
+    data: Mapping[str, Any]
+    action: str | None = None
+
+    @property
+    def provider(self) -> str:
+        return self.stream.split(":", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page fetched from a provider.
+
+    ``next_cursor`` is the opaque cursor to store once this page is committed (None: unchanged).
+    ``has_more`` says another page is available right now. ``skipped`` counts malformed events that
+    were dropped with an error logged. ``meta`` carries provider state worth showing in ``syncd status``
+    (rate-limit remaining, reset time…); it is stored with the cursor.
+    """
+
+    events: tuple[Event, ...]
+    next_cursor: str | None
+    has_more: bool
+    skipped: int = 0
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A backfill window [start, end) over event time, both UTC-aware."""
+
+    start: datetime
+    end: datetime
+
+    def contains(self, moment: datetime) -> bool:
+        return self.start <= moment < self.end
 
 
 @runtime_checkable
@@ -73,8 +125,6 @@ class FakeClock:
         return self._now
 
     def advance(self, seconds: float) -> None:
-        from datetime import timedelta
-
         self._now += timedelta(seconds=seconds)
 
     def set(self, moment: datetime) -> None:

@@ -28,13 +28,12 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from syncd import store
-from syncd.db import reading
+from syncd.contracts import Clock, Connector, Event, Page, SystemClock, Window
 from syncd.errors import CursorStuckError, FatalError, LeaseLostError, RetryableError
-from syncd.models import Event, Page, Window
-from syncd.protocols import Clock, Connector, SystemClock
 from syncd.settings import PREFETCH_PAGES
-from syncd.steps import Checkpoint, Interrupt, RunKey, Sleep, StepRuntime, store_results
+from syncd.store.db import reading
 from syncd.workflows import BatchContext, Context, Registry, Workflow
+from syncd.workflows.steps import Checkpoint, Interrupt, RunKey, Sleep, StepRuntime, store_results
 
 log = logging.getLogger("syncd.engine")
 tracer = trace.get_tracer("syncd")

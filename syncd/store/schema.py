@@ -9,11 +9,11 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from syncd.db import metadata, reading
+from syncd.store.db import metadata, reading
 
 log = logging.getLogger("syncd.schema")
 
-#: Modules declaring tables on ``syncd.db.metadata``; Alembic compares against all of them.
+#: Modules declaring tables on ``syncd.store.db.metadata``; Alembic compares against all of them.
 TABLE_MODULES = ("syncd.store.tables", "connectors.workos.tables", "connectors.github.tables")
 
 #: Any constant: the key of the PostgreSQL advisory lock that serialises concurrent migrations.

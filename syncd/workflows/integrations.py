@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from syncd.errors import ConfigError
-from syncd.steps import RunKey, current_step
+from syncd.workflows.steps import RunKey, current_step
 
 if TYPE_CHECKING:
     from syncd.workflows import Context

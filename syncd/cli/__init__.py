@@ -20,8 +20,8 @@ from syncd.errors import ConfigError, SyncdError
 from syncd.settings import Settings, env_file_warnings
 
 if TYPE_CHECKING:
-    from syncd.app import App
-    from syncd.health import HealthServer
+    from syncd.ops.app import App
+    from syncd.ops.health import HealthServer
 
 log = logging.getLogger("syncd.cli")
 
@@ -125,14 +125,14 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         print(command(settings.environ, args.action, args.tables, args.url))
         return EXIT_OK
     if args.command == "backfill":
-        from syncd.backfill import run_command
+        from syncd.ops.backfill import run_command
 
         return run_command(settings, start=args.start, end=args.end, source=args.source,
                            workflow=args.workflow)
     if args.command == "run":
         return cmd_run(settings)
     if args.command == "demo":
-        from syncd.demo import run_demo
+        from syncd.ops.demo import run_demo
 
         return run_demo(settings, events=args.events, live_seconds=args.live, seed=args.seed,
                         examples=args.examples)
@@ -140,8 +140,8 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_migrate(settings: Settings) -> int:
-    from syncd.db import create_engine
-    from syncd.schema import current_revision, migrate
+    from syncd.store.db import create_engine
+    from syncd.store.schema import current_revision, migrate
 
     db = create_engine(settings.database_url)
     try:
@@ -153,9 +153,9 @@ def cmd_migrate(settings: Settings) -> int:
 
 
 def cmd_status(settings: Settings, *, as_json: bool) -> int:
-    from syncd import status
-    from syncd.db import create_engine
-    from syncd.schema import migrate
+    from syncd.ops import status
+    from syncd.store.db import create_engine
+    from syncd.store.schema import migrate
 
     db = create_engine(settings.database_url)
     try:
@@ -168,8 +168,8 @@ def cmd_status(settings: Settings, *, as_json: bool) -> int:
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
-    from syncd.app import App
-    from syncd.replay import Selection, render, replay_dead
+    from syncd.ops.app import App
+    from syncd.ops.replay import Selection, render, replay_dead
     from syncd.telemetry import setup_telemetry
 
     if not (args.all or args.workflow or args.source or args.event_id):
@@ -188,7 +188,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_check(settings: Settings) -> int:
-    from syncd.health import check
+    from syncd.ops.health import check
 
     report = check(settings)
     print(report.text(), end="")
@@ -196,9 +196,9 @@ def cmd_check(settings: Settings) -> int:
 
 
 def cmd_once(settings: Settings) -> int:
-    from syncd.app import App
-    from syncd.backfill import drive_settings_windows
-    from syncd.backfill import report as backfill_report
+    from syncd.ops.app import App
+    from syncd.ops.backfill import drive_settings_windows
+    from syncd.ops.backfill import report as backfill_report
     from syncd.telemetry import setup_telemetry
 
     telemetry = setup_telemetry(settings.environ)
@@ -222,9 +222,9 @@ def cmd_once(settings: Settings) -> int:
 
 
 def cmd_run(settings: Settings) -> int:
-    from syncd.app import App
-    from syncd.backfill import window_jobs
-    from syncd.scheduler import Daemon, install_signal_handlers
+    from syncd.ops.app import App
+    from syncd.ops.backfill import window_jobs
+    from syncd.ops.scheduler import Daemon, install_signal_handlers
     from syncd.telemetry import setup_telemetry
 
     telemetry = setup_telemetry(settings.environ)
@@ -267,7 +267,7 @@ def start_health_server(settings: Settings, app: App) -> HealthServer | None:
     """/healthz and /metrics on SYNCD_HTTP_HOST:SYNCD_HTTP_PORT (None when the port is 0)."""
     from datetime import UTC, datetime
 
-    from syncd.health import HealthServer, Monitor
+    from syncd.ops.health import HealthServer, Monitor
     from syncd.settings import get_str
 
     if settings.http_port == 0:

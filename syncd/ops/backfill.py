@@ -45,16 +45,15 @@ from rich.table import Column
 from rich.text import Text
 
 from syncd import store
-from syncd.db import reading
+from syncd.contracts import Connector, Page, Window
 from syncd.engine import SyncEngine, Target, TickResult, window_progress
 from syncd.errors import ConfigError
-from syncd.models import Page, Window
-from syncd.protocols import Connector
 from syncd.settings import Settings, parse_window
+from syncd.store.db import reading
 from syncd.workflows import Registry
 
 if TYPE_CHECKING:
-    from syncd.app import App
+    from syncd.ops.app import App
 
 log = logging.getLogger("syncd.backfill")
 tracer = trace.get_tracer("syncd")
@@ -415,8 +414,8 @@ def _next_delay(engine: SyncEngine, target: Target, tick: TickResult, result: Ba
 def run_command(settings: Settings, *, start: str, end: str, source: str | None = None,
                 workflow: str | None = None, stream: IO[str] | None = None) -> int:
     """``syncd backfill``: drive each matching window to done. 0 all done, 1 failed or interrupted."""
-    from syncd.app import App
-    from syncd.scheduler import install_signal_handlers
+    from syncd.ops.app import App
+    from syncd.ops.scheduler import install_signal_handlers
     from syncd.telemetry import setup_telemetry
 
     window = parse_flags(start, end)

@@ -12,10 +12,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from syncd.app import App
-from syncd.db import reading
 from syncd.engine import TickResult
+from syncd.ops.app import App
 from syncd.settings import Settings, safe_url
+from syncd.store.db import reading
 from syncd.store.tables import events as ledger
 from syncd.store.tables import runs
 
@@ -125,7 +125,7 @@ def _summary(app: App, seconds: float) -> None:
         print(f"\nWorkflow runs: {statuses.get('succeeded', 0)} succeeded, {statuses.get('failed', 0)} failed, "
               f"{statuses.get('dead', 0)} dead")
         from syncd import store
-        from syncd.status import short
+        from syncd.ops.status import short
 
         print("Cursors:")
         for row in store.all_sources(conn):

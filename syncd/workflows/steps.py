@@ -32,7 +32,7 @@ import sqlalchemy as sa
 import stamina
 from sqlalchemy.engine import Connection
 
-from syncd.db import insert_ignore
+from syncd.store.db import insert_ignore
 from syncd.store.tables import steps as steps_table
 
 #: The step running in this thread (parallel steps run in pool threads), for idempotency keys.

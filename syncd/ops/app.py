@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
-from syncd.db import create_engine
+from syncd.contracts import Clock, Connector, Provider
 from syncd.engine import SyncEngine, Target, TickResult
 from syncd.errors import ConfigError
-from syncd.protocols import Clock, Connector, Provider
-from syncd.schema import migrate
 from syncd.settings import Settings
+from syncd.store.db import create_engine
+from syncd.store.schema import migrate
 from syncd.workflows import Registry, default_registry, load_modules
 
 log = logging.getLogger("syncd.app")

@@ -31,9 +31,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from syncd.db import reading
 from syncd.errors import ConfigError
 from syncd.settings import Settings
+from syncd.store.db import reading
 from syncd.store.tables import runs, sources, ticks
 
 log = logging.getLogger("syncd.health")
@@ -389,7 +389,7 @@ class HealthServer:
 def configured_sources(settings: Settings) -> list[str]:
     """Keys of the live sources ``settings`` configure (what ``syncd run`` would tick)."""
     from connectors import providers
-    from syncd.app import build_connectors, build_registry
+    from syncd.ops.app import build_connectors, build_registry
 
     found = providers()
     built = build_connectors(settings, found, build_registry(settings, found))
@@ -402,7 +402,7 @@ def configured_sources(settings: Settings) -> list[str]:
 
 def check(settings: Settings) -> HealthReport:
     """The /healthz verdict computed from the database directly (``syncd check``)."""
-    from syncd.db import create_engine
+    from syncd.store.db import create_engine
 
     keys = configured_sources(settings)
     db = create_engine(settings.database_url)

@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
+from syncd.contracts import Event
 from syncd.errors import ConfigError
-from syncd.models import Event
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
     from sqlalchemy.engine import Connection
 
-    from syncd.steps import StepRuntime
+    from syncd.workflows.steps import StepRuntime
 
 Handler = Callable[[Event, "Context"], Any]
 BatchHandler = Callable[[Sequence[Event], "BatchContext"], Any]
@@ -111,7 +111,7 @@ class Context:
             self._db = self._db()
         return self._db
 
-    # ---- durable steps (see syncd.steps) --------------------------------------------------------
+    # ---- durable steps (see syncd.workflows.steps) --------------------------------------------------------
 
     @property
     def steps(self) -> StepRuntime:
@@ -136,12 +136,12 @@ class Context:
     def sleep_until(self, name: str, when: datetime) -> None:
         self.steps.sleep_until(name, when)
 
-    # ---- outbound integrations (see syncd.integrations) ------------------------------------------
+    # ---- outbound integrations (see syncd.workflows.integrations) ------------------------------------------
 
     def http(self, integration: str) -> Any:
         """An httpx client for ``SYNCD_INTEGRATION_<NAME>_URL`` / ``_TOKEN``, sending an Idempotency-Key
         derived from this run and the current step. Use it inside ``ctx.step``."""
-        from syncd.integrations import integration_client
+        from syncd.workflows.integrations import integration_client
 
         client = self._clients.get(integration)
         if client is None:
@@ -156,13 +156,13 @@ class Context:
 
     @property
     def slack(self) -> Any:
-        from syncd.integrations import Slack
+        from syncd.workflows.integrations import Slack
 
         return Slack(self)
 
     def send_email(self, *, to: str, subject: str, body: str, name: str | None = None) -> Any:
         """Send an email over ``SYNCD_SMTP_URL`` as a memoized, retried step (once per run)."""
-        from syncd.integrations import send_email_step
+        from syncd.workflows.integrations import send_email_step
 
         return send_email_step(self, to=to, subject=subject, body=body, name=name)
 

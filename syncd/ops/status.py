@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from syncd import store
-from syncd.db import reading
+from syncd.store.db import reading
 from syncd.store.tables import events, runs, ticks
 
 

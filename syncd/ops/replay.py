@@ -26,8 +26,8 @@ from opentelemetry import trace
 from sqlalchemy.engine import Connection
 
 from syncd import store
-from syncd.db import reading
 from syncd.engine import SyncEngine, event_from_ledger
+from syncd.store.db import reading
 from syncd.store.tables import events, runs
 
 log = logging.getLogger("syncd.replay")

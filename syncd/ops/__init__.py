@@ -1,0 +1,1 @@
+"""Operating syncd: app wiring, scheduler, backfill, replay, health, metrics, status, demo."""
