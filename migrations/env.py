@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 from alembic import context
-from syncd.store.db import create_engine
 
 from syncd.settings import normalize_database_url
+from syncd.store.db import create_engine
 from syncd.store.schema import load_metadata
 
 target_metadata = load_metadata()
