@@ -18,6 +18,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY syncd/ syncd/
 COPY connectors/ connectors/
+COPY simulators/ simulators/
 COPY migrations/ migrations/
 # A regular (not editable) install: the package, its Alembic migrations and their package data land in
 # site-packages, so the runtime stage needs nothing from /src.

@@ -25,7 +25,7 @@ postgres:
 	@bash scripts/ensure-postgres.sh || [ "$${CI:-}" != "true" ]
 
 lint: $(STAMP)
-	$(BIN)/ruff check syncd connectors migrations tests
+	$(BIN)/ruff check syncd connectors simulators migrations tests
 	$(BIN)/mypy
 
 bench: $(STAMP) postgres

@@ -18,8 +18,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from connectors.github.simulator import GitHubSimulator
-from connectors.workos.simulator import Faults, WorkOSSimulator
+from simulators.github import GitHubSimulator
+from simulators.workos import Faults, WorkOSSimulator
 
 WORKOS_KEY = "sk_test_bench_0123456789"
 GITHUB_TOKEN = "ghp_bench_0123456789"

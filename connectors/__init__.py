@@ -1,15 +1,6 @@
-"""Provider packages. Each exposes a ``provider`` object (see ``syncd.contracts.Provider``) and trigger helpers."""
+"""The built-in connectors: ``connectors.workos``, ``connectors.github``, ``connectors.sql``.
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from syncd.contracts import Provider
-
-
-def providers() -> list[Provider]:
-    """Every bundled provider, in the order their sources are listed."""
-    from connectors import github, sql, workos
-
-    return [workos.provider, github.provider, sql.provider]
+Each package exposes a ``provider`` object (see ``syncd.contracts.Provider``) and trigger helpers for
+workflows. They register themselves in the ``syncd.connectors`` entry-point group (pyproject.toml), as
+third-party connectors do; ``syncd.plugins.load_providers`` finds them there.
+"""

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import stamina
 
-from connectors.workos.simulator import DEFAULT_NOW
+from simulators.workos import DEFAULT_NOW
 from syncd.contracts import FakeClock
 from syncd.ops.app import App
 from syncd.settings import Settings
@@ -50,7 +50,7 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def workos_sim() -> Iterator[Any]:
-    from connectors.workos.simulator import WorkOSSimulator
+    from simulators.workos import WorkOSSimulator
 
     with WorkOSSimulator(events=600, seed=11, api_key=WORKOS_KEY) as sim:
         yield sim

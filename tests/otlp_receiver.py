@@ -13,7 +13,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any
 
@@ -22,6 +22,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from simulators.httpserver import LoopbackServer, Server
 
 STATUS_ERROR = 2  # opentelemetry.proto.trace.v1.Status.STATUS_CODE_ERROR
 SPAN_KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
@@ -89,7 +91,7 @@ def decode(body: bytes) -> list[ReceivedSpan]:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+    server: Server
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
 
@@ -109,7 +111,8 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:  # a malformed request is the client's bug: say so, keep serving
             self._reply(400, b"")
             return
-        self.server.receiver.record(body, spans, dict(self.headers.items()))
+        receiver: OTLPReceiver = self.server.context
+        receiver.record(body, spans, dict(self.headers.items()))
         self._reply(200, ExportTraceServiceResponse().SerializeToString())
 
     def _reply(self, status: int, payload: bytes) -> None:
@@ -123,14 +126,6 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, receiver: OTLPReceiver) -> None:
-        self.receiver = receiver
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-
 class OTLPReceiver:
     """``with OTLPReceiver() as rx:`` point ``OTEL_EXPORTER_OTLP_ENDPOINT`` at ``rx.url``; read
     ``rx.spans``, ``rx.raw`` (every request body, decompressed) and ``rx.headers``."""
@@ -140,27 +135,17 @@ class OTLPReceiver:
         self._spans: list[ReceivedSpan] = []
         self._raw: list[bytes] = []
         self._headers: list[dict[str, str]] = []
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._http = LoopbackServer(_Handler, context=self, name="otlp-receiver")
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "receiver not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._http.url
 
     def start(self) -> str:
-        self._server = _Server(self)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="otlp-receiver", daemon=True)
-        self._thread.start()
-        return self.url
+        return self._http.start()
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self._http.stop()
 
     def __enter__(self) -> OTLPReceiver:
         self.start()

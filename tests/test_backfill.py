@@ -27,8 +27,8 @@ import sqlalchemy as sa
 from rich.console import Console
 
 from connectors import github, workos
-from connectors.github.simulator import GitHubSimulator
-from connectors.workos.simulator import Faults, WorkOSSimulator
+from simulators.github import GitHubSimulator
+from simulators.workos import Faults, WorkOSSimulator
 from syncd import cli, store, workflows
 from syncd.contracts import Event, Page, Window
 from syncd.engine import SyncEngine, Target
@@ -65,7 +65,7 @@ effects = sa.Table("bf_effects", effects_md,
 WORKFLOWS_MODULE = """
 import sqlalchemy as sa
 from connectors import github, workos
-from connectors.github.simulator import GitHubSimulator
+from simulators.github import GitHubSimulator
 from syncd import workflow
 
 effects = sa.table("bf_effects", sa.column("workflow"), sa.column("event_id"))

@@ -12,9 +12,8 @@ import json
 import logging
 import socket
 import sqlite3
-import threading
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -23,7 +22,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from connectors.workos.simulator import Faults, WorkOSSimulator
+from simulators.httpserver import LoopbackServer
+from simulators.workos import Faults, WorkOSSimulator
 from syncd import cli
 from syncd.contracts import FakeClock
 from syncd.engine import run_backoff
@@ -78,22 +78,19 @@ class CannedProvider:
             def log_message(self, format: str, *args: Any) -> None:
                 """Silent."""
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
+        self.server = LoopbackServer(Handler, name="canned-provider")
+        self.server.bind()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self.server.url
 
     def __enter__(self) -> CannedProvider:
-        self.thread.start()
+        self.server.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
 
 def page(data: list[Any], after: str | None) -> tuple[int, str, bytes]:

@@ -22,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from connectors.workos.simulator import Faults, WorkOSSimulator
+from simulators.workos import Faults, WorkOSSimulator
 from syncd.contracts import Event, Page
 from syncd.engine import PREFETCH_AFTER_SECONDS, Target
 from syncd.ops.app import App

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from connectors.workos.simulator import WorkOSSimulator
+from simulators.workos import WorkOSSimulator
 
 pytestmark = pytest.mark.slow
 

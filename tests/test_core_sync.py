@@ -20,8 +20,8 @@ from sqlalchemy.engine import Engine
 
 from connectors import workos
 from connectors.workos.client import WorkOSConnector
-from connectors.workos.simulator import WorkOSSimulator
 from connectors.workos.tables import memberships, organizations, users
+from simulators.workos import WorkOSSimulator
 from syncd.contracts import Event
 from syncd.engine import TickResult
 from syncd.errors import ConfigError, FatalError
@@ -516,7 +516,7 @@ def test_events_without_id_or_type_are_skipped_by_the_engine(sqlite_url: str) ->
 
 def test_a_provider_that_does_not_advance_is_stopped_by_the_loop_guard(sqlite_url: str, make_app: MakeApp,
                                                                       sim: WorkOSSimulator) -> None:
-    from connectors.workos.simulator import Faults
+    from simulators.workos import Faults
 
     wanted = requested_ids(sim)
     sim.faults = Faults(stuck_after=wanted[99])  # the page after event 100 is served forever

@@ -1,7 +1,7 @@
 """Crash safety (issue 6): ``syncd run`` is SIGKILLed again and again in the middle of a 40,000-event sync,
 restarted each time, and the final mirror, ledger and runs equal the simulator's ground truth exactly.
 
-Both sides are real processes: the simulator (``python -m connectors.workos.simulator``) and the daemon
+Both sides are real processes: the simulator (``python -m simulators.workos``) and the daemon
 (``python -m syncd run``), talking HTTP on loopback and writing a SQLite file. The ground truth is computed
 in-process from the same seed and ``--now``, without serving anything.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from connectors.workos.simulator import DEFAULT_NOW, WorkOSSimulator
+from simulators.workos import DEFAULT_NOW, WorkOSSimulator
 from syncd.store.db import create_engine
 from tests.test_reliability import MIRROR_TYPES, assert_exact, requested
 
@@ -40,7 +40,7 @@ def simulator_url(tmp_path: Path) -> Iterator[str]:
     """The simulator in its own process; yields its base URL."""
     log = (tmp_path / "simulator.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "connectors.workos.simulator", "--events", str(EVENTS), "--seed", str(SEED),
+        [sys.executable, "-m", "simulators.workos", "--events", str(EVENTS), "--seed", str(SEED),
          "--port", "0", "--api-key", API_KEY, "--now", DEFAULT_NOW.isoformat(),
          # a provider at a real API's pace (and so with prefetching on): kills land mid-sync however fast
          # syncd commits, and some land while the next page is being fetched

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import pytest
 import sqlalchemy as sa
 
-from connectors.workos.simulator import WorkOSSimulator
+from simulators.workos import WorkOSSimulator
 from syncd import jsoncodec
 from syncd.store.db import (
     _DATETIME_TEXTS,

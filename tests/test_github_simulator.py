@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from connectors.github.simulator import GitHubSimulator, main
+from simulators.github import GitHubSimulator, main
 
 NOW = datetime(2026, 1, 15, 12, 0, 0, tzinfo=UTC)
 TOKEN = "ghp_simulator"
@@ -344,7 +344,7 @@ def test_cli_serves_live_changes_and_stops_on_sigterm() -> None:
     command = [
         sys.executable,
         "-m",
-        "connectors.github.simulator",
+        "simulators.github",
         "--port",
         "0",
         "--repos",

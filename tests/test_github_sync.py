@@ -35,8 +35,8 @@ from connectors.github.client import (
     status_policy,
     throttle_wait,
 )
-from connectors.github.simulator import GitHubSimulator
 from connectors.github.tables import issues as issues_table
+from simulators.github import GitHubSimulator
 from syncd import cli, store
 from syncd.contracts import Event, FakeClock, Window
 from syncd.errors import AuthError, ConfigError, FatalError, RetryableError

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from connectors import workos
-from connectors.workos.simulator import WorkOSSimulator
+from simulators.workos import WorkOSSimulator
 from syncd.errors import ConfigError
 from syncd.ops.app import App
 from syncd.ops.health import HealthServer, Monitor, SourceState, judge, render_metrics

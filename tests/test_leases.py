@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from connectors import workos
-from connectors.workos.simulator import WorkOSSimulator
+from simulators.workos import WorkOSSimulator
 from syncd import store
 from syncd.contracts import Clock, Event, FakeClock, Page
 from syncd.engine import SyncEngine, Target, TickResult

@@ -26,8 +26,8 @@ from sqlalchemy.engine import Engine
 
 from connectors import workos
 from connectors.workos.client import WorkOSConnector
-from connectors.workos.simulator import DEFAULT_NOW, Faults, WorkOSSimulator
 from connectors.workos.tables import memberships, organizations, users
+from simulators.workos import DEFAULT_NOW, Faults, WorkOSSimulator
 from syncd import cli
 from syncd.contracts import Event, FakeClock
 from syncd.engine import TickResult, run_backoff

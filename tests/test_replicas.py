@@ -32,8 +32,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
-from connectors.github.simulator import DEFAULT_TOKEN, GitHubSimulator
-from connectors.workos.simulator import DEFAULT_NOW, WorkOSSimulator
+from simulators.github import DEFAULT_TOKEN, GitHubSimulator
+from simulators.workos import DEFAULT_NOW, WorkOSSimulator
 from syncd.timefmt import parse_time
 from tests.pgserver import PostgresServer
 
@@ -190,7 +190,7 @@ class Cluster:
     def start_workos(self) -> None:
         port = free_port()
         self._simulator = subprocess.Popen(
-            [sys.executable, "-m", "connectors.workos.simulator", "--events", str(self.events),
+            [sys.executable, "-m", "simulators.workos", "--events", str(self.events),
              "--seed", str(SEED), "--port", str(port), "--api-key", WORKOS_KEY,
              "--now", DEFAULT_NOW.isoformat()],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)

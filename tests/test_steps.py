@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from connectors import workos
-from connectors.sink.simulator import SinkSimulator
+from simulators.sink import SinkSimulator
 from syncd.contracts import FakeClock
 from syncd.ops.app import App
 from syncd.store.tables import runs, steps

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors.sink.simulator import SinkSimulator
-from connectors.workos.simulator import WorkOSSimulator
+from simulators.sink import SinkSimulator
+from simulators.workos import WorkOSSimulator
 
 pytestmark = pytest.mark.slow
 

@@ -26,7 +26,7 @@ import pytest
 import sqlalchemy as sa
 from opentelemetry.sdk.trace import TracerProvider
 
-from connectors.workos.simulator import Faults, WorkOSSimulator
+from simulators.workos import Faults, WorkOSSimulator
 from syncd.errors import ConfigError
 from syncd.logs import JsonFormatter, TextFormatter, redact, setup_logging
 from syncd.telemetry import DropOrphanClientSpans, export_timeout, exporter_name, setup_telemetry, traces_endpoint

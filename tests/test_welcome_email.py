@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from connectors.sink.simulator import SinkSimulator
+from simulators.sink import SinkSimulator
 from syncd.contracts import FakeClock
 from syncd.ops.app import App
 from syncd.store.tables import runs

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from connectors.workos.simulator import Faults, WorkOSSimulator, parse_timestamp, ulid, ulid_ms
+from simulators.workos import Faults, WorkOSSimulator, parse_timestamp, ulid, ulid_ms
 
 KEY = "sk_test_simulator"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -399,7 +399,7 @@ def test_cli_serves_until_sigterm() -> None:
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "connectors.workos.simulator", "--port", "0", "--events", "200", "--seed", "3",
+        [sys.executable, "-m", "simulators.workos", "--port", "0", "--events", "200", "--seed", "3",
          "--api-key", "sk_test_cli_key_123"], stdout=subprocess.PIPE, text=True, cwd=root, env=env)
     try:
         assert process.stdout is not None

@@ -286,11 +286,11 @@ def start_health_server(settings: Settings, app: App) -> HealthServer | None:
 
 def simulate(provider: str, argv: Sequence[str]) -> int:
     if provider == "workos":
-        from connectors.workos.simulator import main as sim_main
+        from simulators.workos import main as sim_main
     elif provider == "github":
-        from connectors.github.simulator import main as sim_main
+        from simulators.github import main as sim_main
     else:
-        from connectors.sink.simulator import main as sim_main
+        from simulators.sink import main as sim_main
     return int(sim_main(list(argv)) or 0)
 
 

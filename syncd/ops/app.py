@@ -72,9 +72,9 @@ class App:
               registry: Registry | None = None, clock: Clock | None = None, connectors: list[Connector] | None = None,
               require_sources: bool = True, run_migrations: bool = True) -> App:
         if providers is None:
-            from connectors import providers as bundled
+            from syncd.plugins import load_providers
 
-            providers = bundled()
+            providers = load_providers()
         full_registry = build_registry(settings, providers, registry)
         if connectors is None:
             connectors = build_connectors(settings, providers, full_registry)

@@ -26,8 +26,8 @@ DEMO_WORKOS_KEY = "sk_test_demo_simulator"
 @contextlib.contextmanager
 def simulators(events: int, seed: int, live_rate: float) -> Iterator[dict[str, str]]:
     """Start the simulated providers; yield the environment that points syncd at them."""
-    from connectors.github.simulator import GitHubSimulator
-    from connectors.workos.simulator import WorkOSSimulator
+    from simulators.github import GitHubSimulator
+    from simulators.workos import WorkOSSimulator
 
     with contextlib.ExitStack() as stack:
         workos = stack.enter_context(WorkOSSimulator(events=events, seed=seed, api_key=DEMO_WORKOS_KEY,
@@ -75,7 +75,7 @@ def run_demo(settings: Settings, *, events: int = 3000, live_seconds: float = 0.
 
 def _example_sink(stack: contextlib.ExitStack, env: dict[str, str]) -> Any:
     """Point the shipped examples' integrations at a local sink that fails 2% of calls."""
-    from connectors.sink.simulator import SinkSimulator
+    from simulators.sink import SinkSimulator
 
     sink = stack.enter_context(SinkSimulator(fail_rate=0.02, seed=3))
     modules = [m for m in (env.get("SYNCD_WORKFLOWS") or "").split(",") if m.strip()]

@@ -388,10 +388,10 @@ class HealthServer:
 
 def configured_sources(settings: Settings) -> list[str]:
     """Keys of the live sources ``settings`` configure (what ``syncd run`` would tick)."""
-    from connectors import providers
     from syncd.ops.app import build_connectors, build_registry
+    from syncd.plugins import load_providers
 
-    found = providers()
+    found = load_providers()
     built = build_connectors(settings, found, build_registry(settings, found))
     try:
         return [c.key for c in built]

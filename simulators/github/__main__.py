@@ -1,0 +1,5 @@
+import sys
+
+from simulators.github.cli import main
+
+sys.exit(main())

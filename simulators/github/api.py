@@ -1,0 +1,326 @@
+"""``GitHubSimulator``: the repositories, the clock and the rate limits behind one loopback HTTP server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import threading
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Final
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from simulators.github.data import (
+    DEFAULT_REPOS,
+    JSON,
+    SORT_KEYS,
+    Repo,
+    apply_change,
+    generate_history,
+    iso,
+    make_version,
+    to_epoch,
+)
+from simulators.github.ratelimit import (
+    ANONYMOUS_LIMIT,
+    TOKEN_LIMIT,
+    Bucket,
+    Throttle,
+    exceeded,
+    new_bucket,
+    throttled,
+)
+from simulators.github.wire import Handler, Response, error, etag_matches, invalid, json_response
+from simulators.httpserver import LoopbackServer
+
+__all__ = ["DEFAULT_TOKEN", "GitHubSimulator", "RequestRecord"]
+
+RequestRecord = tuple[str, int, dict[str, str]]
+
+DEFAULT_TOKEN: Final = "ghp_simulator"
+MAX_PER_PAGE: Final = 100
+DEFAULT_PER_PAGE: Final = 30
+_RECORDED_HEADERS: Final = ("accept", "if-none-match", "user-agent", "x-github-api-version")
+
+
+class GitHubSimulator:
+    """GitHub's issue listing on 127.0.0.1, with a movable clock and fault knobs.
+
+    Thread-safe: the API below may be called while the server handles requests. `requests`
+    records every request as ``(path+query, status, headers)``; the recorded headers are
+    accept, if-none-match, user-agent, x-github-api-version and authorization reduced to its
+    scheme (``"Bearer ***"``), never the token.
+    """
+
+    requests: list[RequestRecord]
+
+    def __init__(
+        self,
+        *,
+        repos: dict[str, int] | None = None,
+        seed: int = 0,
+        tokens: tuple[str, ...] = (DEFAULT_TOKEN,),
+        host: str = "127.0.0.1",
+        port: int = 0,
+        now: datetime | None = None,
+    ) -> None:
+        self._tokens = frozenset(tokens)
+        self._now = float(int(to_epoch(now) if now is not None else time.time()))
+        self._lock = threading.RLock()
+        self._buckets: dict[str, Bucket] = {}
+        self._throttles: list[Throttle] = []
+        self._http = LoopbackServer(Handler, context=self, host=host, port=port, name="github-simulator",
+                                    quiet_disconnects=False)
+        self.requests = []
+        self._repos: dict[str, Repo] = {}
+        for index, (name, count) in enumerate((DEFAULT_REPOS if repos is None else repos).items()):
+            owner, _, short = name.partition("/")
+            if not owner or not short or "/" in short or count < 0:
+                raise ValueError(f"repos: expected 'owner/name': count >= 0, got {name!r}: {count}")
+            repo = Repo(name, 700_000_000 + index + 1, index, random.Random(f"{seed}:{name}"))
+            generate_history(repo, count, int(self._now))
+            self._repos[name.lower()] = repo
+
+    # ----- lifecycle
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the running server; RuntimeError before `start`."""
+        url = self._http.url_or_none
+        if url is None:
+            raise RuntimeError("GitHubSimulator is not started")
+        return url
+
+    def start(self) -> str:
+        """Bind and serve in a background thread (idempotent); returns `url`."""
+        return self._http.start()
+
+    def stop(self) -> None:
+        """Stop serving and cut open connections (idempotent)."""
+        self._http.stop(timeout=None)
+
+    def __enter__(self) -> GitHubSimulator:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # ----- clock and data
+    @property
+    def now(self) -> datetime:
+        """The simulator's clock (UTC)."""
+        with self._lock:
+            return datetime.fromtimestamp(self._now, UTC)
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward; changes dated up to the new time become visible."""
+        if seconds < 0:
+            raise ValueError("the simulator's clock never goes back")
+        with self._lock:
+            self._now += seconds
+
+    def mutate(self, repo: str, n: int, *, at: datetime | None = None) -> list[JSON]:
+        """Make `n` changes (about 30% creates, the rest edits, closes and reopens of distinct
+        issues) all with ``updated_at`` = `at` truncated to the second (default: the clock).
+
+        A change dated after the clock is hidden until `advance` reaches it. Returns copies of
+        the new snapshots, in the order made.
+        """
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        with self._lock:
+            target = self._repo(repo)
+            when = int(to_epoch(at) if at is not None else self._now)
+            touched: set[int] = set()
+            made = [apply_change(target, when, target.rng.random() < 0.3, touched) for _ in range(n)]
+            target.generation += 1
+        return [json.loads(v.body) for v in made if v is not None]
+
+    def delete(self, repo: str, number: int, *, at: datetime | None = None) -> None:
+        """Delete issue `number` from `at` on (default: the clock): it just stops being listed."""
+        with self._lock:
+            target = self._repo(repo)
+            if number not in target.issues:
+                raise KeyError(f"{repo}#{number} does not exist")
+            when = int(to_epoch(at) if at is not None else self._now)
+            if target.issues[number].times[-1] > when:
+                raise ValueError(f"{repo}#{number} has changes after {iso(when)}")
+            issue = target.issues[number]
+            issue.put(make_version(number, when, None, issue.versions[-1].created))
+            target.generation += 1
+
+    def issues(self, repo: str) -> dict[int, JSON]:
+        """Copies of the issues (and PRs) visible at the clock, keyed by issue ``id``."""
+        with self._lock:
+            target = self._repo(repo)
+            listed = target.listing(int(self._now), "all", "created", "asc")
+            return {v.issue["id"]: json.loads(v.body) for v in listed if v.issue is not None}
+
+    @property
+    def repo_names(self) -> tuple[str, ...]:
+        """The repos served, as given (``owner/name``)."""
+        return tuple(r.full_name for r in self._repos.values())
+
+    def repo_id(self, repo: str) -> int:
+        """The numeric id used in ``/repositories/{id}/issues`` links."""
+        return self._repo(repo).repo_id
+
+    # ----- rate-limit knobs
+    def rate_limit_next(
+        self, n: int = 1, *, status: int = 403, retry_after: int | None = None, reset_in: int = 60
+    ) -> None:
+        """The next `n` rate-counted requests (authenticated issue requests, conditional ones
+        included) get a `status` throttling response without consuming the window: with
+        ``retry-after: retry_after`` (secondary limit; remaining left as is) when given, else
+        remaining 0 and reset = clock + `reset_in` (primary limit)."""
+        with self._lock:
+            self._throttles.extend([Throttle(status, retry_after, reset_in)] * n)
+
+    def set_remaining(
+        self, token: str | None, remaining: int, reset_in: int = 3600, *, ip: str = "127.0.0.1"
+    ) -> None:
+        """Set the window of `token` (None: the anonymous client at `ip`) to `remaining`
+        requests left, resetting `reset_in` seconds from the clock."""
+        with self._lock:
+            if token is not None and token not in self._tokens:
+                raise KeyError("unknown token")
+            if token is None:
+                key, limit = f"ip:{ip}", ANONYMOUS_LIMIT
+            else:
+                key, limit = f"token:{token}", TOKEN_LIMIT
+            used = limit - max(0, min(limit, remaining))
+            self._buckets[key] = Bucket(limit, used, int(self._now) + reset_in)
+
+    # ----- request handling (called by the handler threads)
+    def _repo(self, name: str) -> Repo:
+        try:
+            return self._repos[name.lower()]
+        except KeyError:
+            raise KeyError(f"unknown repo {name!r}") from None
+
+    def serve(self, target: str, headers: Mapping[str, str], client_ip: str) -> Response:
+        """The response to ``GET target`` (called by the handler threads), recorded in ``requests``."""
+        with self._lock:
+            response = self._respond(target, headers, client_ip)
+            # Recorded before the response is written, so a client that got it can assert on it.
+            auth = headers.get("authorization")
+            recorded = {k: v for k in _RECORDED_HEADERS if (v := headers.get(k)) is not None}
+            if auth:
+                scheme = auth.strip().split(" ", 1)[0]
+                shown = scheme if scheme.lower() in ("bearer", "token", "basic") else ""
+                recorded["authorization"] = f"{shown} ***".strip()
+            self.requests.append((target, response.status, recorded))
+        return response
+
+    def _respond(self, target: str, headers: Mapping[str, str], client_ip: str) -> Response:
+        parts = urlsplit(target)
+        path = parts.path.rstrip("/") or "/"
+        if path == "/health":
+            return json_response(200, {"status": "ok"})
+        now = int(self._now)
+        key = self._authenticate(headers.get("authorization"), client_ip)
+        if key is None:
+            return error(401, "Bad credentials")
+        bucket = self._bucket(key, now)
+        if path == "/rate_limit":
+            core = {
+                "limit": bucket.limit,
+                "used": bucket.used,
+                "reset": bucket.reset,
+                "remaining": bucket.limit - bucket.used,
+            }
+            return json_response(200, {"resources": {"core": core}, "rate": core}, bucket.headers())
+        if self._throttles:
+            return throttled(self._throttles.pop(0), bucket, key, now)
+        if bucket.used >= bucket.limit:
+            return exceeded(bucket, key, 403)
+        response = self._route(path, dict(parse_qsl(parts.query, keep_blank_values=True)), now)
+        if response.status == 200:
+            etag = dict(response.headers)["ETag"]
+            if etag_matches(headers.get("if-none-match"), etag):
+                return Response(304, (("ETag", etag), *bucket.headers()))
+        bucket.used += 1
+        return Response(response.status, response.headers + bucket.headers(), response.body)
+
+    def _authenticate(self, header: str | None, client_ip: str) -> str | None:
+        """The rate-limit key for this caller, or None for bad credentials."""
+        if not header:
+            return f"ip:{client_ip}"
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() not in ("bearer", "token") or token.strip() not in self._tokens:
+            return None
+        return f"token:{token.strip()}"
+
+    def _bucket(self, key: str, now: int) -> Bucket:
+        bucket = self._buckets.get(key)
+        if bucket is None or bucket.reset <= now:  # a window starts at its first request
+            bucket = self._buckets[key] = new_bucket(key, now)
+        return bucket
+
+    def _route(self, path: str, query: dict[str, str], now: int) -> Response:
+        segments = path.strip("/").split("/")
+        repo: Repo | None = None
+        if len(segments) == 4 and segments[0] == "repos" and segments[3] == "issues":
+            repo = self._repos.get(f"{segments[1]}/{segments[2]}".lower())
+        elif len(segments) == 3 and segments[0] == "repositories" and segments[2] == "issues":
+            repo = next((r for r in self._repos.values() if str(r.repo_id) == segments[1]), None)
+        if repo is None:
+            return error(404, "Not Found")
+        return self._list(repo, query, now)
+
+    def _list(self, repo: Repo, query: dict[str, str], now: int) -> Response:
+        state = query.get("state", "open")
+        sort = query.get("sort", "created")
+        direction = query.get("direction", "desc")
+        for name, value, allowed in (
+            ("state", state, ("open", "closed", "all")),
+            ("sort", sort, tuple(SORT_KEYS)),
+            ("direction", direction, ("asc", "desc")),
+        ):
+            if value not in allowed:
+                return invalid(name)
+        items = repo.listing(now, state, sort, direction)
+        if "since" in query:
+            try:  # '+' in an unencoded offset arrives as a space
+                since = to_epoch(datetime.fromisoformat(query["since"].replace(" ", "+")))
+            except ValueError:
+                return invalid("since")
+            items = [v for v in items if v.time >= since]
+        per_page = _int_param(query.get("per_page"), DEFAULT_PER_PAGE)
+        per_page = min(MAX_PER_PAGE, per_page if per_page >= 1 else DEFAULT_PER_PAGE)
+        page = max(1, _int_param(query.get("page"), 1))
+        chunk = items[(page - 1) * per_page : page * per_page]
+        body = b"[" + b",".join(v.body for v in chunk) + b"]"
+        link = self._link(repo, query, page, max(1, -(-len(items) // per_page)))
+        etag = 'W/"' + hashlib.sha256(link.encode() + b"\n" + body).hexdigest() + '"'
+        headers = (("ETag", etag), ("Link", link)) if link else (("ETag", etag),)
+        return Response(200, headers, body)
+
+    def _link(self, repo: Repo, query: dict[str, str], page: int, last: int) -> str:
+        """GitHub's Link header: prev, next, last, first, as applicable; '' for a single page."""
+        base = f"{self.url}/repositories/{repo.repo_id}/issues?"
+
+        def url(number: int) -> str:
+            return base + urlencode({**{k: v for k, v in query.items() if k != "page"}, "page": str(number)})
+
+        rels: list[tuple[int, str]] = []
+        if page > 1:
+            rels.append((min(page - 1, last), "prev"))
+        if page < last:
+            rels += [(page + 1, "next"), (last, "last")]
+        if page > 1:
+            rels.append((1, "first"))
+        return ", ".join(f'<{url(number)}>; rel="{rel}"' for number, rel in rels)
+
+
+def _int_param(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+

@@ -1,0 +1,3 @@
+from simulators.sink.api import main
+
+raise SystemExit(main())

@@ -1,0 +1,3 @@
+from simulators.workos.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,86 @@
+"""``syncd simulate workos`` / ``python -m simulators.workos``: serve the simulator until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+from simulators.workos.api import WorkOSSimulator
+from simulators.workos.faults import Faults
+from simulators.workos.ids import parse_timestamp
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="syncd simulate workos",
+                                     description="Serve a simulated WorkOS Events API.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--events", type=int, default=1000, help="events generated up front")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--api-key", default="sk_test_simulator")
+    parser.add_argument("--live-rate", type=float, default=0.0, help="new events per second")
+    parser.add_argument("--timestamp-style", choices=("iso", "mixed"), default="iso")
+    parser.add_argument("--now", type=parse_timestamp, default=None,
+                        help="end of the generated history (ISO-8601); default: the wall clock")
+    for knob in ("error", "rate-limit", "timeout", "broken", "reset"):
+        parser.add_argument(f"--{knob}-rate", type=float, default=0.0, help="fraction of /events requests")
+    parser.add_argument("--retry-after", type=float, default=1.0, help="seconds sent with 429s")
+    parser.add_argument("--slow-seconds", type=float, default=5.0, help="delay of a timeout fault")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds every /events answer waits")
+    parser.add_argument("--repeat-boundary", action="store_true",
+                        help="each page after=X starts with event X again")
+    parser.add_argument("--stuck-after", metavar="EVENT_ID", default=None,
+                        help="once a request has after=EVENT_ID, every later page repeats that page")
+    return parser
+
+
+def _mask(secret: str) -> str:
+    return (secret[:8] if len(secret) > 12 else "") + "…"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the simulator until SIGINT/SIGTERM; prints one line with its URL. Returns the exit code."""
+    args = _parser().parse_args(argv)
+    faults = Faults(error_rate=args.error_rate, rate_limit_rate=args.rate_limit_rate,
+                    retry_after=args.retry_after, timeout_rate=args.timeout_rate,
+                    slow_seconds=args.slow_seconds, broken_rate=args.broken_rate, reset_rate=args.reset_rate,
+                    repeat_boundary=args.repeat_boundary, stuck_after=args.stuck_after, latency=args.latency)
+    simulator = WorkOSSimulator(events=args.events, seed=args.seed, api_key=args.api_key,
+                                live_rate=args.live_rate, faults=faults, host=args.host, port=args.port,
+                                timestamp_style=args.timestamp_style, now=args.now or datetime.now(UTC))
+    done = threading.Event()
+    previous = _install_signals(lambda signum, frame: done.set())
+    try:
+        url = simulator.start()
+        print(f"WorkOS simulator on {url} ({args.events} events, api key {_mask(args.api_key)})", flush=True)
+        while not done.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        simulator.stop()
+        _install_signals(previous)
+    return 0
+
+
+_SignalHandler = Callable[[int, FrameType | None], Any] | int | None
+
+
+def _install_signals(handler: _SignalHandler | dict[int, _SignalHandler]) -> dict[int, _SignalHandler]:
+    """Set handlers for SIGINT and SIGTERM (one for both, or per signal); returns the previous ones."""
+    previous: dict[int, _SignalHandler] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous  # signals can only be handled in the main thread; KeyboardInterrupt still works
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        chosen = handler.get(signum) if isinstance(handler, dict) else handler
+        if chosen is not None:
+            previous[signum] = signal.signal(signum, chosen)
+    return previous
+

@@ -1,0 +1,77 @@
+"""Fault injection: the knobs (``Faults``) and the responses a faulty provider or proxy gives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simulators.workos.wire import REASONS, RESET, Response
+
+__all__ = ["Faults", "broken", "fault_response"]
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Fault knobs; rates are fractions of ``/events`` requests. Replace ``simulator.faults`` to change them.
+
+    ``error_rate``: 500/502/503 in rotation. ``rate_limit_rate``: 429 with ``Retry-After: retry_after``.
+    ``timeout_rate``: wait ``slow_seconds`` before answering normally. ``broken_rate``: a 200 whose body
+    is truncated, not JSON, or shorter than its Content-Length (rotating). ``reset_rate``: the connection
+    is reset without a response. ``repeat_boundary``: a page requested with ``after=X`` starts with X
+    again (asc order). ``stuck_after``: once a request has ``after=<id>``, every later ``/events``
+    response repeats that same page. ``latency``: seconds every ``/events`` answer waits, as a real API
+    over the internet does (benchmarks of prefetching).
+    """
+
+    error_rate: float = 0.0
+    rate_limit_rate: float = 0.0
+    retry_after: float = 1.0
+    timeout_rate: float = 0.0
+    slow_seconds: float = 5.0
+    broken_rate: float = 0.0
+    reset_rate: float = 0.0
+    repeat_boundary: bool = False
+    stuck_after: str | None = None
+    latency: float = 0.0
+
+    def __post_init__(self) -> None:
+        rates = (self.error_rate, self.rate_limit_rate, self.timeout_rate, self.broken_rate, self.reset_rate)
+        if any(not 0.0 <= rate <= 1.0 for rate in rates) or sum(rates) > 1.0 + 1e-9:
+            raise ValueError("fault rates must each be within [0, 1] and sum to at most 1")
+        if self.retry_after < 0 or self.slow_seconds < 0 or self.latency < 0:
+            raise ValueError("retry_after, slow_seconds and latency must not be negative")
+
+    def draw(self, uniform: float) -> str | None:
+        """The fault for one request given a uniform draw in [0, 1), or None."""
+        edge = 0.0
+        for name, rate in (("reset", self.reset_rate), ("timeout", self.timeout_rate),
+                           ("rate_limit", self.rate_limit_rate), ("error", self.error_rate),
+                           ("broken", self.broken_rate)):
+            edge += rate
+            if uniform < edge:
+                return name
+        return None
+
+
+
+def fault_response(fault: str, faults: Faults, turn: int) -> Response:
+    """The response of a ``reset``, ``rate_limit`` or ``error`` fault; ``turn`` counts earlier errors."""
+    if fault == "reset":
+        return RESET
+    if fault == "rate_limit":
+        wait = faults.retry_after
+        text = str(int(wait)) if float(wait).is_integer() else f"{wait:g}"
+        return Response(429, b'{"message":"Too many requests"}', headers=(("Retry-After", text),))
+    status = (500, 502, 503)[turn % 3]
+    if status == 502:  # proxies answer in HTML: clients must not assume a JSON error body
+        return Response(502, b"<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html")
+    return Response(status, b'{"message":"%s"}' % REASONS[status].encode())
+
+
+def broken(response: Response, turn: int) -> Response:
+    """A 200 spoiled one of three ways, in rotation by ``turn``."""
+    body, variant = response.body, turn % 3
+    if variant == 0:  # a valid prefix, correctly framed: the JSON decoder must fail
+        return Response(200, body[:max(1, len(body) // 2)])
+    if variant == 1:
+        return Response(200, b'{"object":"list","data":[<!-- upstream error -->')
+    return Response(200, body, send_only=len(body) // 2)  # framing says more than arrives
