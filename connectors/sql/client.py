@@ -28,7 +28,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from datetime import time as dtime
 from decimal import Decimal
@@ -340,12 +340,15 @@ class TableConnector:
     # ---- one page ----
 
     def fetch_page(self, cursor: str | None, window: Window | None = None) -> Page:
+        """One page after ``cursor``. With a ``window``, the query itself keeps to [start, end) (inserts by
+        their timestamp column, updates by ``updated_at``), so ``has_more`` turns False once the window's
+        rows are exhausted, whatever follows it in the table."""
         found = self.reflect()
         try:
             if self.spec.event == "insert":
-                page = self._insert_page(found, self._cursor(InsertCursor, cursor))
+                page = self._insert_page(found, self._cursor(InsertCursor, cursor), window)
             else:
-                page = self._update_page(found, self._cursor(UpdateCursor, cursor))
+                page = self._update_page(found, self._cursor(UpdateCursor, cursor), window)
         except DBAPIError as exc:
             if exc.connection_invalidated or _is_connection_error(exc):
                 raise RetryableError(self.key, f"database unavailable: {_db_error(exc)}") from None
@@ -354,9 +357,6 @@ class TableConnector:
                              ) from None
         except SQLAlchemyError as exc:
             raise RetryableError(self.key, f"database error: {type(exc).__name__}") from None
-        if window is not None:
-            kept = tuple(e for e in page.events if window.contains(e.occurred_at))
-            page = replace(page, events=kept, skipped=page.skipped)
         return page
 
     def _cursor(self, kind: Any, cursor: str | None) -> Any:
@@ -367,37 +367,62 @@ class TableConnector:
         except (ValueError, TypeError, KeyError) as exc:
             raise FatalError(self.key, f"{exc}; reset this source's cursor") from None
 
-    def _insert_page(self, found: Reflected, state: InsertCursor) -> Page:
+    def _insert_page(self, found: Reflected, state: InsertCursor, window: Window | None) -> Page:
         key = found.key
+        now = datetime.now(UTC)
         condition: Any = sa.true() if state.after is None else key > decode_key(key, state.after)
         for lo, hi, _ in state.gaps:
             condition = sa.or_(condition, key.between(lo, hi))
+        if window is not None:
+            if found.timestamp is None:  # every row's time is the time of polling
+                if not window.contains(now):
+                    return Page(events=(), next_cursor=None, has_more=False)
+            else:
+                condition = sa.and_(condition, self._within(found.timestamp, window))
         query = sa.select(found.table).where(condition).order_by(key).limit(self.page_size + 1)
         rows = self._read(query)
         has_more = len(rows) > self.page_size
         rows = rows[: self.page_size]
-        now = datetime.now(UTC)
-        events = tuple(self._event(found, row, str(row[key.name]), self._stamp(found, row, now))
-                       for row in rows)
+        stamped = [(row, self._stamp(found, row, now)) for row in rows]
+        events = tuple(self._event(found, row, str(row[key.name]), moment) for row, moment in stamped
+                       if window is None or window.contains(moment))
+        # Under a window, keys skipped over are rows outside it, not rows still in flight: no gaps.
         next_state = advance_insert(state, [row[key.name] for row in rows], now=self._clock(),
-                                    gap_seconds=self.gap_seconds, track_gaps=found.kind == "int")
+                                    gap_seconds=self.gap_seconds,
+                                    track_gaps=found.kind == "int" and window is None)
         return Page(events=events, next_cursor=next_state.dumps(), has_more=has_more)
 
-    def _update_page(self, found: Reflected, state: UpdateCursor) -> Page:
+    def _within(self, column: sa.Column[Any], window: Window) -> Any:
+        """``start <= column < end`` in SQL, comparing instants as ``_update_page`` does."""
+        ordered = _comparable(column, self.dialect)
+        return sa.and_(ordered >= _bind_since(column, canonical(window.start), self.dialect),
+                       ordered < _bind_since(column, canonical(window.end), self.dialect))
+
+    def _update_page(self, found: Reflected, state: UpdateCursor, window: Window | None) -> Page:
         assert found.updated_at is not None
         column, key = found.updated_at, found.key
         ordered = _comparable(column, self.dialect)
-        condition: Any = column.is_not(None)
+        # Rows whose time cannot be read (SQLite text) stay out of the query, so that they never take a
+        # page's places; the first page of a walk counts them as skipped.
+        condition: Any = ordered.is_not(None)
+        skipped = self._unreadable(found) if state.since is None and window is None else 0
         if state.since is not None:
             condition = sa.and_(condition, ordered >= _bind_since(column, state.since, self.dialect))
+        if window is not None:
+            condition = sa.and_(condition, self._within(column, window))
         limit = self.page_size + len(state.seen) + 1
         query = sa.select(found.table).where(condition).order_by(ordered, key).limit(limit)
         rows = []
         for row in self._read(query):
             moment = to_datetime(row[column.name])
-            if moment is None:
-                continue  # unreadable timestamp text (SQLite): cannot be ordered, never delivered
+            if moment is None:  # unreadable timestamp text (SQLite): cannot be ordered, never delivered
+                skipped += 1
+                log.error("skipping row %s of %s: %s is not a date-time", row[key.name], self.spec.table,
+                          column.name, extra={"source": self.key})
+                continue
             text = canonical(moment)
+            if window is not None and not window.contains(moment):
+                continue  # the database rounded at the window's edge; the window is [start, end) exactly
             if state.since is not None and (text < state.since or
                                             (text == state.since and json_safe(row[key.name]) in state.seen)):
                 continue
@@ -407,7 +432,21 @@ class TableConnector:
         events = tuple(self._event(found, row, f"{row[key.name]}@{text}", moment)
                        for row, moment, text in rows)
         next_state = advance_update(state, [(row[key.name], text) for row, _, text in rows])
-        return Page(events=events, next_cursor=next_state.dumps(), has_more=has_more)
+        return Page(events=events, next_cursor=next_state.dumps(), has_more=has_more, skipped=skipped)
+
+    def _unreadable(self, found: Reflected) -> int:
+        """Rows of an update source whose ``updated_at`` is set but not a time (only SQLite stores those)."""
+        column = found.updated_at
+        if column is None or self.dialect != "sqlite":
+            return 0
+        query = sa.select(sa.func.count()).select_from(found.table).where(
+            column.is_not(None), _comparable(column, self.dialect).is_(None))
+        with self._engine.connect() as conn:
+            count = int(conn.execute(query).scalar_one())
+        if count:
+            log.error("skipping %d rows of %s: %s is not a date-time", count, self.spec.table, column.name,
+                      extra={"source": self.key})
+        return count
 
     def _read(self, query: sa.Select[Any]) -> list[Mapping[str, Any]]:
         with self._engine.connect() as conn:

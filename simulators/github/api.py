@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Final
+from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from simulators.github.data import (
@@ -18,6 +18,7 @@ from simulators.github.data import (
     JSON,
     SORT_KEYS,
     Repo,
+    Version,
     apply_change,
     generate_history,
     iso,
@@ -153,6 +154,20 @@ class GitHubSimulator:
             issue = target.issues[number]
             issue.put(make_version(number, when, None, issue.versions[-1].created))
             target.generation += 1
+
+    def corrupt(self, repo: str, number: int, **fields: Any) -> None:
+        """Serve the current version of issue `number` with `fields` replaced (``id="x"``,
+        ``updated_at=None``…): a malformed item for client tests. It keeps its place in every listing,
+        which goes by the version's own time and number."""
+        with self._lock:
+            issue = self._repo(repo).issues.get(number)
+            if issue is None or issue.versions[-1].issue is None:
+                raise KeyError(f"{repo}#{number} does not exist")
+            last = issue.versions[-1]
+            assert last.issue is not None
+            issue.versions[-1] = Version(last.time, last.number, last.created, last.comments, last.state,
+                                         {**last.issue, **fields})
+            self._repo(repo).generation += 1
 
     def issues(self, repo: str) -> dict[int, JSON]:
         """Copies of the issues (and PRs) visible at the clock, keyed by issue ``id``."""
