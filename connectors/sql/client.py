@@ -22,34 +22,32 @@ again on the next tick, so creating it later heals the source.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import time
-import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from datetime import time as dtime
-from decimal import Decimal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, NoSuchTableError, SQLAlchemyError
 
+from connectors.sql.cursors import (
+    GAP_SECONDS,
+    InsertCursor,
+    UpdateCursor,
+    advance_insert,
+    advance_update,
+)
+from connectors.sql.values import canonical, decode_key, json_safe, key_kind, to_datetime
 from syncd.contracts import Event, Page, Window
-from syncd.errors import ConfigError, FatalError, RetryableError
+from syncd.errors import FatalError, RetryableError
 from syncd.settings import safe_url
 
 log = logging.getLogger("connectors.sql")
 
 PAGE_SIZE = 100
-CURSOR_VERSION = 1
-#: How long a gap below the insert cursor is looked into again (a transaction open longer is missed).
-GAP_SECONDS = 300.0
-#: At most this many gap ranges are kept (the oldest go first): bounds the query's size.
-MAX_GAPS = 100
 EVENTS = ("insert", "update")
 
 
@@ -95,174 +93,6 @@ def source_key(spec: TableSpec, label: str | None = None) -> str:
     """``sql:users``, ``sql:users:update``; ``label`` names another database: ``sql:crm.users``."""
     base = f"sql:{label + '.' if label else ''}{spec.table}"
     return base if spec.event == "insert" else f"{base}:{spec.event}"
-
-
-# ---- values ------------------------------------------------------------------------------------------
-
-
-def json_safe(value: Any) -> Any:
-    """A column value as JSON: date-times and dates ISO-8601 (naive ones taken as UTC), decimals and UUIDs
-    as strings, bytes as base64; containers recursively; anything else unknown as ``str``."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, datetime):
-        return as_utc(value).isoformat()
-    if isinstance(value, (date, dtime)):
-        return value.isoformat()
-    if isinstance(value, (Decimal, uuid.UUID)):
-        return str(value)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return base64.b64encode(bytes(value)).decode()
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [json_safe(v) for v in value]
-    return str(value)
-
-
-def as_utc(moment: datetime) -> datetime:
-    """Naive date-times from the database are taken as UTC (how syncd and most apps store them)."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def canonical(moment: datetime) -> str:
-    """Fixed-width UTC text (``2026-01-01T12:00:00.000000Z``): sorts as the instants do."""
-    return as_utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def to_datetime(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return as_utc(value)
-    if isinstance(value, str):
-        try:
-            return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
-        except ValueError:
-            return None
-    return None
-
-
-def key_kind(column: sa.Column[Any], monotonic: bool) -> str:
-    """``int`` (gaps tracked) or ``ordered`` (trusted to grow); ``ConfigError`` for anything else."""
-    kind = column.type
-    if isinstance(kind, sa.Integer):
-        return "int"
-    orderable = (sa.String, sa.Uuid, sa.DateTime, sa.Date, sa.Numeric)
-    if monotonic and isinstance(kind, orderable):
-        return "ordered"
-    table = column.table.name
-    hint = ("declare it with table(..., monotonic=True) if it only ever grows in commit order (ULID, UUIDv7, "
-            "a timestamp)" if isinstance(kind, orderable) else "use an integer or an ordered column")
-    raise ConfigError("SYNCD_WORKFLOWS", f"table {table!r}: key column {column.name!r} is {kind} and not "
-                      f"known to be monotonic; {hint}")
-
-
-def decode_key(column: sa.Column[Any], raw: Any) -> Any:
-    """A key stored in the cursor (JSON) back to the column's Python type, for binding."""
-    try:
-        python_type = column.type.python_type
-    except NotImplementedError:
-        return raw
-    if python_type is datetime:
-        return to_datetime(raw)
-    if python_type is date:
-        return date.fromisoformat(raw)
-    if python_type in (int, Decimal, uuid.UUID):
-        return python_type(raw)
-    return raw
-
-
-# ---- cursors (pure) ----------------------------------------------------------------------------------
-
-Gap = tuple[int, int, float]  # [low, high] inclusive, first seen (epoch seconds)
-
-
-@dataclass(frozen=True)
-class InsertCursor:
-    after: Any = None
-    gaps: tuple[Gap, ...] = ()
-
-    def dumps(self) -> str:
-        return json.dumps({"v": CURSOR_VERSION, "after": json_safe(self.after),
-                           "gaps": [list(g) for g in self.gaps]}, separators=(",", ":"))
-
-    @classmethod
-    def loads(cls, text: str) -> InsertCursor:
-        body = _load(text)
-        return cls(after=body.get("after"), gaps=tuple((int(lo), int(hi), float(t)) for lo, hi, t in
-                                                       body.get("gaps", [])))
-
-
-def advance_insert(cursor: InsertCursor, keys: Sequence[Any], *, now: float, gap_seconds: float = GAP_SECONDS,
-                   track_gaps: bool = True, max_gaps: int = MAX_GAPS) -> InsertCursor:
-    """The cursor after delivering ``keys`` (ascending): ``after`` moves to the largest; keys delivered
-    from a gap are taken out of it; integer keys skipped over become new gaps; old gaps expire."""
-    if not track_gaps:
-        return InsertCursor(after=keys[-1] if keys else cursor.after)
-    delivered = set(keys)
-    gaps: list[Gap] = []
-    for lo, hi, seen in cursor.gaps:
-        if now - seen < gap_seconds:
-            gaps.extend(_split(lo, hi, seen, (k for k in delivered if lo <= k <= hi)))
-    after = cursor.after
-    if after is None and keys:  # the first poll: keys below the first one may still be in flight too
-        after = min(0, keys[0] - 1)
-    for key in keys:
-        if after is None or key > after:
-            if after is not None and key > after + 1:
-                gaps.append((after + 1, key - 1, now))
-            after = key
-    gaps.sort(key=lambda g: g[2])
-    return InsertCursor(after=after, gaps=tuple(sorted(gaps[-max_gaps:])))
-
-
-def _split(lo: int, hi: int, seen: float, found: Iterable[int]) -> list[Gap]:
-    parts: list[Gap] = []
-    start = lo
-    for key in sorted(found):
-        if key > start:
-            parts.append((start, key - 1, seen))
-        start = key + 1
-    if start <= hi:
-        parts.append((start, hi, seen))
-    return parts
-
-
-@dataclass(frozen=True)
-class UpdateCursor:
-    """``since``: canonical UTC text of the newest ``updated_at`` delivered; ``seen``: keys delivered then."""
-
-    since: str | None = None
-    seen: frozenset[Any] = field(default_factory=frozenset)
-
-    def dumps(self) -> str:
-        seen = sorted(json_safe(k) for k in self.seen)
-        return json.dumps({"v": CURSOR_VERSION, "since": self.since, "seen": seen}, separators=(",", ":"))
-
-    @classmethod
-    def loads(cls, text: str) -> UpdateCursor:
-        body = _load(text)
-        return cls(since=body.get("since"), seen=frozenset(body.get("seen", [])))
-
-
-def advance_update(cursor: UpdateCursor, versions: Sequence[tuple[Any, str]]) -> UpdateCursor:
-    """After delivering ``versions`` (``(key, since-text)`` ascending): ``since`` is the newest, ``seen`` the
-    keys delivered at exactly that time (added to the old ones when it did not move)."""
-    if not versions:
-        return cursor
-    newest = max(moment for _, moment in versions)
-    at_newest = frozenset(json_safe(k) for k, moment in versions if moment == newest)
-    kept = cursor.seen if newest == cursor.since else frozenset()
-    return UpdateCursor(since=newest, seen=at_newest | kept)
-
-
-def _load(text: str) -> dict[str, Any]:
-    try:
-        body = json.loads(text)
-    except json.JSONDecodeError:
-        raise ValueError("not a table cursor") from None
-    if not isinstance(body, dict) or body.get("v") != CURSOR_VERSION:
-        raise ValueError("not a version 1 table cursor")
-    return body
 
 
 # ---- the connector -----------------------------------------------------------------------------------
@@ -497,6 +327,6 @@ def _is_connection_error(exc: DBAPIError) -> bool:
     return kind in ("OperationalError", "InterfaceError") and "no such" not in str(exc.orig)
 
 
-__all__ = ["EVENTS", "GAP_SECONDS", "PAGE_SIZE", "InsertCursor", "TableConnector", "TableSpec",
-           "UpdateCursor",
+# The cursors and values are re-exported: they were defined here before cursors.py and values.py.
+__all__ = ["EVENTS", "GAP_SECONDS", "PAGE_SIZE", "InsertCursor", "TableConnector", "TableSpec", "UpdateCursor",
            "advance_insert", "advance_update", "json_safe", "key_kind", "read_engine", "source_key"]

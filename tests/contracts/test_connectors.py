@@ -30,7 +30,8 @@ import pytest
 import sqlalchemy as sa
 
 from connectors.github.client import GitHubConnector
-from connectors.sql.client import TableConnector, TableSpec, canonical
+from connectors.sql.client import TableConnector, TableSpec
+from connectors.sql.values import canonical
 from connectors.workos.client import WorkOSConnector
 from simulators.github import GitHubSimulator
 from simulators.httpserver import LoopbackServer, Server
