@@ -2,7 +2,8 @@
 
 As APScheduler runs one suite against every data store, each test here takes a ``Harness``: a connector
 on a real provider together with that provider's ground truth. WorkOS and GitHub talk over loopback HTTP
-to their simulators; the SQL table connector reads a real SQLite table, by insert and by update.
+to their simulators; the SQL table connector reads a real table, by insert and by update, on SQLite (and
+on PostgreSQL).
 
 What every connector must do:
 
@@ -155,18 +156,22 @@ class TableHarness:
     rows = 500
     base = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
-    def __init__(self, tmp_path: Path, event: str) -> None:
-        self.url = f"sqlite:///{tmp_path / 'app.db'}"
+    def __init__(self, tmp_path: Path, event: str, url: str | None = None) -> None:
+        """SQLite by default, where ``updated_at`` is text (so it can be unreadable); ``url``: a PostgreSQL
+        database, where it is a ``timestamp`` column."""
+        self.url = url or f"sqlite:///{tmp_path / 'app.db'}"
         self.event = event
         self.engine = sa.create_engine(self.url)
+        sqlite = self.engine.dialect.name == "sqlite"
         self.table = sa.Table("items", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True),
                               sa.Column("name", sa.String(40)), sa.Column("created_at", sa.DateTime),
-                              sa.Column("updated_at", sa.Text))
+                              sa.Column("updated_at", sa.Text if sqlite else sa.DateTime))
         self.table.metadata.create_all(self.engine)
         with self.engine.begin() as conn:
             conn.execute(self.table.insert(), [
                 {"id": i, "name": f"item {i}", "created_at": self._created(i).replace(tzinfo=None),
-                 "updated_at": self._updated(i).strftime("%Y-%m-%d %H:%M:%S.%f")}
+                 "updated_at": (self._updated(i).strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite
+                                else self._updated(i).replace(tzinfo=None))}
                 for i in range(1, self.rows + 1)])
         self._made: list[Connector] = []
         self._tmp = tmp_path
@@ -212,22 +217,26 @@ def closed_port_url() -> str:
     return url
 
 
-ALL = ["workos", "github", "sql-insert", "sql-update"]
+ALL = ["workos", "github", "sql-insert", "sql-update",
+       *(pytest.param(kind, marks=pytest.mark.postgres) for kind in ("sql-insert-pg", "sql-update-pg"))]
 HTTP = ["workos", "github"]
 WITH_MALFORMED = ["workos", "github", "sql-update"]  # a table row is always a valid insert event
 
 
-def make_harness(kind: str, tmp_path: Path) -> WorkOSHarness | GitHubHarness | TableHarness:
+def make_harness(kind: str, tmp_path: Path,
+                 pg_url: str | None = None) -> WorkOSHarness | GitHubHarness | TableHarness:
     if kind == "workos":
         return WorkOSHarness()
     if kind == "github":
         return GitHubHarness()
-    return TableHarness(tmp_path, kind.removeprefix("sql-"))
+    return TableHarness(tmp_path, kind.removeprefix("sql-").removesuffix("-pg"), url=pg_url)
 
 
 @pytest.fixture
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    made = make_harness(request.param, tmp_path)
+    kind: str = request.param
+    pg_url = request.getfixturevalue("pg_server").create_database() if kind.endswith("-pg") else None
+    made = make_harness(kind, tmp_path, pg_url)
     try:
         yield made
     finally:
