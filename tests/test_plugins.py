@@ -7,6 +7,7 @@ installed package.
 
 from __future__ import annotations
 
+import ast
 import itertools
 from pathlib import Path
 
@@ -102,3 +103,40 @@ def test_the_cli_exits_2_naming_a_broken_plugin(tmp_path: Path, monkeypatch: pyt
     assert code == 2
     assert err.startswith("syncd: configuration error: syncd.connectors: entry point 'broken'"), err
     assert err.count("\n") == 1
+
+
+# ---- who may import whom ---------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The composition roots, which offer the built-in connectors and simulators, and the shipped example
+#: workflows (user code that happens to live in the package).
+COMPOSITION_ROOTS = ("syncd/cli/", "syncd/ops/demo.py", "syncd/examples/")
+
+
+def imported_packages(path: Path) -> set[str]:
+    """Top-level packages a module imports (``import a.b`` and ``from a.b import c`` give ``a``)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_the_core_imports_no_connector_and_no_simulator() -> None:
+    offenders = []
+    for path in sorted((ROOT / "syncd").rglob("*.py")):
+        where = path.relative_to(ROOT).as_posix()
+        if where.startswith(COMPOSITION_ROOTS):
+            continue
+        if imported_packages(path) & {"connectors", "simulators"}:
+            offenders.append(where)
+    assert offenders == []
+
+
+def test_the_simulators_import_nothing_of_syncd_or_the_connectors() -> None:
+    """A simulator that shared code with the client could agree with it by accident."""
+    offenders = [path.relative_to(ROOT).as_posix() for path in sorted((ROOT / "simulators").rglob("*.py"))
+                 if imported_packages(path) & {"syncd", "connectors"}]
+    assert offenders == []
