@@ -8,7 +8,7 @@ on PostgreSQL).
 What every connector must do:
 
 - a walk from no cursor returns every event once, oldest first, and ends with ``has_more`` False;
-  a poll from the final cursor is empty;
+  a poll from the final cursor is empty; asked again from a cursor, the same events come back;
 - with a window, only events whose time lies in [start, end), and ``has_more`` False once the window is
   exhausted (not at the end of the provider's data);
 - whenever ``has_more`` is True the cursor moves (the loop guard; ``walk`` asserts it on every page);
@@ -283,6 +283,17 @@ def test_a_walk_returns_every_event_once_oldest_first_then_nothing(harness: Harn
     assert sum(page.skipped for page in pages) == 0
     again = connector.fetch_page(cursor)
     assert again.events == () and not again.has_more
+
+
+@pytest.mark.parametrize("harness", ALL, indirect=True)
+def test_asking_again_from_a_cursor_returns_the_same_events(harness: Harness) -> None:
+    connector = harness.connector()
+    first = connector.fetch_page(None)
+    assert first.has_more and first.next_cursor is not None
+    second = connector.fetch_page(first.next_cursor)
+    assert listed([connector.fetch_page(None)]) == listed([first])  # dedupe is the engine's job
+    assert listed([connector.fetch_page(first.next_cursor)]) == listed([second])
+    assert listed([first, second]) == harness.truth()[:len(first.events) + len(second.events)]
 
 
 @pytest.mark.parametrize("harness", ALL, indirect=True)
