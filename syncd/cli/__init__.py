@@ -21,7 +21,7 @@ from syncd.settings import Settings, env_file_warnings
 
 if TYPE_CHECKING:
     from syncd.ops.app import App
-    from syncd.ops.health import HealthServer
+    from syncd.ops.http import HealthServer
 
 log = logging.getLogger("syncd.cli")
 
@@ -155,12 +155,13 @@ def cmd_migrate(settings: Settings) -> int:
 def cmd_status(settings: Settings, *, as_json: bool) -> int:
     from syncd.ops import status
     from syncd.store.db import create_engine
+    from syncd.store.reads import SqlReads
     from syncd.store.schema import migrate
 
     db = create_engine(settings.database_url)
     try:
         migrate(db)
-        report = status.collect(db, jaeger_url=settings.environ.get("SYNCD_JAEGER_URL"))
+        report = status.collect(SqlReads(db), jaeger_url=settings.environ.get("SYNCD_JAEGER_URL"))
     finally:
         db.dispose()
     print(json.dumps(report, indent=2) if as_json else status.render(report))
@@ -267,12 +268,13 @@ def start_health_server(settings: Settings, app: App) -> HealthServer | None:
     """/healthz and /metrics on SYNCD_HTTP_HOST:SYNCD_HTTP_PORT (None when the port is 0)."""
     from datetime import UTC, datetime
 
-    from syncd.ops.health import HealthServer, Monitor
+    from syncd.ops.http import HealthServer, Monitor
     from syncd.settings import get_str
+    from syncd.store.reads import SqlReads
 
     if settings.http_port == 0:
         return None
-    monitor = Monitor(app.db, [c.key for c in app.connectors], interval=settings.interval_seconds,
+    monitor = Monitor(SqlReads(app.db), [c.key for c in app.connectors], interval=settings.interval_seconds,
                       now=app.engine.clock.now, started_at=datetime.now(UTC))
     server = HealthServer(monitor, host=get_str(settings.environ, "SYNCD_HTTP_HOST", "0.0.0.0") or "0.0.0.0",
                           port=settings.http_port)
