@@ -203,3 +203,16 @@ def test_env_file_typos_are_warned_with_a_hint(tmp_path: Path, lines: str, warne
 
 def test_env_file_warnings_without_a_file(tmp_path: Path) -> None:
     assert env_file_warnings(tmp_path / "missing.env") == []
+
+
+def test_typed_parts_for_the_http_endpoint_status_and_telemetry() -> None:
+    s = Settings.from_env({"SYNCD_HTTP_HOST": "127.0.0.1", "SYNCD_JAEGER_URL": "http://jaeger:16686",
+                           "OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4318/", "OTEL_SERVICE_NAME": "sync-a"})
+    assert (s.http_host, s.jaeger_url) == ("127.0.0.1", "http://jaeger:16686")
+    assert (s.telemetry.exporter, s.telemetry.endpoint) == ("otlp", "http://jaeger:4318/v1/traces")
+    assert (s.telemetry.service_name, s.telemetry.timeout) == ("sync-a", 5.0)
+    default = Settings.from_env({})
+    assert (default.http_host, default.jaeger_url, default.telemetry.exporter) == ("0.0.0.0", None, "none")
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"OTEL_TRACES_EXPORTER": "console", "OTEL_BSP_MAX_QUEUE_SIZE": "0"})
+    assert info.value.variable == "OTEL_BSP_MAX_QUEUE_SIZE"

@@ -161,7 +161,7 @@ def cmd_status(settings: Settings, *, as_json: bool) -> int:
     db = create_engine(settings.database_url)
     try:
         migrate(db)
-        report = status.collect(SqlReads(db), jaeger_url=settings.environ.get("SYNCD_JAEGER_URL"))
+        report = status.collect(SqlReads(db), jaeger_url=settings.jaeger_url)
     finally:
         db.dispose()
     print(json.dumps(report, indent=2) if as_json else status.render(report))
@@ -176,7 +176,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     if not (args.all or args.workflow or args.source or args.event_id):
         print("syncd replay: choose --all, --workflow W, --source S or --event ID", file=sys.stderr)
         return EXIT_USAGE
-    telemetry = setup_telemetry(settings.environ)
+    telemetry = setup_telemetry(settings.telemetry)
     app = App.build(settings, require_sources=False)
     try:
         report = replay_dead(app.engine, Selection(workflow=args.workflow, source=args.source,
@@ -202,7 +202,7 @@ def cmd_once(settings: Settings) -> int:
     from syncd.ops.backfill import report as backfill_report
     from syncd.telemetry import setup_telemetry
 
-    telemetry = setup_telemetry(settings.environ)
+    telemetry = setup_telemetry(settings.telemetry)
     app = App.build(settings)
     try:
         results = app.tick_all()
@@ -228,7 +228,7 @@ def cmd_run(settings: Settings) -> int:
     from syncd.ops.scheduler import Daemon, install_signal_handlers
     from syncd.telemetry import setup_telemetry
 
-    telemetry = setup_telemetry(settings.environ)
+    telemetry = setup_telemetry(settings.telemetry)
     app = App.build(settings)
     install_signal_handlers(app.stop)
     jobs: list[tuple[str, Callable[[], object]]] = [(c.key, functools.partial(app.tick, c))
@@ -269,15 +269,13 @@ def start_health_server(settings: Settings, app: App) -> HealthServer | None:
     from datetime import UTC, datetime
 
     from syncd.ops.http import HealthServer, Monitor
-    from syncd.settings import get_str
     from syncd.store.reads import SqlReads
 
     if settings.http_port == 0:
         return None
     monitor = Monitor(SqlReads(app.db), [c.key for c in app.connectors], interval=settings.interval_seconds,
                       now=app.engine.clock.now, started_at=datetime.now(UTC))
-    server = HealthServer(monitor, host=get_str(settings.environ, "SYNCD_HTTP_HOST", "0.0.0.0") or "0.0.0.0",
-                          port=settings.http_port)
+    server = HealthServer(monitor, host=settings.http_host, port=settings.http_port)
     try:
         server.start()
     except ConfigError:

@@ -227,7 +227,7 @@ def run_command(settings: Settings, *, start: str, end: str, source: str | None 
     from syncd.telemetry import setup_telemetry
 
     window = parse_flags(start, end)
-    telemetry = setup_telemetry(settings.environ)
+    telemetry = setup_telemetry(settings.telemetry)
     app = App.build(settings)
     try:
         targets = targets_for(app.connectors, app.registry, window, source=source, workflow=workflow)
