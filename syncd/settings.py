@@ -231,6 +231,52 @@ class TelemetrySettings:
         )
 
 
+# ---- what workflows may reach outside the database ---------------------------------------------------
+
+INTEGRATION_PREFIX = "SYNCD_INTEGRATION_"
+
+
+@dataclass(frozen=True)
+class HttpIntegration:
+    """``SYNCD_INTEGRATION_<NAME>_URL`` and its optional ``_TOKEN`` (sent as a Bearer token)."""
+
+    url: str
+    token: Secret | None = None
+
+
+@dataclass(frozen=True)
+class Integrations:
+    """The outbound integrations workflows get (``ctx.http``, ``ctx.slack``, ``ctx.send_email``), and
+    nothing else of the environment. Secrets stay wrapped; a missing one is reported when it is used."""
+
+    http: Mapping[str, HttpIntegration] = field(default_factory=dict)  # by variable stem (INTERCOM)
+    slack_webhook_url: Secret | None = None
+    smtp_url: Secret | None = None  # smtp://user:pass@host:587 or smtps://…
+    smtp_from: str = "syncd@localhost"
+
+    @staticmethod
+    def variable(name: str) -> str:
+        """``SYNCD_INTEGRATION_<NAME>`` for ``ctx.http(name)``: upper case, ``-`` as ``_``."""
+        return INTEGRATION_PREFIX + name.upper().replace("-", "_")
+
+    def http_integration(self, name: str) -> HttpIntegration:
+        """The integration ``name``; ConfigError naming its ``_URL`` variable when it has none."""
+        found = self.http.get(self.variable(name)[len(INTEGRATION_PREFIX):])
+        if found is None:
+            raise ConfigError(f"{self.variable(name)}_URL", f"is not set (the URL of the {name!r} integration)")
+        return found
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Integrations:
+        stems = {k[len(INTEGRATION_PREFIX):-len("_URL")] for k in environ
+                 if k.startswith(INTEGRATION_PREFIX) and k.endswith("_URL")}
+        http = {stem: HttpIntegration(url, get_secret(environ, f"{INTEGRATION_PREFIX}{stem}_TOKEN"))
+                for stem in sorted(stems) if (url := get_str(environ, f"{INTEGRATION_PREFIX}{stem}_URL"))}
+        return cls(http=http, slack_webhook_url=get_secret(environ, "SYNCD_SLACK_WEBHOOK_URL"),
+                   smtp_url=get_secret(environ, "SYNCD_SMTP_URL"),
+                   smtp_from=get_str(environ, "SYNCD_SMTP_FROM", "syncd@localhost") or "syncd@localhost")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Core settings. Build with :meth:`from_env`; the repr hides the database password."""
@@ -252,6 +298,7 @@ class Settings:
     range_end: datetime | None = None
     jaeger_url: str | None = None  # links from `syncd status` to a run's trace
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    integrations: Integrations = field(default_factory=Integrations)
     #: The raw environment, for the connector packages only: each reads its own variables (WORKOS_*…).
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -309,6 +356,7 @@ class Settings:
             range_end=range_end,
             jaeger_url=get_str(env, "SYNCD_JAEGER_URL"),
             telemetry=TelemetrySettings.from_env(env),
+            integrations=Integrations.from_env(env),
             environ=env,
         )
 

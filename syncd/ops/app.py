@@ -88,7 +88,7 @@ class App:
         engine = SyncEngine(db, full_registry, clock=clock, replica_id=settings.replica_id,
                             prefetch_pages=settings.prefetch_pages,
                             lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts, stop=stop,
-                            environ=settings.environ)
+                            integrations=settings.integrations)
         return cls(settings=settings, db=db, registry=full_registry, connectors=connectors, engine=engine, stop=stop)
 
     def tick(self, connector: Connector | Target) -> TickResult:

@@ -146,7 +146,7 @@ def window_engine(app: App, on_page: Callable[[Target, Page], None] | None) -> S
     base = app.engine
     return SyncEngine(app.db, app.registry, clock=base.clock, replica_id=base.replica_id,
                       lease_seconds=base.lease_seconds, max_attempts=base.max_attempts, stop=app.stop,
-                      on_page=on_page, environ=base.environ, prefetch_pages=base.prefetch_pages)
+                      on_page=on_page, integrations=base.integrations, prefetch_pages=base.prefetch_pages)
 
 
 def stored_fraction(engine: SyncEngine, target: Target) -> tuple[str | None, float]:
