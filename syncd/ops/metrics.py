@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from syncd.contracts import Reads
+from syncd.contracts import Reads, TickRow, TickStats
 from syncd.ops.health import read_states, verdicts
 
 #: Run states counted by ``syncd_workflow_runs`` (the index on status keeps these cheap; succeeded is not).
@@ -58,32 +58,10 @@ def collect_metrics(reads: Reads, keys: Sequence[str], *, now: datetime, interva
     known = sorted({*keys, *(r.key for r in rows)})
     events = {_src(k): 0.0 for k in known} | {_src(r.key): float(r.events_seen) for r in rows}
     last_success = {_src(r.key): r.last_success_at.timestamp() for r in rows if r.last_success_at}
-
-    tick_counts: dict[Labels, float] = {}
-    pages: dict[Labels, float] = {}
-    attempts: dict[Labels, float] = {}
-    for key in sorted({*known, *totals}):
-        t = totals.get(key)
-        tick_counts[_src(key, outcome="ok")] = t.ok if t else 0
-        tick_counts[_src(key, outcome="failed")] = t.failed if t else 0
-        pages[_src(key)] = t.pages if t else 0
-        attempts[_src(key, outcome="succeeded")] = t.runs_ok if t else 0
-        attempts[_src(key, outcome="failed")] = t.runs_failed if t else 0
-
+    tick_counts, pages, attempts = _tick_totals(sorted({*known, *totals}), totals)
     run_counts = {_src(k, status=s): 0.0 for k in keys for s in COUNTED_RUN_STATES}
     run_counts |= {_src(stream, status=status): float(n) for (stream, status), n in counted.items()}
-
-    durations: dict[Labels, float] = {}
-    lags: dict[Labels, float] = {}
-    for key, last in last_ticks.items():
-        if last is None:
-            continue
-        durations[_src(key)] = max(0.0, (last.finished_at - last.started_at).total_seconds())
-        if last.lag_seconds is not None:
-            lags[_src(key)] = float(last.lag_seconds)
-        elif last.ok:
-            lags[_src(key)] = 0.0  # a successful tick that found nothing new is caught up
-
+    durations, lags = _last_ticks(last_ticks)
     judged = verdicts(states, keys, now=now, interval=interval, started_at=started_at)
     healthy = {_src(v.key): float(v.healthy) for v in judged}
     return [
@@ -104,6 +82,37 @@ def collect_metrics(reads: Reads, keys: Sequence[str], *, now: datetime, interva
         _family("syncd_last_success_timestamp_seconds", "gauge",
                 "Unix time at which the source's last successful tick ended.", last_success),
     ]
+
+
+def _tick_totals(keys: Iterable[str], totals: Mapping[str, TickStats]
+                 ) -> tuple[dict[Labels, float], dict[Labels, float], dict[Labels, float]]:
+    """Ticks by outcome, pages and run attempts by outcome per cursor (zeros for cursors without ticks)."""
+    tick_counts: dict[Labels, float] = {}
+    pages: dict[Labels, float] = {}
+    attempts: dict[Labels, float] = {}
+    for key in keys:
+        t = totals.get(key, TickStats(ticks=0, ok=0, pages=0, runs_ok=0, runs_failed=0))
+        tick_counts[_src(key, outcome="ok")] = t.ok
+        tick_counts[_src(key, outcome="failed")] = t.failed
+        pages[_src(key)] = t.pages
+        attempts[_src(key, outcome="succeeded")] = t.runs_ok
+        attempts[_src(key, outcome="failed")] = t.runs_failed
+    return tick_counts, pages, attempts
+
+
+def _last_ticks(last_ticks: Mapping[str, TickRow | None]) -> tuple[dict[Labels, float], dict[Labels, float]]:
+    """The last tick's duration and cursor lag per cursor."""
+    durations: dict[Labels, float] = {}
+    lags: dict[Labels, float] = {}
+    for key, last in last_ticks.items():
+        if last is None:
+            continue
+        durations[_src(key)] = max(0.0, (last.finished_at - last.started_at).total_seconds())
+        if last.lag_seconds is not None:
+            lags[_src(key)] = float(last.lag_seconds)
+        elif last.ok:
+            lags[_src(key)] = 0.0  # a successful tick that found nothing new is caught up
+    return durations, lags
 
 
 def render_metrics(families: Iterable[MetricFamily]) -> str:
