@@ -19,7 +19,6 @@ from syncd.ops.backfill import window_jobs
 from syncd.ops.http import HealthServer, Monitor
 from syncd.ops.scheduler import Daemon, install_signal_handlers
 from syncd.settings import Settings
-from syncd.store.reads import SqlReads
 from syncd.telemetry import setup_telemetry
 
 log = logging.getLogger("syncd.daemon")
@@ -72,7 +71,7 @@ def start_health_server(settings: Settings, app: App) -> HealthServer | None:
     """/healthz and /metrics on SYNCD_HTTP_HOST:SYNCD_HTTP_PORT (None when the port is 0)."""
     if settings.http_port == 0:
         return None
-    monitor = Monitor(SqlReads(app.db), [c.key for c in app.connectors], interval=settings.interval_seconds,
+    monitor = Monitor(app.reads, [c.key for c in app.connectors], interval=settings.interval_seconds,
                       now=app.engine.clock.now, started_at=datetime.now(UTC))
     server = HealthServer(monitor, host=settings.http_host, port=settings.http_port)
     try:

@@ -16,7 +16,6 @@ from syncd.engine import TickResult
 from syncd.ops.app import App
 from syncd.settings import Settings, safe_url
 from syncd.store.db import reading
-from syncd.store.reads import SqlReads
 
 DEMO_DB = "sqlite:///syncd-demo.db"
 DEMO_WORKOS_KEY = "sk_test_demo_simulator"
@@ -107,7 +106,7 @@ def _summary(app: App, seconds: float) -> None:
     from connectors.workos.tables import memberships, organizations, users
     from syncd.ops.status import short
 
-    with SqlReads(app.db).snapshot() as reads:
+    with app.reads.snapshot() as reads:
         by_type = reads.event_counts_by_type()
         run_counts = reads.run_counts()
         cursors = reads.sources()
