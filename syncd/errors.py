@@ -8,7 +8,8 @@
     │   ├── RetryableError     try again later (429, 5xx, network); ``retry_after`` seconds if the provider said
     │   └── FatalError         retrying will not help until someone acts
     │       └── AuthError      credentials rejected (401/403)
-    ├── EventError             one event is malformed: recorded and skipped, never stops the stream
+    ├── EventError             a workflow cannot apply one event: its run fails like any other (retried,
+    │                          then dead-lettered); the stream goes on
     ├── CursorStuckError       the provider says there is more but the cursor did not move
     └── LeaseLostError         another replica took this source's lease; our page is rolled back
 
@@ -56,7 +57,14 @@ class AuthError(FatalError):
 
 
 class EventError(SyncdError):
-    """One event cannot be parsed; it is skipped and counted, never blocking the stream."""
+    """A workflow cannot apply one event (e.g. a mirror's snapshot without its id).
+
+    Raised from a workflow, it is a run failure like any other exception: the run is recorded
+    ``failed``, retried with backoff up to its attempts, then ``dead`` (listed by ``syncd status``,
+    re-run by ``syncd replay``); the event stays in the ledger and the cursor has already moved on.
+    (Events a connector cannot parse at all never reach a workflow: it drops them and counts them in
+    ``Page.skipped``.)
+    """
 
 
 class CursorStuckError(SyncdError):

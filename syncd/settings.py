@@ -36,6 +36,7 @@ KNOWN_VARIABLES = frozenset(
         "SYNCD_SQL_URL", "SYNCD_SQL_TABLES", "SYNCD_SQL_GAP_SECONDS",
         "OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
         "OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_TRACES_EXPORTER", "OTEL_SDK_DISABLED", "OTEL_SEMCONV_STABILITY_OPT_IN",
+        "OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS",
         "POSTGRES_PASSWORD", "SYNCD_HTTP_HOST",
     }
 )
@@ -152,6 +153,130 @@ def parse_time_ms(name: str, raw: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+# ---- OpenTelemetry's variables (what syncd.telemetry does with them: its module docstring) ----------
+
+EXPORTERS = ("otlp", "console", "none")
+DEFAULT_EXPORT_TIMEOUT = 5.0
+#: Above this, ``OTEL_EXPORTER_OTLP_TIMEOUT`` is read as milliseconds (the spec's unit; the Python SDK
+#: reads seconds, so both are met in the wild).
+MILLISECONDS_ABOVE = 60.0
+#: Spans waiting for export. A catch-up transaction of 3,000 events ends about 6,000 spans at once (an
+#: ``event.process`` and a ``workflow.run`` each); the SDK's default queue of 2,048 dropped most of them.
+#: Only while tracing; ``OTEL_BSP_MAX_QUEUE_SIZE`` overrides it.
+SPAN_QUEUE = 16_384
+
+
+def exporter_name(environ: Mapping[str, str]) -> str:
+    """Which exporter the environment asks for: ``otlp``, ``console`` or ``none``."""
+    if (get_str(environ, "OTEL_SDK_DISABLED", "false") or "").lower() == "true":
+        return "none"
+    name = get_str(environ, "OTEL_TRACES_EXPORTER")
+    if name is None:
+        names = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        return "otlp" if any(get_str(environ, n) for n in names) else "none"
+    name = name.lower()
+    if name not in EXPORTERS:
+        raise ConfigError("OTEL_TRACES_EXPORTER", f"expected otlp, console or none, got {name!r}")
+    return name
+
+
+def export_timeout(environ: Mapping[str, str]) -> float:
+    """``OTEL_EXPORTER_OTLP_TIMEOUT`` in seconds (values above 60 are taken as milliseconds)."""
+    timeout = get_float(environ, "OTEL_EXPORTER_OTLP_TIMEOUT", DEFAULT_EXPORT_TIMEOUT, minimum=0.1)
+    return timeout / 1000 if timeout > MILLISECONDS_ABOVE else timeout
+
+
+def traces_endpoint(environ: Mapping[str, str]) -> str:
+    """The OTLP/HTTP traces URL: ``…_TRACES_ENDPOINT`` as given, else ``OTEL_EXPORTER_OTLP_ENDPOINT`` +
+    ``/v1/traces`` (default ``http://localhost:4318``)."""
+    name = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    url = get_str(environ, name)
+    if url is None:
+        name = "OTEL_EXPORTER_OTLP_ENDPOINT"
+        base = get_str(environ, name, "http://localhost:4318") or ""
+        url = base.rstrip("/") + "/v1/traces"
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(name, f"expected an http(s):// URL (OTLP over HTTP, e.g. http://jaeger:4318), "
+                                f"got {url!r}")
+    return url
+
+
+@dataclass(frozen=True)
+class TelemetrySettings:
+    """The tracing set-up ``OTEL_*`` asks for. ``endpoint`` and ``max_queue_size`` are read (and
+    checked) only when they are used: the endpoint for ``otlp``, the queue whenever tracing is on."""
+
+    exporter: str = "none"  # otlp | console | none
+    timeout: float = DEFAULT_EXPORT_TIMEOUT  # seconds
+    endpoint: str | None = None  # the OTLP/HTTP traces URL (otlp only)
+    service_name: str = "syncd"
+    max_queue_size: int = SPAN_QUEUE
+    semconv_opt_in: str = "http,database"  # OTEL_SEMCONV_STABILITY_OPT_IN for the instrumentations
+    sanitize_headers: str = ""  # header names the user asks to redact, besides syncd's own list
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> TelemetrySettings:
+        exporter = exporter_name(environ)
+        timeout = export_timeout(environ)
+        if exporter == "none":
+            return cls(exporter=exporter, timeout=timeout)
+        return cls(
+            exporter=exporter,
+            timeout=timeout,
+            endpoint=traces_endpoint(environ) if exporter == "otlp" else None,
+            service_name=get_str(environ, "OTEL_SERVICE_NAME", "syncd") or "syncd",
+            max_queue_size=get_int(environ, "OTEL_BSP_MAX_QUEUE_SIZE", SPAN_QUEUE, minimum=1),
+            semconv_opt_in=get_str(environ, "OTEL_SEMCONV_STABILITY_OPT_IN", "http,database") or "http,database",
+            sanitize_headers=get_str(environ, "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS") or "",
+        )
+
+
+# ---- what workflows may reach outside the database ---------------------------------------------------
+
+INTEGRATION_PREFIX = "SYNCD_INTEGRATION_"
+
+
+@dataclass(frozen=True)
+class HttpIntegration:
+    """``SYNCD_INTEGRATION_<NAME>_URL`` and its optional ``_TOKEN`` (sent as a Bearer token)."""
+
+    url: str
+    token: Secret | None = None
+
+
+@dataclass(frozen=True)
+class Integrations:
+    """The outbound integrations workflows get (``ctx.http``, ``ctx.slack``, ``ctx.send_email``), and
+    nothing else of the environment. Secrets stay wrapped; a missing one is reported when it is used."""
+
+    http: Mapping[str, HttpIntegration] = field(default_factory=dict)  # by variable stem (INTERCOM)
+    slack_webhook_url: Secret | None = None
+    smtp_url: Secret | None = None  # smtp://user:pass@host:587 or smtps://…
+    smtp_from: str = "syncd@localhost"
+
+    @staticmethod
+    def variable(name: str) -> str:
+        """``SYNCD_INTEGRATION_<NAME>`` for ``ctx.http(name)``: upper case, ``-`` as ``_``."""
+        return INTEGRATION_PREFIX + name.upper().replace("-", "_")
+
+    def http_integration(self, name: str) -> HttpIntegration:
+        """The integration ``name``; ConfigError naming its ``_URL`` variable when it has none."""
+        found = self.http.get(self.variable(name)[len(INTEGRATION_PREFIX):])
+        if found is None:
+            raise ConfigError(f"{self.variable(name)}_URL", f"is not set (the URL of the {name!r} integration)")
+        return found
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Integrations:
+        stems = {k[len(INTEGRATION_PREFIX):-len("_URL")] for k in environ
+                 if k.startswith(INTEGRATION_PREFIX) and k.endswith("_URL")}
+        http = {stem: HttpIntegration(url, get_secret(environ, f"{INTEGRATION_PREFIX}{stem}_TOKEN"))
+                for stem in sorted(stems) if (url := get_str(environ, f"{INTEGRATION_PREFIX}{stem}_URL"))}
+        return cls(http=http, slack_webhook_url=get_secret(environ, "SYNCD_SLACK_WEBHOOK_URL"),
+                   smtp_url=get_secret(environ, "SYNCD_SMTP_URL"),
+                   smtp_from=get_str(environ, "SYNCD_SMTP_FROM", "syncd@localhost") or "syncd@localhost")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Core settings. Build with :meth:`from_env`; the repr hides the database password."""
@@ -164,13 +289,17 @@ class Settings:
     max_attempts: int = 5
     lease_seconds: int = 180
     http_port: int = 8080
-    http_timeout: float = 30.0
+    http_host: str = "0.0.0.0"  # where /healthz and /metrics listen
     prefetch_pages: int = PREFETCH_PAGES  # pages fetched ahead of the commits (PostgreSQL, slow providers); 0: none
     log_level: str = "INFO"
     log_format: str = "auto"
     replica_id: str | None = None
     range_start: datetime | None = None
     range_end: datetime | None = None
+    jaeger_url: str | None = None  # links from `syncd status` to a run's trace
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    integrations: Integrations = field(default_factory=Integrations)
+    #: The raw environment, for the connector packages only: each reads its own variables (WORKOS_*…).
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __repr__(self) -> str:
@@ -206,6 +335,9 @@ class Settings:
         else:
             builtins = builtins_raw
         range_start, range_end = parse_window(env, now=now)
+        # Read by the connector packages, which build the HTTP clients; checked here as well so that every
+        # command (not only those that build connectors) rejects a bad value.
+        get_float(env, "SYNCD_HTTP_TIMEOUT", 30.0, minimum=0.1)
         return cls(
             database_url=database_url,
             interval_seconds=interval,
@@ -215,13 +347,16 @@ class Settings:
             max_attempts=get_int(env, "SYNCD_MAX_ATTEMPTS", 5, minimum=1),
             lease_seconds=get_int(env, "SYNCD_LEASE_SECONDS", max(3 * interval, 30), minimum=5),
             http_port=get_int(env, "SYNCD_HTTP_PORT", 8080, minimum=0),
-            http_timeout=get_float(env, "SYNCD_HTTP_TIMEOUT", 30.0, minimum=0.1),
+            http_host=get_str(env, "SYNCD_HTTP_HOST", "0.0.0.0") or "0.0.0.0",
             prefetch_pages=get_int(env, "SYNCD_PREFETCH_PAGES", PREFETCH_PAGES, minimum=0),
             log_level=log_level,
             log_format=log_format,
             replica_id=get_str(env, "SYNCD_REPLICA_ID"),
             range_start=range_start,
             range_end=range_end,
+            jaeger_url=get_str(env, "SYNCD_JAEGER_URL"),
+            telemetry=TelemetrySettings.from_env(env),
+            integrations=Integrations.from_env(env),
             environ=env,
         )
 

@@ -3,6 +3,8 @@ instrumentation.
 
 Contract:
 
+- The ``OTEL_*`` variables are read once, by ``syncd.settings.TelemetrySettings`` (a bad value is a
+  ``ConfigError`` naming it, before anything is installed).
 - ``OTEL_TRACES_EXPORTER`` is only read by auto-instrumentation, so syncd reads it itself: ``otlp``
   (the default when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``…_TRACES_ENDPOINT`` is set), ``console`` or
   ``none`` (the default otherwise). ``OTEL_SDK_DISABLED=true`` means ``none``.
@@ -21,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from opentelemetry import trace
@@ -33,16 +35,10 @@ from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
-from syncd.errors import ConfigError
-from syncd.settings import get_float, get_int, get_str
+from syncd.settings import TelemetrySettings
 
 log = logging.getLogger("syncd.telemetry")
 
-EXPORTERS = ("otlp", "console", "none")
-DEFAULT_TIMEOUT_SECONDS = 5.0
-#: Above this, ``OTEL_EXPORTER_OTLP_TIMEOUT`` is read as milliseconds (the spec's unit; the Python SDK
-#: reads seconds, so both are met in the wild).
-MILLISECONDS_ABOVE = 60.0
 #: Header names redacted in spans even if someone asks the httpx instrumentation to capture headers.
 SENSITIVE_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
                      ".*token.*", ".*secret.*", ".*api-key.*")
@@ -108,82 +104,33 @@ class DropOrphanClientSpans(sampling.Sampler):
         return f"DropOrphanClientSpans{{{self._delegate.get_description()}}}"
 
 
-def exporter_name(environ: Mapping[str, str]) -> str:
-    """Which exporter the environment asks for: ``otlp``, ``console`` or ``none``."""
-    if (get_str(environ, "OTEL_SDK_DISABLED", "false") or "").lower() == "true":
-        return "none"
-    name = get_str(environ, "OTEL_TRACES_EXPORTER")
-    if name is None:
-        return "otlp" if _endpoint_given(environ) else "none"
-    name = name.lower()
-    if name not in EXPORTERS:
-        raise ConfigError("OTEL_TRACES_EXPORTER", f"expected otlp, console or none, got {name!r}")
-    return name
-
-
-def export_timeout(environ: Mapping[str, str]) -> float:
-    """``OTEL_EXPORTER_OTLP_TIMEOUT`` in seconds (values above 60 are taken as milliseconds)."""
-    timeout = get_float(environ, "OTEL_EXPORTER_OTLP_TIMEOUT", DEFAULT_TIMEOUT_SECONDS, minimum=0.1)
-    return timeout / 1000 if timeout > MILLISECONDS_ABOVE else timeout
-
-
-def traces_endpoint(environ: Mapping[str, str]) -> str:
-    """The OTLP/HTTP traces URL: ``…_TRACES_ENDPOINT`` as given, else ``OTEL_EXPORTER_OTLP_ENDPOINT`` +
-    ``/v1/traces`` (default ``http://localhost:4318``)."""
-    name = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
-    url = get_str(environ, name)
-    if url is None:
-        name = "OTEL_EXPORTER_OTLP_ENDPOINT"
-        base = get_str(environ, name, "http://localhost:4318") or ""
-        url = base.rstrip("/") + "/v1/traces"
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError(name, f"expected an http(s):// URL (OTLP over HTTP, e.g. http://jaeger:4318), "
-                                f"got {url!r}")
-    return url
-
-
-#: Spans waiting for export. A catch-up transaction of 3,000 events ends about 6,000 spans at once (an
-#: ``event.process`` and a ``workflow.run`` each); the SDK's default queue of 2,048 dropped most of them.
-#: Only while tracing; ``OTEL_BSP_MAX_QUEUE_SIZE`` overrides it.
-SPAN_QUEUE = 16_384
-
-
-def setup_telemetry(environ: Mapping[str, str], *, instrument: bool = True) -> Telemetry:
-    """Install the global tracer provider the environment asks for, and (``instrument``) trace httpx
+def setup_telemetry(settings: TelemetrySettings, *, instrument: bool = True) -> Telemetry:
+    """Install the global tracer provider ``settings`` ask for, and (``instrument``) trace httpx
     requests and SQLAlchemy statements of every engine created afterwards. Call once per process,
-    before building the App. Raises ConfigError for a bad exporter name or endpoint."""
-    name = exporter_name(environ)
-    timeout = export_timeout(environ)
-    if name == "none":
-        return Telemetry(provider=None, exporter=name, timeout=timeout)
+    before building the App. (Bad ``OTEL_*`` values were already rejected by ``TelemetrySettings``.)"""
+    if settings.exporter == "none":
+        return Telemetry(provider=None, exporter=settings.exporter, timeout=settings.timeout)
     exporter: SpanExporter
-    if name == "console":
+    if settings.exporter == "console":
         exporter = ConsoleSpanExporter()
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        exporter = OTLPSpanExporter(endpoint=traces_endpoint(environ), timeout=timeout)
-    service = get_str(environ, "OTEL_SERVICE_NAME", "syncd") or "syncd"
+        exporter = OTLPSpanExporter(endpoint=settings.endpoint, timeout=settings.timeout)
     from syncd import __version__
 
     provider = TracerProvider(
-        resource=Resource.create({"service.name": service, "service.version": __version__}),
+        resource=Resource.create({"service.name": settings.service_name, "service.version": __version__}),
         sampler=DropOrphanClientSpans(_configured_sampler()),
         shutdown_on_exit=False,  # Telemetry.shutdown bounds the wait; the SDK's atexit hook would not
     )
     provider.add_span_processor(BatchSpanProcessor(
-        exporter, export_timeout_millis=timeout * 1000,
-        max_queue_size=get_int(environ, "OTEL_BSP_MAX_QUEUE_SIZE", SPAN_QUEUE, minimum=1)))
+        exporter, export_timeout_millis=settings.timeout * 1000, max_queue_size=settings.max_queue_size))
     trace.set_tracer_provider(provider)
     if instrument:
-        _instrument(environ)
-    log.debug("tracing: exporter %s, service %s", name, service)
-    return Telemetry(provider=provider, exporter=name, timeout=timeout)
-
-
-def _endpoint_given(environ: Mapping[str, str]) -> bool:
-    names = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    return any(get_str(environ, name) for name in names)
+        _instrument(settings)
+    log.debug("tracing: exporter %s, service %s", settings.exporter, settings.service_name)
+    return Telemetry(provider=provider, exporter=settings.exporter, timeout=settings.timeout)
 
 
 def _configured_sampler() -> sampling.Sampler:
@@ -194,11 +141,10 @@ def _configured_sampler() -> sampling.Sampler:
         return sampling.ParentBased(sampling.ALWAYS_ON)
 
 
-def _instrument(environ: Mapping[str, str]) -> None:
+def _instrument(settings: TelemetrySettings) -> None:
     # The instrumentations read these from the process environment when they are set up.
-    os.environ[_SEMCONV_VAR] = get_str(environ, _SEMCONV_VAR, "http,database") or "http,database"
-    requested = get_str(environ, _SANITIZE_VAR) or ""
-    os.environ[_SANITIZE_VAR] = ",".join(p for p in (requested, *SENSITIVE_HEADERS) if p)
+    os.environ[_SEMCONV_VAR] = settings.semconv_opt_in
+    os.environ[_SANITIZE_VAR] = ",".join(p for p in (settings.sanitize_headers, *SENSITIVE_HEADERS) if p)
 
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor

@@ -46,6 +46,7 @@ from syncd.ops.backfill import (
     window_engine,
 )
 from syncd.store.db import create_engine
+from syncd.store.reads import SqlReads
 from syncd.store.schema import migrate
 from syncd.store.tables import runs, sources
 from syncd.timefmt import parse_time
@@ -139,7 +140,7 @@ def backfill_row(db: sa.Engine) -> store.SourceRow:
     with db.connect() as conn:
         keys = [r[0] for r in conn.execute(sa.select(sources.c.key).where(sources.c.kind == "backfill"))]
         assert len(keys) == 1, keys
-        row = store.get_source(conn, keys[0])
+    row = SqlReads(db).source(keys[0])
     assert row is not None
     return row
 
@@ -215,8 +216,7 @@ def test_window_runs_exactly_its_events_while_live_ticks_continue(
     row = backfill_row(db)
     assert (row.state, row.progress) == ("done", 1.0)
     assert (row.window_start, row.window_end) == (window.start, window.end)
-    with db.connect() as conn:
-        live = store.get_source(conn, "workos")
+    live = SqlReads(db).source("workos")
     assert live is not None and live.cursor == generated[-1]  # the live cursor is its own
     db.dispose()
 
@@ -351,7 +351,7 @@ def test_sigkilled_backfill_restarts_and_completes_without_duplicates(db_url: st
         proc.stderr.close()
         killed = backfill_row(db)
         assert killed.state == "active" and 0 < (killed.progress or 0) < 1, killed
-        shown = [s for s in status.collect(db)["sources"] if s["kind"] == "backfill"]
+        shown = [s for s in status.collect(SqlReads(db))["sources"] if s["kind"] == "backfill"]
         assert shown[0]["window"]["progress"] == killed.progress and shown[0]["state"] == "active"
         partial = runs_of(db, "a")
         assert partial < inside
@@ -365,7 +365,7 @@ def test_sigkilled_backfill_restarts_and_completes_without_duplicates(db_url: st
     assert len(counts) == len(inside) and set(counts.values()) == {1}
     row = backfill_row(db)
     assert (row.state, row.progress) == ("done", 1.0)
-    rendered = status.render(status.collect(db))
+    rendered = status.render(status.collect(SqlReads(db)))
     assert "100%, workflow a" in rendered and "[backfill, done]" in rendered
     db.dispose()
 

@@ -21,9 +21,12 @@ from connectors import workos
 from simulators.workos import WorkOSSimulator
 from syncd.errors import ConfigError
 from syncd.ops.app import App
-from syncd.ops.health import HealthServer, Monitor, SourceState, judge, render_metrics
+from syncd.ops.health import SourceState, judge
 from syncd.ops.health import check as health_check
+from syncd.ops.http import HealthServer, Monitor
+from syncd.ops.metrics import render_metrics
 from syncd.settings import Settings
+from syncd.store.reads import SqlReads
 from syncd.store.tables import ticks
 from syncd.workflows import Registry
 from tests.conftest import WORKOS_KEY, workos_env
@@ -89,7 +92,7 @@ def sim() -> Iterator[WorkOSSimulator]:
 
 
 def serve(app: App, clock: Clock | None = None) -> HealthServer:
-    monitor = Monitor(app.db, [c.key for c in app.connectors], interval=INTERVAL, now=clock)
+    monitor = Monitor(SqlReads(app.db), [c.key for c in app.connectors], interval=INTERVAL, now=clock)
     server = HealthServer(monitor, host="127.0.0.1", port=0)
     server.start()
     return server
@@ -150,7 +153,7 @@ def test_healthz_is_503_at_once_when_the_first_tick_fails(sqlite_url: str, sim: 
 
 def test_healthz_reports_an_unreachable_database_without_its_url(tmp_path: Path) -> None:
     db = sa.create_engine(f"sqlite:///{tmp_path / 'missing' / 'nope.db'}")
-    server = HealthServer(Monitor(db, ["workos"], interval=INTERVAL), host="127.0.0.1", port=0)
+    server = HealthServer(Monitor(SqlReads(db), ["workos"], interval=INTERVAL), host="127.0.0.1", port=0)
     with server:
         status, _, body = get(server.url + "/healthz")
         metrics_status, _, metrics_body = get(server.url + "/metrics")
@@ -161,10 +164,10 @@ def test_healthz_reports_an_unreachable_database_without_its_url(tmp_path: Path)
 
 def test_port_in_use_names_the_variable(sqlite_url: str) -> None:
     db = sa.create_engine(sqlite_url)
-    with HealthServer(Monitor(db, ["workos"], interval=INTERVAL), host="127.0.0.1", port=0) as first:
+    with HealthServer(Monitor(SqlReads(db), ["workos"], interval=INTERVAL), host="127.0.0.1", port=0) as first:
         port = int(first.url.rsplit(":", 1)[1])
         with pytest.raises(ConfigError, match="SYNCD_HTTP_PORT"):
-            HealthServer(Monitor(db, ["workos"], interval=INTERVAL), host="127.0.0.1", port=port).start()
+            HealthServer(Monitor(SqlReads(db), ["workos"], interval=INTERVAL), host="127.0.0.1", port=port).start()
     db.dispose()
 
 
@@ -262,7 +265,7 @@ def test_metrics_equal_the_database(db_url: str, sim: WorkOSSimulator, make_app:
 
 
 def test_metrics_text_format_escapes_labels() -> None:
-    from syncd.ops.health import MetricFamily, Sample
+    from syncd.ops.metrics import MetricFamily, Sample
 
     text = render_metrics([MetricFamily("x_total", "counter", "Help with \\ and\nnewline.",
                                         (Sample((("source", 'github:o/"r"\\x'),), 3.0), Sample((), 0.25)))])

@@ -203,3 +203,32 @@ def test_env_file_typos_are_warned_with_a_hint(tmp_path: Path, lines: str, warne
 
 def test_env_file_warnings_without_a_file(tmp_path: Path) -> None:
     assert env_file_warnings(tmp_path / "missing.env") == []
+
+
+def test_typed_parts_for_the_http_endpoint_status_and_telemetry() -> None:
+    s = Settings.from_env({"SYNCD_HTTP_HOST": "127.0.0.1", "SYNCD_JAEGER_URL": "http://jaeger:16686",
+                           "OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4318/", "OTEL_SERVICE_NAME": "sync-a"})
+    assert (s.http_host, s.jaeger_url) == ("127.0.0.1", "http://jaeger:16686")
+    assert (s.telemetry.exporter, s.telemetry.endpoint) == ("otlp", "http://jaeger:4318/v1/traces")
+    assert (s.telemetry.service_name, s.telemetry.timeout) == ("sync-a", 5.0)
+    default = Settings.from_env({})
+    assert (default.http_host, default.jaeger_url, default.telemetry.exporter) == ("0.0.0.0", None, "none")
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"OTEL_TRACES_EXPORTER": "console", "OTEL_BSP_MAX_QUEUE_SIZE": "0"})
+    assert info.value.variable == "OTEL_BSP_MAX_QUEUE_SIZE"
+
+
+def test_integrations_are_read_once_and_never_show_their_secrets() -> None:
+    s = Settings.from_env({"SYNCD_INTEGRATION_MY_CRM_URL": " https://crm.example/api ",
+                           "SYNCD_INTEGRATION_MY_CRM_TOKEN": KEY, "SYNCD_INTEGRATION_ORPHAN_TOKEN": KEY,
+                           "SYNCD_SLACK_WEBHOOK_URL": f"https://hooks.slack.com/services/{KEY}",
+                           "SYNCD_SMTP_URL": f"smtp://mail:{PASSWORD}@smtp.example:587"})
+    crm = s.integrations.http_integration("my-crm")  # ctx.http("my-crm")
+    assert crm.url == "https://crm.example/api" and crm.token is not None and crm.token.reveal() == KEY
+    assert set(s.integrations.http) == {"MY_CRM"}  # a token without a URL is no integration
+    assert s.integrations.smtp_from == "syncd@localhost"
+    with pytest.raises(ConfigError) as info:
+        s.integrations.http_integration("intercom")
+    assert info.value.variable == "SYNCD_INTEGRATION_INTERCOM_URL"
+    for shown in (repr(s), repr(s.integrations)):
+        assert KEY not in shown and PASSWORD not in shown

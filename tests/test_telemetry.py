@@ -29,7 +29,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from simulators.workos import Faults, WorkOSSimulator
 from syncd.errors import ConfigError
 from syncd.logs import JsonFormatter, TextFormatter, redact, setup_logging
-from syncd.telemetry import DropOrphanClientSpans, export_timeout, exporter_name, setup_telemetry, traces_endpoint
+from syncd.settings import TelemetrySettings, export_timeout, exporter_name, traces_endpoint
+from syncd.telemetry import DropOrphanClientSpans, setup_telemetry
 from tests.otlp_receiver import OTLPReceiver, ReceivedSpan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -361,7 +362,8 @@ def test_export_timeout_in_seconds_or_the_specs_milliseconds(raw: str | None, se
 def test_a_bad_span_queue_size_names_its_variable() -> None:
     # raised before any tracer provider is installed: the process is left as it was
     with pytest.raises(ConfigError, match="OTEL_BSP_MAX_QUEUE_SIZE"):
-        setup_telemetry({"OTEL_TRACES_EXPORTER": "console", "OTEL_BSP_MAX_QUEUE_SIZE": "lots"}, instrument=False)
+        setup_telemetry(TelemetrySettings.from_env({"OTEL_TRACES_EXPORTER": "console",
+                                                     "OTEL_BSP_MAX_QUEUE_SIZE": "lots"}), instrument=False)
 
 
 def test_orphan_client_spans_are_dropped_and_nested_ones_kept() -> None:

@@ -4,30 +4,18 @@
 from __future__ import annotations
 
 import argparse
-import functools
-import json
-import logging
 import os
 import sys
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from syncd.cli.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, dispatch, simulate
 from syncd.errors import ConfigError, SyncdError
 from syncd.settings import Settings, env_file_warnings
 
-if TYPE_CHECKING:
-    from syncd.ops.app import App
-    from syncd.ops.health import HealthServer
-
-log = logging.getLogger("syncd.cli")
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-#: From SIGTERM to exit (the container's grace period is longer): ticks finish, then spans are flushed.
-STOP_BUDGET_SECONDS = 9.0
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "entrypoint", "load_environment", "main", "parser"]
 
 
 def load_environment(env_file: str | None, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -106,192 +94,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         lines = str(orig).strip().splitlines() or [type(orig).__name__]
         print(f"syncd: database error: {lines[0]}", file=sys.stderr)
         return EXIT_FAILED
-
-
-def dispatch(args: argparse.Namespace, settings: Settings) -> int:
-    if args.command == "migrate":
-        return cmd_migrate(settings)
-    if args.command == "status":
-        return cmd_status(settings, as_json=args.json)
-    if args.command == "check":
-        return cmd_check(settings)
-    if args.command == "replay":
-        return cmd_replay(settings, args)
-    if args.command == "once":
-        return cmd_once(settings)
-    if args.command == "sql-notify":
-        from connectors.sql.notify import command
-
-        print(command(settings.environ, args.action, args.tables, args.url))
-        return EXIT_OK
-    if args.command == "backfill":
-        from syncd.ops.backfill import run_command
-
-        return run_command(settings, start=args.start, end=args.end, source=args.source,
-                           workflow=args.workflow)
-    if args.command == "run":
-        return cmd_run(settings)
-    if args.command == "demo":
-        from syncd.ops.demo import run_demo
-
-        return run_demo(settings, events=args.events, live_seconds=args.live, seed=args.seed,
-                        examples=args.examples)
-    raise AssertionError(args.command)
-
-
-def cmd_migrate(settings: Settings) -> int:
-    from syncd.store.db import create_engine
-    from syncd.store.schema import current_revision, migrate
-
-    db = create_engine(settings.database_url)
-    try:
-        migrate(db)
-        print(f"database at revision {current_revision(db)}")
-    finally:
-        db.dispose()
-    return EXIT_OK
-
-
-def cmd_status(settings: Settings, *, as_json: bool) -> int:
-    from syncd.ops import status
-    from syncd.store.db import create_engine
-    from syncd.store.schema import migrate
-
-    db = create_engine(settings.database_url)
-    try:
-        migrate(db)
-        report = status.collect(db, jaeger_url=settings.environ.get("SYNCD_JAEGER_URL"))
-    finally:
-        db.dispose()
-    print(json.dumps(report, indent=2) if as_json else status.render(report))
-    return EXIT_OK
-
-
-def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
-    from syncd.ops.app import App
-    from syncd.ops.replay import Selection, render, replay_dead
-    from syncd.telemetry import setup_telemetry
-
-    if not (args.all or args.workflow or args.source or args.event_id):
-        print("syncd replay: choose --all, --workflow W, --source S or --event ID", file=sys.stderr)
-        return EXIT_USAGE
-    telemetry = setup_telemetry(settings.environ)
-    app = App.build(settings, require_sources=False)
-    try:
-        report = replay_dead(app.engine, Selection(workflow=args.workflow, source=args.source,
-                                                   event_id=args.event_id))
-    finally:
-        app.close()
-        telemetry.shutdown()
-    print(render(report))
-    return EXIT_OK if report.ok else EXIT_FAILED
-
-
-def cmd_check(settings: Settings) -> int:
-    from syncd.ops.health import check
-
-    report = check(settings)
-    print(report.text(), end="")
-    return EXIT_OK if report.healthy else EXIT_FAILED
-
-
-def cmd_once(settings: Settings) -> int:
-    from syncd.ops.app import App
-    from syncd.ops.backfill import drive_settings_windows
-    from syncd.ops.backfill import report as backfill_report
-    from syncd.telemetry import setup_telemetry
-
-    telemetry = setup_telemetry(settings.environ)
-    app = App.build(settings)
-    try:
-        results = app.tick_all()
-        windows = drive_settings_windows(app)  # EVENTS_RANGE_START/END: that window, to done
-    finally:
-        app.close()
-        telemetry.shutdown()
-    failed = False
-    for r in results:
-        state = "ok" if r.ok else "FAILED"
-        extra = f" ({r.skipped_reason})" if r.skipped_reason else ""
-        print(f"{r.source}: {state}{extra} — {r.pages} pages, {r.events} events ({r.new_events} new), "
-              f"{r.runs_ok} runs ok, {r.runs_failed} failed" + (f"; error: {r.error}" if r.error else ""))
-        failed = failed or not r.ok
-    if windows and backfill_report(windows, out=sys.stdout) != EXIT_OK:
-        failed = True
-    return EXIT_FAILED if failed else EXIT_OK
-
-
-def cmd_run(settings: Settings) -> int:
-    from syncd.ops.app import App
-    from syncd.ops.backfill import window_jobs
-    from syncd.ops.scheduler import Daemon, install_signal_handlers
-    from syncd.telemetry import setup_telemetry
-
-    telemetry = setup_telemetry(settings.environ)
-    app = App.build(settings)
-    install_signal_handlers(app.stop)
-    jobs: list[tuple[str, Callable[[], object]]] = [(c.key, functools.partial(app.tick, c))
-                                                    for c in app.connectors]
-    jobs += [(job.key, job) for job in window_jobs(app)]  # EVENTS_RANGE_*: one job per window
-    daemon = Daemon(jobs, interval=settings.interval_seconds, stop=app.stop)
-    log.info("syncd running: sources %s, workflows %s", ", ".join(c.key for c in app.connectors),
-             ", ".join(sorted(w.name for w in app.registry.all())))
-    health = start_health_server(settings, app)
-    daemon.start()
-    from connectors.sql.notify import start_listeners
-
-    listeners = start_listeners(app.connectors, daemon.scheduler)  # PostgreSQL tables: NOTIFY wakes a job
-    stopping = time.monotonic()
-    try:
-        while not app.stop.wait(0.5):
-            pass
-        stopping = time.monotonic()
-        daemon.wait()
-    finally:
-        for listener in listeners:
-            listener.stop(timeout=1.0)
-        if health is not None:
-            health.stop()
-        # Whatever is left of the SIGTERM budget, at most OTEL_EXPORTER_OTLP_TIMEOUT, even if Jaeger is down.
-        left = STOP_BUDGET_SECONDS - (time.monotonic() - stopping)
-        telemetry.shutdown(timeout=max(0.5, min(telemetry.timeout, left)))
-    log.info("stopped")
-    if not daemon.idle:
-        logging.shutdown()
-        os._exit(EXIT_OK)  # a tick is stuck in I/O; its transaction was never committed, so nothing is lost
-    app.close()
-    return EXIT_OK
-
-
-def start_health_server(settings: Settings, app: App) -> HealthServer | None:
-    """/healthz and /metrics on SYNCD_HTTP_HOST:SYNCD_HTTP_PORT (None when the port is 0)."""
-    from datetime import UTC, datetime
-
-    from syncd.ops.health import HealthServer, Monitor
-    from syncd.settings import get_str
-
-    if settings.http_port == 0:
-        return None
-    monitor = Monitor(app.db, [c.key for c in app.connectors], interval=settings.interval_seconds,
-                      now=app.engine.clock.now, started_at=datetime.now(UTC))
-    server = HealthServer(monitor, host=get_str(settings.environ, "SYNCD_HTTP_HOST", "0.0.0.0") or "0.0.0.0",
-                          port=settings.http_port)
-    try:
-        server.start()
-    except ConfigError:
-        app.close()
-        raise
-    return server
-
-
-def simulate(provider: str, argv: Sequence[str]) -> int:
-    if provider == "workos":
-        from simulators.workos import main as sim_main
-    elif provider == "github":
-        from simulators.github import main as sim_main
-    else:
-        from simulators.sink import main as sim_main
-    return int(sim_main(list(argv)) or 0)
 
 
 #: Container allocations between two young-generation collections (Python's default is 700).

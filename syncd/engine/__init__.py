@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from syncd import store
 from syncd.contracts import Clock, Connector, Event, Page, SystemClock, Window
 from syncd.errors import CursorStuckError, FatalError, LeaseLostError, RetryableError
-from syncd.settings import PREFETCH_PAGES
+from syncd.settings import PREFETCH_PAGES, Integrations
 from syncd.store.db import reading
 from syncd.workflows import BatchContext, Context, Registry, Workflow
 from syncd.workflows.steps import Checkpoint, Interrupt, RunKey, Sleep, StepRuntime, store_results
@@ -94,9 +94,9 @@ class SyncEngine:
     def __init__(self, db: Engine, registry: Registry, *, clock: Clock | None = None, replica_id: str | None = None,
                  lease_seconds: float = 180, max_attempts: int = 5, stop: threading.Event | None = None,
                  max_pages: int | None = None, on_page: Callable[[Target, Page], None] | None = None,
-                 environ: Mapping[str, str] | None = None, prefetch_pages: int = PREFETCH_PAGES) -> None:
+                 integrations: Integrations | None = None, prefetch_pages: int = PREFETCH_PAGES) -> None:
         self.db = db
-        self.environ = environ if environ is not None else {}  # for workflows' outbound integrations
+        self.integrations = integrations if integrations is not None else Integrations()  # workflows' only settings
         self.registry = registry
         self.clock = clock or SystemClock()
         self.replica_id = replica_id or default_replica_id()
@@ -389,7 +389,7 @@ class SyncEngine:
                                 defer_new=defer_steps)
             interrupt: Interrupt | None = None
             ctx = Context(db=scope.session, event=event, workflow=wf, span=span, attempt=attempt, steps=steps,
-                          environ=self.environ, connection=conn)
+                          integrations=self.integrations, connection=conn)
             try:
                 wf(event, ctx)
                 scope.commit()  # the page's transaction commits later

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
-from syncd.contracts import Clock, Connector, Provider
+from syncd.contracts import Clock, Connector, Provider, Reads
 from syncd.engine import SyncEngine, Target, TickResult
 from syncd.errors import ConfigError
 from syncd.settings import Settings
 from syncd.store.db import create_engine
+from syncd.store.reads import SqlReads
 from syncd.store.schema import migrate
 from syncd.workflows import Registry, default_registry, load_modules
 
@@ -88,8 +89,13 @@ class App:
         engine = SyncEngine(db, full_registry, clock=clock, replica_id=settings.replica_id,
                             prefetch_pages=settings.prefetch_pages,
                             lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts, stop=stop,
-                            environ=settings.environ)
+                            integrations=settings.integrations)
         return cls(settings=settings, db=db, registry=full_registry, connectors=connectors, engine=engine, stop=stop)
+
+    @property
+    def reads(self) -> Reads:
+        """What syncd's tables say (status, health, metrics, progress), read outside the write lock."""
+        return SqlReads(self.db)
 
     def tick(self, connector: Connector | Target) -> TickResult:
         from opentelemetry import trace

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 
 from syncd.engine import TickResult
 from syncd.ops.app import App
 from syncd.settings import Settings, safe_url
 from syncd.store.db import reading
-from syncd.store.tables import events as ledger
-from syncd.store.tables import runs
 
 DEMO_DB = "sqlite:///syncd-demo.db"
 DEMO_WORKOS_KEY = "sk_test_demo_simulator"
@@ -106,28 +104,31 @@ def _print_ticks(results: list[TickResult], live: bool = False) -> None:
 def _summary(app: App, seconds: float) -> None:
     from connectors.github.tables import issues
     from connectors.workos.tables import memberships, organizations, users
+    from syncd.ops.status import short
 
-    with reading(app.db) as conn:
-        by_type = conn.execute(sa.select(ledger.c.type, sa.func.count()).group_by(ledger.c.type)
-                               .order_by(sa.func.count().desc())).all()
-        total = sum(n for _, n in by_type)
-        print(f"\nEvents by type ({total} in the ledger):")
-        for event_type, n in by_type:
-            print(f"  {event_type:<40} {n:>7}")
-        print("\nRows per mirror table:")
-        tables = [users, organizations, memberships]
-        tables.append(issues)
-        for table in tables:
-            count = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
-            print(f"  {table.name:<40} {count:>7}")
-        statuses = {str(status): int(n) for status, n in
-                    conn.execute(sa.select(runs.c.status, sa.func.count()).group_by(runs.c.status))}
-        print(f"\nWorkflow runs: {statuses.get('succeeded', 0)} succeeded, {statuses.get('failed', 0)} failed, "
-              f"{statuses.get('dead', 0)} dead")
-        from syncd import store
-        from syncd.ops.status import short
-
-        print("Cursors:")
-        for row in store.all_sources(conn):
-            print(f"  {row.key:<20} {short(row.cursor) if row.cursor else '(start)'}")
+    with app.reads.snapshot() as reads:
+        by_type = reads.event_counts_by_type()
+        run_counts = reads.run_counts()
+        cursors = reads.sources()
+    print(f"\nEvents by type ({sum(n for _, n in by_type)} in the ledger):")
+    for event_type, n in by_type:
+        print(f"  {event_type:<40} {n:>7}")
+    print("\nRows per mirror table:")
+    for name, count in _row_counts(app.db, [users, organizations, memberships, issues]):
+        print(f"  {name:<40} {count:>7}")
+    statuses: dict[str, int] = {}
+    for (_, status), n in run_counts.items():
+        statuses[status] = statuses.get(status, 0) + n
+    print(f"\nWorkflow runs: {statuses.get('succeeded', 0)} succeeded, {statuses.get('failed', 0)} failed, "
+          f"{statuses.get('dead', 0)} dead")
+    print("Cursors:")
+    for row in cursors:
+        print(f"  {row.key:<20} {short(row.cursor) if row.cursor else '(start)'}")
     print(f"\nDone in {seconds:.1f}s. Inspect with: DATABASE_URL={app.settings.database_url} syncd status")
+
+
+def _row_counts(db: Engine, tables: Sequence[sa.Table]) -> list[tuple[str, int]]:
+    """Rows in each of the user's mirror tables (their data, not syncd's state)."""
+    with reading(db) as conn:
+        return [(table.name, int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()))
+                for table in tables]

@@ -5,67 +5,56 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from syncd.contracts import FailedRun, Reads, TickRow
+from syncd.store import SourceRow
 
-from syncd import store
-from syncd.store.db import reading
-from syncd.store.tables import events, runs, ticks
+RUN_STATES = ("succeeded", "failed", "dead", "sleeping")
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def collect(db: Engine, *, run_limit: int = 20, jaeger_url: str | None = None) -> dict[str, Any]:
-    with reading(db) as conn:
-        run_counts: dict[tuple[str, str], int] = {
-            (r.stream, r.status): int(r.n)
-            for r in conn.execute(sa.select(runs.c.stream, runs.c.status, sa.func.count().label("n"))
-                                  .group_by(runs.c.stream, runs.c.status))
-        }
-        out_sources = []
-        for row in store.all_sources(conn):
-            last_tick = conn.execute(
-                sa.select(ticks.c.started_at, ticks.c.ok, ticks.c.error, ticks.c.lag_seconds)
-                .where(ticks.c.source == row.key).order_by(ticks.c.id.desc()).limit(1)
-            ).first()
-            stream = row.source
-            item: dict[str, Any] = {
-                "key": row.key, "source": row.source, "kind": row.kind, "state": row.state, "cursor": row.cursor,
-                "events_processed": row.events_seen, "last_success_at": _iso(row.last_success_at),
-                "last_error": row.last_error, "last_error_at": _iso(row.last_error_at),
-                "paused_until": _iso(row.paused_until), "pause_reason": row.pause_reason,
-                "lease_owner": row.lease_owner, "lease_expires_at": _iso(row.lease_expires_at),
-                "meta": row.meta or {},
-                "last_tick": None if last_tick is None else {
-                    "at": _iso(last_tick.started_at), "ok": last_tick.ok, "error": last_tick.error,
-                    "lag_seconds": last_tick.lag_seconds},
-            }
-            if row.kind == "live":
-                item["runs"] = {s: run_counts.get((stream, s), 0) for s in ("succeeded", "failed", "dead", "sleeping")}
-            else:
-                item["window"] = {"start": _iso(row.window_start), "end": _iso(row.window_end),
-                                  "workflow": row.window_workflow, "progress": row.progress}
-            out_sources.append(item)
-        problem_runs = [
-            {"workflow": r.workflow, "stream": r.stream, "event_id": r.event_id, "status": r.status,
-             "attempts": r.attempts, "next_attempt_at": _iso(r.next_attempt_at), "error": r.last_error,
-             "trace_id": r.trace_id, "event_type": r.type,
-             "trace_url": f"{jaeger_url.rstrip('/')}/trace/{r.trace_id}" if jaeger_url and r.trace_id else None}
-            for r in conn.execute(
-                sa.select(runs, events.c.type)
-                .join(events, sa.and_(events.c.stream == runs.c.stream, events.c.event_id == runs.c.event_id),
-                      isouter=True)
-                .where(runs.c.status.in_(("failed", "dead")))
-                .order_by(runs.c.status.desc(), runs.c.finished_at.desc()).limit(run_limit))
-        ]
-        totals = {
-            "events": conn.execute(sa.select(sa.func.count()).select_from(events)).scalar_one(),
-            "runs": {s: sum(n for (_, st), n in run_counts.items() if st == s)
-                     for s in ("succeeded", "failed", "dead", "sleeping")},
-        }
-    return {"sources": out_sources, "problem_runs": problem_runs, "totals": totals}
+def collect(reads: Reads, *, run_limit: int = 20, jaeger_url: str | None = None) -> dict[str, Any]:
+    """The report ``syncd status --json`` prints: every cursor, the failed and dead runs, totals."""
+    with reads.snapshot() as snap:
+        run_counts = snap.run_counts()
+        rows = [(row, snap.last_tick(row.key)) for row in snap.sources()]
+        failures = snap.recent_failures(run_limit)
+        events = snap.event_count()
+    return {
+        "sources": [_source(row, last_tick, run_counts) for row, last_tick in rows],
+        "problem_runs": [_problem_run(run, jaeger_url) for run in failures],
+        "totals": {"events": events,
+                   "runs": {s: sum(n for (_, st), n in run_counts.items() if st == s) for s in RUN_STATES}},
+    }
+
+
+def _source(row: SourceRow, last_tick: TickRow | None, run_counts: dict[tuple[str, str], int]) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "key": row.key, "source": row.source, "kind": row.kind, "state": row.state, "cursor": row.cursor,
+        "events_processed": row.events_seen, "last_success_at": _iso(row.last_success_at),
+        "last_error": row.last_error, "last_error_at": _iso(row.last_error_at),
+        "paused_until": _iso(row.paused_until), "pause_reason": row.pause_reason,
+        "lease_owner": row.lease_owner, "lease_expires_at": _iso(row.lease_expires_at),
+        "meta": row.meta or {},
+        "last_tick": None if last_tick is None else {
+            "at": _iso(last_tick.started_at), "ok": last_tick.ok, "error": last_tick.error,
+            "lag_seconds": last_tick.lag_seconds},
+    }
+    if row.kind == "live":
+        item["runs"] = {s: run_counts.get((row.source, s), 0) for s in RUN_STATES}
+    else:
+        item["window"] = {"start": _iso(row.window_start), "end": _iso(row.window_end),
+                          "workflow": row.window_workflow, "progress": row.progress}
+    return item
+
+
+def _problem_run(run: FailedRun, jaeger_url: str | None) -> dict[str, Any]:
+    trace_url = f"{jaeger_url.rstrip('/')}/trace/{run.trace_id}" if jaeger_url and run.trace_id else None
+    return {"workflow": run.workflow, "stream": run.stream, "event_id": run.event_id, "status": run.status,
+            "attempts": run.attempts, "next_attempt_at": _iso(run.next_attempt_at), "error": run.error,
+            "trace_id": run.trace_id, "event_type": run.event_type, "trace_url": trace_url}
 
 
 def short(text: str, limit: int = 96) -> str:

@@ -20,7 +20,7 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from syncd.contracts import Event
 from syncd.errors import ConfigError
+from syncd.settings import Integrations
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -85,10 +86,12 @@ class Context:
     ``logger``: a logger whose records carry the event, workflow and trace ids.
     ``span``: the ``workflow.run`` span, for attributes of your own.
     ``attempt``: 1 on the first try.
+    ``integrations``: the outbound integrations configured (``syncd.settings.Integrations``; secrets
+    wrapped). A workflow gets these, never the environment.
     """
 
     def __init__(self, *, db: Session | Callable[[], Session], event: Event, workflow: Workflow, span: Span,
-                 attempt: int = 1, steps: StepRuntime | None = None, environ: Mapping[str, str] | None = None,
+                 attempt: int = 1, steps: StepRuntime | None = None, integrations: Integrations | None = None,
                  connection: Connection | None = None) -> None:
         self._db = db
         self.connection = connection
@@ -97,7 +100,7 @@ class Context:
         self.span = span
         self.attempt = attempt
         self._steps = steps
-        self._environ = environ if environ is not None else {}
+        self.integrations = integrations if integrations is not None else Integrations()
         self._clients: dict[str, Any] = {}
         self.logger = logging.LoggerAdapter(
             logging.getLogger(f"syncd.workflow.{workflow.name}"),
@@ -145,7 +148,7 @@ class Context:
 
         client = self._clients.get(integration)
         if client is None:
-            client = self._clients[integration] = integration_client(integration, self._environ, self.steps.key)
+            client = self._clients[integration] = integration_client(integration, self.integrations, self.steps.key)
         return client
 
     def close(self) -> None:
@@ -165,10 +168,6 @@ class Context:
         from syncd.workflows.integrations import send_email_step
 
         return send_email_step(self, to=to, subject=subject, body=body, name=name)
-
-    @property
-    def environ(self) -> Mapping[str, str]:
-        return self._environ
 
 
 class BatchContext:

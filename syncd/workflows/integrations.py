@@ -1,18 +1,19 @@
 """Outbound integrations for workflows: ``ctx.http(name)``, ``ctx.slack.send_message``, ``ctx.send_email``.
 
-Configured by environment, secrets never logged:
-``SYNCD_INTEGRATION_<NAME>_URL`` / ``SYNCD_INTEGRATION_<NAME>_TOKEN`` (Bearer), ``SYNCD_SLACK_WEBHOOK_URL``,
-``SYNCD_SMTP_URL`` (``smtp://user:pass@host:587`` uses STARTTLS; ``smtps://`` implicit TLS) and
-``SYNCD_SMTP_FROM``. Every call carries a key derived from the run and the step (``Idempotency-Key``
-header, or the email's ``Message-ID``), so a receiver can drop the repeat of a call whose result syncd
-could not record before a crash.
+Configured by environment, read once into ``syncd.settings.Integrations`` (the only part of the
+settings a workflow gets), secrets never logged: ``SYNCD_INTEGRATION_<NAME>_URL`` /
+``SYNCD_INTEGRATION_<NAME>_TOKEN`` (Bearer), ``SYNCD_SLACK_WEBHOOK_URL``, ``SYNCD_SMTP_URL``
+(``smtp://user:pass@host:587`` uses STARTTLS; ``smtps://`` implicit TLS) and ``SYNCD_SMTP_FROM``.
+
+Every call carries a key derived from the run and the step (``Idempotency-Key`` header, or the email's
+``Message-ID``), so a receiver can drop the repeat of a call whose result syncd could not record before
+a crash.
 """
 
 from __future__ import annotations
 
 import smtplib
 import ssl
-from collections.abc import Mapping
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -20,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from syncd.errors import ConfigError
+from syncd.settings import Integrations
 from syncd.workflows.steps import RunKey, current_step
 
 if TYPE_CHECKING:
@@ -28,20 +30,14 @@ if TYPE_CHECKING:
 TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 
 
-def _var(name: str) -> str:
-    return f"SYNCD_INTEGRATION_{name.upper().replace('-', '_')}"
-
-
-def integration_client(name: str, environ: Mapping[str, str], key: RunKey) -> httpx.Client:
-    """An httpx client for one integration. Responses ≥ 400 raise, so the step's retries apply."""
-    url = (environ.get(f"{_var(name)}_URL") or "").strip()
-    if not url:
-        raise ConfigError(f"{_var(name)}_URL", f"is not set (the URL of the {name!r} integration)")
+def integration_client(name: str, integrations: Integrations, key: RunKey) -> httpx.Client:
+    """An httpx client for one integration. Responses ≥ 400 raise, so the step's retries apply.
+    ConfigError naming ``SYNCD_INTEGRATION_<NAME>_URL`` when it is not set."""
+    integration = integrations.http_integration(name)
     headers = {"User-Agent": "syncd/0.1"}
-    token = (environ.get(f"{_var(name)}_TOKEN") or "").strip()
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    return httpx.Client(base_url=url, headers=headers, timeout=TIMEOUT,
+    if integration.token:
+        headers["Authorization"] = f"Bearer {integration.token.reveal()}"
+    return httpx.Client(base_url=integration.url, headers=headers, timeout=TIMEOUT,
                         event_hooks={"request": [_idempotency(key)], "response": [_raise_for_status]})
 
 
@@ -75,26 +71,26 @@ class Slack:
 
     def post(self, *, text: str, channel: str | None = None) -> dict[str, Any]:
         """The bare call, for use inside a step of your own (e.g. one branch of ``ctx.parallel``)."""
-        url = (self._ctx.environ.get("SYNCD_SLACK_WEBHOOK_URL") or "").strip()
-        if not url:
+        webhook = self._ctx.integrations.slack_webhook_url
+        if not webhook:
             raise ConfigError("SYNCD_SLACK_WEBHOOK_URL", "is not set (a Slack incoming-webhook URL)")
         payload: dict[str, Any] = {"text": text}
         if channel:
             payload["channel"] = channel
         hooks = {"request": [_idempotency(self._ctx.steps.key)], "response": [_raise_for_status]}
         with httpx.Client(timeout=TIMEOUT, event_hooks=hooks) as client:
-            response = client.post(url, json=payload)
+            response = client.post(webhook.reveal(), json=payload)
         return {"status": response.status_code}
 
 
 def send_email_step(ctx: Context, *, to: str, subject: str, body: str, name: str | None = None,
                     retries: int = 3) -> Any:
-    smtp_url = (ctx.environ.get("SYNCD_SMTP_URL") or "").strip()
-    if not smtp_url:
+    smtp = ctx.integrations.smtp_url
+    if not smtp:
         raise ConfigError("SYNCD_SMTP_URL", "is not set (e.g. smtp://user:pass@smtp.example.com:587)")
     runtime = ctx.steps
     step_name = name or runtime.auto_name("email")
-    sender = (ctx.environ.get("SYNCD_SMTP_FROM") or "syncd@localhost").strip()
+    sender = ctx.integrations.smtp_from
     message_id = f"<{runtime.key.idempotency_key(step_name)}@syncd>"
 
     def send() -> dict[str, Any]:
@@ -102,7 +98,7 @@ def send_email_step(ctx: Context, *, to: str, subject: str, body: str, name: str
         message["From"], message["To"], message["Subject"] = sender, to, subject
         message["Message-ID"] = message_id
         message.set_content(body)
-        send_smtp(smtp_url, message)
+        send_smtp(smtp.reveal(), message)
         return {"message_id": message_id, "to": to}
 
     return runtime.step(step_name, send, retries=retries)

@@ -1,0 +1,82 @@
+"""``syncd run``: the daemon's life, from start-up to a graceful stop.
+
+Signals only set the stop event (``scheduler.install_signal_handlers``); the scheduler stops starting
+ticks, the ticks in hand commit their page, then the health endpoint stops and spans are flushed.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from syncd.errors import ConfigError
+from syncd.ops.app import App
+from syncd.ops.backfill import window_jobs
+from syncd.ops.http import HealthServer, Monitor
+from syncd.ops.scheduler import Daemon, install_signal_handlers
+from syncd.settings import Settings
+from syncd.telemetry import setup_telemetry
+
+log = logging.getLogger("syncd.daemon")
+
+#: From SIGTERM to exit (the container's grace period is longer): ticks finish, then spans are flushed.
+STOP_BUDGET_SECONDS = 9.0
+
+
+def run_daemon(settings: Settings) -> None:
+    """``syncd run``: tick every source (and ``EVENTS_RANGE_*`` window) every interval, serve /healthz and
+    /metrics, until SIGTERM or SIGINT; then finish the pages in hand and flush spans within
+    ``STOP_BUDGET_SECONDS``. Raises ConfigError before anything runs when a setting is bad.
+    """
+    telemetry = setup_telemetry(settings.telemetry)
+    app = App.build(settings)
+    install_signal_handlers(app.stop)
+    jobs: list[tuple[str, Callable[[], object]]] = [(c.key, functools.partial(app.tick, c))
+                                                    for c in app.connectors]
+    jobs += [(job.key, job) for job in window_jobs(app)]  # EVENTS_RANGE_*: one job per window
+    daemon = Daemon(jobs, interval=settings.interval_seconds, stop=app.stop)
+    log.info("syncd running: sources %s, workflows %s", ", ".join(c.key for c in app.connectors),
+             ", ".join(sorted(w.name for w in app.registry.all())))
+    health = start_health_server(settings, app)
+    daemon.start()
+    from connectors.sql.notify import start_listeners
+
+    listeners = start_listeners(app.connectors, daemon.scheduler)  # PostgreSQL tables: NOTIFY wakes a job
+    stopping = time.monotonic()
+    try:
+        while not app.stop.wait(0.5):
+            pass
+        stopping = time.monotonic()
+        daemon.wait()
+    finally:
+        for listener in listeners:
+            listener.stop(timeout=1.0)
+        if health is not None:
+            health.stop()
+        # Whatever is left of the SIGTERM budget, at most OTEL_EXPORTER_OTLP_TIMEOUT, even if Jaeger is down.
+        left = STOP_BUDGET_SECONDS - (time.monotonic() - stopping)
+        telemetry.shutdown(timeout=max(0.5, min(telemetry.timeout, left)))
+    log.info("stopped")
+    if not daemon.idle:
+        logging.shutdown()
+        os._exit(0)  # a tick is stuck in I/O; its transaction was never committed, so nothing is lost
+    app.close()
+
+
+def start_health_server(settings: Settings, app: App) -> HealthServer | None:
+    """/healthz and /metrics on SYNCD_HTTP_HOST:SYNCD_HTTP_PORT (None when the port is 0)."""
+    if settings.http_port == 0:
+        return None
+    monitor = Monitor(app.reads, [c.key for c in app.connectors], interval=settings.interval_seconds,
+                      now=app.engine.clock.now, started_at=datetime.now(UTC))
+    server = HealthServer(monitor, host=settings.http_host, port=settings.http_port)
+    try:
+        server.start()
+    except ConfigError:
+        app.close()
+        raise
+    return server

@@ -1,0 +1,113 @@
+"""``SqlReads``: the ``Reads`` contract (``syncd.contracts``) on SQLAlchemy Core.
+
+Every read goes through a ``reading()`` connection, so on SQLite it never waits for the write lock
+that a catch-up holds almost all the time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from syncd.contracts import FailedRun, TickRow, TickStats
+from syncd.store import SourceRow
+from syncd.store.db import reading
+from syncd.store.tables import events, runs, sources, ticks
+
+_SOURCE_COLUMNS = [sources.c[name] for name in SourceRow.__dataclass_fields__]
+
+
+class SqlReads:
+    """Reads of syncd's tables in ``db``. Cheap to build; holds no connection outside :meth:`snapshot`."""
+
+    def __init__(self, db: Engine, *, _conn: Connection | None = None) -> None:
+        self.db = db
+        self._conn = _conn
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[SqlReads]:
+        if self._conn is not None:
+            yield self
+            return
+        with reading(self.db) as conn:
+            yield SqlReads(self.db, _conn=conn)
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        if self._conn is not None:
+            yield self._conn
+        else:
+            with reading(self.db) as conn:
+                yield conn
+
+    def _all(self, query: Any) -> list[Any]:
+        with self._connection() as conn:
+            return list(conn.execute(query))
+
+    def source(self, key: str) -> SourceRow | None:
+        found = self.sources([key])
+        return found[0] if found else None
+
+    def sources(self, keys: Iterable[str] | None = None) -> list[SourceRow]:
+        query = sa.select(*_SOURCE_COLUMNS).order_by(sources.c.kind.desc(), sources.c.key)
+        if keys is not None:
+            wanted = list(keys)
+            if not wanted:
+                return []
+            query = query.where(sources.c.key.in_(wanted))
+        with self._connection() as conn:
+            return [SourceRow(**row) for row in conn.execute(query).mappings()]
+
+    def run_counts(self, statuses: Iterable[str] | None = None) -> dict[tuple[str, str], int]:
+        query = (sa.select(runs.c.stream, runs.c.status, sa.func.count().label("n"))
+                 .group_by(runs.c.stream, runs.c.status))
+        if statuses is not None:
+            query = query.where(runs.c.status.in_(list(statuses)))
+        return {(r.stream, r.status): int(r.n) for r in self._all(query)}
+
+    def recent_failures(self, limit: int = 20) -> list[FailedRun]:
+        query = (
+            sa.select(runs.c.workflow, runs.c.stream, runs.c.event_id, runs.c.status, runs.c.attempts,
+                      runs.c.next_attempt_at, runs.c.last_error, runs.c.trace_id, events.c.type)
+            .join(events, sa.and_(events.c.stream == runs.c.stream, events.c.event_id == runs.c.event_id),
+                  isouter=True)
+            .where(runs.c.status.in_(("failed", "dead")))
+            .order_by(runs.c.status.desc(), runs.c.finished_at.desc()).limit(limit))
+        return [FailedRun(workflow=r.workflow, stream=r.stream, event_id=r.event_id, status=r.status,
+                          attempts=r.attempts, next_attempt_at=r.next_attempt_at, error=r.last_error,
+                          trace_id=r.trace_id, event_type=r.type) for r in self._all(query)]
+
+    def event_count(self) -> int:
+        with self._connection() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(events)).scalar_one())
+
+    def event_counts_by_type(self) -> list[tuple[str, int]]:
+        query = (sa.select(events.c.type, sa.func.count()).group_by(events.c.type)
+                 .order_by(sa.func.count().desc()))
+        return [(str(event_type), int(n)) for event_type, n in self._all(query)]
+
+    def tick_stats(self) -> dict[str, TickStats]:
+        ok_case = sa.case((ticks.c.ok, 1), else_=0)
+        query = (sa.select(ticks.c.source, sa.func.count().label("n"), sa.func.sum(ok_case).label("ok"),
+                           sa.func.sum(ticks.c.pages).label("pages"),
+                           sa.func.sum(ticks.c.runs_ok).label("runs_ok"),
+                           sa.func.sum(ticks.c.runs_failed).label("runs_failed"))
+                 .group_by(ticks.c.source))
+        return {r.source: TickStats(ticks=int(r.n), ok=int(r.ok or 0), pages=int(r.pages or 0),
+                                    runs_ok=int(r.runs_ok or 0), runs_failed=int(r.runs_failed or 0))
+                for r in self._all(query)}
+
+    def last_tick(self, key: str) -> TickRow | None:
+        query = (sa.select(ticks.c.started_at, ticks.c.finished_at, ticks.c.ok, ticks.c.error,
+                           ticks.c.lag_seconds)
+                 .where(ticks.c.source == key).order_by(ticks.c.started_at.desc(), ticks.c.id.desc()).limit(1))
+        found = self._all(query)
+        if not found:
+            return None
+        r = found[0]
+        return TickRow(started_at=r.started_at, finished_at=r.finished_at, ok=bool(r.ok), error=r.error,
+                       lag_seconds=r.lag_seconds)
