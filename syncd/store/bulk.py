@@ -32,7 +32,7 @@ def one_of(column: sa.ColumnElement[Any], name: str, dialect: str) -> sa.ColumnE
     where SQLAlchemy's expanding ``IN`` rendered and SQLite prepared a new statement for each page. On
     PostgreSQL it stays an expanding ``IN``: one array parameter (``= ANY``) made psycopg's prepared
     statement switch to a generic plan, which on young tables without statistics scanned them whole
-    (bench scenario D fell from 3,026 to 1,351-3,770 events/s).
+    (bench/README.md, "Measurements behind the code").
     """
     if dialect == "postgresql":
         return column.in_(sa.bindparam(name, expanding=True))
@@ -69,7 +69,7 @@ def execute_many(conn: Connection, stmt: Any, rows: Sequence[dict[str, Any]]) ->
     On SQLite an ``INSERT … VALUES`` goes as multi-row ``VALUES`` statements of up to ``MULTI_ROWS`` rows
     (sizes are powers of two, so a handful of statement texts cover every count and stay in the driver's
     statement cache). The rows are applied in order, as an executemany would (a conflict with an
-    earlier row of the same statement sees it), and a catch-up goes about 6% faster.
+    earlier row of the same statement sees it), and a catch-up goes faster (bench/README.md).
     """
     if not rows:
         return

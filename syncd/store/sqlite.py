@@ -46,14 +46,11 @@ class WalCheckpointer:
     connection runs a PASSIVE checkpoint (it never blocks a writer and never waits for one) as soon as a
     connection that committed goes back to the pool. The file I/O runs without the GIL, beside the next
     pages' fetch, and usually ends before the next write transaction begins, which then restarts the log
-    from its beginning: the WAL file stays at a few transactions' pages (23 MB at most in a 100k catch-up,
-    where it grew to 50). When the log was small (idle ticks), the next checkpoint waits a second, so a
+    from its beginning: the WAL file stays at a few transactions' pages instead of growing. When the log was small (idle ticks), the next checkpoint waits a second, so a
     burst of small commits is not followed by as many checkpoints. If the thread falls behind, a writer
     checkpoints itself at WAL_CHECKPOINT_PAGES, as before. The thread starts on the first commit and stops
     when the engine is disposed or collected; a failure here is logged and never reaches the transaction,
-    which has committed.
-
-    200k events, 4 alternated runs: 15.8 -> 14.6 s (100k, 8 runs: 8.75 -> 7.69 s).
+    which has committed. (Its measurements: bench/README.md, "Measurements behind the code".)
     """
 
     def __init__(self, path: str) -> None:
@@ -164,9 +161,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # checkpoint after nearly every catch-up commit, which dirties thousands of scattered mirror pages.)
     cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
     # A 16 MiB page cache instead of SQLite's 2 MiB: the mirrors write randomly placed rows, and once their
-    # tables outgrow the cache every upsert read its pages back from the OS. 200k events, 3 alternated
-    # runs: 20.1 -> 17.9 s (32 MiB: no faster). It fills only as pages are used (a catch-up's peak RSS 88
-    # -> 103 MB); the connections that only read touch a few pages.
+    # tables outgrow the cache every upsert read its pages back from the OS (a larger one was no faster;
+    # bench/README.md). It fills only as pages are used; the connections that only read touch a few pages.
     cursor.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
     # Statement journals in memory: a catch-up transaction runs each batch workflow in a SAVEPOINT, and SQLite
     # copied every page it first touched inside one to a new temporary file (about 1.4 KB an event).
