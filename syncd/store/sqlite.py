@@ -46,7 +46,8 @@ class WalCheckpointer:
     connection runs a PASSIVE checkpoint (it never blocks a writer and never waits for one) as soon as a
     connection that committed goes back to the pool. The file I/O runs without the GIL, beside the next
     pages' fetch, and usually ends before the next write transaction begins, which then restarts the log
-    from its beginning: the WAL file stays at a few transactions' pages instead of growing. When the log was small (idle ticks), the next checkpoint waits a second, so a
+    from its beginning: the WAL file stays at a few transactions' pages instead of growing. When the log
+    was small (idle ticks), the next checkpoint waits a second, so a
     burst of small commits is not followed by as many checkpoints. If the thread falls behind, a writer
     checkpoints itself at WAL_CHECKPOINT_PAGES, as before. The thread starts on the first commit and stops
     when the engine is disposed or collected; a failure here is logged and never reaches the transaction,
