@@ -44,14 +44,14 @@ class WalCheckpointer:
     SQLite checkpoints in the connection that commits: a catch-up stopped every few transactions to read
     thousands of pages back from the WAL and write them into the database. Here a daemon thread with its own
     connection runs a PASSIVE checkpoint (it never blocks a writer and never waits for one) as soon as a
-    connection that committed goes back to the pool. The file I/O runs without the GIL, beside the next
-    pages' fetch, and usually ends before the next write transaction begins, which then restarts the log
-    from its beginning: the WAL file stays at a few transactions' pages instead of growing. When the log
-    was small (idle ticks), the next checkpoint waits a second, so a
-    burst of small commits is not followed by as many checkpoints. If the thread falls behind, a writer
-    checkpoints itself at WAL_CHECKPOINT_PAGES, as before. The thread starts on the first commit and stops
-    when the engine is disposed or collected; a failure here is logged and never reaches the transaction,
-    which has committed. (Its measurements: bench/README.md, "Measurements behind the code".)
+    connection that committed goes back to the pool. The file I/O runs without the GIL, beside the next pages'
+    fetch, and usually ends before the next write transaction begins, which then restarts the log from its
+    beginning: the WAL file stays at a few transactions' pages instead of growing. When the log was small (idle
+    ticks), the next checkpoint waits a second, so a burst of small commits is not followed by as many
+    checkpoints. If the thread falls behind, a writer checkpoints itself at WAL_CHECKPOINT_PAGES, as before. The
+    thread starts on the first commit and stops when the engine is disposed or collected; a failure here is
+    logged and never reaches the transaction, which has committed. (Its measurements: bench/README.md,
+    "Measurements behind the code".)
     """
 
     def __init__(self, path: str) -> None:
