@@ -270,7 +270,7 @@ def test_interrupted_backfill_resumes_from_its_cursor(sqlite_url: str, make_app:
         app = make_app(sqlite_url, registry=registry_of("a"), **sim_env(sim))
         window, inside = window_over(sim, 100, 500)
         target = Target(app.connectors[0], window)
-        crashing = SyncEngine(app.db, app.registry, max_pages=2)  # stops after two pages, as a crash would
+        crashing = SyncEngine(store.SqlStore(app.db), app.registry, max_pages=2)  # stops after two pages: a crash
         partial = crashing.sync(target)
         row = backfill_row(db)
         assert partial.ok and not partial.caught_up and row.state == "active" and 0 < (row.progress or 0) < 1

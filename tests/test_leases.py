@@ -76,7 +76,7 @@ def build() -> Iterator[Callable[..., App]]:
 
 def replica(app: App, name: str, clock: Clock, **options: object) -> SyncEngine:
     """Another replica on the same database: same workflows, its own id (and clock)."""
-    return SyncEngine(app.db, app.registry, clock=clock, replica_id=name, lease_seconds=LEASE,
+    return SyncEngine(SqlStore(app.db), app.registry, clock=clock, replica_id=name, lease_seconds=LEASE,
                       **options)  # type: ignore[arg-type]
 
 
@@ -294,7 +294,7 @@ def test_a_paused_replica_does_not_block_the_one_that_took_over(pg_url: str,
 
         b_started: list[threading.Thread] = []
         app = build(pg_url, sim, clock=FakeClock(start), registry=probe_registry(stall_on_first_event))
-        a = SyncEngine(app.db, app.registry, clock=FakeClock(start), replica_id="a", lease_seconds=a_lease)
+        a = SyncEngine(SqlStore(app.db), app.registry, clock=FakeClock(start), replica_id="a", lease_seconds=a_lease)
         began = time.monotonic()
         result = a.sync(app.connectors[0])
 
@@ -318,14 +318,14 @@ def test_a_page_slower_than_the_lease_keeps_it(pg_url: str, build: Callable[...,
             time.sleep(stall)
 
     def b_keeps_trying() -> None:
-        b = SyncEngine(app.db, app.registry, replica_id="b", lease_seconds=lease)
+        b = SyncEngine(SqlStore(app.db), app.registry, replica_id="b", lease_seconds=lease)
         while not stop.wait(0.25):
             attempts.append(b.sync(app.connectors[0]))
 
     slowed: list[str] = []
     with WorkOSSimulator(events=150, seed=5, api_key=WORKOS_KEY) as sim:
         app = build(pg_url, sim, clock=FakeClock(), registry=probe_registry(slow))
-        a = SyncEngine(app.db, app.registry, replica_id="a", lease_seconds=lease, max_pages=1)
+        a = SyncEngine(SqlStore(app.db), app.registry, replica_id="a", lease_seconds=lease, max_pages=1)
         b_thread = threading.Thread(target=b_keeps_trying)
         b_thread.start()
         try:

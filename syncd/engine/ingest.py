@@ -21,7 +21,6 @@ from datetime import datetime
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
-from sqlalchemy.engine import Engine
 
 from syncd.contracts import (
     Clock,
@@ -56,7 +55,6 @@ from syncd.engine.results import PageResult, RunTally, TickResult
 from syncd.engine.runner import MAX_RESUME_ROUNDS, Runner, tally_batch
 from syncd.engine.tracing import page_span, sync_attributes, tick_attributes, tracer
 from syncd.settings import PREFETCH_PAGES
-from syncd.store import SqlStore
 from syncd.workflows import Registry, Workflow
 
 log = logging.getLogger("syncd.engine")
@@ -80,15 +78,15 @@ class Target:
 
 
 class SyncEngine:
-    """Syncs cursors into ``store`` (an ``Engine``: the ``SqlStore`` on it), dispatching to ``registry``."""
+    """Syncs cursors into ``store`` (``syncd.store.SqlStore``), dispatching their events to ``registry``."""
 
-    def __init__(self, store: Store | Engine, registry: Registry, *, clock: Clock | None = None,
+    def __init__(self, store: Store, registry: Registry, *, clock: Clock | None = None,
                  replica_id: str | None = None, lease_seconds: float = 180, max_attempts: int = 5,
                  stop: threading.Event | None = None, max_pages: int | None = None,
                  on_page: Callable[[Target, Page], None] | None = None, environ: Mapping[str, str] | None = None,
                  prefetch_pages: int = PREFETCH_PAGES) -> None:
-        self.store: Store = SqlStore(store) if isinstance(store, Engine) else store
-        self.db = self.store.db
+        self.store = store
+        self.db = store.db  # for ``ops`` readers
         self.environ = environ if environ is not None else {}  # for workflows' outbound integrations
         self.registry = registry
         self.clock = clock or SystemClock()
