@@ -362,6 +362,7 @@ class Lease(Protocol):
     owner: str
     cursor: str | None
     lease_seconds: float
+    clock: Clock
 
     def renew(self) -> bool:
         """Push the expiry to now + ``lease_seconds`` if the lease is still ours; False if taken over."""
@@ -393,7 +394,9 @@ class Lease(Protocol):
 class Store(Protocol):
     """syncd's state: cursors and their leases, the ledger, runs and ticks.
 
-    ``db`` is the SQLAlchemy engine of the database, which workflows' own tables share.
+    ``db`` is the SQLAlchemy engine of the database, which workflows' own tables share. Every method (and
+    every method of the handles it gives out) raises the database's own errors when it cannot reach it;
+    none retries: the next tick does.
     """
 
     db: Engine
