@@ -289,14 +289,15 @@ class SyncEngine:
                 return
             now = self.clock.now()
             due = self.store.due_runs(target.connector.key, now)
-            result.add_runs(self._retry_round(lease, due, now))
             if not due:
                 return
+            self._retry_round(lease, due, now, result.add_runs)
 
-    def _retry_round(self, lease: Lease, due: Sequence[DueRun], now: datetime) -> RunTally:
+    def _retry_round(self, lease: Lease, due: Sequence[DueRun], now: datetime,
+                     committed: Callable[[RunTally], None]) -> None:
         """Run the due runs, each in its own transaction, so a durable step's result commits right after
-        the step (the window in which a crash could repeat it stays milliseconds)."""
-        tally = RunTally()
+        the step (the window in which a crash could repeat it stays milliseconds); each run's outcome goes
+        to ``committed`` once its transaction has."""
         for run in due:
             if self.stop.is_set():
                 break
@@ -308,8 +309,7 @@ class SyncEngine:
                     continue  # another cursor of this stream (a backfill) got to it first
                 record = self.runner.run(txn, wf, run.event, attempt=run.next_attempt, now=now)
                 txn.save_run(record)
-            tally += RunTally.of([record])
-        return tally
+            committed(RunTally.of([record]))
 
     # ---- bookkeeping --------------------------------------------------------------------------
 
