@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -236,9 +236,12 @@ class RunKey:
         return hashlib.sha256(raw.encode()).hexdigest()[:40]
 
 
-@dataclass(frozen=True, slots=True)
-class RunRecord:
-    """A run's state after an attempt: the row ``syncd_runs`` keeps for ``(workflow, stream, event_id)``."""
+class RunRecord(NamedTuple):
+    """A run's state after an attempt: the row ``syncd_runs`` keeps for ``(workflow, stream, event_id)``.
+
+    Immutable like the other records, but a ``NamedTuple``: one is built for every run on the ingest path,
+    at a fraction of a frozen dataclass's cost.
+    """
 
     workflow: str
     stream: str

@@ -228,8 +228,6 @@ def test_loads_reads_what_orjson_refuses() -> None:
 
 
 def test_batch_run_rows_are_the_rows_insert_runs_writes(db_url: str) -> None:
-    from dataclasses import replace
-
     from syncd.store.schema import migrate
     from syncd.store.tables import runs
 
@@ -243,8 +241,8 @@ def test_batch_run_rows_are_the_rows_insert_runs_writes(db_url: str) -> None:
     with db.connect() as conn, conn.begin():
         txn = SqlTxn(conn, "workos", None)
         txn.write_batch_runs(common, ids)
-        txn.write_batch_runs(replace(common, status=RunStatus.FAILED), ids[:10])  # kept
-        txn.write_runs([replace(common, workflow="one_by_one", event_id=i) for i in ids])
+        txn.write_batch_runs(common._replace(status=RunStatus.FAILED), ids[:10])  # kept
+        txn.write_runs([common._replace(workflow="one_by_one", event_id=i) for i in ids])
     with reading(db) as conn:
         rows = {wf: sorted(tuple(v for k, v in r._mapping.items() if k != "workflow") for r in conn.execute(
             sa.select(runs).where(runs.c.workflow == wf))) for wf in ("batched", "one_by_one")}

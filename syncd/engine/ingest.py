@@ -10,7 +10,6 @@ durable steps, woken sleeps), each in its own transaction. The store does the SQ
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -339,7 +338,7 @@ def _write_batch_runs(txn: PageTxn, template: RunRecord, events: Sequence[Event]
     for event in events:
         by_stream.setdefault(event.stream, []).append(event.id)
     for stream, event_ids in by_stream.items():  # one stream: a transaction is one target's pages
-        txn.write_batch_runs(dataclasses.replace(template, stream=stream), event_ids)
+        txn.write_batch_runs(template._replace(stream=stream), event_ids)
 
 
 def warn_slow_page(source: str, seconds: float, lease_seconds: float) -> None:
