@@ -9,7 +9,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from syncd.contracts import Event
+from syncd.contracts import Event, RunStatus
 from syncd.engine.results import TickResult
 from syncd.workflows import Workflow
 
@@ -56,7 +56,8 @@ def event_spans(wf: Workflow, events: Sequence[Event], batch: trace.SpanContext,
         run = tracer.start_span("workflow.run", context=trace.set_span_in_context(process), start_time=start_ns,
                                 links=links, attributes={
                                     "syncd.workflow": wf.name, "syncd.workflow.version": wf.version,
-                                    "syncd.attempt": 1, "syncd.batch": True, "syncd.outcome": "succeeded"})
+                                    "syncd.attempt": 1, "syncd.batch": True,
+                                    "syncd.outcome": RunStatus.SUCCEEDED.value})
         run.end(end_time=end_ns)
         process.end(end_time=end_ns)
 
