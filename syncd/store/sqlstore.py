@@ -97,8 +97,9 @@ class SqlLease:
             if not ledger.still_due(conn, due.workflow, due):
                 yield None  # another cursor of this stream (a backfill) got to it first
                 return
-            yield SqlTxn(conn, stream, self)
-            SqlTxn(conn, stream, self).advance(None, meta=None, new_events=0)  # fenced, as a page
+            txn = SqlTxn(conn, stream, self)
+            yield txn
+            txn.advance(None, meta=None, new_events=0)  # renews the lease, fenced as a page's cursor move
 
     def mark_done(self) -> None:
         with self.store.db.begin() as conn:
