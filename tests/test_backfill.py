@@ -30,7 +30,7 @@ from connectors import github, workos
 from simulators.github import GitHubSimulator
 from simulators.workos import Faults, WorkOSSimulator
 from syncd import cli, store, workflows
-from syncd.contracts import Event, Page, Window
+from syncd.contracts import Event, Page, SystemClock, Window
 from syncd.engine import SyncEngine, Target
 from syncd.errors import ConfigError
 from syncd.ops import status
@@ -270,7 +270,7 @@ def test_interrupted_backfill_resumes_from_its_cursor(sqlite_url: str, make_app:
         app = make_app(sqlite_url, registry=registry_of("a"), **sim_env(sim))
         window, inside = window_over(sim, 100, 500)
         target = Target(app.connectors[0], window)
-        crashing = SyncEngine(app.db, app.registry, max_pages=2)  # stops after two pages, as a crash would
+        crashing = SyncEngine(store.SqlStore(app.db), app.registry, max_pages=2)  # stops after two pages: a crash
         partial = crashing.sync(target)
         row = backfill_row(db)
         assert partial.ok and not partial.caught_up and row.state == "active" and 0 < (row.progress or 0) < 1
@@ -287,11 +287,9 @@ def test_a_dead_replicas_lease_is_waited_for(sqlite_url: str, make_app: Callable
         app = make_app(sqlite_url, registry=registry_of("a"), **sim_env(sim))
         window, inside = window_over(sim, 10, 190)
         target = Target(app.connectors[0], window)
-        now = datetime.now(UTC)
-        with app.db.begin() as conn:  # a replica took the window's lease and died
-            store.ensure_source(conn, target.key, source="workos", now=now, kind="backfill",
-                                window_start=window.start, window_end=window.end)
-            assert store.acquire_lease(conn, target.key, owner="dead", now=now, seconds=1.0) is not None
+        # a replica took the window's lease and died
+        lease = store.SqlStore(app.db).claim(target.spec, owner="dead", lease_seconds=1.0, clock=SystemClock())
+        assert isinstance(lease, store.SqlLease)
         started = time.monotonic()
         result = drive(window_engine(app, None), target)
     assert result.state == "done" and result.syncs >= 2 and time.monotonic() - started < 5

@@ -18,22 +18,19 @@ import sqlalchemy as sa
 
 from simulators.workos import WorkOSSimulator
 from syncd import jsoncodec
-from syncd.store.db import (
-    _DATETIME_TEXTS,
-    CACHE_KIB,
+from syncd.contracts import RunRecord, RunStatus
+from syncd.store import SqlTxn
+from syncd.store.bulk import (
     MULTI_ROWS,
-    WAL_CHECKPOINT_PAGES,
-    UTCDateTime,
     _driver_form,
     _sqlite_max_parameters,
     _upsert_statement,
-    create_engine,
     execute_many,
     insert_ignore,
-    json_type,
-    reading,
-    wal_checkpointer,
 )
+from syncd.store.connect import create_engine, reading
+from syncd.store.sqlite import CACHE_KIB, WAL_CHECKPOINT_PAGES, wal_checkpointer
+from syncd.store.types import _DATETIME_TEXTS, UTCDateTime, json_type
 from tests.test_cli import sim_env, syncd
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -231,20 +228,21 @@ def test_loads_reads_what_orjson_refuses() -> None:
 
 
 def test_batch_run_rows_are_the_rows_insert_runs_writes(db_url: str) -> None:
-    from syncd import store
     from syncd.store.schema import migrate
     from syncd.store.tables import runs
 
     db = create_engine(db_url)
     migrate(db)
-    common = {"stream": "workos", "workflow_version": "1.0.0", "status": "succeeded", "attempts": 1,
-              "next_attempt_at": None, "last_error": None, "trace_id": "ab" * 16, "duration_ms": 0.25,
-              "started_at": T0, "finished_at": T0 + timedelta(microseconds=1500)}
+    common = RunRecord(workflow="batched", stream="workos", event_id="", workflow_version="1.0.0",
+                       status=RunStatus.SUCCEEDED, attempts=1, next_attempt_at=None, last_error=None,
+                       trace_id="ab" * 16, duration_ms=0.25, started_at=T0,
+                       finished_at=T0 + timedelta(microseconds=1500))
     ids = [f"event_{i:04d}" for i in range(1500)] + ["événement ✓"]
-    with db.begin() as conn:
-        store.insert_batch_runs(conn, {**common, "workflow": "batched"}, ids)
-        store.insert_batch_runs(conn, {**common, "workflow": "batched", "status": "failed"}, ids[:10])  # kept
-        store.insert_runs(conn, [{**common, "workflow": "one_by_one", "event_id": i} for i in ids])
+    with db.connect() as conn, conn.begin():
+        txn = SqlTxn(conn, "workos", None)
+        txn.write_batch_runs(common, ids)
+        txn.write_batch_runs(common._replace(status=RunStatus.FAILED), ids[:10])  # kept
+        txn.write_runs([common._replace(workflow="one_by_one", event_id=i) for i in ids])
     with reading(db) as conn:
         rows = {wf: sorted(tuple(v for k, v in r._mapping.items() if k != "workflow") for r in conn.execute(
             sa.select(runs).where(runs.c.workflow == wf))) for wf in ("batched", "one_by_one")}

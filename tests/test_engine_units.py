@@ -13,20 +13,25 @@ import pytest
 
 from connectors import workos
 from connectors.workos.client import parse_event, status_policy
-from syncd.contracts import Event, Page, Window
+from syncd.contracts import Event, Page, RunRecord, RunStatus, Skip, SkipReason, SourceRow, Window
 from syncd.engine import (
     RUN_BACKOFF_CAP,
+    RunTally,
     check_progress,
     cursor_key,
+    interrupt_outcome,
+    last_cursor,
     run_backoff,
     run_outcome,
     unique_events,
     window_progress,
 )
+from syncd.engine.decisions import pause_of
 from syncd.errors import AuthError, ConfigError, CursorStuckError, FatalError, RetryableError
 from syncd.http import MAX_RETRY_AFTER_SECONDS, parse_retry_after
 from syncd.timefmt import iso, parse_time
 from syncd.workflows import Registry, Trigger
+from syncd.workflows.steps import Checkpoint, Interrupt, Sleep
 
 T0 = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 WEB = "github:acme/web"
@@ -93,6 +98,87 @@ def test_unique_events(ids: list[str], expected: list[str]) -> None:
 def test_run_outcome(error: str | None, attempt: int, max_attempts: int, status: str,
                      wait: timedelta | None) -> None:
     assert run_outcome(error, attempt, max_attempts, T0) == (status, None if wait is None else T0 + wait)
+
+
+WAKE = T0 + timedelta(minutes=30)
+
+
+@pytest.mark.parametrize(("interrupt", "attempt", "expected"), [
+    (Sleep("wait", WAKE, new={"wake_at": WAKE.isoformat()}), 1,
+     ({"wait": {"wake_at": WAKE.isoformat()}}, "sleeping", WAKE, None)),
+    (Sleep("wait", WAKE, new=None), 1, ({}, "sleeping", WAKE, None)),  # a sleep seen before: nothing to store
+    (Checkpoint({"send": {"value": 1}}), 1, ({"send": {"value": 1}}, "pending", T0, None)),  # go on at once
+    (Checkpoint({}), 2, ({}, "pending", T0, None)),  # deferred out of a page's transaction
+    (Checkpoint({"a": {"value": 1}}, error="step 'b' failed"), 1,
+     ({"a": {"value": 1}}, "failed", T0 + timedelta(seconds=30), "step 'b' failed")),
+    (Checkpoint({}, error="step 'b' failed"), 5, ({}, "dead", None, "step 'b' failed")),
+])
+def test_interrupt_outcome(interrupt: Interrupt, attempt: int, expected: tuple[object, ...]) -> None:
+    assert interrupt_outcome(interrupt, attempt, 5, T0) == expected
+
+
+@pytest.mark.parametrize(("exc", "expected"), [
+    (RetryableError("workos", "429", retry_after=120), (T0 + timedelta(seconds=120), "workos: 429")),
+    (RetryableError("workos", "503"), (None, None)),
+    (RetryableError("workos", "503", retry_after=0), (None, None)),
+    (FatalError("workos", "404"), (None, None)),
+    (RuntimeError("bug"), (None, None)),
+])
+def test_pause_of(exc: Exception, expected: tuple[datetime | None, str | None]) -> None:
+    assert pause_of(exc, T0) == expected
+
+
+def source_row(state: str = "active", paused_until: datetime | None = None) -> SourceRow:
+    return SourceRow(key="workos", source="workos", kind="live", state=state, cursor=None, meta=None,
+                     window_start=None, window_end=None, window_workflow=None, progress=None, lease_owner=None,
+                     lease_expires_at=None, lease_token=0, paused_until=paused_until, pause_reason="slow down",
+                     events_seen=0, last_success_at=None, last_error=None, last_error_at=None)
+
+
+@pytest.mark.parametrize(("row", "expected"), [
+    (source_row(), None),
+    (source_row("done"), Skip(SkipReason.DONE)),
+    (source_row(paused_until=T0 + timedelta(seconds=1)),
+     Skip(SkipReason.PAUSED, f"until {(T0 + timedelta(seconds=1)).isoformat()}: slow down")),
+    (source_row(paused_until=T0), None),  # a pause ends at its time
+    (source_row("done", paused_until=T0 + timedelta(hours=1)), Skip(SkipReason.DONE)),
+])
+def test_skip_decision(row: SourceRow, expected: Skip | None) -> None:
+    assert row.skip(T0) == expected
+
+
+def test_a_skip_reads_as_tick_results_always_showed_it() -> None:
+    assert str(Skip(SkipReason.LEASE_HELD)) == "lease held by another replica"
+    assert str(Skip(SkipReason.PAUSED, "until 2026-01-01T00:00:00+00:00: 429")).startswith("paused until ")
+
+
+def record(status: RunStatus, error: str | None = None, event_id: str = "e1") -> RunRecord:
+    return RunRecord("wf", "workos", event_id, "1", status, 1, None, error, None, T0, T0, 1.0)
+
+
+@pytest.mark.parametrize(("records", "expected"), [
+    ([], RunTally()),
+    ([record(RunStatus.SUCCEEDED), record(RunStatus.SUCCEEDED)], RunTally(ok=2)),
+    ([record(RunStatus.PENDING), record(RunStatus.SLEEPING)], RunTally(suspended=2)),
+    ([record(RunStatus.FAILED, "boom"), record(RunStatus.DEAD, "bad", "e2"), record(RunStatus.SUCCEEDED)],
+     RunTally(ok=1, failed=2, failed_runs=(("wf", "e1", "boom"), ("wf", "e2", "bad")))),
+    ([record(RunStatus.FAILED, "step failed")], RunTally(failed=1, failed_runs=(("wf", "e1", "step failed"),))),
+])
+def test_run_tally(records: list[RunRecord], expected: RunTally) -> None:
+    assert RunTally.of(records) == expected
+    assert RunTally.of(records) + RunTally(ok=1) == RunTally(expected.ok + 1, expected.failed, expected.suspended,
+                                                             expected.failed_runs)
+
+
+@pytest.mark.parametrize(("cursor", "nexts", "expected"), [
+    ("c0", ["c1", "c2"], "c2"),
+    ("c0", ["c1", None], "c1"),  # a page without a next cursor leaves it where it was
+    ("c0", [None], "c0"),
+    (None, [], None),
+])
+def test_last_cursor(cursor: str | None, nexts: list[str | None], expected: str | None) -> None:
+    pages = [Page(events=(), next_cursor=n, has_more=False) for n in nexts]
+    assert last_cursor(cursor, pages) == expected
 
 
 @pytest.mark.parametrize(("attempt", "expected"), [

@@ -17,10 +17,11 @@ from sqlalchemy.engine import Engine
 
 from connectors import workos
 from simulators.workos import WorkOSSimulator
-from syncd import store
-from syncd.contracts import Clock, Event, FakeClock, Page
+from syncd.contracts import Clock, CursorSpec, Event, FakeClock, Page, SourceRow
 from syncd.engine import SyncEngine, Target, TickResult
+from syncd.errors import LeaseLostError
 from syncd.ops.app import App
+from syncd.store import SqlLease, SqlStore, get_source
 from syncd.workflows import Context, Registry
 from tests.conftest import WORKOS_KEY, settings_for, workos_env
 from tests.pgserver import PostgresServer
@@ -75,7 +76,7 @@ def build() -> Iterator[Callable[..., App]]:
 
 def replica(app: App, name: str, clock: Clock, **options: object) -> SyncEngine:
     """Another replica on the same database: same workflows, its own id (and clock)."""
-    return SyncEngine(app.db, app.registry, clock=clock, replica_id=name, lease_seconds=LEASE,
+    return SyncEngine(SqlStore(app.db), app.registry, clock=clock, replica_id=name, lease_seconds=LEASE,
                       **options)  # type: ignore[arg-type]
 
 
@@ -84,9 +85,20 @@ def scalar(db: Engine, query: str) -> object:
         return conn.execute(sa.text(query)).scalar()
 
 
-def source(db: Engine, key: str = "workos") -> store.SourceRow:
+def claim(db: Engine, owner: str, clock: Clock, key: str = "workos") -> SqlLease | None:
+    """Claim the cursor ``key`` of the WorkOS source as replica ``owner`` would (its row made if new); None
+    if refused."""
+    lease = SqlStore(db).claim(CursorSpec(key, "workos"), owner=owner, lease_seconds=LEASE, clock=clock)
+    return lease if isinstance(lease, SqlLease) else None
+
+
+def at(moment: datetime) -> FakeClock:
+    return FakeClock(moment)
+
+
+def source(db: Engine, key: str = "workos") -> SourceRow:
     with db.connect() as conn:
-        row = store.get_source(conn, key)
+        row = get_source(conn, key)
     assert row is not None
     return row
 
@@ -116,28 +128,22 @@ def test_a_live_lease_is_taken_only_after_it_expires(db_url: str, build: Callabl
     clock = FakeClock()
     app = build(db_url, workos_sim, clock=clock)
     now = clock.now()
-    with app.db.begin() as conn:
-        store.ensure_source(conn, "workos", source="workos", now=now)
-        first = store.acquire_lease(conn, "workos", owner="a", now=now, seconds=LEASE)
-    with app.db.begin() as conn:
-        assert store.acquire_lease(conn, "workos", owner="b", now=now + timedelta(seconds=LEASE - 1),
-                                   seconds=LEASE) is None
-        # not even by its own owner: replicas sharing a SYNCD_REPLICA_ID would steal it from each other
-        assert store.acquire_lease(conn, "workos", owner="a", now=now, seconds=LEASE) is None
-    with app.db.begin() as conn:
-        second = store.acquire_lease(conn, "workos", owner="b", now=now + timedelta(seconds=LEASE + 1),
-                                     seconds=LEASE)
-    assert first is not None and second is not None and second > first  # the fencing token moved on
+    first = claim(app.db, "a", at(now))
+    assert claim(app.db, "b", at(now + timedelta(seconds=LEASE - 1))) is None
+    # not even by its own owner: replicas sharing a SYNCD_REPLICA_ID would steal it from each other
+    assert claim(app.db, "a", at(now)) is None
+    second = claim(app.db, "b", at(now + timedelta(seconds=LEASE + 1)))
+    assert first is not None and second is not None and second.token > first.token  # the fencing token moved on
     later = now + timedelta(seconds=LEASE + 2)
-    with app.db.begin() as conn:  # the old owner is fenced out and cannot release the new owner's lease
-        assert not store.commit_cursor(conn, "workos", token=first, owner="a", cursor="x", meta=None,
-                                       new_events=0, now=later, lease_seconds=LEASE)
-        store.release_lease(conn, "workos", token=first, now=later)
+    first.clock, second.clock = at(later), at(later)
+    # the old owner is fenced out and cannot release the new owner's lease
+    with pytest.raises(LeaseLostError), first.page("workos") as txn:
+        txn.advance("x", meta=None, new_events=0)
+    first.release()
     row = source(app.db)
-    assert (row.lease_owner, row.lease_token, row.cursor) == ("b", second, None)
-    with app.db.begin() as conn:
-        assert store.commit_cursor(conn, "workos", token=second, owner="b", cursor="y", meta=None,
-                                   new_events=0, now=later, lease_seconds=LEASE)
+    assert (row.lease_owner, row.lease_token, row.cursor) == ("b", second.token, None)
+    with second.page("workos") as txn:
+        txn.advance("y", meta=None, new_events=0)
     assert source(app.db).cursor == "y"
 
 
@@ -145,9 +151,7 @@ def test_a_second_replica_skips_a_live_lease_and_takes_over_after_expiry(
         db_url: str, build: Callable[..., App], workos_sim: WorkOSSimulator) -> None:
     clock = FakeClock()
     app = build(db_url, workos_sim, clock=clock)
-    with app.db.begin() as conn:  # replica "dead" took the lease, then vanished
-        store.ensure_source(conn, "workos", source="workos", now=clock.now())
-        assert store.acquire_lease(conn, "workos", owner="dead", now=clock.now(), seconds=LEASE) is not None
+    assert claim(app.db, "dead", clock) is not None  # replica "dead" took the lease, then vanished
     engine = replica(app, "b", clock)
 
     clock.advance(LEASE - 1)
@@ -176,10 +180,9 @@ def test_a_replica_paused_past_its_lease_commits_nothing_after_a_takeover(
         if tokens:
             return
         clock.advance(LEASE + 1)
-        with app.db.begin() as conn:
-            token = store.acquire_lease(conn, target.key, owner="b", now=clock.now(), seconds=LEASE)
-        assert token is not None
-        tokens.append(token)
+        lease = claim(app.db, "b", clock, key=target.key)
+        assert lease is not None
+        tokens.append(lease.token)
 
     a = replica(app, "a", clock, on_page=pause_and_lose_the_lease)
     a.group_events = 1  # one page per transaction: the takeover lands between two commits
@@ -221,9 +224,8 @@ def test_a_takeover_in_the_middle_of_a_page_rolls_the_whole_page_back(
         """While a is inside page 1's transaction, b (another connection) takes the lease and commits."""
         seen.append(event.id)
         if len(seen) == 10:
-            with app_box[0].db.begin() as conn:
-                later = clock.now() + timedelta(seconds=LEASE + 1)
-                assert store.acquire_lease(conn, "workos", owner="b", now=later, seconds=LEASE) is not None
+            later = clock.now() + timedelta(seconds=LEASE + 1)
+            assert claim(app_box[0].db, "b", at(later)) is not None
 
     app = build(pg_url, workos_sim, clock=clock, registry=probe_registry(takeover_on_the_tenth_event))
     app_box.append(app)
@@ -243,21 +245,18 @@ def test_a_takeover_waits_for_a_fenced_commit_in_flight_and_then_fails(pg_url: s
     clock = FakeClock()
     app = build(pg_url, workos_sim, clock=clock)
     now = clock.now()
-    with app.db.begin() as conn:
-        store.ensure_source(conn, "workos", source="workos", now=now)
-        token = store.acquire_lease(conn, "workos", owner="a", now=now, seconds=LEASE)
-    assert token is not None
+    lease = claim(app.db, "a", clock)
+    assert lease is not None
     expired = now + timedelta(seconds=LEASE + 1)  # b thinks a's lease is over (a paused, a skewed clock…)
-    outcome: list[int | None] = []
+    outcome: list[SqlLease | None] = []
 
     def take_over() -> None:
-        with app.db.begin() as conn:
-            outcome.append(store.acquire_lease(conn, "workos", owner="b", now=expired, seconds=LEASE))
+        outcome.append(claim(app.db, "b", at(expired)))
 
-    with app.db.connect() as conn, conn.begin():
+    lease.clock = at(expired)
+    with lease.page("workos") as txn:
         # a's page: the fence check passes (renewing the lease from a's clock, at the same moment) …
-        assert store.commit_cursor(conn, "workos", token=token, owner="a", cursor="page-1", meta=None,
-                                   new_events=0, now=expired, lease_seconds=LEASE)
+        txn.advance("page-1", meta=None, new_events=0)
         taker = threading.Thread(target=take_over)
         taker.start()
         taker.join(0.5)
@@ -265,7 +264,7 @@ def test_a_takeover_waits_for_a_fenced_commit_in_flight_and_then_fails(pg_url: s
     taker.join(5)
     assert outcome == [None]  # then re-checks against the renewed lease: still a's
     row = source(app.db)
-    assert (row.lease_owner, row.lease_token, row.cursor) == ("a", token, "page-1")
+    assert (row.lease_owner, row.lease_token, row.cursor) == ("a", lease.token, "page-1")
 
 
 @pytest.mark.postgres
@@ -295,7 +294,7 @@ def test_a_paused_replica_does_not_block_the_one_that_took_over(pg_url: str,
 
         b_started: list[threading.Thread] = []
         app = build(pg_url, sim, clock=FakeClock(start), registry=probe_registry(stall_on_first_event))
-        a = SyncEngine(app.db, app.registry, clock=FakeClock(start), replica_id="a", lease_seconds=a_lease)
+        a = SyncEngine(SqlStore(app.db), app.registry, clock=FakeClock(start), replica_id="a", lease_seconds=a_lease)
         began = time.monotonic()
         result = a.sync(app.connectors[0])
 
@@ -319,14 +318,14 @@ def test_a_page_slower_than_the_lease_keeps_it(pg_url: str, build: Callable[...,
             time.sleep(stall)
 
     def b_keeps_trying() -> None:
-        b = SyncEngine(app.db, app.registry, replica_id="b", lease_seconds=lease)
+        b = SyncEngine(SqlStore(app.db), app.registry, replica_id="b", lease_seconds=lease)
         while not stop.wait(0.25):
             attempts.append(b.sync(app.connectors[0]))
 
     slowed: list[str] = []
     with WorkOSSimulator(events=150, seed=5, api_key=WORKOS_KEY) as sim:
         app = build(pg_url, sim, clock=FakeClock(), registry=probe_registry(slow))
-        a = SyncEngine(app.db, app.registry, replica_id="a", lease_seconds=lease, max_pages=1)
+        a = SyncEngine(SqlStore(app.db), app.registry, replica_id="a", lease_seconds=lease, max_pages=1)
         b_thread = threading.Thread(target=b_keeps_trying)
         b_thread.start()
         try:

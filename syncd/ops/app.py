@@ -13,6 +13,7 @@ from syncd.contracts import Clock, Connector, Provider, Reads
 from syncd.engine import SyncEngine, Target, TickResult
 from syncd.errors import ConfigError
 from syncd.settings import Settings
+from syncd.store import SqlStore
 from syncd.store.db import create_engine
 from syncd.store.reads import SqlReads
 from syncd.store.schema import migrate
@@ -86,7 +87,7 @@ class App:
         if run_migrations:
             migrate(db)
         stop = threading.Event()
-        engine = SyncEngine(db, full_registry, clock=clock, replica_id=settings.replica_id,
+        engine = SyncEngine(SqlStore(db), full_registry, clock=clock, replica_id=settings.replica_id,
                             prefetch_pages=settings.prefetch_pages,
                             lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts, stop=stop,
                             integrations=settings.integrations)

@@ -144,7 +144,7 @@ class BackfillResult:
 def window_engine(app: App, on_page: Callable[[Target, Page], None] | None) -> SyncEngine:
     """An engine like the app's (same database, registry, clock, replica id, stop event) reporting pages."""
     base = app.engine
-    return SyncEngine(app.db, app.registry, clock=base.clock, replica_id=base.replica_id,
+    return SyncEngine(base.store, app.registry, clock=base.clock, replica_id=base.replica_id,
                       lease_seconds=base.lease_seconds, max_attempts=base.max_attempts, stop=app.stop,
                       on_page=on_page, integrations=base.integrations, prefetch_pages=base.prefetch_pages)
 

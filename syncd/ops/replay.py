@@ -19,24 +19,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import sqlalchemy as sa
 from opentelemetry import trace
-from sqlalchemy.engine import Connection
 
-from syncd import store
-from syncd.engine import SyncEngine, event_from_ledger
-from syncd.store.db import reading
-from syncd.store.tables import events, runs
+from syncd.contracts import Event, RunKey, RunStatus, RunTxn
+from syncd.engine import SyncEngine
 
 log = logging.getLogger("syncd.replay")
 tracer = trace.get_tracer("syncd")
 
 BATCH_SIZE = 100
-RunKey = tuple[str, str, str]  # (workflow, stream, event_id)
-_RUN_FIELDS = ("status", "attempts", "next_attempt_at", "last_error", "trace_id", "finished_at",
-               "duration_ms", "workflow_version")
 
 
 @dataclass(frozen=True)
@@ -49,17 +41,6 @@ class Selection:
     workflow: str | None = None
     source: str | None = None
     event_id: str | None = None
-
-    def where(self) -> list[sa.ColumnElement[bool]]:
-        clauses: list[sa.ColumnElement[bool]] = [runs.c.status == "dead"]
-        if self.workflow is not None:
-            clauses.append(runs.c.workflow == self.workflow)
-        if self.source is not None:
-            clauses.append(sa.or_(runs.c.stream == self.source, runs.c.stream.startswith(f"{self.source}:",
-                                                                                         autoescape=True)))
-        if self.event_id is not None:
-            clauses.append(runs.c.event_id == self.event_id)
-        return clauses
 
 
 @dataclass(frozen=True)
@@ -81,12 +62,12 @@ class ReplayReport:
 
     @property
     def succeeded(self) -> int:
-        return sum(1 for r in self.runs if r.status == "succeeded")
+        return sum(1 for r in self.runs if r.status == RunStatus.SUCCEEDED)
 
     @property
     def still_failing(self) -> tuple[ReplayedRun, ...]:
         """Runs that failed again or could not be replayed (a durable run now sleeping is not failing)."""
-        return tuple(r for r in self.runs if r.status in ("dead", "failed", "skipped"))
+        return tuple(r for r in self.runs if r.status in (RunStatus.DEAD, RunStatus.FAILED, "skipped"))
 
     @property
     def ok(self) -> bool:
@@ -103,8 +84,10 @@ def replay_dead(engine: SyncEngine, selection: Selection = Selection(), *,
     }) as span:
         keys = dead_run_keys(engine, selection)
         for batch in _chunks(keys, batch_size):
-            with engine.db.connect() as conn, conn.begin():
-                outcomes.extend(_replay_batch(engine, conn, batch))
+            with engine.store.dead_letters(batch) as (txn, dead):
+                # Runs missing from ``dead`` were replayed by someone else meanwhile (no longer dead, or
+                # locked by another replay).
+                outcomes.extend(_replay_one(engine, txn, key, *dead[key]) for key in batch if key in dead)
         report = ReplayReport(tuple(outcomes))
         span.set_attribute("syncd.replayed", len(report.runs))
         span.set_attribute("syncd.runs_failed", len(report.still_failing))
@@ -113,55 +96,23 @@ def replay_dead(engine: SyncEngine, selection: Selection = Selection(), *,
 
 def dead_run_keys(engine: SyncEngine, selection: Selection) -> list[RunKey]:
     """Keys of the dead runs ``selection`` picks, in event order."""
-    query = (
-        sa.select(runs.c.workflow, runs.c.stream, runs.c.event_id)
-        .join(events, sa.and_(events.c.stream == runs.c.stream, events.c.event_id == runs.c.event_id),
-              isouter=True)
-        .where(*selection.where())
-        .order_by(events.c.occurred_at, runs.c.stream, runs.c.event_id, runs.c.workflow)
-    )
-    with reading(engine.db) as conn:
-        return [(r[0], r[1], r[2]) for r in conn.execute(query)]
+    return engine.store.dead_runs(workflow=selection.workflow, source=selection.source,
+                                    event_id=selection.event_id)
 
 
-def _replay_batch(engine: SyncEngine, conn: Connection, batch: Sequence[RunKey]) -> list[ReplayedRun]:
-    rows = {(r["workflow"], r["stream"], r["event_id"]): r for r in _lock_dead(conn, batch)}
-    outcomes = []
-    for key in batch:
-        row = rows.get(key)
-        if row is None:
-            continue  # replayed by someone else meanwhile (no longer dead, or locked by another replay)
-        outcomes.append(_replay_one(engine, conn, row))
-    return outcomes
-
-
-def _lock_dead(conn: Connection, batch: Sequence[RunKey]) -> list[dict[str, Any]]:
-    """The batch's runs that are still dead, with their ledger payload, locked for this transaction."""
-    wanted = sa.tuple_(runs.c.workflow, runs.c.stream, runs.c.event_id).in_(list(batch))
-    query = (
-        sa.select(runs.c.workflow, runs.c.stream, runs.c.event_id, runs.c.attempts, events.c.type,
-                  events.c.action, events.c.occurred_at, events.c.payload)
-        .join(events, sa.and_(events.c.stream == runs.c.stream, events.c.event_id == runs.c.event_id),
-              isouter=True)
-        .where(wanted, runs.c.status == "dead")
-        .with_for_update(of=runs, skip_locked=True)
-    )
-    return [dict(r) for r in conn.execute(query).mappings()]
-
-
-def _replay_one(engine: SyncEngine, conn: Connection, row: dict[str, Any]) -> ReplayedRun:
-    name, stream, event_id, attempts = row["workflow"], row["stream"], row["event_id"], int(row["attempts"])
+def _replay_one(engine: SyncEngine, txn: RunTxn, key: RunKey, attempts: int, event: Event | None) -> ReplayedRun:
+    name, stream, event_id = key.workflow, key.stream, key.event_id
     wf = engine.registry.get(name)
     if wf is None:
         return ReplayedRun(name, stream, event_id, "skipped", attempts,
                            f"workflow {name!r} is not registered (check SYNCD_WORKFLOWS)")
-    if row["payload"] is None:
+    if event is None:
         return ReplayedRun(name, stream, event_id, "skipped", attempts, "the event is gone from the ledger")
-    outcome = engine.run_again(conn, wf, event_from_ledger(stream, row), attempt=attempts + 1)
-    store.update_run(conn, name, stream, event_id, **{k: outcome[k] for k in _RUN_FIELDS})
-    log.info("replayed %s on %s %s: %s", name, stream, event_id, outcome["status"],
+    outcome = engine.run_again(txn, wf, event, attempt=attempts + 1)
+    txn.save_run(outcome)
+    log.info("replayed %s on %s %s: %s", name, stream, event_id, outcome.status,
              extra={"workflow": name, "event_id": event_id})
-    return ReplayedRun(name, stream, event_id, outcome["status"], outcome["attempts"], outcome["last_error"])
+    return ReplayedRun(name, stream, event_id, outcome.status.value, outcome.attempts, outcome.last_error)
 
 
 def render(report: ReplayReport) -> str:

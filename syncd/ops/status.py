@@ -5,8 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from syncd.contracts import FailedRun, Reads, TickRow
-from syncd.store import SourceRow
+from syncd.contracts import FailedRun, Reads, SourceRow, TickRow
 
 RUN_STATES = ("succeeded", "failed", "dead", "sleeping")
 

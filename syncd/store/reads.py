@@ -13,8 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from syncd.contracts import FailedRun, TickRow, TickStats
-from syncd.store import SourceRow
+from syncd.contracts import FailedRun, SourceRow, TickRow, TickStats
 from syncd.store.db import reading
 from syncd.store.tables import events, runs, sources, ticks
 

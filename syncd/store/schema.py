@@ -9,7 +9,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from syncd.store.db import metadata, reading
+from syncd.store.connect import reading
+from syncd.store.types import metadata
 
 log = logging.getLogger("syncd.schema")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from syncd.store.db import UTCDateTime, json_type, metadata
+from syncd.store.types import UTCDateTime, json_type, metadata
 
 #: One row per cursor: a live source (``workos``, ``github:o/r``) or a backfill window of one.
 sources = sa.Table(

@@ -6,19 +6,16 @@ deletes leave a tombstone so a stale, replayed or out-of-order event cannot brin
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from syncd.store.db import _dialect_name, _upsert_statement, cacheable, execute_many, list_param, one_of, upsert_newer
-from syncd.store.tables import tombstones
+from syncd.store import mirrors
 
 
 def apply_snapshot(session: Session | Connection, table: sa.Table, row: dict[str, Any], *, kind: str,
@@ -29,15 +26,13 @@ def apply_snapshot(session: Session | Connection, table: sa.Table, row: dict[str
     # Core statements on the session's connection (inside its SAVEPOINT): the ORM's execute path costs
     # more than these statements themselves, and they touch no ORM objects.
     conn = session if isinstance(session, Connection) else session.connection()
-    found = conn.execute(_TOMBSTONE_VERSION, {"kind": kind, "object_id": str(object_id)})
-    dead_at = found.scalar_one_or_none()
+    dead_at = mirrors.stored_tombstone(conn, kind, object_id)
     if dead_at is not None and dead_at >= stamp:
         return False
     if not deleted:
-        return upsert_newer(conn, table, row, key=key, version=version)
-    conn.execute(_delete_statement(table, key, version), {"object_id": object_id, "stamp": stamp})
-    conn.execute(_tombstone_statement(_dialect_name(conn)),
-                 {"kind": kind, "object_id": str(object_id), "version": stamp})
+        return mirrors.upsert_newer(conn, table, row, key=key, version=version)
+    mirrors.delete_not_newer(conn, table, object_id, stamp, key=key, version=version)
+    mirrors.write_tombstone(conn, kind, object_id, stamp)
     return True
 
 
@@ -53,21 +48,11 @@ def apply_snapshots(conn: Connection, table: sa.Table, items: Sequence[tuple[dic
     if not items:
         return 0
     ids = list(dict.fromkeys(row[key] for row, _ in items))
-    dialect = _dialect_name(conn)
-    stored = {r[0]: r[1] for r in conn.execute(_versions_statement(table, key, version, dialect),
-                                               {"ids": list_param(ids, dialect)})}
-    dead = {r[0]: r[1] for r in conn.execute(_tombstone_versions_statement(dialect), {
-        "kind": kind, "ids": list_param([str(i) for i in ids], dialect)})}
+    stored = mirrors.stored_versions(conn, table, ids, key=key, version=version)
+    dead = mirrors.stored_tombstones(conn, kind, ids)
     plan = plan_snapshots(items, stored, dead, key=key, version=version)
-    execute_many(conn, _batch_delete_statement(table, key, version),
-                 [{"object_id": object_id, "stamp": stamp} for object_id, stamp in plan.deletes])
-    by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row in plan.upserts:  # a mirror's rows come from one function: the same keys in the same order
-        by_shape.setdefault(tuple(row), []).append(row)
-    for columns, rows in by_shape.items():
-        execute_many(conn, _upsert_statement(dialect, table, columns, key, version, returning=False), rows)
-    execute_many(conn, _tombstone_statement(dialect), [{"kind": kind, "object_id": str(object_id), "version": stamp}
-                                                       for object_id, stamp in plan.tombstones])
+    mirrors.write_snapshots(conn, table, kind=kind, deletes=plan.deletes, upserts=plan.upserts,
+                            tombstones=plan.tombstones, key=key, version=version)
     return plan.applied
 
 
@@ -128,45 +113,3 @@ def plan_snapshots(items: Sequence[tuple[dict[str, Any], bool]], stored: Mapping
         if obj.tombstone_moved and obj.tombstone is not None:
             plan.tombstones.append((object_id, obj.tombstone))
     return plan
-
-
-# Statements built once and executed with bound parameters: building the expression per event cost more
-# than running it.
-_TOMBSTONE_VERSION = sa.select(tombstones.c.version).where(
-    tombstones.c.kind == sa.bindparam("kind"), tombstones.c.object_id == sa.bindparam("object_id"))
-
-
-@functools.lru_cache(maxsize=4)
-def _tombstone_versions_statement(dialect: str) -> Any:
-    return sa.select(tombstones.c.object_id, tombstones.c.version).where(
-        tombstones.c.kind == sa.bindparam("kind"), one_of(tombstones.c.object_id, "ids", dialect))
-
-
-@functools.lru_cache(maxsize=64)
-def _versions_statement(table: sa.Table, key: str, version: str, dialect: str) -> Any:
-    return sa.select(table.c[key], table.c[version]).where(one_of(table.c[key], "ids", dialect))
-
-
-@functools.lru_cache(maxsize=64)
-def _delete_statement(table: sa.Table, key: str, version: str) -> Any:
-    return sa.delete(table).where(table.c[key] == sa.bindparam("object_id"),
-                                  table.c[version] <= sa.bindparam("stamp", type_=table.c[version].type))
-
-
-@functools.lru_cache(maxsize=64)
-def _batch_delete_statement(table: sa.Table, key: str, version: str) -> Any:
-    # Also a NULL version: the plan deletes such a row only after an upsert of the batch gave it one, which
-    # the batch writes after its deletes.
-    return sa.delete(table).where(table.c[key] == sa.bindparam("object_id"), sa.or_(
-        table.c[version].is_(None), table.c[version] <= sa.bindparam("stamp", type_=table.c[version].type)))
-
-
-@functools.lru_cache(maxsize=4)
-def _tombstone_statement(dialect: str) -> Any:
-    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(tombstones)
-    insert = insert.values({c: sa.bindparam(c) for c in ("kind", "object_id", "version")})
-    return cacheable(insert.on_conflict_do_update(
-        index_elements=["kind", "object_id"],
-        set_={"version": insert.excluded.version},
-        where=tombstones.c.version < insert.excluded.version,
-    ), dialect)

@@ -5,9 +5,9 @@ again whenever the workflow is re-executed — after a failure, a crash, a sleep
 
 How: inside a page's transaction (which spans many events) a new step is not run at all: the run is
 handed to its own short transaction right after the page commits. There, a step that completes
-interrupts the run with a *checkpoint*. The engine rolls back the run's
-SAVEPOINT (its ``ctx.db`` writes so far), stores the step result in the page's transaction, marks the
-run ``pending`` and, once that commits, executes the workflow again: completed steps now return their
+interrupts the run with a *checkpoint*. The engine rolls back the run's SAVEPOINT (its ``ctx.db`` writes
+so far), stores the step result in the run's transaction (``RunTxn.store_steps``), marks the run
+``pending`` and, once that commits, executes the workflow again: completed steps now return their
 stored result, and the code runs on to the next step. A sleep interrupts the run the same way, as
 ``sleeping`` until its wake time. Workflow code must therefore be deterministic between steps (the
 usual rule of durable-execution engines); ``ctx.db`` writes made before a step are redone on
@@ -20,7 +20,6 @@ the commit of its result: outbound calls carry an ``Idempotency-Key`` for that w
 from __future__ import annotations
 
 import contextvars
-import hashlib
 import json
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,12 +27,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
 import stamina
-from sqlalchemy.engine import Connection
 
-from syncd.store.db import insert_ignore
-from syncd.store.tables import steps as steps_table
+from syncd.contracts import RunKey, RunTxn
+
+__all__ = ["Checkpoint", "Interrupt", "RunKey", "Sleep", "StepError", "StepRuntime", "current_step"]
 
 #: The step running in this thread (parallel steps run in pool threads), for idempotency keys.
 current_step: contextvars.ContextVar[str | None] = contextvars.ContextVar("syncd_current_step", default=None)
@@ -68,22 +66,11 @@ class StepError(Exception):
     """A step failed after its retries, or was misused (duplicate name, unserialisable result)."""
 
 
-@dataclass(frozen=True)
-class RunKey:
-    workflow: str
-    stream: str
-    event_id: str
-
-    def idempotency_key(self, step: str) -> str:
-        raw = f"{self.workflow}\x00{self.stream}\x00{self.event_id}\x00{step}"
-        return hashlib.sha256(raw.encode()).hexdigest()[:40]
-
-
 @dataclass
 class StepRuntime:
     """The steps of one run, as seen by one execution of the workflow."""
 
-    conn: Connection
+    txn: RunTxn  # where the run's completed steps are stored
     key: RunKey
     now: Callable[[], datetime]
     #: Inside a page's transaction: do not run a new step, hand the run to its own transaction first.
@@ -96,10 +83,7 @@ class StepRuntime:
 
     def memo(self) -> dict[str, Any]:
         if self._memo is None:
-            t = steps_table
-            rows = self.conn.execute(sa.select(t.c.step, t.c.result).where(
-                t.c.workflow == self.key.workflow, t.c.stream == self.key.stream, t.c.event_id == self.key.event_id))
-            self._memo = {r.step: r.result for r in rows}
+            self._memo = self.txn.step_results(self.key)
         return self._memo
 
     def _claim(self, name: str) -> None:
@@ -194,12 +178,3 @@ class StepRuntime:
             return value
         finally:
             current_step.reset(token)
-
-
-def store_results(conn: Connection, key: RunKey, results: dict[str, Any], now: datetime) -> None:
-    """Persist completed steps in the caller's transaction (outside the rolled-back SAVEPOINT)."""
-    insert_ignore(conn, steps_table, [
-        {"workflow": key.workflow, "stream": key.stream, "event_id": key.event_id, "step": name,
-         "result": result, "created_at": now}
-        for name, result in results.items()
-    ], ["workflow", "stream", "event_id", "step"])

@@ -1,0 +1,348 @@
+"""``SyncEngine``: one tick of one cursor, as the README's diagram reads: claim → pages → runs → release.
+
+Per group of pages, one transaction (``Lease.page``): ledger insert → each batch workflow on all its
+events in a SAVEPOINT, every other matching workflow without a run for the event in its own SAVEPOINT →
+run rows → cursor move fenced on the lease token → commit. So the cursor moves only with the page's
+effects (no event lost), and the run table makes effects exactly-once. Then the stream's due runs (retries,
+durable steps, woken sleeps), each in its own transaction. The store does the SQL (``syncd.contracts.Store``),
+``pages`` the fetching, ``runner`` the workflows, ``decisions`` the choices.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
+from syncd.contracts import (
+    Clock,
+    Connector,
+    CursorSpec,
+    DueRun,
+    Event,
+    Lease,
+    Page,
+    PageTxn,
+    RunRecord,
+    RunTxn,
+    Skip,
+    SkipReason,
+    Store,
+    SystemClock,
+    TickRecord,
+    Window,
+)
+from syncd.engine.decisions import (
+    cursor_key,
+    default_replica_id,
+    error_text,
+    last_cursor,
+    pause_of,
+    unique_events,
+    window_progress,
+)
+from syncd.engine.lease import LeaseKeeper
+from syncd.engine.pages import GROUP_EVENTS, GROUP_SECONDS, Group, Pager, Prefetcher
+from syncd.engine.results import PageResult, RunTally, TickResult
+from syncd.engine.runner import MAX_RESUME_ROUNDS, Runner, tally_batch
+from syncd.engine.tracing import page_span, sync_attributes, tick_attributes, tracer
+from syncd.settings import PREFETCH_PAGES, Integrations
+from syncd.workflows import Registry, Workflow
+
+log = logging.getLogger("syncd.engine")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Which cursor a sync drives: the live one of a source, or a backfill window of it."""
+
+    connector: Connector
+    window: Window | None = None
+    workflow: str | None = None  # backfills may be restricted to one workflow
+
+    @property
+    def key(self) -> str:
+        return cursor_key(self.connector.key, self.window, self.workflow)
+
+    @property
+    def spec(self) -> CursorSpec:
+        return CursorSpec(self.key, self.connector.key, self.window, self.workflow)
+
+
+class SyncEngine:
+    """Syncs cursors into ``store`` (``syncd.store.SqlStore``), dispatching their events to ``registry``."""
+
+    def __init__(self, store: Store, registry: Registry, *, clock: Clock | None = None,
+                 replica_id: str | None = None, lease_seconds: float = 180, max_attempts: int = 5,
+                 stop: threading.Event | None = None, max_pages: int | None = None,
+                 on_page: Callable[[Target, Page], None] | None = None, integrations: Integrations | None = None,
+                 prefetch_pages: int = PREFETCH_PAGES) -> None:
+        self.store = store
+        self.db = store.db  # for ``ops`` readers
+        self.integrations = integrations if integrations is not None else Integrations()  # for workflows' calls
+        self.registry = registry
+        self.clock = clock or SystemClock()
+        self.replica_id = replica_id or default_replica_id()
+        self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
+        self.stop = stop or threading.Event()
+        self.max_pages = max_pages  # tests: stop after N pages, as a crash would
+        self.group_events, self.group_seconds = GROUP_EVENTS, GROUP_SECONDS  # see Pager.group
+        self.prefetch_pages = prefetch_pages  # SYNCD_PREFETCH_PAGES; see _page_loop
+        self.on_page = on_page
+        self.runner = Runner(now=self.clock.now, max_attempts=max_attempts, integrations=self.integrations)
+
+    # ---- one cursor, one tick ------------------------------------------------------------------
+
+    def sync(self, target: Target | Connector) -> TickResult:
+        if not isinstance(target, Target):
+            target = Target(target)
+        result = TickResult(source=target.key)
+        started = self.clock.now()
+        with tracer.start_as_current_span("source.sync",
+                                          attributes=sync_attributes(target.key, target.connector.key)) as span:
+            try:
+                self._sync(target, result)
+            except Exception as exc:  # recorded on the source and the tick; never escapes a tick
+                result.ok = False
+                result.error = error_text(exc)
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, result.error))
+                self._record_failure(target, exc)
+                log.error("sync of %s failed: %s", target.key, result.error, extra={"source": target.key})
+            span.set_attributes(tick_attributes(result))
+            if result.skip is None or result.skip.reason is not SkipReason.LEASE_HELD:
+                self._record_tick(result, started)
+        return result
+
+    def _sync(self, target: Target, result: TickResult) -> None:
+        lease = self.store.claim(target.spec, owner=self.replica_id, lease_seconds=self.lease_seconds,
+                                 clock=self.clock)
+        if isinstance(lease, Skip):
+            result.skip = lease
+            result.caught_up = lease.reason is SkipReason.DONE
+            return
+        result.cursor_before = lease.cursor
+        keeper = LeaseKeeper(lease.key, lease.renew, self.lease_seconds, enabled=self.store.concurrent_writers)
+        try:
+            keeper.start()
+            self._page_loop(target, lease, result, keeper)
+            if target.window is None and not self.stop.is_set():
+                self._retry_due_runs(target, lease, result)
+        finally:
+            keeper.stop()
+            self._release(lease)
+
+    def _release(self, lease: Lease) -> None:
+        """Give the lease back. Best effort: if the database is down, the lease expires by itself, and the
+        tick's own error (not this one) is what gets reported."""
+        try:
+            lease.release()
+        except Exception as exc:
+            log.warning("could not release the lease of %s (it expires by itself): %s", lease.key, error_text(exc),
+                        extra={"source": lease.key})
+
+    def _page_loop(self, target: Target, lease: Lease, result: TickResult, keeper: LeaseKeeper) -> None:
+        # While pages commit, the next one is already being fetched (connectors that allow it), once the
+        # provider is slow enough for it to pay: a page that took PREFETCH_AFTER_SECONDS to arrive. On a
+        # fast loopback the thread hand-offs would cost more CPU than they hide. A prefetched page is only a
+        # read; it is committed in order, after the pages before it, or dropped if they fail.
+        # Only where writers run concurrently (PostgreSQL): SQLite has one write lock for the whole file, and
+        # a page that is ready the moment the last one commits takes it straight back, starving every other
+        # connection (a backfill or a second process, `syncd status`); the fetch between commits lets them in.
+        connector, key, cursor = target.connector, target.key, lease.cursor
+        parent = otel_context.get_current()  # source.sync's: every page span is its child, prefetched or not
+
+        def fetch(at: str | None) -> Page:
+            return self._fetch(connector, at, target.window)
+
+        def new_span() -> trace.Span:
+            return page_span(key, connector.key, parent)
+
+        prefetch = (Prefetcher(key, fetch, new_span, parent, ahead=self.prefetch_pages, stop=self.stop)
+                    if self.prefetch_pages > 0 and getattr(connector, "prefetch", False)
+                    and self.store.concurrent_writers else None)
+        pager = Pager(key, fetch, new_span, prefetch, self.stop, self.group_events, self.group_seconds)
+        try:
+            while not self.stop.is_set():
+                room = None if self.max_pages is None else self.max_pages - result.pages
+                if room is not None and room <= 0:
+                    return
+                keeper.check()
+                started = time.monotonic()
+                group, failure = pager.group(cursor, room)
+                last = group[-1][1]
+                if (prefetch is not None and prefetch.pays() and last.has_more and failure is None
+                        and (room is None or len(group) < room)):
+                    prefetch.start(last_cursor(cursor, [page for _, page in group]))
+                try:
+                    with trace.use_span(group[-1][0], end_on_exit=False):  # SQL and batch spans: the last page's
+                        result.add_page(self._commit(target, lease, group))
+                finally:
+                    for span, _ in group:
+                        span.end()
+                warn_slow_page(key, time.monotonic() - started, self.lease_seconds)
+                for _, page in group:
+                    if page.next_cursor is not None:
+                        cursor = page.next_cursor
+                    result.cursor_after = cursor
+                    if self.on_page is not None:
+                        self.on_page(target, page)
+                if failure is not None:  # the pages before it are committed; the tick fails on it now
+                    raise failure
+                if not last.has_more:
+                    result.caught_up = True
+                    if target.window is not None:
+                        lease.mark_done()
+                    return
+        finally:
+            if prefetch is not None:
+                prefetch.close()
+
+    def _fetch(self, connector: Connector, cursor: str | None, window: Window | None) -> Page:
+        return connector.fetch_page(cursor, window)
+
+    # ---- one group of pages, one transaction ----------------------------------------------------
+
+    def _commit(self, target: Target, lease: Lease, group: Group) -> PageResult:
+        """One transaction for the pages of ``group``: ledger, runs, every workflow's effects, the cursor.
+        Each event's spans go under its own page's span."""
+        now = self.clock.now()
+        batch = unique_events(event for _, page in group for event in page.events)
+        span_of = {event.id: span for span, page in reversed(group) for event in page.events}
+        pages = [page for _, page in group]
+        with lease.page(target.connector.key) as txn:
+            new_ids = txn.record_events(batch, now)
+            runs = self._dispatch(txn, target, batch, new_ids, now, span_of)
+            progress = window_progress(target.window, batch[-1].occurred_at) if target.window and batch else None
+            txn.advance(last_cursor(None, pages), meta=next((p.meta for p in reversed(pages) if p.meta), None),
+                        new_events=len(new_ids), progress=progress)
+        return PageResult(pages=len(group), events=len(batch), new_events=len(new_ids),
+                          skipped=sum(p.skipped for p in pages), runs=runs,
+                          lag_seconds=max(0.0, (now - batch[-1].occurred_at).total_seconds()) if batch else None)
+
+    def _dispatch(self, txn: PageTxn, target: Target, batch: Sequence[Event], new_ids: set[str], now: datetime,
+                  span_of: Mapping[str, trace.Span]) -> RunTally:
+        """Run the matching workflows without a run yet on ``batch``'s events, and write their runs."""
+        matching = [(event, self._workflows_for(event, target)) for event in batch]
+        # Runs are only ever created in the transaction that records their event, or after it: an event
+        # new to the ledger has none, so only the events seen before need looking up (none, catching up).
+        done = txn.existing_runs({wf.name for _, wfs in matching for wf in wfs},
+                                 [e.id for e in batch if e.id not in new_ids])
+        batches: dict[str, tuple[Workflow, list[Event]]] = {}
+        singles: list[tuple[Workflow, Event]] = []
+        for event, workflows in matching:
+            for wf in workflows:
+                if done and (wf.name, event.id) in done:
+                    continue
+                if wf.batch is None:
+                    singles.append((wf, event))
+                elif (entry := batches.get(wf.name)) is not None:
+                    entry[1].append(event)
+                else:
+                    batches[wf.name] = (wf, [event])
+        records: list[RunRecord] = []
+        tally = RunTally()
+        # Batch workflows (the built-in mirrors) apply all the events first, so per-event workflows
+        # that read the mirrors see every event of the transaction applied.
+        for wf, events in batches.values():
+            template, fallback = self.runner.run_batch(txn, wf, events, now=now, span_of=span_of)
+            tally += tally_batch(template, fallback, len(events))
+            records.extend(fallback)
+            if template is not None:
+                _write_batch_runs(txn, template, events)
+        singles_from = len(records)
+        for wf, event in singles:
+            # A page's transaction spans many events: a step's side effect is not run inside it (its
+            # stored result would only commit with the whole page). It is deferred to the run's own
+            # short transaction right after the page commits.
+            with trace.use_span(span_of[event.id], end_on_exit=False):
+                records.append(self.runner.run(txn, wf, event, attempt=1, now=now, defer_steps=True))
+        txn.write_runs(records)
+        return tally + RunTally.of(records[singles_from:])
+
+    def _workflows_for(self, event: Event, target: Target) -> list[Workflow]:
+        matching = self.registry.matching(event)
+        if target.workflow is not None:
+            matching = [wf for wf in matching if wf.name == target.workflow]
+        return matching
+
+    def run_again(self, txn: RunTxn, wf: Workflow, event: Event, *, attempt: int) -> RunRecord:
+        """See ``Runner.run_again`` (``syncd replay``)."""
+        return self.runner.run_again(txn, wf, event, attempt=attempt)
+
+    # ---- retries of failed runs, independent of the cursor ---------------------------------------
+
+    def _retry_due_runs(self, target: Target, lease: Lease, result: TickResult) -> None:
+        # Durable runs advance one step per transaction (``pending`` right after a step), so keep going
+        # while runs are due now; bounded so one tick cannot spin forever.
+        for _ in range(MAX_RESUME_ROUNDS):
+            if self.stop.is_set():
+                return
+            now = self.clock.now()
+            due = self.store.due_runs(target.connector.key, now)
+            if not due:
+                return
+            self._retry_round(lease, due, now, result.add_runs)
+
+    def _retry_round(self, lease: Lease, due: Sequence[DueRun], now: datetime,
+                     committed: Callable[[RunTally], None]) -> None:
+        """Run the due runs, each in its own transaction, so a durable step's result commits right after
+        the step (the window in which a crash could repeat it stays milliseconds); each run's outcome goes
+        to ``committed`` once its transaction has."""
+        for run in due:
+            if self.stop.is_set():
+                break
+            wf = self.registry.get(run.workflow)
+            if wf is None:
+                continue  # the workflow was removed; its failed runs stay for `syncd status`
+            with lease.run(run) as txn:
+                if txn is None:
+                    continue  # another cursor of this stream (a backfill) got to it first
+                record = self.runner.run(txn, wf, run.event, attempt=run.next_attempt, now=now)
+                txn.save_run(record)
+            committed(RunTally.of([record]))
+
+    # ---- bookkeeping --------------------------------------------------------------------------
+
+    def _record_failure(self, target: Target, exc: Exception) -> None:
+        now = self.clock.now()
+        pause_until, pause_reason = pause_of(exc, now)
+        try:
+            self.store.record_failure(target.key, now, error_text(exc), pause_until=pause_until,
+                                      pause_reason=pause_reason)
+        except Exception as db_exc:  # the database itself may be what failed
+            log.error("could not record the failure of %s: %s", target.key, error_text(db_exc))
+
+    def _record_tick(self, result: TickResult, started: datetime) -> None:
+        try:
+            self.store.record_tick(TickRecord(
+                source=result.source, replica=self.replica_id, started_at=started, finished_at=self.clock.now(),
+                ok=result.ok, pages=result.pages, events=result.events, new_events=result.new_events,
+                runs_ok=result.runs_ok, runs_failed=result.runs_failed, skipped=result.skipped,
+                lag_seconds=result.lag_seconds, error=result.error,
+            ), succeeded=result.ok and result.skip is None)
+        except Exception as exc:
+            log.error("could not record the tick of %s: %s", result.source, error_text(exc))
+
+
+def _write_batch_runs(txn: PageTxn, template: RunRecord, events: Sequence[Event]) -> None:
+    by_stream: dict[str, list[str]] = {}
+    for event in events:
+        by_stream.setdefault(event.stream, []).append(event.id)
+    for stream, event_ids in by_stream.items():  # one stream: a transaction is one target's pages
+        txn.write_batch_runs(template._replace(stream=stream), event_ids)
+
+
+def warn_slow_page(source: str, seconds: float, lease_seconds: float) -> None:
+    """A page should finish within the lease; past it, only the lease keeper (PostgreSQL) keeps it ours."""
+    if seconds > lease_seconds:
+        log.warning("a page of %s took %.1fs, more than the %.0fs lease (SYNCD_LEASE_SECONDS); consider "
+                    "raising it", source, seconds, lease_seconds, extra={"source": source})

@@ -1,0 +1,189 @@
+"""Running workflows: one on one event (``Runner.run``), a batch workflow on many (``Runner.run_batch``).
+
+Each run executes in a SAVEPOINT of the transaction it is given (a page's, a due run's, a replay's), so a
+failing handler rolls back its own writes only; its failure is data, returned in its ``RunRecord``
+(retried, then dead-lettered), never raised. Writing the records is the caller's job.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from syncd.contracts import Event, RunRecord, RunStatus, RunTxn
+from syncd.engine.decisions import error_text, interrupt_outcome, run_outcome
+from syncd.engine.results import RunTally
+from syncd.engine.tracing import event_spans, process_attributes, trace_id_of, tracer
+from syncd.settings import Integrations
+from syncd.workflows import BatchContext, Context, Workflow
+from syncd.workflows.steps import Interrupt, RunKey, StepRuntime
+
+log = logging.getLogger("syncd.engine")
+
+#: Rounds of due-run processing per tick (each round is one transaction over up to 200 runs), and steps a
+#: replayed durable run may take in its transaction.
+MAX_RESUME_ROUNDS = 50
+
+
+class RunScope:
+    """A run's (or a batch's) SAVEPOINT on the page's connection, and the ORM Session opened inside it only
+    if the workflow uses ``ctx.db`` (cheap when it does not: built-in mirrors write through the connection)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.savepoint = conn.begin_nested()
+        self._session: Session | None = None
+
+    def session(self) -> Session:
+        if self._session is None:
+            self._session = Session(bind=self.conn, join_transaction_mode="create_savepoint")
+        return self._session
+
+    def commit(self) -> None:
+        """Flush the session and release its SAVEPOINT, then the run's."""
+        if self._session is not None:
+            self._session.commit()
+        self.savepoint.commit()
+
+    def rollback(self) -> None:
+        """Undo the run's writes: the session's own SAVEPOINT (if one was opened), then the run's."""
+        if self._session is not None:
+            self._session.rollback()
+        if self.savepoint.is_active:
+            self.savepoint.rollback()
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+
+
+@dataclass
+class Runner:
+    """Runs workflows for an engine: its clock, default attempts and the integrations workflows call."""
+
+    now: Callable[[], datetime]
+    max_attempts: int
+    integrations: Integrations
+
+    def run(self, txn: RunTxn, wf: Workflow, event: Event, *, attempt: int, now: datetime,
+            max_attempts: int | None = None, defer_steps: bool = False) -> RunRecord:
+        """Run one workflow on one event in a SAVEPOINT of ``txn``; return its run (never raises for the
+        handler). ``max_attempts`` overrides the workflow's retries (a replay's failure is final: dead again)."""
+        started = time.perf_counter()
+        conn = txn.conn
+        with tracer.start_as_current_span("event.process", kind=SpanKind.CONSUMER,
+                                          attributes=process_attributes(event)), \
+                tracer.start_as_current_span("workflow.run", attributes={
+                    "syncd.workflow": wf.name, "syncd.workflow.version": wf.version, "syncd.attempt": attempt,
+                }) as span:
+            trace_id = trace_id_of(span.get_span_context())
+            scope = RunScope(conn)
+            steps = StepRuntime(txn=txn, key=RunKey(wf.name, event.stream, event.id), now=self.now,
+                                defer_new=defer_steps)
+            interrupt: Interrupt | None = None
+            ctx = Context(db=scope.session, event=event, workflow=wf, span=span, attempt=attempt, steps=steps,
+                          integrations=self.integrations, connection=conn)
+            try:
+                wf(event, ctx)
+                scope.commit()  # the transaction commits later
+                error = None
+            except Interrupt as signal_:  # a step completed or a sleep began: store it, resume later
+                scope.rollback()
+                interrupt, error = signal_, None
+            except Exception as exc:  # the handler's failure is data: recorded, retried, dead-lettered
+                if conn.invalidated:  # unless the page's connection died (outage, server timeout): not the
+                    raise  # handler's fault, and the page cannot commit; fail it now, it is fetched again
+                scope.rollback()
+                error = error_text(exc)
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, error))
+            finally:
+                scope.close()
+                ctx.close()
+            limit = max_attempts or wf.retries or self.max_attempts
+            if interrupt is None:
+                status, next_at = run_outcome(error, attempt, limit, now)
+            else:
+                results, status, next_at, error = interrupt_outcome(interrupt, attempt, limit, now)
+                txn.store_steps(steps.key, results, now)  # outside the rolled-back SAVEPOINT
+                if error is not None:
+                    span.set_status(Status(StatusCode.ERROR, error))
+            span.set_attribute("syncd.outcome", status.value)
+        if error is not None and not status.suspended:
+            log.warning("workflow %s failed on %s (attempt %d, now %s): %s", wf.name, event.id, attempt, status,
+                        error, extra={"workflow": wf.name, "event_id": event.id})
+        return RunRecord(wf.name, event.stream, event.id, wf.version, status, attempt, next_at, error, trace_id,
+                         now, self.now(), (time.perf_counter() - started) * 1000)
+
+    def run_batch(self, txn: RunTxn, wf: Workflow, events: list[Event], *, now: datetime,
+                  span_of: Mapping[str, trace.Span]) -> tuple[RunRecord | None, list[RunRecord]]:
+        """Run ``wf``'s batch handler on a page's new events for it, in one SAVEPOINT of ``txn``.
+
+        Returns ``(template, [])`` when it succeeded: every event's run is ``template`` with its event id.
+        If the batch raises, its writes roll back and every event goes through the per-event handler in
+        its own SAVEPOINT, so a bad event fails alone and its neighbours still succeed, exactly as if
+        there were no batch handler: then ``(None, their runs)``.
+        """
+        assert wf.batch is not None
+        conn = txn.conn
+        started, started_ns = time.perf_counter(), time.time_ns()
+        with tracer.start_as_current_span("workflow.batch", attributes={
+            "syncd.workflow": wf.name, "syncd.workflow.version": wf.version,
+            "messaging.batch.message_count": len(events),
+        }) as span:
+            scope = RunScope(conn)
+            ctx = BatchContext(db=scope.session, events=events, workflow=wf, span=span, connection=conn)
+            failure: Exception | None = None
+            try:
+                wf.batch(events, ctx)
+                scope.commit()
+            except Exception as exc:
+                if conn.invalidated:  # the connection died, not the batch: the page fails and is fetched again
+                    raise
+                scope.rollback()
+                failure = exc
+                span.record_exception(exc)
+                span.set_attribute("syncd.batch.fallback", True)
+            finally:
+                scope.close()
+            span_context = span.get_span_context()
+        if failure is not None:
+            log.info("batch of %s failed on a page (%s); running its %d events one by one", wf.name,
+                     error_text(failure), len(events), extra={"workflow": wf.name})
+            records = []
+            for event in events:
+                with trace.use_span(span_of[event.id], end_on_exit=False):
+                    records.append(self.run(txn, wf, event, attempt=1, now=now, defer_steps=True))
+            return None, records
+        finished = self.now()
+        share_ms = (time.perf_counter() - started) * 1000 / len(events)
+        if span_context.is_valid and span_context.trace_flags.sampled:  # only when traces go somewhere
+            event_spans(wf, events, span_context, started_ns, time.time_ns(), span_of)
+        # One stream: a transaction is one target's pages.
+        return RunRecord(wf.name, events[0].stream, "", wf.version, RunStatus.SUCCEEDED, 1, None, None,
+                         trace_id_of(span_context), now, finished, share_ms), []
+
+    def run_again(self, txn: RunTxn, wf: Workflow, event: Event, *, attempt: int) -> RunRecord:
+        """Run ``wf`` on ``event`` once more in a SAVEPOINT of ``txn`` (``syncd replay``).
+
+        Returns the run: ``succeeded``, or ``dead`` again (a manual re-run never re-enters the automatic
+        retries); the caller saves it and commits.
+        """
+        for _ in range(MAX_RESUME_ROUNDS):  # a durable run goes on step by step in this transaction
+            outcome = self.run(txn, wf, event, attempt=attempt, now=self.now(), max_attempts=attempt)
+            if outcome.status is not RunStatus.PENDING:
+                break
+        return outcome
+
+
+def tally_batch(template: RunRecord | None, fallback: list[RunRecord], events: int) -> RunTally:
+    """The outcomes of a batch: all succeeded, or those of its one-by-one fallback."""
+    return RunTally(ok=events) if template is not None else RunTally.of(fallback)

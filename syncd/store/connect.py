@@ -1,0 +1,35 @@
+"""Engines and connections: ``create_engine`` for either dialect, ``reading`` for reads that never wait."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from syncd import jsoncodec
+from syncd.store import sqlite
+from syncd.store.sqlite import READ_ONLY
+
+
+def create_engine(url: str, *, echo: bool = False) -> Engine:
+    """An engine configured for syncd's access pattern on either dialect."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(
+            url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False},
+            json_serializer=jsoncodec.dumps, json_deserializer=jsoncodec.loads,
+        )
+        sqlite.configure(engine)
+        return engine
+    return sa.create_engine(
+        url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_recycle=1800,
+        json_serializer=jsoncodec.dumps, json_deserializer=jsoncodec.loads, connect_args={"connect_timeout": 10},
+    )
+
+
+def reading(engine: Engine) -> Connection:
+    """A connection for reads only (``with reading(db) as conn:``): status, health, metrics, look-ups.
+
+    On SQLite it never waits for the write lock, so ``syncd status`` and the health endpoint answer at
+    once in the middle of a catch-up, whose transactions follow each other with almost no gap. Writing
+    through it is an error on SQLite (the write lock is not taken up front). PostgreSQL: a plain connection.
+    """
+    return engine.connect().execution_options(**{READ_ONLY: True})

@@ -1,0 +1,226 @@
+"""The ledger (``syncd_events``), runs (``syncd_runs``) and step results (``syncd_steps``).
+
+Every function takes a ``Connection`` inside a transaction the caller (``SqlStore``) owns. The dialects
+differ here, privately: PostgreSQL says which ledger rows were new in the insert itself, and serialises a
+stream's run-creating transactions with an advisory lock; SQLite reads lists from one JSON parameter.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection
+
+from syncd import jsoncodec
+from syncd.contracts import DUE_STATUSES, DueRun, Event, RunKey, RunRecord, RunStatus
+from syncd.store.bulk import insert_ignore, list_param, one_of
+from syncd.store.tables import events, runs, steps
+
+# ---- the ledger ---------------------------------------------------------------------------------------
+
+
+def record_events(conn: Connection, batch: Sequence[Event], now: datetime) -> set[str]:
+    """Insert the events not in the ledger yet; return their ids."""
+    if not batch:
+        return set()
+    if conn.dialect.name == "postgresql":  # the insert itself says which events were new
+        return _record_new_events(conn, [ledger_row(e, now) for e in batch])
+    seen = _existing_event_ids(conn, batch[0].stream, [e.id for e in batch])
+    rows = [ledger_row(e, now) for e in batch if e.id not in seen]
+    insert_ignore(conn, events, rows, ["stream", "event_id"])
+    return {r["event_id"] for r in rows}
+
+
+def ledger_row(event: Event, now: datetime) -> dict[str, Any]:
+    return {"stream": event.stream, "event_id": event.id, "type": event.type, "action": event.action,
+            "occurred_at": event.occurred_at, "recorded_at": now,
+            "payload": event.data if type(event.data) is dict else dict(event.data)}
+
+
+def event_from_ledger(stream: str, row: Mapping[str, Any] | sa.RowMapping) -> Event:
+    return Event(stream=stream, id=row["event_id"], type=row["type"], occurred_at=row["occurred_at"],
+                 data=row["payload"], action=row.get("action"))
+
+
+def _record_new_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """Insert the ledger rows not recorded yet; return their event ids (PostgreSQL: INSERT … ON CONFLICT DO
+    NOTHING RETURNING, sent as multi-row statements by SQLAlchemy's insertmanyvalues).
+
+    One statement instead of a look-up and an insert, and no ``event_id IN (…)`` query: on a young table
+    without statistics PostgreSQL planned that one as a scan of the stream's whole ledger, every page.
+    """
+    stmt = postgresql.insert(events).on_conflict_do_nothing(index_elements=["stream", "event_id"])
+    return {r[0] for r in conn.execute(stmt.returning(events.c.event_id), list(rows))}
+
+
+def _existing_event_ids(conn: Connection, stream: str, event_ids: Sequence[str]) -> set[str]:
+    dialect = conn.dialect.name
+    return {r[0] for r in conn.execute(_existing_events_statement(dialect),
+                                       {"stream": stream, "ids": list_param(event_ids, dialect)})}
+
+
+@functools.lru_cache(maxsize=4)
+def _existing_events_statement(dialect: str) -> Any:
+    return sa.select(events.c.event_id).where(events.c.stream == sa.bindparam("stream"),
+                                              one_of(events.c.event_id, "ids", dialect))
+
+
+# ---- runs ---------------------------------------------------------------------------------------------
+
+
+def existing_runs(conn: Connection, stream: str, workflows: Iterable[str],
+                  event_ids: Iterable[str]) -> set[tuple[str, str]]:
+    """The (workflow, event id) pairs among these that already have a run.
+
+    The workflow names lead the run table's primary key (workflow, stream, event_id): without them this
+    lookup scanned the whole table on every page, and a catch-up slowed down as the table grew.
+    """
+    names = sorted(set(workflows))
+    ids = list(event_ids)
+    if not names or not ids:
+        return set()
+    dialect = conn.dialect.name
+    return {(r[0], r[1]) for r in conn.execute(_existing_runs_statement(dialect), {
+        "names": list_param(names, dialect), "stream": stream, "ids": list_param(ids, dialect)})}
+
+
+@functools.lru_cache(maxsize=4)
+def _existing_runs_statement(dialect: str) -> Any:
+    return sa.select(runs.c.workflow, runs.c.event_id).where(
+        one_of(runs.c.workflow, "names", dialect), runs.c.stream == sa.bindparam("stream"),
+        one_of(runs.c.event_id, "ids", dialect))
+
+
+def run_row(record: RunRecord) -> dict[str, Any]:
+    """``record`` as a ``syncd_runs`` row (the status as its plain text)."""
+    return {
+        "workflow": record.workflow, "stream": record.stream, "event_id": record.event_id,
+        "workflow_version": record.workflow_version, "status": record.status.value, "attempts": record.attempts,
+        "next_attempt_at": record.next_attempt_at, "last_error": record.last_error, "trace_id": record.trace_id,
+        "started_at": record.started_at, "finished_at": record.finished_at, "duration_ms": record.duration_ms,
+    }
+
+
+def insert_runs(conn: Connection, records: Sequence[RunRecord]) -> None:
+    insert_ignore(conn, runs, [run_row(r) for r in records], ["workflow", "stream", "event_id"])
+
+
+def insert_batch_runs(conn: Connection, template: RunRecord, event_ids: Sequence[str]) -> None:
+    """The run rows of a batch: ``template`` for each of ``event_ids``.
+
+    The same rows ``insert_runs`` writes. On SQLite one ``INSERT … SELECT`` over the ids as a JSON array,
+    so no row is built in Python (a thousand rows of twelve values each per catch-up transaction).
+    """
+    if not event_ids:
+        return
+    common = run_row(template)
+    if conn.dialect.name != "sqlite":
+        insert_ignore(conn, runs, [{**common, "event_id": event_id} for event_id in event_ids],
+                      ["workflow", "stream", "event_id"])
+        return
+    del common["event_id"]
+    conn.execute(_batch_runs_statement(), {**common, "event_ids": jsoncodec.dumps(list(event_ids))})
+
+
+@functools.cache
+def _batch_runs_statement() -> Any:
+    columns = [c.name for c in runs.c]
+    selected = ", ".join("ids.value" if c == "event_id" else f":{c}" for c in columns)
+    return sa.text(
+        f"INSERT INTO {runs.name} ({', '.join(columns)}) SELECT {selected} FROM json_each(:event_ids) AS ids "
+        "WHERE true ON CONFLICT (workflow, stream, event_id) DO NOTHING"  # WHERE: SQLite's parser needs it
+    ).bindparams(*[sa.bindparam(c.name, type_=c.type) for c in runs.c if c.name != "event_id"],
+                 sa.bindparam("event_ids", type_=sa.String()))
+
+
+#: What a later attempt changes in a run's row (its key and first start stay).
+_UPDATED = ("status", "attempts", "next_attempt_at", "last_error", "trace_id", "finished_at", "duration_ms",
+            "workflow_version")
+
+
+def update_run(conn: Connection, record: RunRecord) -> None:
+    row = run_row(record)
+    conn.execute(sa.update(runs).where(runs.c.workflow == record.workflow, runs.c.stream == record.stream,
+                                       runs.c.event_id == record.event_id).values({k: row[k] for k in _UPDATED}))
+
+
+def due_runs(conn: Connection, stream: str, now: datetime, limit: int = 200) -> list[DueRun]:
+    """Runs of ``stream`` due now — failed (retry), pending (durable, mid-steps) or sleeping (woken) —
+    with their ledger payload."""
+    query = (
+        sa.select(runs.c.workflow, runs.c.event_id, runs.c.attempts, runs.c.status, events.c.type, events.c.action,
+                  events.c.occurred_at, events.c.payload)
+        .join(events, sa.and_(events.c.stream == runs.c.stream, events.c.event_id == runs.c.event_id))
+        .where(runs.c.stream == stream, runs.c.status.in_([s.value for s in DUE_STATUSES]),
+               runs.c.next_attempt_at <= now)
+        .order_by(runs.c.next_attempt_at, runs.c.event_id)
+        .limit(limit)
+    )
+    return [DueRun(r["workflow"], event_from_ledger(stream, r), RunStatus(r["status"]), int(r["attempts"]))
+            for r in conn.execute(query).mappings()]
+
+
+def still_due(conn: Connection, workflow: str, due: DueRun) -> bool:
+    """True if the run is still in the state it was read in (nobody ran it since)."""
+    row = conn.execute(sa.select(runs.c.status, runs.c.attempts).where(
+        runs.c.workflow == workflow, runs.c.stream == due.event.stream, runs.c.event_id == due.event.id)).first()
+    return row is not None and row.status == due.status.value and row.attempts == due.attempts
+
+
+# ---- steps --------------------------------------------------------------------------------------------
+
+
+def step_results(conn: Connection, key: RunKey) -> dict[str, Any]:
+    rows = conn.execute(sa.select(steps.c.step, steps.c.result).where(
+        steps.c.workflow == key.workflow, steps.c.stream == key.stream, steps.c.event_id == key.event_id))
+    return {r.step: r.result for r in rows}
+
+
+def store_steps(conn: Connection, key: RunKey, results: Mapping[str, Any], now: datetime) -> None:
+    """Persist completed steps in the caller's transaction (outside the rolled-back SAVEPOINT)."""
+    insert_ignore(conn, steps, [
+        {"workflow": key.workflow, "stream": key.stream, "event_id": key.event_id, "step": name,
+         "result": result, "created_at": now}
+        for name, result in results.items()
+    ], ["workflow", "stream", "event_id", "step"])
+
+
+# ---- PostgreSQL's transaction guards ------------------------------------------------------------------
+
+#: First key of syncd's PostgreSQL advisory locks ('sync'), so they cannot collide with other applications'.
+ADVISORY_NAMESPACE = 0x73796E63
+
+
+def lock_stream(conn: Connection, stream: str) -> None:
+    """Serialize, until this transaction ends, the transactions that create runs for ``stream``'s events.
+
+    Several cursors feed one stream (the live one and backfill windows), and each decides which runs are
+    missing by reading the run table: without this, two of them meeting on an event already in the ledger
+    could both run a workflow on it. PostgreSQL: a transaction-scoped advisory lock. SQLite: nothing to do,
+    ``BEGIN IMMEDIATE`` already serializes writers.
+    """
+    if conn.dialect.name == "postgresql":
+        digest = hashlib.blake2b(stream.encode(), digest_size=4).digest()
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:space, :key)"),
+                     {"space": ADVISORY_NAMESPACE, "key": int.from_bytes(digest, "big", signed=True)})
+
+
+def bound_idle_time(conn: Connection, lease_seconds: float) -> None:
+    """On PostgreSQL, have the server end this transaction if it sits idle for two lease lengths.
+
+    A replica paused or cut off in the middle of a page keeps that page's row locks (its ledger rows), and
+    the replica that took its expired lease over would wait on them for as long as the pause lasts; the
+    paused one's commit is fenced out anyway. Two leases, not one: a live replica's keeper holds its lease
+    through slow pages, so a handler may legitimately spend a while without SQL (an HTTP call). ``SET
+    LOCAL`` is scoped to the transaction, so it also works through transaction-mode connection poolers.
+    (SQLite has one writer at a time: nothing to bound.)
+    """
+    if conn.dialect.name == "postgresql":
+        millis = max(1000, int(2 * lease_seconds * 1000))
+        conn.exec_driver_sql(f"SET LOCAL idle_in_transaction_session_timeout = {millis}")

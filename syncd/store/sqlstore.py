@@ -1,0 +1,170 @@
+"""``SqlStore``: the ``Store`` contract (syncd.contracts) on SQLAlchemy Core, SQLite or PostgreSQL.
+
+The handles it gives out hold what every call needs: a ``SqlLease`` its key, fencing token, owner, lease
+length and clock; a ``SqlTxn`` its connection and stream. The SQL is in ``cursors`` (cursors, leases,
+ticks), ``ledger`` (ledger, runs, steps) and ``dead`` (replay); the dialects' differences stay there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection, Engine
+
+from syncd.contracts import Clock, CursorSpec, DueRun, Event, RunKey, RunRecord, Skip, SkipReason, SourceRow, TickRecord
+from syncd.errors import LeaseLostError
+from syncd.store import cursors, dead, ledger
+from syncd.store.connect import reading
+
+
+class SqlTxn:
+    """A page's or a run's transaction on ``conn`` (see ``PageTxn`` and ``RunTxn``)."""
+
+    __slots__ = ("_lease", "conn", "stream")
+
+    def __init__(self, conn: Connection, stream: str, lease: SqlLease | None) -> None:
+        self.conn, self.stream, self._lease = conn, stream, lease
+
+    def step_results(self, key: RunKey) -> dict[str, Any]:
+        return ledger.step_results(self.conn, key)
+
+    def store_steps(self, key: RunKey, results: Mapping[str, Any], now: datetime) -> None:
+        ledger.store_steps(self.conn, key, results, now)
+
+    def save_run(self, record: RunRecord) -> None:
+        ledger.update_run(self.conn, record)
+
+    def record_events(self, events: Sequence[Event], now: datetime) -> set[str]:
+        return ledger.record_events(self.conn, events, now)
+
+    def existing_runs(self, workflows: Iterable[str], event_ids: Iterable[str]) -> set[tuple[str, str]]:
+        return ledger.existing_runs(self.conn, self.stream, workflows, event_ids)
+
+    def write_runs(self, records: Sequence[RunRecord]) -> None:
+        ledger.insert_runs(self.conn, records)
+
+    def write_batch_runs(self, template: RunRecord, event_ids: Sequence[str]) -> None:
+        ledger.insert_batch_runs(self.conn, template, event_ids)
+
+    def advance(self, cursor: str | None, *, meta: Mapping[str, Any] | None, new_events: int,
+                progress: float | None = None) -> None:
+        lease = self._lease
+        assert lease is not None, "a replay's transaction has no cursor"
+        if not cursors.commit_cursor(self.conn, lease.key, token=lease.token, owner=lease.owner, cursor=cursor,
+                                     meta=dict(meta) if meta else None, new_events=new_events,
+                                     now=lease.clock.now(), lease_seconds=lease.lease_seconds, progress=progress):
+            raise LeaseLostError(lease.key)
+
+
+@dataclass(eq=False)
+class SqlLease:
+    """A claimed cursor (see ``Lease``)."""
+
+    store: SqlStore
+    key: str
+    token: int
+    owner: str
+    cursor: str | None
+    lease_seconds: float
+    clock: Clock
+
+    def renew(self) -> bool:
+        with self.store.db.begin() as conn:
+            return cursors.renew_lease(conn, self.key, token=self.token, owner=self.owner, now=self.clock.now(),
+                                       seconds=self.lease_seconds)
+
+    def release(self) -> None:
+        with self.store.db.begin() as conn:
+            cursors.release_lease(conn, self.key, token=self.token, now=self.clock.now())
+
+    @contextmanager
+    def page(self, stream: str) -> Iterator[SqlTxn]:
+        with self.store.db.connect() as conn, conn.begin():
+            ledger.bound_idle_time(conn, self.lease_seconds)
+            ledger.lock_stream(conn, stream)  # a backfill and a live tick meeting on an event run it once
+            yield SqlTxn(conn, stream, self)
+
+    @contextmanager
+    def run(self, due: DueRun) -> Iterator[SqlTxn | None]:
+        stream = due.event.stream
+        with self.store.db.connect() as conn, conn.begin():
+            ledger.bound_idle_time(conn, self.lease_seconds)
+            ledger.lock_stream(conn, stream)
+            if not ledger.still_due(conn, due.workflow, due):
+                yield None  # another cursor of this stream (a backfill) got to it first
+                return
+            txn = SqlTxn(conn, stream, self)
+            yield txn
+            txn.advance(None, meta=None, new_events=0)  # renews the lease, fenced as a page's cursor move
+
+    def mark_done(self) -> None:
+        with self.store.db.begin() as conn:
+            cursors.set_source_fields(conn, self.key, now=self.clock.now(), state="done", progress=1.0)
+
+
+class SqlStore:
+    """The ``Store`` on an SQLAlchemy engine made by ``syncd.store.connect.create_engine``."""
+
+    def __init__(self, db: Engine) -> None:
+        self.db = db
+
+    @property
+    def concurrent_writers(self) -> bool:
+        return self.db.dialect.name == "postgresql"
+
+    def claim(self, spec: CursorSpec, *, owner: str, lease_seconds: float, clock: Clock) -> SqlLease | Skip:
+        now = clock.now()
+        with self.db.begin() as conn:
+            cursors.ensure_source(conn, spec, now)
+            row = cursors.get_source(conn, spec.key)
+            assert row is not None
+            skip = row.skip(now)
+            if skip is not None:
+                return skip
+            token = cursors.acquire_lease(conn, spec.key, owner=owner, now=now, seconds=lease_seconds)
+            if token is None:
+                return Skip(SkipReason.LEASE_HELD)
+            row = cursors.get_source(conn, spec.key) or row  # a page may have committed since the first read
+        return SqlLease(self, spec.key, token, owner, row.cursor, lease_seconds, clock)
+
+    def source(self, key: str) -> SourceRow | None:
+        with reading(self.db) as conn:
+            return cursors.get_source(conn, key)
+
+    def due_runs(self, stream: str, now: datetime, limit: int = 200) -> list[DueRun]:
+        with reading(self.db) as conn:
+            return ledger.due_runs(conn, stream, now, limit)
+
+    def record_failure(self, key: str, now: datetime, error: str, *, pause_until: datetime | None = None,
+                       pause_reason: str | None = None) -> None:
+        values: dict[str, Any] = {"last_error": error, "last_error_at": now}
+        if pause_until is not None:
+            values["paused_until"], values["pause_reason"] = pause_until, pause_reason
+        with self.db.begin() as conn:
+            cursors.set_source_fields(conn, key, now=now, **values)
+
+    def record_tick(self, tick: TickRecord, *, succeeded: bool) -> None:
+        with self.db.begin() as conn:
+            if succeeded:
+                cursors.set_source_fields(conn, tick.source, now=tick.finished_at, last_success_at=tick.finished_at,
+                                          last_error=None, paused_until=None, pause_reason=None)
+            cursors.record_tick(conn, tick)
+
+    # ---- replay ----------------------------------------------------------------------------------------
+
+    def dead_runs(self, *, workflow: str | None = None, source: str | None = None,
+                  event_id: str | None = None) -> list[RunKey]:
+        """Keys of the dead runs picked (every field given narrows the choice), in event order."""
+        with reading(self.db) as conn:
+            return dead.dead_run_keys(conn, workflow=workflow, source=source, event_id=event_id)
+
+    @contextmanager
+    def dead_letters(self, keys: Sequence[RunKey]) -> Iterator[tuple[SqlTxn, dict[RunKey, tuple[int, Event | None]]]]:
+        """A transaction holding those of ``keys`` still dead, locked (attempts and event, None if gone from
+        the ledger); runs locked by another replay, or no longer dead, are left out."""
+        with self.db.connect() as conn, conn.begin():
+            yield SqlTxn(conn, "", None), dead.lock_dead(conn, keys)

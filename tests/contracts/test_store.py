@@ -1,0 +1,266 @@
+"""The Store contract (syncd.contracts.Store), one suite run on SQLite and PostgreSQL (``db_url``).
+
+Each test states one clause of the contract's docstrings: fencing tokens, leases, the page transaction's
+atomicity under a takeover, the ledger's "new ids", existing runs, due runs, release, ticks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from syncd.contracts import (
+    CursorSpec,
+    Event,
+    FakeClock,
+    Lease,
+    RunRecord,
+    RunStatus,
+    Skip,
+    SkipReason,
+    Store,
+    TickRecord,
+    Window,
+)
+from syncd.errors import LeaseLostError
+from syncd.store import SqlStore
+from syncd.store.connect import create_engine
+from syncd.store.schema import migrate
+
+LEASE = 30.0
+STREAM = "workos"
+LIVE = CursorSpec(STREAM, STREAM)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    db = create_engine(db_url)
+    migrate(db)
+    yield SqlStore(db)
+    db.dispose()
+
+
+def claim(store: Store, owner: str, clock: FakeClock, spec: CursorSpec = LIVE) -> Lease:
+    lease = store.claim(spec, owner=owner, lease_seconds=LEASE, clock=clock)
+    assert not isinstance(lease, Skip), f"{owner} was refused: {lease}"
+    return lease
+
+
+def event(n: int, stream: str = STREAM) -> Event:
+    return Event(stream=stream, id=f"evt_{n:03d}", type="user.created", occurred_at=T0 + timedelta(seconds=n),
+                 data={"id": f"user_{n}", "n": n}, action=None)
+
+
+def run(wf: str, n: int, status: RunStatus = RunStatus.SUCCEEDED, due: datetime | None = None,
+        attempts: int = 1) -> RunRecord:
+    return RunRecord(workflow=wf, stream=STREAM, event_id=event(n).id, workflow_version="1", status=status,
+                     attempts=attempts, next_attempt_at=due, last_error=None if status is RunStatus.SUCCEEDED
+                     else "boom", trace_id=None, started_at=T0, finished_at=T0, duration_ms=1.0)
+
+
+def count(store: Store, table: str) -> int:
+    with store.db.connect() as conn:
+        return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+def commit_page(lease: Lease, events: list[Event], cursor: str, runs: Sequence[RunRecord] = ()) -> set[str]:
+    with lease.page(STREAM) as txn:
+        new = txn.record_events(events, T0)
+        txn.write_runs(list(runs))
+        txn.advance(cursor, meta={"remaining": 7}, new_events=len(new))
+    return new
+
+
+# ---- claims and fencing ----------------------------------------------------------------------------------
+
+
+def test_claims_give_increasing_fencing_tokens(store: Store) -> None:
+    clock = FakeClock(T0)
+    first = claim(store, "a", clock)
+    first.release()
+    second = claim(store, "a", clock)
+    clock.advance(LEASE + 1)  # not released: taken over once expired
+    third = claim(store, "b", clock)
+    assert first.token < second.token < third.token
+    assert first.cursor is None and third.owner == "b" and third.key == STREAM
+
+
+def test_a_live_lease_is_not_claimed_by_another_owner_nor_by_its_own(store: Store) -> None:
+    clock = FakeClock(T0)
+    claim(store, "a", clock)
+    clock.advance(LEASE - 1)
+    for owner in ("b", "a"):
+        assert store.claim(LIVE, owner=owner, lease_seconds=LEASE, clock=clock) == Skip(SkipReason.LEASE_HELD)
+    row = store.source(STREAM)
+    assert row is not None and row.lease_owner == "a"
+
+
+def test_release_frees_the_cursor_at_once(store: Store) -> None:
+    clock = FakeClock(T0)
+    lease = claim(store, "a", clock)
+    lease.release()
+    row = store.source(STREAM)
+    assert row is not None and row.lease_owner is None
+    assert claim(store, "b", clock).owner == "b"  # no wait for the expiry
+
+
+def test_an_expired_lease_is_taken_over_and_the_old_holder_commits_nothing(store: Store) -> None:
+    clock = FakeClock(T0)
+    old = claim(store, "a", clock)
+    commit_page(old, [event(1)], "c1")
+    clock.advance(LEASE + 1)
+    new = claim(store, "b", clock)
+    assert new.cursor == "c1"  # the cursor as committed, read under the new lease
+    with pytest.raises(LeaseLostError), old.page(STREAM) as txn:
+        assert txn.record_events([event(2)], T0) == {event(2).id}
+        txn.write_runs([run("wf", 2)])
+        txn.advance("c2", meta=None, new_events=1)
+    assert count(store, "syncd_events") == 1 and count(store, "syncd_runs") == 0  # event 2, its run: absent
+    row = store.source(STREAM)
+    assert row is not None and (row.cursor, row.lease_owner, row.lease_token) == ("c1", "b", new.token)
+    assert not old.renew() and new.renew()
+    old.release()  # the old holder's release leaves the new lease alone
+    assert commit_page(new, [event(2)], "c2") == {event(2).id}
+    row = store.source(STREAM)
+    assert row is not None and (row.cursor, row.lease_owner, row.events_seen) == ("c2", "b", 2)
+
+
+def test_a_page_commits_its_cursor_meta_and_count_together(store: Store) -> None:
+    lease = claim(store, "a", FakeClock(T0))
+    commit_page(lease, [event(1), event(2)], "c2")
+    row = store.source(STREAM)
+    assert row is not None and (row.cursor, row.meta, row.events_seen) == ("c2", {"remaining": 7}, 2)
+    with pytest.raises(RuntimeError), lease.page(STREAM) as txn:  # a page that fails leaves nothing
+        txn.record_events([event(3)], T0)
+        txn.advance("c3", meta=None, new_events=1)
+        raise RuntimeError("the page failed before COMMIT")
+    row = store.source(STREAM)
+    assert row is not None and row.cursor == "c2" and count(store, "syncd_events") == 2
+
+
+# ---- the page transaction --------------------------------------------------------------------------------
+
+
+def test_the_ledger_reports_only_new_ids(store: Store) -> None:
+    lease = claim(store, "a", FakeClock(T0))
+    assert commit_page(lease, [event(1), event(2)], "c2") == {event(1).id, event(2).id}
+    assert commit_page(lease, [event(2), event(3)], "c3") == {event(3).id}
+    assert commit_page(lease, [event(2), event(3)], "c3") == set()  # a repeated page: nothing new
+    assert count(store, "syncd_events") == 3
+
+
+def test_existing_runs_are_those_of_the_stream_and_workflows_asked(store: Store) -> None:
+    lease = claim(store, "a", FakeClock(T0))
+    commit_page(lease, [event(n) for n in (1, 2, 3)], "c3", [run("a", 1)])
+    with lease.page(STREAM) as txn:
+        txn.write_batch_runs(run("b", 0), [event(1).id, event(2).id])
+        txn.write_runs([run("a", 1, RunStatus.FAILED)])  # exists: left as it is
+        found = txn.existing_runs({"a", "b", "c"}, [event(n).id for n in (1, 2, 3)])
+        assert txn.existing_runs({"a"}, [event(2).id, event(3).id]) == set()
+        assert txn.existing_runs(set(), [event(1).id]) == set()
+        txn.advance(None, meta=None, new_events=0)
+    assert found == {("a", event(1).id), ("b", event(1).id), ("b", event(2).id)}
+    with store.db.connect() as conn:
+        status = conn.execute(sa.text("SELECT status FROM syncd_runs WHERE workflow = 'a'")).scalar_one()
+    assert status == "succeeded"
+
+
+# ---- due runs and their transactions ----------------------------------------------------------------------
+
+
+def test_due_runs_come_in_due_order_with_their_events(store: Store) -> None:
+    clock = FakeClock(T0 + timedelta(hours=1))
+    now = clock.now()
+    lease = claim(store, "a", clock)
+    commit_page(lease, [event(n) for n in range(1, 7)], "c6", [
+        run("wf", 1, RunStatus.FAILED, now - timedelta(seconds=5)),
+        run("wf", 2, RunStatus.SLEEPING, now - timedelta(seconds=50)),
+        run("wf", 3, RunStatus.PENDING, now - timedelta(seconds=20)),
+        run("wf", 4, RunStatus.FAILED, now + timedelta(seconds=5)),  # not due yet
+        run("wf", 5, RunStatus.DEAD),
+        run("wf", 6),
+    ])
+    due = store.due_runs(STREAM, now)
+    assert [(d.event.id, d.status) for d in due] == [
+        (event(2).id, RunStatus.SLEEPING), (event(3).id, RunStatus.PENDING), (event(1).id, RunStatus.FAILED)]
+    assert [d.event for d in due] == [event(2), event(3), event(1)]  # as recorded in the ledger
+    assert due[2].next_attempt == 2 and due[0].next_attempt == 1  # a failed run tries again; others go on
+    assert store.due_runs(STREAM, now, limit=1) == due[:1] and store.due_runs("github:o/r", now) == []
+
+
+def test_a_run_transaction_is_fenced_and_skips_a_run_no_longer_due(store: Store) -> None:
+    clock = FakeClock(T0 + timedelta(hours=1))
+    lease = claim(store, "a", clock)
+    commit_page(lease, [event(1), event(2)], "c2",
+                [run("wf", 1, RunStatus.FAILED, T0), run("wf", 2, RunStatus.FAILED, T0)])
+    first, second = store.due_runs(STREAM, clock.now())
+    with lease.run(first) as txn:
+        assert txn is not None
+        txn.save_run(run("wf", 1, attempts=2))
+    with lease.run(first) as txn:  # read before it ran: no longer due as read
+        assert txn is None
+    clock.advance(LEASE + 1)
+    claim(store, "b", clock)
+    with pytest.raises(LeaseLostError), lease.run(second) as txn:
+        assert txn is not None
+        txn.save_run(run("wf", 2, attempts=2))
+    assert [d.event.id for d in store.due_runs(STREAM, clock.now())] == [event(2).id]  # rolled back
+
+
+def test_step_results_are_stored_once_per_step(store: Store) -> None:
+    lease = claim(store, "a", FakeClock(T0))
+    commit_page(lease, [event(1)], "c1")
+    key = run("wf", 1).key
+    with lease.page(STREAM) as txn:
+        assert txn.step_results(key) == {}
+        txn.store_steps(key, {"send": {"value": 1}}, T0)
+        txn.store_steps(key, {"send": {"value": 2}, "wait": {"value": None}}, T0)  # send keeps its first
+        txn.advance(None, meta=None, new_events=0)
+    with lease.page(STREAM) as txn:
+        assert txn.step_results(key) == {"send": {"value": 1}, "wait": {"value": None}}
+        txn.advance(None, meta=None, new_events=0)
+
+
+# ---- skips, failures and ticks ----------------------------------------------------------------------------
+
+
+def test_a_paused_or_done_cursor_is_not_claimed(store: Store) -> None:
+    clock = FakeClock(T0)
+    claim(store, "a", clock).release()
+    store.record_failure(STREAM, clock.now(), "429", pause_until=T0 + timedelta(seconds=60), pause_reason="slow down")
+    skip = store.claim(LIVE, owner="a", lease_seconds=LEASE, clock=clock)
+    assert isinstance(skip, Skip) and skip.reason is SkipReason.PAUSED
+    assert skip.detail is not None and "slow down" in skip.detail and str(skip).startswith("paused until")
+    clock.advance(61)
+    window = CursorSpec("workos@0-1", STREAM, Window(T0, T0 + timedelta(days=1)))
+    backfill = claim(store, "a", clock, window)
+    backfill.mark_done()
+    backfill.release()
+    assert store.claim(window, owner="a", lease_seconds=LEASE, clock=clock) == Skip(SkipReason.DONE)
+    row = store.source(window.key)
+    assert row is not None and (row.kind, row.state, row.progress, row.window_start) == ("backfill", "done", 1.0, T0)
+    assert not isinstance(store.claim(LIVE, owner="a", lease_seconds=LEASE, clock=clock), Skip)  # pause over
+
+
+def test_ticks_are_recorded_and_a_success_ends_the_pause(store: Store) -> None:
+    clock = FakeClock(T0)
+    claim(store, "a", clock).release()
+    store.record_failure(STREAM, T0, "boom", pause_until=T0 + timedelta(hours=1), pause_reason="wait")
+    tick = TickRecord(source=STREAM, replica="a", started_at=T0, finished_at=T0 + timedelta(seconds=1), ok=False,
+                      pages=0, events=0, new_events=0, runs_ok=0, runs_failed=0, skipped=0, lag_seconds=None,
+                      error="boom")
+    store.record_tick(tick, succeeded=False)
+    row = store.source(STREAM)
+    assert row is not None and (row.last_error, row.pause_reason, row.last_success_at) == ("boom", "wait", None)
+    store.record_tick(replace(tick, ok=True, pages=2, error=None), succeeded=True)
+    row = store.source(STREAM)
+    assert row is not None and (row.last_error, row.paused_until, row.last_success_at) == (
+        None, None, T0 + timedelta(seconds=1))
+    with store.db.connect() as conn:
+        rows = conn.execute(sa.text("SELECT ok, pages, error FROM syncd_ticks ORDER BY id")).all()
+    assert [tuple(r) for r in rows] == [(False, 0, "boom"), (True, 2, None)]
