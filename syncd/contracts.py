@@ -102,6 +102,12 @@ class Provider(Protocol):
     ``sources`` builds one connector per configured source from the environment; it returns [] when the
     provider has no credentials/config, and raises ``ConfigError`` naming the variable when a value is bad.
     ``builtin_workflows`` registers the provider's built-in mirror workflows into ``registry``.
+    A provider is found through the ``syncd.connectors`` entry-point group (``syncd.plugins``).
+
+    Optional member, looked up with ``getattr``: ``listen(connectors, wake) -> list[Listener]``, for sources
+    that can say when new data is there (PostgreSQL tables' NOTIFY): it starts listeners for those of
+    ``connectors`` that are its own, each calling ``wake(source_key)`` to tick that source now. The daemon
+    stops them on shutdown. Polling stays the guarantee; a listener only shortens the wait.
     """
 
     name: str
@@ -109,6 +115,12 @@ class Provider(Protocol):
     def sources(self, environ: Mapping[str, str], registry: Registry) -> list[Connector]: ...
 
     def builtin_workflows(self, registry: Registry) -> None: ...
+
+
+class Listener(Protocol):
+    """A background listener started by a provider's ``listen``; ``stop`` ends it within ``timeout``."""
+
+    def stop(self, timeout: float = ...) -> None: ...
 
 
 class Clock(Protocol):

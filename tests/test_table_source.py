@@ -363,7 +363,6 @@ def test_a_table_in_another_database_and_tables_by_environment(tmp_path: Any, sq
 
 @pytest.mark.postgres
 def test_notify_wakes_the_source_before_its_next_poll(pg_server: Any) -> None:
-    from connectors.sql.notify import start_listeners
     from syncd.cli import main
     from syncd.ops.scheduler import Daemon
 
@@ -381,7 +380,7 @@ def test_notify_wakes_the_source_before_its_next_poll(pg_server: Any) -> None:
     daemon = Daemon([(c.key, functools.partial(tick, c)) for c in app.connectors], interval=3600,
                     stop=app.stop, jitter=0)
     daemon.start()
-    [listener] = start_listeners(app.connectors, daemon.scheduler)
+    [listener] = app.listeners(daemon.wake)  # the SQL provider's listen hook, as `syncd run` starts it
     try:
         assert listener.listening.wait(5)
         deadline = time.monotonic() + 5

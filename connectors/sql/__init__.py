@@ -22,7 +22,7 @@ using ``rows()``), ``SYNCD_SQL_GAP_SECONDS`` (how long a skipped integer key is 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
 
@@ -36,7 +36,7 @@ from connectors.sql.client import (
     json_safe,
     source_key,
 )
-from syncd.contracts import Connector, Event
+from syncd.contracts import Connector, Event, Listener
 from syncd.errors import ConfigError, ConnectorError
 from syncd.settings import get_float, get_list, get_str, normalize_database_url, safe_url
 from syncd.workflows import Registry, Trigger
@@ -151,6 +151,12 @@ class _Provider:
 
     def builtin_workflows(self, registry: Registry) -> None:
         """No built-in mirror: the tables are already yours."""
+
+    def listen(self, connectors: Sequence[Connector], wake: Callable[[str], None]) -> list[Listener]:
+        """NOTIFY listeners for the PostgreSQL tables among ``connectors`` (see ``connectors.sql.notify``)."""
+        from connectors.sql.notify import start_listeners
+
+        return list(start_listeners(connectors, wake))
 
 
 provider = _Provider()

@@ -16,11 +16,9 @@ the cursor, not the notification, decides what is read.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -134,24 +132,12 @@ class NotifyListener:
             log.exception("waking the source of table %s failed", table)
 
 
-def waker(scheduler: Any) -> Callable[[str], None]:
-    """Run the APScheduler job ``key`` now (if it is running, the next interval picks the row up)."""
-    from apscheduler.jobstores.base import JobLookupError
-
-    def wake(key: str) -> None:
-        with contextlib.suppress(JobLookupError):
-            scheduler.modify_job(key, next_run_time=datetime.now(UTC))
-
-    return wake
-
-
-def start_listeners(connectors: Iterable[Any], scheduler: Any) -> list[NotifyListener]:
-    """One listener per PostgreSQL database holding table sources, waking their jobs on ``scheduler``."""
+def start_listeners(connectors: Iterable[Any], wake: Callable[[str], None]) -> list[NotifyListener]:
+    """One listener per PostgreSQL database holding table sources; a NOTIFY calls ``wake(source_key)``."""
     by_url: dict[str, dict[str, list[str]]] = {}
     for connector in connectors:
         if isinstance(connector, TableConnector) and connector.dialect == "postgresql":
             by_url.setdefault(connector.url, {}).setdefault(connector.spec.name, []).append(connector.key)
-    wake = waker(scheduler)
     listeners = []
     for url, tables in by_url.items():
         def on_table(name: str, tables: dict[str, list[str]] = tables) -> None:

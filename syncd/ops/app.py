@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
-from syncd.contracts import Clock, Connector, Provider, Reads
+from syncd.contracts import Clock, Connector, Listener, Provider, Reads
 from syncd.engine import SyncEngine, Target, TickResult
 from syncd.errors import ConfigError
 from syncd.settings import Settings
@@ -68,6 +68,7 @@ class App:
     connectors: list[Connector]
     engine: SyncEngine
     stop: threading.Event = field(default_factory=threading.Event)
+    providers: Sequence[Provider] = ()
 
     @classmethod
     def build(cls, settings: Settings, *, providers: Sequence[Provider] | None = None,
@@ -91,7 +92,17 @@ class App:
                             prefetch_pages=settings.prefetch_pages,
                             lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts, stop=stop,
                             integrations=settings.integrations)
-        return cls(settings=settings, db=db, registry=full_registry, connectors=connectors, engine=engine, stop=stop)
+        return cls(settings=settings, db=db, registry=full_registry, connectors=connectors, engine=engine, stop=stop,
+                   providers=tuple(providers))
+
+    def listeners(self, wake: Callable[[str], None]) -> list[Listener]:
+        """Start the providers' optional listeners (``Provider.listen``) for this app's sources."""
+        started: list[Listener] = []
+        for provider in self.providers:
+            listen = getattr(provider, "listen", None)
+            if listen is not None:
+                started.extend(listen(self.connectors, wake))
+        return started
 
     @property
     def reads(self) -> Reads:

@@ -43,9 +43,7 @@ def run_daemon(settings: Settings) -> None:
              ", ".join(sorted(w.name for w in app.registry.all())))
     health = start_health_server(settings, app)
     daemon.start()
-    from connectors.sql.notify import start_listeners
-
-    listeners = start_listeners(app.connectors, daemon.scheduler)  # PostgreSQL tables: NOTIFY wakes a job
+    listeners = app.listeners(daemon.wake)  # e.g. PostgreSQL tables: a NOTIFY ticks the source at once
     stopping = time.monotonic()
     try:
         while not app.stop.wait(0.5):

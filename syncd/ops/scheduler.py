@@ -5,6 +5,7 @@ Signals only set the stop event; the engine finishes the page in hand (commits i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -15,6 +16,7 @@ from types import FrameType
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -40,6 +42,11 @@ class Daemon:
             executors={"default": ThreadPoolExecutor(max_workers=max(1, len(self.jobs)))},
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": int(max(1, interval))},
         )
+
+    def wake(self, name: str) -> None:
+        """Run job ``name`` now (if it is running, its next interval picks the new data up)."""
+        with contextlib.suppress(JobLookupError):
+            self.scheduler.modify_job(name, next_run_time=datetime.now(UTC))
 
     def _wrap(self, name: str, fn: Callable[[], Any]) -> Callable[[], None]:
         def job() -> None:
