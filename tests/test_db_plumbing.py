@@ -29,7 +29,7 @@ from syncd.store.bulk import (
     insert_ignore,
 )
 from syncd.store.connect import create_engine, reading
-from syncd.store.sqlite import CACHE_KIB, WAL_CHECKPOINT_PAGES, wal_checkpointer
+from syncd.store.sqlite import CACHE_KIB, SMALL_WAL_SECONDS, WAL_CHECKPOINT_PAGES, wal_checkpointer
 from syncd.store.types import _DATETIME_TEXTS, UTCDateTime, json_type
 from tests.test_cli import sim_env, syncd
 
@@ -271,6 +271,17 @@ def _wait_for_rows(path: Path, rows: int) -> int:
     return found
 
 
+def _settled_checkpoints(checkpointer: Any) -> int:
+    """The checkpoint count once it has stayed the same for longer than the thread's longest wait."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        count = checkpointer.checkpoints
+        time.sleep(SMALL_WAL_SECONDS + 0.5)
+        if checkpointer.checkpoints == count:
+            return count
+    raise AssertionError("the checkpoint thread never went quiet")
+
+
 def test_commits_reach_the_database_file_through_the_checkpoint_thread(tmp_path: Path) -> None:
     path = tmp_path / "ck.db"
     db = create_engine(f"sqlite:///{path}")
@@ -285,11 +296,12 @@ def test_commits_reach_the_database_file_through_the_checkpoint_thread(tmp_path:
     # thread copies the log into the file.
     assert _wait_for_rows(path, 2000) == 2000
     assert checkpointer.running() and checkpointer.checkpoints >= 1
-    time.sleep(0.5)
-    done = checkpointer.checkpoints
+    # A wake that came during a checkpoint runs one more, up to SMALL_WAL_SECONDS later: wait it out, so
+    # what is counted next is what the read causes (it used to race that late checkpoint under load).
+    done = _settled_checkpoints(checkpointer)
     with reading(db) as conn:  # reads wake nothing
         conn.execute(sa.select(points.c.id).limit(1)).all()
-    time.sleep(0.5)
+    time.sleep(SMALL_WAL_SECONDS + 0.5)
     assert checkpointer.checkpoints == done
     db.dispose()
     assert not checkpointer.running()
