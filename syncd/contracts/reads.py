@@ -1,0 +1,108 @@
+"""``Reads``: what status, health, metrics, backfill progress and the dashboard read of syncd's tables."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+from syncd.contracts.records import SourceRow
+
+if TYPE_CHECKING:
+
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TickStats:
+    """Totals of one cursor's recorded ticks (``syncd_ticks``), over the history kept."""
+
+    ticks: int
+    ok: int
+    pages: int
+    runs_ok: int
+    runs_failed: int
+
+    @property
+    def failed(self) -> int:
+        return self.ticks - self.ok
+
+
+@dataclass(frozen=True, slots=True)
+class TickRow:
+    """One recorded tick of a cursor: when it ran, whether it succeeded, and how far behind it was."""
+
+    started_at: datetime
+    finished_at: datetime
+    ok: bool
+    error: str | None
+    lag_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class FailedRun:
+    """A workflow run that failed (to be retried at ``next_attempt_at``) or is dead (dead-lettered).
+    ``event_type`` is None when the event has left the ledger."""
+
+    workflow: str
+    stream: str
+    event_id: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    error: str | None
+    trace_id: str | None
+    event_type: str | None
+
+
+class Reads(Protocol):
+    """Read-only answers about syncd's own state (cursors, ledger, runs, ticks) for ``syncd status``, the
+    health rule and ``/metrics``, backfill progress, the demo's summary and the dashboard.
+
+    Contract:
+    - Reads never write and never wait for a writer: on SQLite they run outside the write lock, so
+      they answer at once in the middle of a catch-up. Each call sees committed data only.
+    - Each call is its own read, unless made on the ``Reads`` that :meth:`snapshot` yields: those share
+      one connection and one transaction (on SQLite one consistent snapshot).
+    - Records are frozen and typed; lists are in the order each method states.
+    - A database that cannot be read raises ``sqlalchemy.exc.SQLAlchemyError``; nothing else is raised.
+    """
+
+    def snapshot(self) -> AbstractContextManager[Reads]:
+        """A ``Reads`` whose calls share one read transaction, for a report made of several reads."""
+        ...
+
+    def source(self, key: str) -> SourceRow | None:
+        """The cursor row ``key`` (a live source or a backfill window), or None before its first sync."""
+        ...
+
+    def sources(self, keys: Iterable[str] | None = None) -> list[SourceRow]:
+        """Every cursor row (only ``keys`` when given): live sources first, then by key."""
+        ...
+
+    def run_counts(self, statuses: Iterable[str] | None = None) -> dict[tuple[str, str], int]:
+        """Number of runs per (stream, status), only ``statuses`` when given (cheap for failed, dead and
+        sleeping: an index covers them). Pairs without runs are absent."""
+        ...
+
+    def recent_failures(self, limit: int = 20) -> list[FailedRun]:
+        """Up to ``limit`` failed and dead runs: failed before dead, each newest finished first."""
+        ...
+
+    def event_count(self) -> int:
+        """Events in the ledger."""
+        ...
+
+    def event_counts_by_type(self) -> list[tuple[str, int]]:
+        """(event type, events in the ledger), most frequent first."""
+        ...
+
+    def tick_stats(self) -> dict[str, TickStats]:
+        """Totals of the recorded ticks per cursor key; cursors without a recorded tick are absent."""
+        ...
+
+    def last_tick(self, key: str) -> TickRow | None:
+        """The cursor's tick that started last (of equal starts, the one recorded last), or None."""
+        ...

@@ -1,0 +1,169 @@
+"""The store's records and enums: what the engine and the store pass each other, typed."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from syncd.contracts.providers import Event, Window
+
+if TYPE_CHECKING:
+
+    pass
+
+
+class RunStatus(enum.StrEnum):
+    """A run's state, as ``syncd_runs.status`` stores it."""
+
+    PENDING = "pending"  # durable, mid-steps: due again at once
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # retried at ``next_attempt_at``
+    DEAD = "dead"  # out of attempts; ``syncd replay`` runs it again
+    SLEEPING = "sleeping"  # ``ctx.sleep``: due at its wake time
+
+    @property
+    def suspended(self) -> bool:
+        """Left to go on later (mid-steps or asleep): neither a success nor a failure yet."""
+        return self in (RunStatus.PENDING, RunStatus.SLEEPING)
+
+
+#: The statuses a tick resumes when due (failed: retry; pending: next step; sleeping: woken).
+DUE_STATUSES = (RunStatus.FAILED, RunStatus.PENDING, RunStatus.SLEEPING)
+
+
+class SkipReason(enum.StrEnum):
+    """Why a tick did nothing. The values are what ``TickResult.skipped_reason`` shows (a pause adds its
+    detail: ``paused until …: why``)."""
+
+    DONE = "done"  # a backfill window already covered
+    PAUSED = "paused"  # the provider asked to wait (Retry-After), until ``paused_until``
+    LEASE_HELD = "lease held by another replica"
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A claim that was refused: the reason, and for a pause its detail (``until <time>: <why>``)."""
+
+    reason: SkipReason
+    detail: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.reason.value} {self.detail}" if self.detail else self.reason.value
+
+
+@dataclass(frozen=True, slots=True)
+class CursorSpec:
+    """Which cursor a claim is for: its key, the connector it belongs to and, for a backfill, its window."""
+
+    key: str
+    source: str
+    window: Window | None = None
+    workflow: str | None = None  # a backfill restricted to one workflow
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    """One row of ``syncd_sources``: a cursor (live source or backfill window) and its lease."""
+
+    key: str
+    source: str
+    kind: str
+    state: str
+    cursor: str | None
+    meta: dict[str, Any] | None
+    window_start: datetime | None
+    window_end: datetime | None
+    window_workflow: str | None
+    progress: float | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    lease_token: int
+    paused_until: datetime | None
+    pause_reason: str | None
+    events_seen: int
+    last_success_at: datetime | None
+    last_error: str | None
+    last_error_at: datetime | None
+
+    def skip(self, now: datetime) -> Skip | None:
+        """Why a tick at ``now`` must not claim this cursor (None: it may): done, or paused."""
+        if self.state == "done":
+            return Skip(SkipReason.DONE)
+        if self.paused_until is not None and self.paused_until > now:
+            return Skip(SkipReason.PAUSED, f"until {self.paused_until.isoformat()}: {self.pause_reason}")
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RunKey:
+    """A run's identity (and its idempotency key's): one workflow on one event of one stream."""
+
+    workflow: str
+    stream: str
+    event_id: str
+
+    def idempotency_key(self, step: str) -> str:
+        raw = f"{self.workflow}\x00{self.stream}\x00{self.event_id}\x00{step}"
+        return hashlib.sha256(raw.encode()).hexdigest()[:40]
+
+
+class RunRecord(NamedTuple):
+    """A run's state after an attempt: the row ``syncd_runs`` keeps for ``(workflow, stream, event_id)``.
+
+    Immutable like the other records, but a ``NamedTuple``: one is built for every run on the ingest path,
+    at a fraction of a frozen dataclass's cost.
+    """
+
+    workflow: str
+    stream: str
+    event_id: str
+    workflow_version: str | None
+    status: RunStatus
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    trace_id: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    duration_ms: float | None
+
+    @property
+    def key(self) -> RunKey:
+        return RunKey(self.workflow, self.stream, self.event_id)
+
+
+@dataclass(frozen=True, slots=True)
+class DueRun:
+    """A run due again (failed, pending or sleeping), as read, with its event from the ledger."""
+
+    workflow: str
+    event: Event
+    status: RunStatus
+    attempts: int
+
+    @property
+    def next_attempt(self) -> int:
+        """The attempt number of the next execution: a failed run tries again, a suspended one goes on."""
+        return self.attempts + 1 if self.status is RunStatus.FAILED else self.attempts
+
+
+@dataclass(frozen=True, slots=True)
+class TickRecord:
+    """One row of ``syncd_ticks``: what a tick of one cursor did."""
+
+    source: str
+    replica: str
+    started_at: datetime
+    finished_at: datetime
+    ok: bool
+    pages: int
+    events: int
+    new_events: int
+    runs_ok: int
+    runs_failed: int
+    skipped: int
+    lag_seconds: float | None
+    error: str | None

@@ -1,0 +1,171 @@
+"""The ``Store`` contract and its handles: ``Lease`` (a claimed cursor), ``PageTxn`` and ``RunTxn``.
+
+syncd/store/ holds the one implementation, ``SqlStore``; tests/contracts/test_store.py runs this contract
+on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from syncd.contracts.providers import Clock, Event
+from syncd.contracts.records import CursorSpec, DueRun, RunKey, RunRecord, Skip, SourceRow, TickRecord
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+
+
+class RunTxn(Protocol):
+    """One open transaction that workflow runs execute in; it commits when its context manager exits.
+
+    ``conn`` is the connection the runs' SAVEPOINTs and ``ctx.db`` sessions use: whatever a workflow
+    writes through it commits or rolls back with the transaction.
+    """
+
+    conn: Connection
+
+    def step_results(self, key: RunKey) -> dict[str, Any]:
+        """The stored results of ``key``'s completed steps, by step name (empty if none)."""
+        ...
+
+    def store_steps(self, key: RunKey, results: Mapping[str, Any], now: datetime) -> None:
+        """Store completed steps' results; a step already stored keeps its first result."""
+        ...
+
+    def save_run(self, record: RunRecord) -> None:
+        """Overwrite the stored state of ``record``'s run (which exists) with ``record``."""
+        ...
+
+
+class PageTxn(RunTxn, Protocol):
+    """The transaction of one page (or a group of pages) of one lease's cursor.
+
+    Order within it: ``record_events`` → ``existing_runs`` → the workflows' writes → ``write_runs`` /
+    ``write_batch_runs`` → ``advance`` last. Nothing is visible to others before the context manager
+    exits; an exception rolls everything back, cursor included (no event lost, none applied twice).
+    """
+
+    def record_events(self, events: Sequence[Event], now: datetime) -> set[str]:
+        """Add ``events`` (one stream, ids unique) to the ledger; return the ids that were not in it."""
+        ...
+
+    def existing_runs(self, workflows: Iterable[str], event_ids: Iterable[str]) -> set[tuple[str, str]]:
+        """The (workflow, event id) pairs among these that already have a run on this stream."""
+        ...
+
+    def write_runs(self, records: Sequence[RunRecord]) -> None:
+        """Insert these runs; a run that exists already is left as it is."""
+        ...
+
+    def write_batch_runs(self, template: RunRecord, event_ids: Sequence[str]) -> None:
+        """``write_runs`` of one run per id of ``event_ids``: ``template`` with that ``event_id``."""
+        ...
+
+    def advance(self, cursor: str | None, *, meta: Mapping[str, Any] | None, new_events: int,
+                progress: float | None = None) -> None:
+        """Move the cursor to ``cursor`` (None: unchanged), store ``meta``, count ``new_events``, renew the
+        lease. The last statement of the page. Raises ``LeaseLostError`` if another owner claimed the cursor
+        since (fenced out on the token): the transaction then rolls back and commits nothing."""
+        ...
+
+
+class Lease(Protocol):
+    """A claimed cursor: its ``key``, fencing ``token``, ``owner`` and the ``cursor`` read under the lease.
+
+    Every write made through it is fenced on ``token``: once another owner has claimed the cursor (after
+    this lease expired), ``PageTxn.advance`` and a run transaction raise ``LeaseLostError`` and commit
+    nothing. The handle carries owner, lease length and clock, so no call passes them again.
+    """
+
+    key: str
+    token: int
+    owner: str
+    cursor: str | None
+    lease_seconds: float
+    clock: Clock
+
+    def renew(self) -> bool:
+        """Push the expiry to now + ``lease_seconds`` if the lease is still ours; False if taken over."""
+        ...
+
+    def release(self) -> None:
+        """Free the cursor for any owner at once. Raises what the database raises (it expires anyway)."""
+        ...
+
+    def page(self, stream: str) -> AbstractContextManager[PageTxn]:
+        """A page transaction on the cursor, which creates runs for ``stream``'s events.
+
+        Transactions that create runs for one stream are serialised (a backfill window and the live cursor
+        meeting on an event run it once); on PostgreSQL an idle transaction is ended by the server after
+        two lease lengths, so a paused holder cannot keep row locks a takeover would wait on.
+        """
+        ...
+
+    def run(self, due: DueRun) -> AbstractContextManager[RunTxn | None]:
+        """A transaction for one more attempt of ``due``, or None if it is no longer due as read (another
+        cursor of the stream ran it). On exit the lease is renewed, fenced: ``LeaseLostError`` if lost."""
+        ...
+
+    def mark_done(self) -> None:
+        """Mark a backfill window's cursor done (progress 1.0): later claims skip it."""
+        ...
+
+
+class Store(Protocol):
+    """syncd's state: cursors and their leases, the ledger, runs and ticks.
+
+    ``db`` is the SQLAlchemy engine of the database, which workflows' own tables share. Every method (and
+    every method of the handles it gives out) raises the database's own errors when it cannot reach it;
+    none retries: the next tick does.
+    """
+
+    db: Engine
+
+    @property
+    def concurrent_writers(self) -> bool:
+        """True if write transactions run concurrently (PostgreSQL); False if one at a time holds the whole
+        database (SQLite), so a lease cannot be taken mid-page and a writer should leave gaps for others."""
+        ...
+
+    def claim(self, spec: CursorSpec, *, owner: str, lease_seconds: float, clock: Clock) -> Lease | Skip:
+        """Create the cursor's row if new, then take its lease unless the row says to skip it.
+
+        Returns ``Skip(DONE)`` or ``Skip(PAUSED, detail)`` without claiming, ``Skip(LEASE_HELD)`` if another
+        live lease holds it (even the same owner's: the same replica id on two processes must not share
+        it), else a ``Lease`` whose token is greater than every earlier token of the cursor. An expired
+        lease is taken over; on PostgreSQL the claim waits for a page commit of the old holder in flight.
+        """
+        ...
+
+    def source(self, key: str) -> SourceRow | None:
+        """The cursor's row, or None if never synced."""
+        ...
+
+    def due_runs(self, stream: str, now: datetime, limit: int = 200) -> list[DueRun]:
+        """Runs of ``stream`` due at ``now`` (failed, pending, sleeping), by due time then event id."""
+        ...
+
+    def record_failure(self, key: str, now: datetime, error: str, *, pause_until: datetime | None = None,
+                       pause_reason: str | None = None) -> None:
+        """Store a tick's error on the cursor, and the pause the provider asked for, if any."""
+        ...
+
+    def record_tick(self, tick: TickRecord, *, succeeded: bool) -> None:
+        """Append ``tick`` to the history; ``succeeded`` also marks the cursor's success and ends its pause."""
+        ...
+
+    def dead_runs(self, *, workflow: str | None = None, source: str | None = None,
+                  event_id: str | None = None) -> list[RunKey]:
+        """Keys of the dead runs picked (each field given narrows the choice; ``source`` is a stream key or
+        a provider name, for all its streams), in event order."""
+        ...
+
+    def dead_letters(self, keys: Sequence[RunKey]) -> AbstractContextManager[
+            tuple[RunTxn, dict[RunKey, tuple[int, Event | None]]]]:
+        """A transaction holding those of ``keys`` still dead, each with its attempts and event (None if gone
+        from the ledger), locked until it ends, so two replays never run one dead letter twice; runs no
+        longer dead, or locked by another replay, are left out."""
+        ...
