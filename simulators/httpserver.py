@@ -26,9 +26,9 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
-__all__ = ["LoopbackServer", "Server"]
+__all__ = ["LoopbackServer", "Served", "Server"]
 
 
 class Server(ThreadingHTTPServer):
@@ -143,6 +143,31 @@ class LoopbackServer:
             thread.join(timeout=timeout)
 
     def __enter__(self) -> LoopbackServer:
+        self.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.stop()
+
+
+class Served:
+    """Base of a double that a ``LoopbackServer`` (``self._http``) serves: its ``url``, ``start``/``stop``
+    and ``with`` handling, delegated, so each double only says what it answers."""
+
+    _http: LoopbackServer
+
+    @property
+    def url(self) -> str:
+        return self._http.url
+
+    def start(self) -> str:
+        return self._http.start()
+
+    def stop(self) -> None:
+        self._http.stop()
+
+    def __enter__(self) -> Self:
         self.start()
         return self
 

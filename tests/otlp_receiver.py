@@ -14,7 +14,6 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
-from types import TracebackType
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -23,7 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from simulators.httpserver import LoopbackServer, Server
+from simulators.httpserver import LoopbackServer, Served, Server
 
 STATUS_ERROR = 2  # opentelemetry.proto.trace.v1.Status.STATUS_CODE_ERROR
 SPAN_KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
@@ -126,7 +125,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-class OTLPReceiver:
+class OTLPReceiver(Served):
     """``with OTLPReceiver() as rx:`` point ``OTEL_EXPORTER_OTLP_ENDPOINT`` at ``rx.url``; read
     ``rx.spans``, ``rx.raw`` (every request body, decompressed) and ``rx.headers``."""
 
@@ -136,24 +135,6 @@ class OTLPReceiver:
         self._raw: list[bytes] = []
         self._headers: list[dict[str, str]] = []
         self._http = LoopbackServer(_Handler, context=self, name="otlp-receiver")
-
-    @property
-    def url(self) -> str:
-        return self._http.url
-
-    def start(self) -> str:
-        return self._http.start()
-
-    def stop(self) -> None:
-        self._http.stop()
-
-    def __enter__(self) -> OTLPReceiver:
-        self.start()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self.stop()
 
     def record(self, body: bytes, spans: list[ReceivedSpan], headers: dict[str, str]) -> None:
         with self._lock:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from simulators.httpserver import LoopbackServer, Server
+from simulators.httpserver import LoopbackServer, Served, Server
 
 __all__ = ["Call", "SinkSimulator", "main"]
 
@@ -55,7 +55,7 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
 
-class SinkSimulator:
+class SinkSimulator(Served):
     """Any method on any path is a call, recorded in ``calls``; ``/health`` always answers 200."""
 
     def __init__(self, *, fail_rate: float = 0.0, seed: int = 0, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -66,23 +66,6 @@ class SinkSimulator:
         self._http = LoopbackServer(_Handler, context=self, host=host, port=port, name="sink-sim",
                                     quiet_disconnects=False)
         self._http.bind()  # the URL is known before start
-
-    @property
-    def url(self) -> str:
-        return self._http.url
-
-    def start(self) -> str:
-        return self._http.start()
-
-    def stop(self) -> None:
-        self._http.stop()
-
-    def __enter__(self) -> SinkSimulator:
-        self.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
 
     def successes_by_key(self, path_prefix: str = "") -> Counter[str | None]:
         with self._lock:
