@@ -2,11 +2,17 @@
 
 Provider-specific variables (``WORKOS_*``, ``GITHUB_*``) are read by each connector package, with the
 same helpers, so nothing provider-specific lives here.
+
+A value that start-up accepts must work on every tick: the getters take numbers only when finite and
+within bounds (a timeout of ``nan`` or an interval of 10^20 seconds would only fail later, when a
+datetime or a socket is computed from them), and :meth:`Settings.from_env` checks what a column or a
+driver could not hold. Each refusal is a ``ConfigError`` naming the variable (``syncd`` exits 2).
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +28,20 @@ from syncd.errors import ConfigError
 PREFETCH_PAGES = 20
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+#: Longest tick interval: a week (a longer wait is a cron job's, not a poller's).
+MAX_INTERVAL_SECONDS = 7 * 86_400
+#: Longest lease: three of the longest intervals (the default lease is three intervals).
+MAX_LEASE_SECONDS = 3 * MAX_INTERVAL_SECONDS
+#: ``SYNCD_HTTP_TIMEOUT`` bounds: a tenth of a second to ten minutes per request phase.
+HTTP_TIMEOUT_SECONDS = (0.1, 600.0)
+#: The longest ``SYNCD_REPLICA_ID``: the width of the columns that store it (``syncd_sources.lease_owner``,
+#: ``syncd_ticks.replica``; a test checks they agree).
+MAX_REPLICA_ID_LENGTH = 200
+#: Pages fetched ahead at most (each is held in memory until committed).
+MAX_PREFETCH_PAGES = 1_000
+#: The drivers syncd is built and tested with, by backend (``postgresql://`` is read as psycopg 3).
+DRIVERS = {"sqlite": ("pysqlite",), "postgresql": ("psycopg",)}
 
 #: Every variable syncd (core and bundled connectors) reads; used to catch typos in ``.env``.
 KNOWN_VARIABLES = frozenset(
@@ -80,30 +100,53 @@ def get_str(environ: Mapping[str, str], name: str, default: str | None = None) -
     return value.strip()
 
 
-def get_int(environ: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+def get_int(environ: Mapping[str, str], name: str, default: int, *, minimum: int = 0,
+            maximum: int | None = None) -> int:
+    """``name`` as a whole number within ``minimum``..``maximum``; ``default`` when unset."""
     raw = get_str(environ, name)
     if raw is None:
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(name, f"expected a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(name, f"must be at least {minimum}, got {value}")
+        raise ConfigError(name, f"expected a whole number, got {_shown(raw)}") from None
+    _check_range(name, value, minimum, maximum)
     return value
 
 
-def get_float(environ: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+def get_float(environ: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0,
+              maximum: float | None = None) -> float:
+    """``name`` as a finite number (never ``nan`` or ``inf``) within ``minimum``..``maximum``."""
     raw = get_str(environ, name)
     if raw is None:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(name, f"expected a number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(name, f"must be at least {minimum}, got {value}")
+        raise ConfigError(name, f"expected a number, got {_shown(raw)}") from None
+    if not math.isfinite(value):
+        raise ConfigError(name, f"expected a finite number, got {_shown(raw)}")
+    _check_range(name, value, minimum, maximum)
     return value
+
+
+def _check_range(name: str, value: float, minimum: float, maximum: float | None) -> None:
+    if value < minimum:
+        raise ConfigError(name, f"must be at least {minimum}, got {value:g}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(name, f"must be at most {maximum}, got {value:g}")
+
+
+def _shown(raw: str, limit: int = 60) -> str:
+    """A bad value quoted in an error: one line, cut (it may be a whole file pasted by mistake)."""
+    shown = repr(raw[:limit])
+    return shown + f" (cut, {len(raw)} characters)" if len(raw) > limit else shown
+
+
+def http_timeout(environ: Mapping[str, str]) -> float:
+    """``SYNCD_HTTP_TIMEOUT``: seconds per phase of a provider request (default 30)."""
+    low, high = HTTP_TIMEOUT_SECONDS
+    return get_float(environ, "SYNCD_HTTP_TIMEOUT", 30.0, minimum=low, maximum=high)
 
 
 def get_list(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -182,7 +225,8 @@ def exporter_name(environ: Mapping[str, str]) -> str:
 
 def export_timeout(environ: Mapping[str, str]) -> float:
     """``OTEL_EXPORTER_OTLP_TIMEOUT`` in seconds (values above 60 are taken as milliseconds)."""
-    timeout = get_float(environ, "OTEL_EXPORTER_OTLP_TIMEOUT", DEFAULT_EXPORT_TIMEOUT, minimum=0.1)
+    timeout = get_float(environ, "OTEL_EXPORTER_OTLP_TIMEOUT", DEFAULT_EXPORT_TIMEOUT, minimum=0.1,
+                        maximum=600_000)  # ten minutes, in milliseconds
     return timeout / 1000 if timeout > MILLISECONDS_ABOVE else timeout
 
 
@@ -316,10 +360,8 @@ class Settings:
             url = make_url(database_url)
         except (ArgumentError, ValueError):  # ValueError: a port that is not a number
             raise ConfigError("DATABASE_URL", "not a database URL (e.g. sqlite:///syncd.db)") from None
-        if url.get_backend_name() not in ("sqlite", "postgresql"):
-            raise ConfigError("DATABASE_URL",
-                              f"unsupported database {url.get_backend_name()!r}; use sqlite or postgresql")
-        interval = get_int(env, "SYNC_INTERVAL_SECONDS", 60, minimum=1)
+        check_driver(url.get_backend_name(), url.get_driver_name())
+        interval = get_int(env, "SYNC_INTERVAL_SECONDS", 60, minimum=1, maximum=MAX_INTERVAL_SECONDS)
         log_level = (get_str(env, "LOG_LEVEL", "INFO") or "INFO").upper()
         if log_level not in LOG_LEVELS:
             raise ConfigError("LOG_LEVEL", f"expected one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
@@ -337,7 +379,7 @@ class Settings:
         range_start, range_end = parse_window(env, now=now)
         # Read by the connector packages, which build the HTTP clients; checked here as well so that every
         # command (not only those that build connectors) rejects a bad value.
-        get_float(env, "SYNCD_HTTP_TIMEOUT", 30.0, minimum=0.1)
+        http_timeout(env)
         return cls(
             database_url=database_url,
             interval_seconds=interval,
@@ -345,13 +387,15 @@ class Settings:
             workflow_modules=get_list(env, "SYNCD_WORKFLOWS"),
             builtins=builtins,
             max_attempts=get_int(env, "SYNCD_MAX_ATTEMPTS", 5, minimum=1),
-            lease_seconds=get_int(env, "SYNCD_LEASE_SECONDS", max(3 * interval, 30), minimum=5),
-            http_port=get_int(env, "SYNCD_HTTP_PORT", 8080, minimum=0),
+            lease_seconds=get_int(env, "SYNCD_LEASE_SECONDS", max(3 * interval, 30), minimum=5,
+                                  maximum=MAX_LEASE_SECONDS),
+            http_port=get_int(env, "SYNCD_HTTP_PORT", 8080, minimum=0, maximum=65_535),
             http_host=get_str(env, "SYNCD_HTTP_HOST", "0.0.0.0") or "0.0.0.0",
-            prefetch_pages=get_int(env, "SYNCD_PREFETCH_PAGES", PREFETCH_PAGES, minimum=0),
+            prefetch_pages=get_int(env, "SYNCD_PREFETCH_PAGES", PREFETCH_PAGES, minimum=0,
+                                   maximum=MAX_PREFETCH_PAGES),
             log_level=log_level,
             log_format=log_format,
-            replica_id=get_str(env, "SYNCD_REPLICA_ID"),
+            replica_id=replica_id(env),
             range_start=range_start,
             range_end=range_end,
             jaeger_url=get_str(env, "SYNCD_JAEGER_URL"),
@@ -359,6 +403,28 @@ class Settings:
             integrations=Integrations.from_env(env),
             environ=env,
         )
+
+
+def check_driver(backend: str, driver: str) -> None:
+    """ConfigError naming ``DATABASE_URL`` unless syncd supports this backend and driver."""
+    if backend not in DRIVERS:
+        raise ConfigError("DATABASE_URL", f"unsupported database {backend!r}; use sqlite or postgresql")
+    if driver not in DRIVERS[backend]:
+        hint = "postgresql:// (psycopg 3)" if backend == "postgresql" else "sqlite:///path.db"
+        raise ConfigError("DATABASE_URL", f"unsupported driver {backend}+{driver}; use {hint}")
+
+
+def replica_id(env: Mapping[str, str]) -> str | None:
+    """``SYNCD_REPLICA_ID``: at most :data:`MAX_REPLICA_ID_LENGTH` printable characters."""
+    value = get_str(env, "SYNCD_REPLICA_ID")
+    if value is None:
+        return None
+    if len(value) > MAX_REPLICA_ID_LENGTH:
+        raise ConfigError("SYNCD_REPLICA_ID", f"is {len(value)} characters long; at most "
+                                              f"{MAX_REPLICA_ID_LENGTH} fit where it is stored")
+    if not value.isprintable():
+        raise ConfigError("SYNCD_REPLICA_ID", f"has control characters: {_shown(value)}")
+    return value
 
 
 def parse_window(
