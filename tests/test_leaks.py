@@ -131,8 +131,9 @@ def test_no_secret_of_a_url_leaves_when_receivers_fail(tmp_path: Path, sink: Sin
 
     files = b"".join(p.read_bytes() for p in tmp_path.glob("leak.db*"))
     assert files  # the database (and its WAL, if any) was read
-    for where, text in [("database file", files), ("stdout", proc.stdout), ("logs", proc.stderr),
-                        ("status", status), ("spans", raw_spans)]:
+    outputs: list[tuple[str, str | bytes]] = [("database file", files), ("stdout", proc.stdout),
+                                              ("logs", proc.stderr), ("status", status), ("spans", raw_spans)]
+    for where, text in outputs:
         assert not leaked(text), where
 
 
