@@ -123,4 +123,5 @@ def status_error_text(response: httpx.Response) -> str:
                 message = f"{message} ({fields})" if message else fields
     except ValueError:
         pass
-    return f"HTTP {response.status_code}" + (f": {message[:300]}" if message else "")
+    # A provider's message may quote the request's URL (with its query) back: scrubbed like any URL.
+    return f"HTTP {response.status_code}" + (f": {scrub(message[:300])}" if message else "")
