@@ -12,7 +12,6 @@ driver could not hold. Each refusal is a ``ConfigError`` naming the variable (``
 from __future__ import annotations
 
 import difflib
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +21,17 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+# The readers live in syncd.envreaders; re-exported here (``X as X``), where connectors import them from.
+from syncd.envreaders import Secret as Secret
+from syncd.envreaders import get_float as get_float
+from syncd.envreaders import get_int as get_int
+from syncd.envreaders import get_list as get_list
+from syncd.envreaders import get_secret as get_secret
+from syncd.envreaders import get_str as get_str
+from syncd.envreaders import get_url as get_url
+from syncd.envreaders import normalize_database_url as normalize_database_url
+from syncd.envreaders import parse_time_ms as parse_time_ms
+from syncd.envreaders import shown_value
 from syncd.errors import ConfigError
 
 #: Pages fetched ahead of the commits by default (``SYNCD_PREFETCH_PAGES``; see ``SyncEngine._page_loop``).
@@ -63,137 +73,13 @@ KNOWN_VARIABLES = frozenset(
 _PREFIXES = ("SYNCD_", "SYNC_", "WORKOS_", "GITHUB_", "EVENTS_", "OTEL_", "DATABASE_", "LOG_")
 
 
-class Secret:
-    """A string that never shows itself in a repr, str, log line or error."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    def __str__(self) -> str:
-        return "***"
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-
-# ---- small readers shared by core and connectors -------------------------------------------------
-
-
-def get_str(environ: Mapping[str, str], name: str, default: str | None = None) -> str | None:
-    value = environ.get(name)
-    if value is None or value.strip() == "":
-        return default
-    return value.strip()
-
-
-def get_int(environ: Mapping[str, str], name: str, default: int, *, minimum: int = 0,
-            maximum: int | None = None) -> int:
-    """``name`` as a whole number within ``minimum``..``maximum``; ``default`` when unset."""
-    raw = get_str(environ, name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(name, f"expected a whole number, got {_shown(raw)}") from None
-    _check_range(name, value, minimum, maximum)
-    return value
-
-
-def get_float(environ: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0,
-              maximum: float | None = None) -> float:
-    """``name`` as a finite number (never ``nan`` or ``inf``) within ``minimum``..``maximum``."""
-    raw = get_str(environ, name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(name, f"expected a number, got {_shown(raw)}") from None
-    if not math.isfinite(value):
-        raise ConfigError(name, f"expected a finite number, got {_shown(raw)}")
-    _check_range(name, value, minimum, maximum)
-    return value
-
-
-def _check_range(name: str, value: float, minimum: float, maximum: float | None) -> None:
-    if value < minimum:
-        raise ConfigError(name, f"must be at least {minimum}, got {value:g}")
-    if maximum is not None and value > maximum:
-        raise ConfigError(name, f"must be at most {maximum}, got {value:g}")
-
-
-def _shown(raw: str, limit: int = 60) -> str:
-    """A bad value quoted in an error: one line, cut (it may be a whole file pasted by mistake)."""
-    shown = repr(raw[:limit])
-    return shown + f" (cut, {len(raw)} characters)" if len(raw) > limit else shown
+# ---- small readers shared by core and connectors (defined in syncd.envreaders) --------------------------
 
 
 def http_timeout(environ: Mapping[str, str]) -> float:
     """``SYNCD_HTTP_TIMEOUT``: seconds per phase of a provider request (default 30)."""
     low, high = HTTP_TIMEOUT_SECONDS
     return get_float(environ, "SYNCD_HTTP_TIMEOUT", 30.0, minimum=low, maximum=high)
-
-
-def get_list(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
-    raw = get_str(environ, name)
-    if raw is None:
-        return ()
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
-
-
-def get_url(environ: Mapping[str, str], name: str, default: str) -> str:
-    raw = get_str(environ, name, default)
-    assert raw is not None
-    if not raw.startswith(("http://", "https://")):
-        raise ConfigError(name, f"expected an http(s):// URL, got {raw!r}")
-    return raw.rstrip("/")
-
-
-def get_secret(environ: Mapping[str, str], name: str) -> Secret | None:
-    raw = get_str(environ, name)
-    return Secret(raw) if raw else None
-
-
-def normalize_database_url(raw: str) -> str:
-    """Point ``postgres://`` and ``postgresql://`` at psycopg 3 (SQLAlchemy's default is psycopg2)."""
-    for prefix in ("postgres://", "postgresql://"):
-        if raw.startswith(prefix):
-            return "postgresql+psycopg://" + raw[len(prefix) :]
-    return raw
-
-
-def parse_time_ms(name: str, raw: str) -> datetime:
-    """Unix milliseconds (what the container takes) or ISO-8601 (friendlier on a command line)."""
-    raw = raw.strip()
-    try:
-        number = int(raw)
-        if 10**9 <= number < 10**11:  # 1970 in milliseconds, but 2001–5138 in seconds: surely seconds
-            raise ConfigError(name, f"{raw} looks like unix seconds; give milliseconds (e.g. {raw}000)")
-        return datetime.fromtimestamp(number / 1000, tz=UTC)
-    except ValueError:
-        pass
-    except (OverflowError, OSError):
-        raise ConfigError(name, f"timestamp out of range: {raw!r}") from None
-    try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(name, f"expected unix milliseconds or ISO-8601, got {raw!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 # ---- OpenTelemetry's variables (what syncd.telemetry does with them: its module docstring) ----------
@@ -423,7 +309,7 @@ def replica_id(env: Mapping[str, str]) -> str | None:
         raise ConfigError("SYNCD_REPLICA_ID", f"is {len(value)} characters long; at most "
                                               f"{MAX_REPLICA_ID_LENGTH} fit where it is stored")
     if not value.isprintable():
-        raise ConfigError("SYNCD_REPLICA_ID", f"has control characters: {_shown(value)}")
+        raise ConfigError("SYNCD_REPLICA_ID", f"has control characters: {shown_value(value)}")
     return value
 
 
