@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +28,8 @@ from simulators.workos import DEFAULT_NOW, WorkOSSimulator
 from syncd import cli
 from syncd.contracts import FakeClock
 from syncd.ops.app import App
+from syncd.ops.http import HealthServer, Monitor
+from syncd.store.reads import SqlReads
 from syncd.store.tables import runs
 from syncd.workflows import Registry
 from tests.conftest import settings_for, workos_env
@@ -115,6 +118,8 @@ def test_no_secret_of_a_url_leaves_when_receivers_fail(tmp_path: Path, sink: Sin
     assert cli.main(["status", "--json"], environ={"DATABASE_URL": f"sqlite:///{db}"}) == 0
     status = capsys.readouterr().out
     assert "answered 503" in status
+    served = served_health_and_metrics(f"sqlite:///{db}")
+    assert "workos: ok" in served and "syncd_source_healthy" in served
 
     # The logs held the retries' lines (stamina's, with the error that caused them) and the failures.
     assert "retry_scheduled" in proc.stderr and "answered 503" in proc.stderr
@@ -132,9 +137,24 @@ def test_no_secret_of_a_url_leaves_when_receivers_fail(tmp_path: Path, sink: Sin
     files = b"".join(p.read_bytes() for p in tmp_path.glob("leak.db*"))
     assert files  # the database (and its WAL, if any) was read
     outputs: list[tuple[str, str | bytes]] = [("database file", files), ("stdout", proc.stdout),
-                                              ("logs", proc.stderr), ("status", status), ("spans", raw_spans)]
+                                              ("logs", proc.stderr), ("status", status), ("spans", raw_spans),
+                                              ("/healthz and /metrics", served)]
     for where, text in outputs:
         assert not leaked(text), where
+
+
+def served_health_and_metrics(url: str) -> str:
+    """The bodies of ``/healthz`` and ``/metrics`` over the database at ``url``."""
+    db = sa.create_engine(url)
+    try:
+        with HealthServer(Monitor(SqlReads(db), ["workos"], interval=60), host="127.0.0.1", port=0) as server:
+            bodies = []
+            for path in ("/healthz", "/metrics"):
+                with urllib.request.urlopen(server.url + path, timeout=5) as response:
+                    bodies.append(response.read().decode())
+    finally:
+        db.dispose()
+    return "\n".join(bodies)
 
 
 def test_a_redirect_is_not_a_delivery(sqlite_url: str, workos_sim: Any) -> None:
