@@ -33,6 +33,7 @@ from syncd.envreaders import normalize_database_url as normalize_database_url
 from syncd.envreaders import parse_time_ms as parse_time_ms
 from syncd.envreaders import shown_value
 from syncd.errors import ConfigError
+from syncd.redaction import redact_url
 
 #: Pages fetched ahead of the commits by default (``SYNCD_PREFETCH_PAGES``; see ``SyncEngine._page_loop``).
 PREFETCH_PAGES = 20
@@ -168,10 +169,14 @@ INTEGRATION_PREFIX = "SYNCD_INTEGRATION_"
 
 @dataclass(frozen=True)
 class HttpIntegration:
-    """``SYNCD_INTEGRATION_<NAME>_URL`` and its optional ``_TOKEN`` (sent as a Bearer token)."""
+    """``SYNCD_INTEGRATION_<NAME>_URL`` and its optional ``_TOKEN`` (sent as a Bearer token). The repr
+    shows the URL's scheme and host only: its path or query may be a secret."""
 
     url: str
     token: Secret | None = None
+
+    def __repr__(self) -> str:
+        return f"HttpIntegration(url={redact_url(self.url)!r}, token={self.token!r})"
 
 
 @dataclass(frozen=True)

@@ -227,3 +227,12 @@ def test_a_redirect_fails_the_run_once_its_attempts_are_spent(sqlite_url: str, w
 def _runs(app: App, event_ids: list[str]) -> list[Any]:
     with app.db.connect() as conn:
         return list(conn.execute(sa.select(runs).where(runs.c.event_id.in_(event_ids))))
+
+
+def test_the_settings_repr_shows_integration_urls_as_scheme_and_host() -> None:
+    settings = settings_for("sqlite://", SYNCD_INTEGRATION_CRM_URL=f"https://crm.example.com/v1?key={QUERY_SECRET}",
+                            SYNCD_INTEGRATION_CRM_TOKEN=TOKEN_SECRET,
+                            SYNCD_SLACK_WEBHOOK_URL=f"https://hooks.slack.com/services/T0/B0/{SLACK_SECRET}")
+    shown = repr(settings)
+    assert "https://crm.example.com/…" in shown and not leaked(shown)
+    assert settings.integrations.http_integration("crm").url.endswith(QUERY_SECRET)  # still usable
