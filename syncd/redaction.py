@@ -7,9 +7,10 @@ new output gets the same treatment by calling it, not by re-inventing it:
 - :func:`redact_url` — an outbound URL cut to scheme, host and port, with ``/…`` standing for a path
   or query it had. A Slack incoming-webhook URL *is* its secret (the path), and integration URLs may
   carry a key in the query, so neither is ever shown; user names and passwords neither.
-- :func:`scrub` — free text with every http(s)/smtp(s) URL in it redacted as above and anything shaped
+- :func:`scrub` — free text with every http(s)/smtp(s) URL in it redacted as above, anything shaped
   like a credential (a bearer token, a WorkOS or GitHub key, the password of any ``user:pw@host``)
-  masked as ``***``. A last line of defence: the code never writes a secret on purpose.
+  masked as ``***``, and the values of a database error (SQLAlchemy's ``[parameters: …]``, PostgreSQL's
+  ``DETAIL:`` line) cut. A last line of defence: the code never writes a secret on purpose.
 - :func:`printable` — control characters (terminal escape sequences, newlines a provider put in an
   error message, bidirectional overrides) shown as ``\\x1b``-style escapes, so a provider's text can
   neither rewrite a terminal nor forge a log line.
@@ -47,6 +48,10 @@ _CONTROL_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u20
 #: "(Background on this error at: …)" link, each possibly over several lines.
 _SQL_DUMP = re.compile(r"\s*\[(?:SQL|parameters): .*", re.DOTALL)
 _BACKGROUND = re.compile(r"\s*\(Background on this error at: [^)]*\)")
+#: The one-line parameter dump of a SQLAlchemy error, and PostgreSQL's DETAIL line, in free text.
+_PARAMETERS = re.compile(r"\[parameters: [^\n]*\]")
+_DETAIL = re.compile(r"DETAIL: [^\n]*")
+
 #: PostgreSQL's DETAIL and CONTEXT lines quote the row's values ("Key (email)=(…) already exists").
 _VALUE_LINES = re.compile(r"^\s*(?:DETAIL|CONTEXT):.*$\n?", re.MULTILINE)
 
@@ -74,6 +79,10 @@ def scrub(text: str) -> str:
     """``text`` with URLs redacted (:func:`redact_url`) and credential shapes masked as ``***``."""
     if "://" in text:
         text = _URL.sub(_redact_match, text)
+    if "[parameters: " in text:
+        text = _PARAMETERS.sub(f"[parameters: {ELLIPSIS}]", text)
+    if "DETAIL: " in text:
+        text = _DETAIL.sub(f"DETAIL: {ELLIPSIS}", text)
     lowered = text.lower()
     if not any(hint in lowered for hint in _CREDENTIAL_HINTS):
         return text

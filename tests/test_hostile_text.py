@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from simulators.httpserver import LoopbackServer
 from simulators.workos import WorkOSSimulator
 from syncd import cli
-from syncd.logs import TextFormatter
+from syncd.logs import JsonFormatter, TextFormatter
 from syncd.ops.app import App
 from syncd.ops.http import HealthServer, Monitor
 from syncd.ops.status import collect, render
@@ -172,3 +172,26 @@ def test_healthz_and_status_show_a_database_error_without_its_parameters(
     assert cli.main(["status", "--json"], environ={"DATABASE_URL": sqlite_url}) == 0
     shown = capsys.readouterr().out
     assert "UNIQUE constraint failed: users.email" in shown and EMAIL not in shown and "[SQL" not in shown
+
+
+@pytest.mark.parametrize("formatter", [TextFormatter(), JsonFormatter()], ids=["text", "json"])
+def test_logs_never_show_a_database_errors_parameters(formatter: logging.Formatter) -> None:
+    error = sqlalchemy_error_with_parameters()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    log = logging.getLogger("syncd.test.hostile")
+    log.addHandler(handler)
+    try:
+        log.error("could not record the failure of workos: %s", error, extra={"detail": error})
+        try:
+            raise RuntimeError(error)
+        except RuntimeError:
+            log.exception("tick failed")
+    finally:
+        log.removeHandler(handler)
+    logged = stream.getvalue()
+    if isinstance(formatter, JsonFormatter):  # the values as a reader of the JSON gets them
+        logged = "\n".join(str(v) for line in logged.splitlines() for v in json.loads(line).values())
+    assert "UNIQUE constraint failed: users.email" in logged and "[parameters: …]" in logged
+    assert EMAIL not in logged

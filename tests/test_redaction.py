@@ -32,6 +32,10 @@ def test_redact_url(url: str, shown: str) -> None:
     ("Authorization: Bearer abc.def", "Authorization: ***"),
     ("key sk_live_abc123 and ghp_abcdefgh12 and github_pat_11X", "key *** and *** and ***"),
     ("SELECT cursor FROM syncd_sources WHERE key = ?", "SELECT cursor FROM syncd_sources WHERE key = ?"),
+    ("could not record: (x) fail\n[SQL: INSERT …]\n[parameters: ('bob@example.com', [1, 2])]\n(Background …)",
+     "could not record: (x) fail\n[SQL: INSERT …]\n[parameters: …]\n(Background …)"),
+    ("(psycopg.errors.UniqueViolation) dup\nDETAIL:  Key (email)=(bob@example.com) exists.",
+     "(psycopg.errors.UniqueViolation) dup\nDETAIL: …"),
 ])
 def test_scrub(text: str, shown: str) -> None:
     assert scrub(text) == shown
