@@ -49,6 +49,10 @@ HTTP_TIMEOUT_SECONDS = (0.1, 600.0)
 #: The longest ``SYNCD_REPLICA_ID``: the width of the columns that store it (``syncd_sources.lease_owner``,
 #: ``syncd_ticks.replica``; a test checks they agree).
 MAX_REPLICA_ID_LENGTH = 200
+#: Most attempts of a run (``SYNCD_MAX_ATTEMPTS``, ``@workflow(retries=)``): with the run backoff capped
+#: at an hour, 50 attempts span about two days; the engine's doubling backoff overflows a timedelta
+#: past about 60.
+MAX_ATTEMPTS = 50
 #: Pages fetched ahead at most (each is held in memory until committed).
 MAX_PREFETCH_PAGES = 1_000
 #: The drivers syncd is built and tested with, by backend (``postgresql://`` is read as psycopg 3).
@@ -277,7 +281,7 @@ class Settings:
             sources=get_list(env, "SYNCD_SOURCES"),
             workflow_modules=get_list(env, "SYNCD_WORKFLOWS"),
             builtins=builtins,
-            max_attempts=get_int(env, "SYNCD_MAX_ATTEMPTS", 5, minimum=1),
+            max_attempts=get_int(env, "SYNCD_MAX_ATTEMPTS", 5, minimum=1, maximum=MAX_ATTEMPTS),
             lease_seconds=get_int(env, "SYNCD_LEASE_SECONDS", max(3 * interval, 30), minimum=5,
                                   maximum=MAX_LEASE_SECONDS),
             http_port=get_int(env, "SYNCD_HTTP_PORT", 8080, minimum=0, maximum=65_535),

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from connectors import workos
 from syncd import cli
-from syncd.settings import MAX_REPLICA_ID_LENGTH, Settings
+from syncd.settings import MAX_ATTEMPTS, MAX_REPLICA_ID_LENGTH, Settings
 from syncd.store.tables import sources, ticks
+from syncd.workflows import Registry
 from tests.conftest import WORKOS_KEY
 
 #: Loopback, never reached: these configurations fail before any request.
@@ -34,6 +36,7 @@ BAD = [
     ("SYNCD_REPLICA_ID", "replica\x1b[2J"),
     ("SYNCD_HTTP_PORT", "70000"),
     ("SYNCD_PREFETCH_PAGES", "10000000000"),
+    ("SYNCD_MAX_ATTEMPTS", "100"),  # the run backoff would overflow at the 60th
     ("DATABASE_URL", "postgresql+asyncpg://syncd:pw-7f1c@localhost/syncd"),
     ("DATABASE_URL", "sqlite+aiosqlite:///syncd.db"),
     ("OTEL_EXPORTER_OTLP_TIMEOUT", "inf"),
@@ -58,13 +61,20 @@ def test_a_setting_that_would_fail_every_tick_stops_start_up_naming_it(
 
 
 @pytest.mark.parametrize(("variable", "value"), [
-    ("SYNCD_HTTP_TIMEOUT", "600"), ("SYNC_INTERVAL_SECONDS", str(7 * 86_400)),
+    ("SYNCD_HTTP_TIMEOUT", "600"), ("SYNC_INTERVAL_SECONDS", str(7 * 86_400)), ("SYNCD_MAX_ATTEMPTS", "50"),
     ("SYNCD_LEASE_SECONDS", str(21 * 86_400)), ("SYNCD_HTTP_PORT", "65535"),
     ("SYNCD_REPLICA_ID", "r" * MAX_REPLICA_ID_LENGTH), ("DATABASE_URL", "postgres://u:p@db/syncd"),
     ("DATABASE_URL", "sqlite+pysqlite:///x.db"),
 ])
 def test_the_bounds_themselves_are_accepted(variable: str, value: str) -> None:
     Settings.from_env({variable: value})
+
+
+def test_a_workflows_retries_are_bounded_like_the_setting() -> None:
+    registry = Registry()
+    with pytest.raises(ValueError, match=f"1 to {MAX_ATTEMPTS}"):
+        registry.workflow("too.patient", on=workos.events("user.created"), retries=MAX_ATTEMPTS + 1)
+    registry.workflow("patient", on=workos.events("user.created"), retries=MAX_ATTEMPTS)(lambda event, ctx: None)
 
 
 def test_the_replica_id_limit_is_the_width_of_the_columns_that_store_it() -> None:
