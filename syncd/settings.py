@@ -98,6 +98,8 @@ MILLISECONDS_ABOVE = 60.0
 #: ``event.process`` and a ``workflow.run`` each); the SDK's default queue of 2,048 dropped most of them.
 #: Only while tracing; ``OTEL_BSP_MAX_QUEUE_SIZE`` overrides it.
 SPAN_QUEUE = 16_384
+#: A larger queue is memory, not spans saved (and a huge one overflows the queue's C size).
+MAX_SPAN_QUEUE = 1_000_000
 
 
 def exporter_name(environ: Mapping[str, str]) -> str:
@@ -160,7 +162,8 @@ class TelemetrySettings:
             timeout=timeout,
             endpoint=traces_endpoint(environ) if exporter == "otlp" else None,
             service_name=get_str(environ, "OTEL_SERVICE_NAME", "syncd") or "syncd",
-            max_queue_size=get_int(environ, "OTEL_BSP_MAX_QUEUE_SIZE", SPAN_QUEUE, minimum=1),
+            max_queue_size=get_int(environ, "OTEL_BSP_MAX_QUEUE_SIZE", SPAN_QUEUE, minimum=1,
+                                   maximum=MAX_SPAN_QUEUE),
             semconv_opt_in=get_str(environ, "OTEL_SEMCONV_STABILITY_OPT_IN", "http,database") or "http,database",
             sanitize_headers=get_str(environ, "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS") or "",
         )

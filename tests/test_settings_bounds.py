@@ -40,16 +40,19 @@ BAD = [
     ("DATABASE_URL", "postgresql+asyncpg://syncd:pw-7f1c@localhost/syncd"),
     ("DATABASE_URL", "sqlite+aiosqlite:///syncd.db"),
     ("OTEL_EXPORTER_OTLP_TIMEOUT", "inf"),
+    ("OTEL_BSP_MAX_QUEUE_SIZE", "100000000000000000000000"),  # overflowed the queue: a traceback
     ("SYNCD_SQL_GAP_SECONDS", "nan"),  # read by the SQL connector, with the same getter
 ]
-#: Read by a connector package: commands that build no connector (status) do not read them.
-CONNECTOR_VARIABLES = {"SYNCD_SQL_GAP_SECONDS"}
+#: Read by a connector package or the tracing set-up: commands that build neither (status) do not read them.
+CONNECTOR_VARIABLES = {"SYNCD_SQL_GAP_SECONDS", "OTEL_BSP_MAX_QUEUE_SIZE"}
 
 
 @pytest.mark.parametrize(("variable", "value"), BAD, ids=[f"{v}={x[:20]!r}" for v, x in BAD])
 def test_a_setting_that_would_fail_every_tick_stops_start_up_naming_it(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], variable: str, value: str) -> None:
-    environ = {"DATABASE_URL": f"sqlite:///{tmp_path / 'syncd.db'}", "OTEL_SDK_DISABLED": "true",
+    # The span queue is read only while tracing; otherwise tracing stays off in this (the test's) process.
+    exporter = "console" if variable == "OTEL_BSP_MAX_QUEUE_SIZE" else "none"
+    environ = {"DATABASE_URL": f"sqlite:///{tmp_path / 'syncd.db'}", "OTEL_TRACES_EXPORTER": exporter,
                "WORKOS_API_KEY": WORKOS_KEY, "WORKOS_BASE_URL": NOWHERE, "SYNCD_SQL_TABLES": "orders:insert:id",
                variable: value}
     for command in ("once",) if variable in CONNECTOR_VARIABLES else ("once", "status"):
