@@ -86,11 +86,18 @@ def _idempotency(key: RunKey) -> Any:
 def _require_success(response: httpx.Response) -> None:
     if not response.is_success:
         response.read()
-        where = response.headers.get("Location")
-        moved = f" (redirect to {redact_url(where)}, not followed)" if response.is_redirect and where else ""
+        moved = f" (redirect to {_location(response)}, not followed)" if response.is_redirect else ""
         raise IntegrationError(f"{response.request.method} {redact_url(str(response.request.url))} answered "
                                f"{response.status_code}{moved}; only a 2xx answer is a delivery",
                                request=response.request, response=response)
+
+
+def _location(response: httpx.Response) -> str:
+    """Where a redirect points, redacted (a relative ``Location`` is read against the request's URL)."""
+    try:
+        return redact_url(str(response.request.url.join(response.headers["Location"])))
+    except (KeyError, httpx.InvalidURL):
+        return "an unreadable location"
 
 
 class Slack:
