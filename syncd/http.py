@@ -1,7 +1,8 @@
 """HTTP helpers shared by connectors: one retry policy (stamina), Retry-After parsing, error mapping.
 
 Connectors map status codes to errors with their own policy function; this module turns transport
-failures into ``RetryableError`` and retries short waits. Waits longer than ``PAUSE_THRESHOLD_SECONDS``
+failures into ``RetryableError`` and retries short waits. Error texts never hold a URL's path or query
+(:func:`syncd.redaction.redact_url`): those may carry secrets. Waits longer than ``PAUSE_THRESHOLD_SECONDS``
 are not slept here: the error goes up and the engine pauses the source until then.
 """
 
@@ -18,6 +19,7 @@ import stamina
 
 from syncd import jsoncodec
 from syncd.errors import RetryableError
+from syncd.redaction import scrub
 
 T = TypeVar("T")
 
@@ -27,11 +29,23 @@ MAX_RETRY_AFTER_SECONDS = 86_400.0
 DEFAULT_ATTEMPTS = 4
 
 
+def split_base_url(url: str) -> tuple[str, httpx.QueryParams]:
+    """A base URL without its query, and the query as parameters for every request.
+
+    httpx joins a relative path to a base URL's *raw* path, query included (``/v1?key=k`` + ``users``
+    gives ``/v1?key=k/users``); apart, the path joins the path and the query stays a query.
+    """
+    parsed = httpx.URL(url)
+    return str(parsed.copy_with(query=None, fragment=None)), parsed.params
+
+
 def make_client(base_url: str, *, headers: dict[str, str], timeout: float,
                 transport: httpx.BaseTransport | None = None) -> httpx.Client:
-    """An httpx client with explicit timeouts on every phase and keep-alive."""
+    """An httpx client with explicit timeouts on every phase and keep-alive; redirects are not followed.
+    A query in ``base_url`` is sent with every request (:func:`split_base_url`)."""
+    base, params = split_base_url(base_url)
     return httpx.Client(
-        base_url=base_url, headers=headers, transport=transport, follow_redirects=False,
+        base_url=base, params=params, headers=headers, transport=transport, follow_redirects=False,
         timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
         limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
     )
@@ -84,7 +98,7 @@ def send(client: httpx.Client, source: str, method: str, url: str | httpx.URL, *
     except httpx.TimeoutException as exc:
         raise RetryableError(source, f"timed out talking to the provider ({type(exc).__name__})") from None
     except httpx.TransportError as exc:
-        raise RetryableError(source, f"cannot reach the provider ({type(exc).__name__}: {exc})") from None
+        raise RetryableError(source, f"cannot reach the provider ({type(exc).__name__}: {scrub(str(exc))})") from None
 
 
 def decode_json(source: str, response: httpx.Response) -> Any:
@@ -109,4 +123,5 @@ def status_error_text(response: httpx.Response) -> str:
                 message = f"{message} ({fields})" if message else fields
     except ValueError:
         pass
-    return f"HTTP {response.status_code}" + (f": {message[:300]}" if message else "")
+    # A provider's message may quote the request's URL (with its query) back: scrubbed like any URL.
+    return f"HTTP {response.status_code}" + (f": {scrub(message[:300])}" if message else "")

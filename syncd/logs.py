@@ -1,30 +1,26 @@
 """Logging: JSON lines when not on a terminal (containers), readable text on one.
 
 Contract: every line written inside a span carries ``trace_id`` and ``span_id`` (the ids Jaeger shows);
-httpx's per-request INFO lines (full URLs) are silenced; anything shaped like a credential (a bearer
-token, a WorkOS or GitHub key) is masked in messages and tracebacks, as a last line of defence — the
-code never logs one on purpose.
+httpx's per-request INFO lines (full URLs) are silenced; in messages, extras and tracebacks every
+outbound URL is cut to its scheme and host and anything shaped like a credential (a bearer token, a
+WorkOS or GitHub key) is masked, as a last line of defence (:func:`syncd.redaction.scrub`) — the code
+never logs one on purpose. Text lines escape control characters (a provider's escape sequences or
+newlines cannot rewrite a terminal or forge a line); JSON lines are escaped by JSON itself.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from opentelemetry import trace
 
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
+from syncd.redaction import printable, scrub
 
-#: Credential shapes masked in log output: bearer tokens, WorkOS secret keys, GitHub tokens, and the
-#: password of a URL (user:password@host).
-_CREDENTIAL = re.compile(
-    r"(?i:bearer)\s+[A-Za-z0-9._~+/=-]+|sk_(?:live|test)_[A-Za-z0-9_]+|gh[pousr]_[A-Za-z0-9]{8,}|github_pat_\w+"
-    r"|(?<=://)[^/@\s:]+:[^/@\s]+(?=@)"
-)
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
 
 #: Loggers quieter than the root, each with its reason.
 _QUIET = (
@@ -40,8 +36,8 @@ _QUIET = (
 
 
 def redact(text: str) -> str:
-    """``text`` with anything shaped like a credential replaced by ``***``."""
-    return _CREDENTIAL.sub("***", text)
+    """``text`` with outbound URLs cut to scheme and host and credential shapes replaced by ``***``."""
+    return scrub(text)
 
 
 class TraceContextFilter(logging.Filter):
@@ -78,6 +74,16 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        return printable(super().formatException(ei), keep_newlines=True)
+
+    def formatStack(self, stack_info: str) -> str:
+        return printable(super().formatStack(stack_info), keep_newlines=True)
 
     def format(self, record: logging.LogRecord) -> str:
         line = redact(super().format(record))

@@ -2,6 +2,11 @@
 
 Provider-specific variables (``WORKOS_*``, ``GITHUB_*``) are read by each connector package, with the
 same helpers, so nothing provider-specific lives here.
+
+A value that start-up accepts must work on every tick: the getters take numbers only when finite and
+within bounds (a timeout of ``nan`` or an interval of 10^20 seconds would only fail later, when a
+datetime or a socket is computed from them), and :meth:`Settings.from_env` checks what a column or a
+driver could not hold. Each refusal is a ``ConfigError`` naming the variable (``syncd`` exits 2).
 """
 
 from __future__ import annotations
@@ -16,12 +21,42 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+# The readers live in syncd.envreaders; re-exported here (``X as X``), where connectors import them from.
+from syncd.envreaders import Secret as Secret
+from syncd.envreaders import get_float as get_float
+from syncd.envreaders import get_int as get_int
+from syncd.envreaders import get_list as get_list
+from syncd.envreaders import get_secret as get_secret
+from syncd.envreaders import get_str as get_str
+from syncd.envreaders import get_url as get_url
+from syncd.envreaders import normalize_database_url as normalize_database_url
+from syncd.envreaders import parse_time_ms as parse_time_ms
+from syncd.envreaders import shown_value
 from syncd.errors import ConfigError
+from syncd.redaction import redact_url
 
 #: Pages fetched ahead of the commits by default (``SYNCD_PREFETCH_PAGES``; see ``SyncEngine._page_loop``).
 PREFETCH_PAGES = 20
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+#: Longest tick interval: a week (a longer wait is a cron job's, not a poller's).
+MAX_INTERVAL_SECONDS = 7 * 86_400
+#: Longest lease: three of the longest intervals (the default lease is three intervals).
+MAX_LEASE_SECONDS = 3 * MAX_INTERVAL_SECONDS
+#: ``SYNCD_HTTP_TIMEOUT`` bounds: a tenth of a second to ten minutes per request phase.
+HTTP_TIMEOUT_SECONDS = (0.1, 600.0)
+#: The longest ``SYNCD_REPLICA_ID``: the width of the columns that store it (``syncd_sources.lease_owner``,
+#: ``syncd_ticks.replica``; a test checks they agree).
+MAX_REPLICA_ID_LENGTH = 200
+#: Most attempts of a run (``SYNCD_MAX_ATTEMPTS``, ``@workflow(retries=)``): with the run backoff capped
+#: at an hour, 50 attempts span about two days; the engine's doubling backoff overflows a timedelta
+#: past about 60.
+MAX_ATTEMPTS = 50
+#: Pages fetched ahead at most (each is held in memory until committed).
+MAX_PREFETCH_PAGES = 1_000
+#: The drivers syncd is built and tested with, by backend (``postgresql://`` is read as psycopg 3).
+DRIVERS = {"sqlite": ("pysqlite",), "postgresql": ("psycopg",)}
 
 #: Every variable syncd (core and bundled connectors) reads; used to catch typos in ``.env``.
 KNOWN_VARIABLES = frozenset(
@@ -43,114 +78,13 @@ KNOWN_VARIABLES = frozenset(
 _PREFIXES = ("SYNCD_", "SYNC_", "WORKOS_", "GITHUB_", "EVENTS_", "OTEL_", "DATABASE_", "LOG_")
 
 
-class Secret:
-    """A string that never shows itself in a repr, str, log line or error."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    def __str__(self) -> str:
-        return "***"
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
+# ---- small readers shared by core and connectors (defined in syncd.envreaders) --------------------------
 
 
-# ---- small readers shared by core and connectors -------------------------------------------------
-
-
-def get_str(environ: Mapping[str, str], name: str, default: str | None = None) -> str | None:
-    value = environ.get(name)
-    if value is None or value.strip() == "":
-        return default
-    return value.strip()
-
-
-def get_int(environ: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
-    raw = get_str(environ, name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(name, f"expected a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(name, f"must be at least {minimum}, got {value}")
-    return value
-
-
-def get_float(environ: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
-    raw = get_str(environ, name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(name, f"expected a number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(name, f"must be at least {minimum}, got {value}")
-    return value
-
-
-def get_list(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
-    raw = get_str(environ, name)
-    if raw is None:
-        return ()
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
-
-
-def get_url(environ: Mapping[str, str], name: str, default: str) -> str:
-    raw = get_str(environ, name, default)
-    assert raw is not None
-    if not raw.startswith(("http://", "https://")):
-        raise ConfigError(name, f"expected an http(s):// URL, got {raw!r}")
-    return raw.rstrip("/")
-
-
-def get_secret(environ: Mapping[str, str], name: str) -> Secret | None:
-    raw = get_str(environ, name)
-    return Secret(raw) if raw else None
-
-
-def normalize_database_url(raw: str) -> str:
-    """Point ``postgres://`` and ``postgresql://`` at psycopg 3 (SQLAlchemy's default is psycopg2)."""
-    for prefix in ("postgres://", "postgresql://"):
-        if raw.startswith(prefix):
-            return "postgresql+psycopg://" + raw[len(prefix) :]
-    return raw
-
-
-def parse_time_ms(name: str, raw: str) -> datetime:
-    """Unix milliseconds (what the container takes) or ISO-8601 (friendlier on a command line)."""
-    raw = raw.strip()
-    try:
-        number = int(raw)
-        if 10**9 <= number < 10**11:  # 1970 in milliseconds, but 2001–5138 in seconds: surely seconds
-            raise ConfigError(name, f"{raw} looks like unix seconds; give milliseconds (e.g. {raw}000)")
-        return datetime.fromtimestamp(number / 1000, tz=UTC)
-    except ValueError:
-        pass
-    except (OverflowError, OSError):
-        raise ConfigError(name, f"timestamp out of range: {raw!r}") from None
-    try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(name, f"expected unix milliseconds or ISO-8601, got {raw!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+def http_timeout(environ: Mapping[str, str]) -> float:
+    """``SYNCD_HTTP_TIMEOUT``: seconds per phase of a provider request (default 30)."""
+    low, high = HTTP_TIMEOUT_SECONDS
+    return get_float(environ, "SYNCD_HTTP_TIMEOUT", 30.0, minimum=low, maximum=high)
 
 
 # ---- OpenTelemetry's variables (what syncd.telemetry does with them: its module docstring) ----------
@@ -164,6 +98,8 @@ MILLISECONDS_ABOVE = 60.0
 #: ``event.process`` and a ``workflow.run`` each); the SDK's default queue of 2,048 dropped most of them.
 #: Only while tracing; ``OTEL_BSP_MAX_QUEUE_SIZE`` overrides it.
 SPAN_QUEUE = 16_384
+#: A larger queue is memory, not spans saved (and a huge one overflows the queue's C size).
+MAX_SPAN_QUEUE = 1_000_000
 
 
 def exporter_name(environ: Mapping[str, str]) -> str:
@@ -182,7 +118,8 @@ def exporter_name(environ: Mapping[str, str]) -> str:
 
 def export_timeout(environ: Mapping[str, str]) -> float:
     """``OTEL_EXPORTER_OTLP_TIMEOUT`` in seconds (values above 60 are taken as milliseconds)."""
-    timeout = get_float(environ, "OTEL_EXPORTER_OTLP_TIMEOUT", DEFAULT_EXPORT_TIMEOUT, minimum=0.1)
+    timeout = get_float(environ, "OTEL_EXPORTER_OTLP_TIMEOUT", DEFAULT_EXPORT_TIMEOUT, minimum=0.1,
+                        maximum=600_000)  # ten minutes, in milliseconds
     return timeout / 1000 if timeout > MILLISECONDS_ABOVE else timeout
 
 
@@ -225,7 +162,8 @@ class TelemetrySettings:
             timeout=timeout,
             endpoint=traces_endpoint(environ) if exporter == "otlp" else None,
             service_name=get_str(environ, "OTEL_SERVICE_NAME", "syncd") or "syncd",
-            max_queue_size=get_int(environ, "OTEL_BSP_MAX_QUEUE_SIZE", SPAN_QUEUE, minimum=1),
+            max_queue_size=get_int(environ, "OTEL_BSP_MAX_QUEUE_SIZE", SPAN_QUEUE, minimum=1,
+                                   maximum=MAX_SPAN_QUEUE),
             semconv_opt_in=get_str(environ, "OTEL_SEMCONV_STABILITY_OPT_IN", "http,database") or "http,database",
             sanitize_headers=get_str(environ, "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS") or "",
         )
@@ -238,10 +176,14 @@ INTEGRATION_PREFIX = "SYNCD_INTEGRATION_"
 
 @dataclass(frozen=True)
 class HttpIntegration:
-    """``SYNCD_INTEGRATION_<NAME>_URL`` and its optional ``_TOKEN`` (sent as a Bearer token)."""
+    """``SYNCD_INTEGRATION_<NAME>_URL`` and its optional ``_TOKEN`` (sent as a Bearer token). The repr
+    shows the URL's scheme and host only: its path or query may be a secret."""
 
     url: str
     token: Secret | None = None
+
+    def __repr__(self) -> str:
+        return f"HttpIntegration(url={redact_url(self.url)!r}, token={self.token!r})"
 
 
 @dataclass(frozen=True)
@@ -316,10 +258,8 @@ class Settings:
             url = make_url(database_url)
         except (ArgumentError, ValueError):  # ValueError: a port that is not a number
             raise ConfigError("DATABASE_URL", "not a database URL (e.g. sqlite:///syncd.db)") from None
-        if url.get_backend_name() not in ("sqlite", "postgresql"):
-            raise ConfigError("DATABASE_URL",
-                              f"unsupported database {url.get_backend_name()!r}; use sqlite or postgresql")
-        interval = get_int(env, "SYNC_INTERVAL_SECONDS", 60, minimum=1)
+        check_driver(url.get_backend_name(), url.get_driver_name())
+        interval = get_int(env, "SYNC_INTERVAL_SECONDS", 60, minimum=1, maximum=MAX_INTERVAL_SECONDS)
         log_level = (get_str(env, "LOG_LEVEL", "INFO") or "INFO").upper()
         if log_level not in LOG_LEVELS:
             raise ConfigError("LOG_LEVEL", f"expected one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
@@ -337,21 +277,23 @@ class Settings:
         range_start, range_end = parse_window(env, now=now)
         # Read by the connector packages, which build the HTTP clients; checked here as well so that every
         # command (not only those that build connectors) rejects a bad value.
-        get_float(env, "SYNCD_HTTP_TIMEOUT", 30.0, minimum=0.1)
+        http_timeout(env)
         return cls(
             database_url=database_url,
             interval_seconds=interval,
             sources=get_list(env, "SYNCD_SOURCES"),
             workflow_modules=get_list(env, "SYNCD_WORKFLOWS"),
             builtins=builtins,
-            max_attempts=get_int(env, "SYNCD_MAX_ATTEMPTS", 5, minimum=1),
-            lease_seconds=get_int(env, "SYNCD_LEASE_SECONDS", max(3 * interval, 30), minimum=5),
-            http_port=get_int(env, "SYNCD_HTTP_PORT", 8080, minimum=0),
+            max_attempts=get_int(env, "SYNCD_MAX_ATTEMPTS", 5, minimum=1, maximum=MAX_ATTEMPTS),
+            lease_seconds=get_int(env, "SYNCD_LEASE_SECONDS", max(3 * interval, 30), minimum=5,
+                                  maximum=MAX_LEASE_SECONDS),
+            http_port=get_int(env, "SYNCD_HTTP_PORT", 8080, minimum=0, maximum=65_535),
             http_host=get_str(env, "SYNCD_HTTP_HOST", "0.0.0.0") or "0.0.0.0",
-            prefetch_pages=get_int(env, "SYNCD_PREFETCH_PAGES", PREFETCH_PAGES, minimum=0),
+            prefetch_pages=get_int(env, "SYNCD_PREFETCH_PAGES", PREFETCH_PAGES, minimum=0,
+                                   maximum=MAX_PREFETCH_PAGES),
             log_level=log_level,
             log_format=log_format,
-            replica_id=get_str(env, "SYNCD_REPLICA_ID"),
+            replica_id=replica_id(env),
             range_start=range_start,
             range_end=range_end,
             jaeger_url=get_str(env, "SYNCD_JAEGER_URL"),
@@ -359,6 +301,28 @@ class Settings:
             integrations=Integrations.from_env(env),
             environ=env,
         )
+
+
+def check_driver(backend: str, driver: str) -> None:
+    """ConfigError naming ``DATABASE_URL`` unless syncd supports this backend and driver."""
+    if backend not in DRIVERS:
+        raise ConfigError("DATABASE_URL", f"unsupported database {backend!r}; use sqlite or postgresql")
+    if driver not in DRIVERS[backend]:
+        hint = "postgresql:// (psycopg 3)" if backend == "postgresql" else "sqlite:///path.db"
+        raise ConfigError("DATABASE_URL", f"unsupported driver {backend}+{driver}; use {hint}")
+
+
+def replica_id(env: Mapping[str, str]) -> str | None:
+    """``SYNCD_REPLICA_ID``: at most :data:`MAX_REPLICA_ID_LENGTH` printable characters."""
+    value = get_str(env, "SYNCD_REPLICA_ID")
+    if value is None:
+        return None
+    if len(value) > MAX_REPLICA_ID_LENGTH:
+        raise ConfigError("SYNCD_REPLICA_ID", f"is {len(value)} characters long; at most "
+                                              f"{MAX_REPLICA_ID_LENGTH} fit where it is stored")
+    if not value.isprintable():
+        raise ConfigError("SYNCD_REPLICA_ID", f"has control characters: {shown_value(value)}")
+    return value
 
 
 def parse_window(

@@ -13,7 +13,9 @@ Contract:
 - No secret reaches an exported span: the httpx instrumentation records no headers unless asked to by
   ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*``, and even then credential headers are redacted
   (:data:`SENSITIVE_HEADERS` is always added to the sanitize list). Connectors send credentials only in
-  headers, never in URLs.
+  headers, but an integration's URL may be a secret itself (a Slack webhook's path, a key in a query):
+  every span goes through :class:`ScrubbingExporter`, which cuts every URL in its attributes (``url.full``),
+  event attributes (``exception.message``) and status to scheme and host (:func:`syncd.redaction.scrub`).
 - Root spans of kind CLIENT (a SQL statement or HTTP call outside any tick: migrations at start-up,
   health probes) are dropped, so Jaeger shows ticks, not thousands of orphan ``SELECT`` traces.
 """
@@ -25,16 +27,18 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider, sampling
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.trace import Link, SpanKind
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider, sampling
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter, SpanExportResult
+from opentelemetry.trace import Link, SpanKind, Status
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
+from syncd.redaction import scrub
 from syncd.settings import TelemetrySettings
 
 log = logging.getLogger("syncd.telemetry")
@@ -104,6 +108,54 @@ class DropOrphanClientSpans(sampling.Sampler):
         return f"DropOrphanClientSpans{{{self._delegate.get_description()}}}"
 
 
+class ScrubbingExporter(SpanExporter):
+    """Exports through ``inner`` copies of the spans whose text was scrubbed: every string attribute of
+    the span and of its events, its name and its status description (:func:`syncd.redaction.scrub`).
+
+    It sits under the batch processor, so the scrubbing happens on the export thread, off the tick.
+    """
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self.inner.export([scrub_span(span) for span in spans])
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+def scrub_span(span: ReadableSpan) -> ReadableSpan:
+    """``span`` with its text scrubbed; ``span`` itself when there was nothing to change."""
+    attributes = _scrub_attributes(span.attributes)
+    events = [Event(e.name, _scrub_attributes(e.attributes), e.timestamp) for e in span.events]
+    description = span.status.description
+    status = Status(span.status.status_code, scrub(description)) if description else span.status
+    name = scrub(span.name)
+    if (attributes == span.attributes and status is span.status and name == span.name
+            and all(new.attributes == old.attributes for new, old in zip(events, span.events, strict=True))):
+        return span
+    return ReadableSpan(name=name, context=span.context, parent=span.parent, resource=span.resource,
+                        attributes=attributes, events=events, links=span.links, kind=span.kind, status=status,
+                        start_time=span.start_time, end_time=span.end_time,
+                        instrumentation_scope=span.instrumentation_scope)
+
+
+def _scrub_attributes(attributes: Attributes) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in (attributes or {}).items():
+        if isinstance(value, str):
+            out[key] = scrub(value)
+        elif isinstance(value, (tuple, list)) and any(isinstance(v, str) for v in value):
+            out[key] = tuple(scrub(v) if isinstance(v, str) else v for v in value)
+        else:
+            out[key] = value
+    return out
+
+
 def setup_telemetry(settings: TelemetrySettings, *, instrument: bool = True) -> Telemetry:
     """Install the global tracer provider ``settings`` ask for, and (``instrument``) trace httpx
     requests and SQLAlchemy statements of every engine created afterwards. Call once per process,
@@ -125,7 +177,8 @@ def setup_telemetry(settings: TelemetrySettings, *, instrument: bool = True) -> 
         shutdown_on_exit=False,  # Telemetry.shutdown bounds the wait; the SDK's atexit hook would not
     )
     provider.add_span_processor(BatchSpanProcessor(
-        exporter, export_timeout_millis=settings.timeout * 1000, max_queue_size=settings.max_queue_size))
+        ScrubbingExporter(exporter), export_timeout_millis=settings.timeout * 1000,
+        max_queue_size=settings.max_queue_size))
     trace.set_tracer_provider(provider)
     if instrument:
         _instrument(settings)

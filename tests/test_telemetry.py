@@ -118,7 +118,8 @@ def test_one_sync_exports_the_span_tree_without_secrets(tmp_path: Path, db_url: 
         [get] = [h for h in http if h.parent_span_id == page.span_id]
         assert get.attributes["http.request.method"] == "GET"  # stable HTTP semconv (not http.method)
         assert get.attributes["http.response.status_code"] == 200
-        assert get.attributes["url.full"].startswith(sim.url + "/events?")
+        # issue 17: every outbound URL is cut to scheme and host (a path or a query may be a secret)
+        assert get.attributes["url.full"] == sim.url + "/…"
         assert "http.request.header.user_agent" in get.attributes  # headers really were captured…
         redacted = ["[REDACTED]"]
         assert get.attributes.get("http.request.header.authorization", redacted) == redacted  # …not this

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from connectors.github.client import ACTIONS, EVENT_TYPE, GitHubConnector, is_pull_request, valid_actions
 from syncd.contracts import Connector, Event
 from syncd.errors import ConfigError
-from syncd.settings import get_float, get_list, get_secret, get_url
+from syncd.settings import get_list, get_secret, get_url, http_timeout
 from syncd.workflows import Registry, Trigger
 
 NAME = "github"
@@ -84,7 +84,7 @@ class _Provider:
             return []
         token = get_secret(environ, "GITHUB_TOKEN")
         base_url = get_url(environ, "GITHUB_BASE_URL", DEFAULT_BASE_URL)
-        timeout = get_float(environ, "SYNCD_HTTP_TIMEOUT", 30.0, minimum=0.1)
+        timeout = http_timeout(environ)
         return [GitHubConnector(repo=r, base_url=base_url, token=token, timeout=timeout) for r in repos]
 
     def builtin_workflows(self, registry: Registry) -> None:

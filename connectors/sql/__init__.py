@@ -38,7 +38,7 @@ from connectors.sql.client import (
 )
 from syncd.contracts import Connector, Event, Listener
 from syncd.errors import ConfigError, ConnectorError
-from syncd.settings import get_float, get_list, get_str, normalize_database_url, safe_url
+from syncd.settings import MAX_INTERVAL_SECONDS, get_float, get_list, get_str, normalize_database_url, safe_url
 from syncd.workflows import Registry, Trigger
 
 NAME = "sql"
@@ -133,7 +133,8 @@ class _Provider:
             return []
         default_url = normalize_database_url(get_str(environ, "SYNCD_SQL_URL")
                                              or get_str(environ, "DATABASE_URL") or "sqlite:///syncd.db")
-        gap_seconds = get_float(environ, "SYNCD_SQL_GAP_SECONDS", GAP_SECONDS, minimum=0.0)
+        gap_seconds = get_float(environ, "SYNCD_SQL_GAP_SECONDS", GAP_SECONDS, minimum=0.0,
+                                maximum=MAX_INTERVAL_SECONDS)
         built: list[Connector] = []
         try:
             for key, spec in wanted:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from connectors.workos.client import WorkOSConnector
 from syncd.contracts import Connector, Event
 from syncd.errors import ConfigError
-from syncd.settings import get_float, get_list, get_secret, get_url
+from syncd.settings import get_list, get_secret, get_url, http_timeout
 from syncd.workflows import Registry, Trigger
 
 NAME = "workos"
@@ -50,7 +50,7 @@ class _Provider:
                 raise ConfigError("WORKOS_EVENTS", "no workflow listens to WorkOS events; set the types to request "
                                   "or enable the built-in mirror (SYNCD_BUILTINS)")
             types = sorted(wanted)
-        timeout = get_float(environ, "SYNCD_HTTP_TIMEOUT", 30.0, minimum=0.1)
+        timeout = http_timeout(environ)
         return [WorkOSConnector(api_key=api_key, base_url=base_url, event_types=types, timeout=timeout)]
 
     def builtin_workflows(self, registry: Registry) -> None:

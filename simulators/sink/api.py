@@ -44,6 +44,8 @@ class _Handler(BaseHTTPRequestHandler):
             sink.record(Call(self.command, self.path, body, self.headers.get("Idempotency-Key"), status))
         payload = json.dumps({"ok": status == 200}).encode()
         self.send_response(status)
+        if 300 <= status < 400:  # a receiver that moved: where to, on the same server
+            self.send_header("Location", "/moved" + self.path)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
@@ -56,10 +58,19 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class SinkSimulator(Served):
-    """Any method on any path is a call, recorded in ``calls``; ``/health`` always answers 200."""
+    """Any method on any path is a call, recorded in ``calls``; ``/health`` always answers 200.
 
-    def __init__(self, *, fail_rate: float = 0.0, seed: int = 0, host: str = "127.0.0.1", port: int = 0) -> None:
+    Fault knobs: ``fail_rate`` (a seeded share of calls fail) and ``fail_status``, what a failed call
+    answers: 503 by default, a 4xx, or a 3xx (sent with a ``Location`` on this server, as a receiver
+    that moved would: a redirect is not a delivery).
+    """
+
+    def __init__(self, *, fail_rate: float = 0.0, seed: int = 0, host: str = "127.0.0.1", port: int = 0,
+                 fail_status: int = 503) -> None:
+        if not 300 <= fail_status < 600:
+            raise ValueError(f"fail_status must be a 3xx, 4xx or 5xx status, got {fail_status}")
         self.fail_rate = fail_rate
+        self.fail_status = fail_status
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self.calls: list[Call] = []
@@ -73,9 +84,9 @@ class SinkSimulator(Served):
                            if c.status < 300 and c.path.startswith(path_prefix))
 
     def decide(self) -> int:
-        """The status of the next call: 503 for a seeded ``fail_rate`` share, else 200."""
+        """The status of the next call: ``fail_status`` for a seeded ``fail_rate`` share, else 200."""
         with self._lock:
-            return 503 if self._rng.random() < self.fail_rate else 200
+            return self.fail_status if self._rng.random() < self.fail_rate else 200
 
     def record(self, call: Call) -> None:
         with self._lock:
@@ -87,9 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8003)
     parser.add_argument("--fail-rate", type=float, default=0.0)
+    parser.add_argument("--fail-status", type=int, default=503, help="what a failed call answers (3xx-5xx)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    sink = SinkSimulator(fail_rate=args.fail_rate, seed=args.seed, host=args.host, port=args.port)
+    if not 300 <= args.fail_status < 600:
+        parser.error(f"--fail-status must be a 3xx, 4xx or 5xx status, got {args.fail_status}")
+    sink = SinkSimulator(fail_rate=args.fail_rate, seed=args.seed, host=args.host, port=args.port,
+                         fail_status=args.fail_status)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -10,6 +10,10 @@ the provider paused it (a rate limit being honoured), or a tick holds its lease 
 catch-up renews the lease with every committed page). A source that keeps failing — a wrong key, a
 provider down — turns unhealthy once its last success is older than ``limit``; a source that never
 succeeded is unhealthy as soon as its first tick has failed.
+
+The body listens on all interfaces by default, so a reason never carries payload values: a stored
+error is shown as its first line, without SQLAlchemy's ``[SQL: …]``/``[parameters: …]`` dump, URL paths
+and queries, or control characters (:func:`syncd.redaction.error_summary`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from syncd.contracts import Reads
+from syncd.redaction import error_summary, printable
 from syncd.settings import Settings
 
 log = logging.getLogger("syncd.health")
@@ -79,15 +84,15 @@ def judge(key: str, state: SourceState | None, *, now: datetime, interval: float
         if started_at is not None and (now - started_at).total_seconds() <= limit:
             return SourceHealth(key, True, "starting: no tick recorded yet")
         return SourceHealth(key, False, "never synced: no tick recorded")
-    error = f"; last error: {state.last_error}" if state.last_error else ""
+    error = f"; last error: {error_summary(state.last_error)}" if state.last_error else ""
     age = (now - state.last_success_at).total_seconds() if state.last_success_at else None
     if age is not None and age <= limit:
         return SourceHealth(key, True, f"last successful tick {age:.0f}s ago (limit {limit:.0f}s){error}")
     if state.paused_until is not None and state.paused_until > now:
         return SourceHealth(key, True, f"paused until {state.paused_until.isoformat()} "
-                                       f"({state.pause_reason or 'rate limited'})")
+                                       f"({error_summary(state.pause_reason or '') or 'rate limited'})")
     if state.lease_owner and state.lease_expires_at is not None and state.lease_expires_at > now:
-        return SourceHealth(key, True, f"tick in progress on {state.lease_owner}")
+        return SourceHealth(key, True, f"tick in progress on {printable(state.lease_owner)}")
     if age is None:
         return SourceHealth(key, False, f"no successful tick yet{error}")
     return SourceHealth(key, False, f"no successful tick for {age:.0f}s (limit {limit:.0f}s){error}")

@@ -1,4 +1,10 @@
-"""Read-only views of syncd's state for ``syncd status`` (human and ``--json``)."""
+"""Read-only views of syncd's state for ``syncd status`` (human and ``--json``).
+
+Much of what is shown comes from providers (cursors, event ids, error messages), so neither view
+trusts it: stored errors lose SQL parameter dumps and URL paths and queries in both
+(:func:`syncd.redaction.safe_error`); the human view shows each error as one line and escapes control
+characters in every value (a provider's escape sequence cannot rewrite the terminal).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,17 @@ from datetime import datetime
 from typing import Any
 
 from syncd.contracts import FailedRun, Reads, SourceRow, TickRow
+from syncd.redaction import error_summary, printable, safe_error
 
 RUN_STATES = ("succeeded", "failed", "dead", "sleeping")
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
+
+
+def _error(text: str | None) -> str | None:
+    return safe_error(text) if text else text
 
 
 def collect(reads: Reads, *, run_limit: int = 20, jaeger_url: str | None = None) -> dict[str, Any]:
@@ -33,12 +44,12 @@ def _source(row: SourceRow, last_tick: TickRow | None, run_counts: dict[tuple[st
     item: dict[str, Any] = {
         "key": row.key, "source": row.source, "kind": row.kind, "state": row.state, "cursor": row.cursor,
         "events_processed": row.events_seen, "last_success_at": _iso(row.last_success_at),
-        "last_error": row.last_error, "last_error_at": _iso(row.last_error_at),
-        "paused_until": _iso(row.paused_until), "pause_reason": row.pause_reason,
+        "last_error": _error(row.last_error), "last_error_at": _iso(row.last_error_at),
+        "paused_until": _iso(row.paused_until), "pause_reason": _error(row.pause_reason),
         "lease_owner": row.lease_owner, "lease_expires_at": _iso(row.lease_expires_at),
         "meta": row.meta or {},
         "last_tick": None if last_tick is None else {
-            "at": _iso(last_tick.started_at), "ok": last_tick.ok, "error": last_tick.error,
+            "at": _iso(last_tick.started_at), "ok": last_tick.ok, "error": _error(last_tick.error),
             "lag_seconds": last_tick.lag_seconds},
     }
     if row.kind == "live":
@@ -52,7 +63,7 @@ def _source(row: SourceRow, last_tick: TickRow | None, run_counts: dict[tuple[st
 def _problem_run(run: FailedRun, jaeger_url: str | None) -> dict[str, Any]:
     trace_url = f"{jaeger_url.rstrip('/')}/trace/{run.trace_id}" if jaeger_url and run.trace_id else None
     return {"workflow": run.workflow, "stream": run.stream, "event_id": run.event_id, "status": run.status,
-            "attempts": run.attempts, "next_attempt_at": _iso(run.next_attempt_at), "error": run.error,
+            "attempts": run.attempts, "next_attempt_at": _iso(run.next_attempt_at), "error": _error(run.error),
             "trace_id": run.trace_id, "event_type": run.event_type, "trace_url": trace_url}
 
 
@@ -61,40 +72,51 @@ def short(text: str, limit: int = 96) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} chars; --json shows it all)"
 
 
+def _shown(value: Any) -> str:
+    """A value for the human view: control characters escaped."""
+    return printable(str(value))
+
+
 def render(report: dict[str, Any]) -> str:
-    lines: list[str] = []
+    """The human view of :func:`collect`'s report (module docstring: what it escapes and cuts)."""
     if not report["sources"]:
         return "No source has synced yet. Run `syncd once` (or `syncd demo`)."
+    lines: list[str] = []
     for s in report["sources"]:
-        head = f"{s['key']}  [{s['kind']}{', ' + s['state'] if s['state'] != 'active' else ''}]"
-        lines.append(head)
-        lines.append(f"  cursor:              {short(s['cursor']) if s['cursor'] else '(start)'}")
-        lines.append(f"  events processed:    {s['events_processed']}")
-        lines.append(f"  last success:        {s['last_success_at'] or 'never'}")
-        if "runs" in s:
-            r = s["runs"]
-            lines.append(f"  runs:                {r['succeeded']} succeeded, {r['failed']} failed (retrying), "
-                         f"{r['dead']} dead, {r['sleeping']} sleeping")
-        if "window" in s:
-            w = s["window"]
-            pct = f"{100 * (w['progress'] or 0):.0f}%"
-            only = f", workflow {w['workflow']}" if w["workflow"] else ""
-            lines.append(f"  window:              {w['start']} → {w['end']} ({pct}{only})")
-        if s["paused_until"]:
-            lines.append(f"  PAUSED until:        {s['paused_until']} ({s['pause_reason']})")
-        if s["last_error"]:
-            lines.append(f"  last error:          {s['last_error_at']}: {s['last_error']}")
-        for k, v in sorted(s["meta"].items()):
-            lines.append(f"  {k.replace('_', ' ') + ':':<20} {v}")
-        if s["lease_owner"]:
-            lines.append(f"  lease:               {s['lease_owner']} until {s['lease_expires_at']}")
+        lines += _render_source(s)
     if report["problem_runs"]:
         lines.append("")
         lines.append("Failed and dead runs (newest first):")
         for r in report["problem_runs"]:
             when = f", next try {r['next_attempt_at']}" if r["status"] == "failed" and r["next_attempt_at"] else ""
-            lines.append(f"  {r['status']:<6} {r['workflow']} ← {r['stream']} {r['event_id']} "
-                         f"(attempt {r['attempts']}{when}): {r['error']}")
+            lines.append(f"  {r['status']:<6} {_shown(r['workflow'])} ← {_shown(r['stream'])} "
+                         f"{_shown(r['event_id'])} (attempt {r['attempts']}{when}): {error_summary(r['error'] or '')}")
             if r.get("trace_url"):
-                lines.append(f"         trace: {r['trace_url']}")
+                lines.append(f"         trace: {_shown(r['trace_url'])}")
     return "\n".join(lines)
+
+
+def _render_source(s: dict[str, Any]) -> list[str]:
+    head = f"{_shown(s['key'])}  [{s['kind']}{', ' + _shown(s['state']) if s['state'] != 'active' else ''}]"
+    lines = [head]
+    lines.append(f"  cursor:              {_shown(short(s['cursor'])) if s['cursor'] else '(start)'}")
+    lines.append(f"  events processed:    {s['events_processed']}")
+    lines.append(f"  last success:        {s['last_success_at'] or 'never'}")
+    if "runs" in s:
+        r = s["runs"]
+        lines.append(f"  runs:                {r['succeeded']} succeeded, {r['failed']} failed (retrying), "
+                     f"{r['dead']} dead, {r['sleeping']} sleeping")
+    if "window" in s:
+        w = s["window"]
+        pct = f"{100 * (w['progress'] or 0):.0f}%"
+        only = f", workflow {_shown(w['workflow'])}" if w["workflow"] else ""
+        lines.append(f"  window:              {w['start']} → {w['end']} ({pct}{only})")
+    if s["paused_until"]:
+        lines.append(f"  PAUSED until:        {s['paused_until']} ({error_summary(s['pause_reason'] or '')})")
+    if s["last_error"]:
+        lines.append(f"  last error:          {s['last_error_at']}: {error_summary(s['last_error'])}")
+    for k, v in sorted(s["meta"].items()):
+        lines.append(f"  {_shown(k.replace('_', ' ')) + ':':<20} {_shown(v)}")
+    if s["lease_owner"]:
+        lines.append(f"  lease:               {_shown(s['lease_owner'])} until {s['lease_expires_at']}")
+    return lines

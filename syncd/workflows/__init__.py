@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from syncd.contracts import Event
 from syncd.errors import ConfigError
-from syncd.settings import Integrations
+from syncd.settings import MAX_ATTEMPTS, Integrations
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -222,8 +222,8 @@ class Registry:
         """
         if not name or not isinstance(name, str):
             raise ValueError("a workflow needs a non-empty name")
-        if retries is not None and retries < 1:
-            raise ValueError("retries counts attempts and must be at least 1")
+        if retries is not None and not 1 <= retries <= MAX_ATTEMPTS:
+            raise ValueError(f"retries counts attempts and must be 1 to {MAX_ATTEMPTS}, got {retries}")
 
         def register(fn: Handler) -> Handler:
             self.add(Workflow(name=name, trigger=on, fn=fn, version=version, retries=retries, builtin=builtin,

@@ -8,6 +8,13 @@ settings a workflow gets), secrets never logged: ``SYNCD_INTEGRATION_<NAME>_URL`
 Every call carries a key derived from the run and the step (``Idempotency-Key`` header, or the email's
 ``Message-ID``), so a receiver can drop the repeat of a call whose result syncd could not record before
 a crash.
+
+Every HTTP integration goes through :func:`outbound_client`, which gives the same contract to each:
+only a 2xx answer is a delivery (redirects are not followed; a 3xx, 4xx or 5xx raises
+:class:`IntegrationError`, so the step's retries apply and then the run fails); and no error text holds
+the URL's path or query — a Slack webhook's path is its secret, an integration's query may hold a key
+(:func:`syncd.redaction.redact_url`). Transport errors (connect, timeout) are re-raised as
+:class:`IntegrationError` with the same redaction.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from syncd.errors import ConfigError
+from syncd.http import split_base_url
+from syncd.redaction import redact_url, scrub
 from syncd.settings import Integrations
 from syncd.workflows.steps import RunKey, current_step
 
@@ -30,15 +39,41 @@ if TYPE_CHECKING:
 TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 
 
+class IntegrationError(httpx.HTTPError):
+    """An integration call that did not deliver: a non-2xx answer (``response`` set) or a transport
+    failure. Its text names the method, the redacted URL and the status or failure, never a secret."""
+
+    def __init__(self, message: str, *, request: httpx.Request, response: httpx.Response | None = None) -> None:
+        super().__init__(message)
+        self.request = request
+        self.response = response
+
+
+def outbound_client(key: RunKey, *, base_url: str = "", headers: dict[str, str] | None = None) -> httpx.Client:
+    """The client of every HTTP integration (module docstring): idempotency key on each request,
+    redirects not followed, non-2xx and transport failures raised as :class:`IntegrationError`. A
+    query in ``base_url`` is sent with every request, and relative paths join its path."""
+    base, params = split_base_url(base_url) if base_url else ("", None)
+    return _OutboundClient(base_url=base, params=params, headers={"User-Agent": "syncd/0.1", **(headers or {})},
+                           timeout=TIMEOUT, follow_redirects=False,
+                           event_hooks={"request": [_idempotency(key)], "response": [_require_success]})
+
+
+class _OutboundClient(httpx.Client):
+    def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        try:
+            return super().send(request, **kwargs)
+        except httpx.TransportError as exc:
+            raise IntegrationError(f"{request.method} {redact_url(str(request.url))} failed: "
+                                   f"{type(exc).__name__}: {scrub(str(exc))}", request=request) from None
+
+
 def integration_client(name: str, integrations: Integrations, key: RunKey) -> httpx.Client:
-    """An httpx client for one integration. Responses ≥ 400 raise, so the step's retries apply.
-    ConfigError naming ``SYNCD_INTEGRATION_<NAME>_URL`` when it is not set."""
+    """The client of ``ctx.http(name)`` (:func:`outbound_client` on the integration's URL, its token
+    as a Bearer). ConfigError naming ``SYNCD_INTEGRATION_<NAME>_URL`` when it is not set."""
     integration = integrations.http_integration(name)
-    headers = {"User-Agent": "syncd/0.1"}
-    if integration.token:
-        headers["Authorization"] = f"Bearer {integration.token.reveal()}"
-    return httpx.Client(base_url=integration.url, headers=headers, timeout=TIMEOUT,
-                        event_hooks={"request": [_idempotency(key)], "response": [_raise_for_status]})
+    headers = {"Authorization": f"Bearer {integration.token.reveal()}"} if integration.token else {}
+    return outbound_client(key, base_url=integration.url, headers=headers)
 
 
 def _idempotency(key: RunKey) -> Any:
@@ -48,12 +83,21 @@ def _idempotency(key: RunKey) -> Any:
     return hook
 
 
-def _raise_for_status(response: httpx.Response) -> None:
-    if response.status_code >= 400:
+def _require_success(response: httpx.Response) -> None:
+    if not response.is_success:
         response.read()
-        # The message names the URL's path only: query strings and headers may carry secrets.
-        raise httpx.HTTPStatusError(f"{response.request.method} {response.request.url.path} answered "
-                                    f"{response.status_code}", request=response.request, response=response)
+        moved = f" (redirect to {_location(response)}, not followed)" if response.is_redirect else ""
+        raise IntegrationError(f"{response.request.method} {redact_url(str(response.request.url))} answered "
+                               f"{response.status_code}{moved}; only a 2xx answer is a delivery",
+                               request=response.request, response=response)
+
+
+def _location(response: httpx.Response) -> str:
+    """Where a redirect points, redacted (a relative ``Location`` is read against the request's URL)."""
+    try:
+        return redact_url(str(response.request.url.join(response.headers["Location"])))
+    except (KeyError, httpx.InvalidURL):
+        return "an unreadable location"
 
 
 class Slack:
@@ -77,8 +121,7 @@ class Slack:
         payload: dict[str, Any] = {"text": text}
         if channel:
             payload["channel"] = channel
-        hooks = {"request": [_idempotency(self._ctx.steps.key)], "response": [_raise_for_status]}
-        with httpx.Client(timeout=TIMEOUT, event_hooks=hooks) as client:
+        with outbound_client(self._ctx.steps.key) as client:
             response = client.post(webhook.reveal(), json=payload)
         return {"status": response.status_code}
 
