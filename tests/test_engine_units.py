@@ -19,6 +19,7 @@ from syncd.engine import (
     RunTally,
     check_progress,
     cursor_key,
+    error_text,
     interrupt_outcome,
     last_cursor,
     run_backoff,
@@ -188,6 +189,7 @@ def test_last_cursor(cursor: str | None, nexts: list[str | None], expected: str 
     (7, timedelta(seconds=1920)),
     (8, RUN_BACKOFF_CAP),  # 3840 s capped at an hour
     (40, RUN_BACKOFF_CAP),
+    (10_000, RUN_BACKOFF_CAP),  # 2 ** 9999 seconds would overflow a timedelta
 ])
 def test_run_backoff(attempt: int, expected: timedelta) -> None:
     assert run_backoff(attempt) == expected
@@ -473,3 +475,16 @@ def test_status_policy_reads_retry_after_of_a_429() -> None:
 def test_status_policy_of_a_422_points_at_workos_events() -> None:
     with pytest.raises(FatalError, match="WORKOS_EVENTS"):
         status_policy("workos", response(422, {"message": "Validation failed."}))
+
+
+@pytest.mark.parametrize(("exc", "kept", "gone"), [
+    (ValueError("boom"), "ValueError: boom", None),
+    (RuntimeError("POST https://hooks.slack.com/services/T000/B000/sentinel-path failed"),
+     "https://hooks.slack.com/", "sentinel-path"),
+    (RuntimeError("(psycopg.errors.UniqueViolation) duplicate key\n[SQL: INSERT INTO t VALUES (%(e)s)]\n"
+                  "[parameters: {'e': 'ada@example.com'}]"), "UniqueViolation", "ada@example.com"),
+])
+def test_error_text_keeps_the_error_and_drops_secrets_and_values(exc: Exception, kept: str, gone: str | None) -> None:
+    text = error_text(exc)
+    assert kept in text
+    assert gone is None or gone not in text

@@ -10,6 +10,7 @@ from typing import Any
 
 from syncd.contracts import Event, Page, RunStatus, Window
 from syncd.errors import CursorStuckError, FatalError, LeaseLostError, RetryableError
+from syncd.redaction import safe_error
 from syncd.workflows.steps import Checkpoint, Interrupt, Sleep
 
 #: Backoff of failed workflow runs: base × 2^(attempt-1), capped.
@@ -77,7 +78,8 @@ def interrupt_outcome(interrupt: Interrupt, attempt: int, max_attempts: int,
 
 
 def run_backoff(attempt: int) -> timedelta:
-    delay: timedelta = RUN_BACKOFF_BASE * (2 ** (attempt - 1))
+    # The exponent is capped first: 2 ** (attempt - 1) seconds overflow a timedelta from about attempt 60.
+    delay: timedelta = RUN_BACKOFF_BASE * (2 ** min(max(attempt - 1, 0), 32))
     return min(delay, RUN_BACKOFF_CAP)
 
 
@@ -89,15 +91,18 @@ def window_progress(window: Window, reached: datetime) -> float:
 def pause_of(exc: BaseException, now: datetime) -> tuple[datetime | None, str | None]:
     """(paused until, why) after a tick failed with ``exc``: a provider's Retry-After pauses the source."""
     if isinstance(exc, RetryableError) and exc.retry_after is not None and exc.retry_after > 0:
-        return now + timedelta(seconds=exc.retry_after), str(exc)
+        return now + timedelta(seconds=exc.retry_after), safe_error(str(exc))
     return None, None
 
 
 def error_text(exc: BaseException) -> str:
+    """The error as syncd stores and logs it: SQL parameter dumps cut and URLs redacted at the source
+    (``syncd.redaction.safe_error``), so a user's own exception text cannot put a secret or a payload
+    value into ``syncd_runs.last_error``."""
     text = str(exc) or type(exc).__name__
     if not isinstance(exc, (RetryableError, FatalError, CursorStuckError, LeaseLostError)):
         text = f"{type(exc).__name__}: {text}"
-    return text[:MAX_ERROR_LENGTH]
+    return safe_error(text)[:MAX_ERROR_LENGTH]
 
 
 def default_replica_id() -> str:
