@@ -57,7 +57,11 @@ def parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="run a simulated provider on loopback (workos, github, sink)")
     sim.add_argument("provider", choices=["workos", "github", "sink"])
     sim.add_argument("args", nargs=argparse.REMAINDER, help="options of the simulator (--port, --events, …)")
-    demo = sub.add_parser("demo", help="sync a simulated WorkOS into SQLite and print a summary")
+    demo = sub.add_parser("demo", help="sync a simulated WorkOS into its own SQLite file and print a summary "
+                                       "(never DATABASE_URL, never SYNCD_WORKFLOWS)")
+    demo.add_argument("--database", metavar="PATH",
+                      help="the demo's SQLite file (default ./syncd-demo.db; replaced if it is an earlier "
+                           "demo's, refused if it is any other file)")
     demo.add_argument("--events", type=int, default=3000, help="events in the simulated stream (default 3000)")
     demo.add_argument("--live", type=float, default=0.0, metavar="SECONDS",
                       help="keep ticking this long while the simulator produces new events")
