@@ -62,7 +62,7 @@ def user_dir(tmp_path: Path) -> Path:
         "SYNCD_SQL_TABLES=customers\n"
         "WORKOS_API_KEY=sk_test_real_key_of_the_user_4f1c\n"
         "WORKOS_BASE_URL=http://127.0.0.1:9\n"
-        "SYNC_INTERVAL_SECONDS=60\n"
+        "SYNC_INTERVAL_SECONDS=soon\n"  # a mistake of theirs: the demo reads none of this, so it runs anyway
     )
     return tmp_path
 

@@ -87,6 +87,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if args.command == "simulate":
             return simulate(args.provider, args.args)
         env = load_environment(args.env_file, environ)
+        if args.command == "demo":  # the demo uses none of the user's settings, so none can stop it
+            env = {k: v for k, v in env.items() if k in ("LOG_LEVEL", "LOG_FORMAT")}
         settings = Settings.from_env(env)
         from syncd.logs import setup_logging
 

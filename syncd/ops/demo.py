@@ -51,7 +51,8 @@ def simulators(events: int, seed: int, live_rate: float) -> Iterator[dict[str, s
 def run_demo(settings: Settings, *, events: int = 3000, live_seconds: float = 0.0, seed: int = 7,
              examples: bool = False, database: str | None = None) -> int:
     """Sync the simulators into the demo's own database (``database``, default ``./syncd-demo.db``).
-    ``settings`` only decided how to log: nothing else of the user's configuration is used."""
+    ``settings`` only says how to log (the CLI builds it from ``LOG_LEVEL`` and ``LOG_FORMAT`` alone):
+    nothing else of the user's configuration is used."""
     started = time.perf_counter()
     path = demo_database(database)
     database_url = f"sqlite:///{path}"
