@@ -446,6 +446,8 @@ def test_build_copies_what_pip_install_needs_and_nothing_excluded(dockerfile: li
         ".ruff_cache/content",
         "bench/results/latest.json",
         "syncd.egg-info/PKG-INFO",
+        "docker-compose.override.yml",  # the user's copy of the example may name their database
+        "examples/your-workflows/Dockerfile",
     ],
 )
 def test_dockerignore_keeps_local_state_out_of_the_context(path: str) -> None:
