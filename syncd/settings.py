@@ -14,14 +14,16 @@ from datetime import UTC, datetime
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from syncd.envfile import KNOWN_VARIABLES, env_file_warnings
+# Re-exported: their home is syncd.envfile.
+from syncd.envfile import KNOWN_VARIABLES as KNOWN_VARIABLES
+from syncd.envfile import env_file_warnings as env_file_warnings
 from syncd.errors import ConfigError
 
 #: Pages fetched ahead of the commits by default (``SYNCD_PREFETCH_PAGES``; see ``SyncEngine._page_loop``).
 PREFETCH_PAGES = 20
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-__all__ = ["KNOWN_VARIABLES", "env_file_warnings"]  # re-exported: their home is syncd.envfile
+
 
 class Secret:
     """A string that never shows itself in a repr, str, log line or error."""
