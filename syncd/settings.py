@@ -11,15 +11,17 @@ driver could not hold. Each refusal is a ``ConfigError`` naming the variable (``
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+# Re-exported: their home is syncd.envfile.
+from syncd.envfile import KNOWN_VARIABLES as KNOWN_VARIABLES
+from syncd.envfile import env_file_warnings as env_file_warnings
 
 # The readers live in syncd.envreaders; re-exported here (``X as X``), where connectors import them from.
 from syncd.envreaders import Secret as Secret
@@ -57,25 +59,6 @@ MAX_ATTEMPTS = 50
 MAX_PREFETCH_PAGES = 1_000
 #: The drivers syncd is built and tested with, by backend (``postgresql://`` is read as psycopg 3).
 DRIVERS = {"sqlite": ("pysqlite",), "postgresql": ("psycopg",)}
-
-#: Every variable syncd (core and bundled connectors) reads; used to catch typos in ``.env``.
-KNOWN_VARIABLES = frozenset(
-    {
-        "DATABASE_URL", "SYNC_INTERVAL_SECONDS", "SYNCD_SOURCES", "SYNCD_WORKFLOWS", "SYNCD_BUILTINS",
-        "SYNCD_MAX_ATTEMPTS", "SYNCD_LEASE_SECONDS", "SYNCD_HTTP_PORT", "SYNCD_HTTP_TIMEOUT", "SYNCD_ENV_FILE",
-        "SYNCD_PREFETCH_PAGES",
-        "SYNCD_REPLICA_ID", "SYNCD_JAEGER_URL", "LOG_LEVEL", "LOG_FORMAT", "EVENTS_RANGE_START", "EVENTS_RANGE_END",
-        "SYNCD_SMTP_URL", "SYNCD_SMTP_FROM", "SYNCD_SLACK_WEBHOOK_URL",
-        "WORKOS_API_KEY", "WORKOS_BASE_URL", "WORKOS_EVENTS",
-        "GITHUB_TOKEN", "GITHUB_REPOS", "GITHUB_BASE_URL",
-        "SYNCD_SQL_URL", "SYNCD_SQL_TABLES", "SYNCD_SQL_GAP_SECONDS",
-        "OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_TRACES_EXPORTER", "OTEL_SDK_DISABLED", "OTEL_SEMCONV_STABILITY_OPT_IN",
-        "OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS",
-        "POSTGRES_PASSWORD", "SYNCD_HTTP_HOST",
-    }
-)
-_PREFIXES = ("SYNCD_", "SYNC_", "WORKOS_", "GITHUB_", "EVENTS_", "OTEL_", "DATABASE_", "LOG_")
 
 
 # ---- small readers shared by core and connectors (defined in syncd.envreaders) --------------------------
@@ -351,19 +334,3 @@ def safe_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
         return "<invalid url>"
-
-
-def env_file_warnings(path: Path) -> list[str]:
-    """Names in a ``.env`` that look like syncd settings but are not ones it reads (typos)."""
-    if not path.is_file():
-        return []
-    from dotenv import dotenv_values
-
-    warnings = []
-    for name in dotenv_values(path):
-        if name in KNOWN_VARIABLES or not name.startswith(_PREFIXES) or name.startswith("SYNCD_INTEGRATION_"):
-            continue
-        close = difflib.get_close_matches(name, sorted(KNOWN_VARIABLES), n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        warnings.append(f"{path} sets {name}, which syncd does not read{hint}")
-    return warnings

@@ -16,6 +16,10 @@ Contract:
   headers, but an integration's URL may be a secret itself (a Slack webhook's path, a key in a query):
   every span goes through :class:`ScrubbingExporter`, which cuts every URL in its attributes (``url.full``),
   event attributes (``exception.message``) and status to scheme and host (:func:`syncd.redaction.scrub`).
+- ``OTEL_*`` variables the SDK reads itself (``OTEL_EXPORTER_OTLP_HEADERS`` for a hosted collector, its
+  certificates, compression, ``OTEL_RESOURCE_ATTRIBUTES``…) may come from ``.env``: ``syncd.cli`` exports
+  them into the process environment before this runs. Header values are never logged; a malformed
+  ``…_HEADERS`` is a ``ConfigError`` that does not show the value (the SDK would log it whole).
 - Root spans of kind CLIENT (a SQL statement or HTTP call outside any tick: migrations at start-up,
   health probes) are dropped, so Jaeger shows ticks, not thousands of orphan ``SELECT`` traces.
 """
@@ -24,8 +28,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +43,7 @@ from opentelemetry.trace import Link, SpanKind, Status
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
+from syncd.errors import ConfigError
 from syncd.redaction import scrub
 from syncd.settings import TelemetrySettings
 
@@ -48,6 +54,8 @@ SENSITIVE_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cook
                      ".*token.*", ".*secret.*", ".*api-key.*")
 _SANITIZE_VAR = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS"
 _SEMCONV_VAR = "OTEL_SEMCONV_STABILITY_OPT_IN"
+#: One OTLP header as the SDK's lenient parser takes it: an HTTP token, ``=``, a value.
+_HEADER = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+[ \t]*=.*", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -168,6 +176,7 @@ def setup_telemetry(settings: TelemetrySettings, *, instrument: bool = True) -> 
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
+        check_otlp_headers(os.environ)
         exporter = OTLPSpanExporter(endpoint=settings.endpoint, timeout=settings.timeout)
     from syncd import __version__
 
@@ -184,6 +193,17 @@ def setup_telemetry(settings: TelemetrySettings, *, instrument: bool = True) -> 
         _instrument(settings)
     log.debug("tracing: exporter %s, service %s", settings.exporter, settings.service_name)
     return Telemetry(provider=provider, exporter=settings.exporter, timeout=settings.timeout)
+
+
+def check_otlp_headers(environ: Mapping[str, str]) -> None:
+    """ConfigError naming ``OTEL_EXPORTER_OTLP_(TRACES_)HEADERS`` when it is not ``name=value`` pairs.
+
+    The SDK would log a malformed entry whole, API key included; the error shows no part of the value."""
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"):
+        items = [item.strip() for item in (environ.get(name) or "").split(",")]
+        if any(item and not _HEADER.fullmatch(item) for item in items):
+            raise ConfigError(name, "expected comma-separated name=value pairs, e.g. x-api-key=… "
+                                    "(the value is not shown)")
 
 
 def _configured_sampler() -> sampling.Sampler:

@@ -29,7 +29,9 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 SAMPLE_ENV = ROOT / "sample.env"
 
 DEMO_SERVICES = {"workos-sim", "github-sim", "demo-db", "syncd-demo"}
-CORE_SERVICES = {"postgres", "migrate", "syncd", "jaeger"}
+#: The daemon against the user's providers, and its migrations: only with `--profile live`.
+LIVE_SERVICES = {"migrate", "syncd"}
+CORE_SERVICES = {"postgres", "jaeger"} | LIVE_SERVICES
 #: The only credential values allowed in these files: the Postgres default and the simulators' fakes.
 PLACEHOLDERS = {"syncd", "sk_test_simulator", "ghp_simulator"}
 SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|API_KEY|PRIVATE_KEY")
@@ -444,6 +446,8 @@ def test_build_copies_what_pip_install_needs_and_nothing_excluded(dockerfile: li
         ".ruff_cache/content",
         "bench/results/latest.json",
         "syncd.egg-info/PKG-INFO",
+        "docker-compose.override.yml",  # the user's copy of the example may name their database
+        "examples/your-workflows/Dockerfile",
     ],
 )
 def test_dockerignore_keeps_local_state_out_of_the_context(path: str) -> None:
@@ -464,8 +468,37 @@ def test_services_and_profiles(compose: dict[str, Any], services: dict[str, Serv
     assert "version" not in compose, "the Compose spec has no version key"
     assert set(services) == CORE_SERVICES | DEMO_SERVICES
     for name, service in services.items():
-        expected = ["demo"] if name in DEMO_SERVICES else []
+        expected = ["demo"] if name in DEMO_SERVICES else ["live"] if name in LIVE_SERVICES else []
         assert (service.get("profiles") or []) == expected, name
+
+
+def active(services: dict[str, Service], *profiles: str) -> dict[str, Service]:
+    """What ``docker compose --profile P … up`` starts: services without profiles, and those of P."""
+    return {name: s for name, s in services.items()
+            if not s.get("profiles") or set(s["profiles"]) & set(profiles)}
+
+
+def test_the_demo_profile_starts_no_daemon_that_would_restart_loop(services: dict[str, Service]) -> None:
+    """`docker compose --profile demo up` without a .env: every daemon it starts has its sources in the
+    Compose file itself (the main daemon, configured by .env, would exit 2 and restart forever)."""
+    demo = active(services, "demo")
+    assert not set(demo) & LIVE_SERVICES
+    daemons = {name: s for name, s in demo.items() if runs_daemon(s)}
+    assert set(daemons) == {"syncd-demo"}
+    for name, service in daemons.items():
+        env = environment(service)
+        assert env.get("WORKOS_API_KEY") or env.get("GITHUB_REPOS"), f"{name} names no source"
+        assert "env_file" not in service, name
+    for name in active(services):  # no profile at all: only what both ways share
+        assert not runs_daemon(services[name]), f"{name} would start without a profile"
+
+
+def test_published_ports_listen_on_loopback_only(services: dict[str, Service]) -> None:
+    published = {name: ports(s) for name, s in services.items() if ports(s)}
+    assert "syncd" in published and "jaeger" in published
+    for name, found in published.items():
+        for port in found:
+            assert port.host_ip == "127.0.0.1", f"{name} publishes {port.container} on every interface"
 
 
 def test_images_are_pinned_to_exact_tags(services: dict[str, Service]) -> None:
@@ -588,11 +621,18 @@ def test_dependencies_can_meet_their_conditions(services: dict[str, Service]) ->
                 assert target.get("restart") == "no", f"{dep} is a one-shot and must not restart"
             if not service.get("profiles"):
                 assert not target.get("profiles"), f"{name} (always on) depends on {dep} (profile only)"
+            elif target.get("profiles"):
+                assert set(target["profiles"]) >= set(service["profiles"]), f"{name} depends on {dep}, " \
+                    "which its profile does not start"
 
 
 def test_healthchecks(services: dict[str, Service]) -> None:
     postgres = services["postgres"]["healthcheck"]["test"]
     assert postgres[:2] == ["CMD", "pg_isready"]
+    jaeger = services["jaeger"]["healthcheck"]
+    # Jaeger v2's health-check extension, inside the container; busybox wget exits non-zero on an error.
+    assert jaeger["test"][:2] == ["CMD", "wget"] and "http://127.0.0.1:13133/status" in jaeger["test"]
+    assert "--spider" in jaeger["test"] and seconds(jaeger["timeout"]) < seconds(jaeger["interval"])
     assert any(a.startswith(("--host=", "-h")) for a in postgres), "over TCP, not the init-time socket"
     for name in ("workos-sim", "github-sim"):
         service = services[name]

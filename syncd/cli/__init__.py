@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from syncd.cli.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, dispatch, simulate
+from syncd.envfile import export_otel
 from syncd.errors import ConfigError, SyncdError
 from syncd.settings import Settings, env_file_warnings
 
@@ -19,15 +20,19 @@ __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "entrypoint", "load_environme
 
 
 def load_environment(env_file: str | None, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``.env`` values under the real environment (the environment wins). Warns about likely typos."""
+    """``.env`` values under the real environment (the environment wins). Warns about likely typos.
+    With the process environment (``base`` None), the file's ``OTEL_*`` values are also exported into it,
+    where the OpenTelemetry SDK reads them (``OTEL_EXPORTER_OTLP_HEADERS`` for a hosted collector…)."""
     from dotenv import dotenv_values
 
     environ = dict(os.environ if base is None else base)
     path = Path(env_file or environ.get("SYNCD_ENV_FILE") or ".env")
     if env_file and not path.is_file():
         raise ConfigError("SYNCD_ENV_FILE", f"{path} does not exist")
-    merged = {k: v for k, v in dotenv_values(path).items() if v is not None} if path.is_file() else {}
-    merged.update(environ)
+    from_file = {k: v for k, v in dotenv_values(path).items() if v is not None} if path.is_file() else {}
+    if base is None:
+        export_otel(from_file)
+    merged = {**from_file, **environ}
     for warning in env_file_warnings(path):
         print(f"syncd: warning: {warning}", file=sys.stderr)
     return merged
@@ -57,7 +62,11 @@ def parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="run a simulated provider on loopback (workos, github, sink)")
     sim.add_argument("provider", choices=["workos", "github", "sink"])
     sim.add_argument("args", nargs=argparse.REMAINDER, help="options of the simulator (--port, --events, …)")
-    demo = sub.add_parser("demo", help="sync a simulated WorkOS into SQLite and print a summary")
+    demo = sub.add_parser("demo", help="sync a simulated WorkOS into its own SQLite file and print a summary "
+                                       "(never DATABASE_URL, never SYNCD_WORKFLOWS)")
+    demo.add_argument("--database", metavar="PATH",
+                      help="the demo's SQLite file (default ./syncd-demo.db; replaced if it is an earlier "
+                           "demo's, refused if it is any other file)")
     demo.add_argument("--events", type=int, default=3000, help="events in the simulated stream (default 3000)")
     demo.add_argument("--live", type=float, default=0.0, metavar="SECONDS",
                       help="keep ticking this long while the simulator produces new events")
@@ -78,6 +87,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if args.command == "simulate":
             return simulate(args.provider, args.args)
         env = load_environment(args.env_file, environ)
+        if args.command == "demo":  # the demo uses none of the user's settings, so none can stop it
+            env = {k: v for k, v in env.items() if k in ("LOG_LEVEL", "LOG_FORMAT")}
         settings = Settings.from_env(env)
         from syncd.logs import setup_logging
 

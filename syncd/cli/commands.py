@@ -40,7 +40,7 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from syncd.ops.demo import run_demo
 
         return run_demo(settings, events=args.events, live_seconds=args.live, seed=args.seed,
-                        examples=args.examples)
+                        examples=args.examples, database=args.database)
     raise AssertionError(args.command)
 
 

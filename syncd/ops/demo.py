@@ -1,8 +1,17 @@
-"""``syncd demo``: the main job on the embedded default — simulated providers on loopback → SQLite."""
+"""``syncd demo``: the main job on the embedded default — simulated providers on loopback → SQLite.
+
+Contract: the demo never touches the user's data. It writes only to its own SQLite file (``syncd-demo.db``
+in the working directory, or ``--database PATH``) and runs only the built-in mirrors and its own example
+workflows: ``DATABASE_URL``, ``SYNCD_WORKFLOWS``, ``SYNCD_SOURCES``, SQL sources, integrations and
+credentials from the environment or ``.env`` are not read. The file is marked as a demo database (SQLite's
+``application_id`` header field); the demo replaces a file carrying that mark and refuses any other
+existing file, so ``--database`` pointed at a real database changes nothing.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -10,15 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
 from syncd.engine import TickResult
+from syncd.errors import ConfigError
 from syncd.ops.app import App
-from syncd.settings import Settings, safe_url
+from syncd.settings import Settings
 from syncd.store.db import reading
 
-DEMO_DB = "sqlite:///syncd-demo.db"
+DEMO_FILE = "syncd-demo.db"
 DEMO_WORKOS_KEY = "sk_test_demo_simulator"
+#: SQLite's ``application_id`` (header offset 68) on every demo database: "syDm".
+DEMO_APPLICATION_ID = 0x7379446D
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 @contextlib.contextmanager
@@ -36,22 +49,25 @@ def simulators(events: int, seed: int, live_rate: float) -> Iterator[dict[str, s
 
 
 def run_demo(settings: Settings, *, events: int = 3000, live_seconds: float = 0.0, seed: int = 7,
-             examples: bool = False) -> int:
+             examples: bool = False, database: str | None = None) -> int:
+    """Sync the simulators into the demo's own database (``database``, default ``./syncd-demo.db``).
+    ``settings`` only says how to log (the CLI builds it from ``LOG_LEVEL`` and ``LOG_FORMAT`` alone):
+    nothing else of the user's configuration is used."""
     started = time.perf_counter()
-    database_url = settings.environ.get("DATABASE_URL") or DEMO_DB
-    if database_url == DEMO_DB:
-        Path(make_url(DEMO_DB).database or "syncd-demo.db").unlink(missing_ok=True)
-    print(f"syncd demo: {events} simulated WorkOS events → {safe_url(database_url)}")
+    path = demo_database(database)
+    database_url = f"sqlite:///{path}"
+    print(f"syncd demo: {events} simulated WorkOS events → {path}\n"
+          "  (the demo's own SQLite file: DATABASE_URL, SYNCD_WORKFLOWS and your other settings are not used)")
     with simulators(events, seed, live_rate=20.0 if live_seconds > 0 else 0.0) as sim_env, \
             contextlib.ExitStack() as stack:
-        env = {**settings.environ, **sim_env, "DATABASE_URL": database_url}
+        env = {**sim_env, "DATABASE_URL": database_url}
         sink = _example_sink(stack, env) if examples else None
         from syncd.examples.welcome_demo import DemoClock, prepare
 
         welcome = prepare(stack, env, database_url) if examples else None  # a users table + local SMTP
         clock = DemoClock()  # real time, fast-forwarded past the welcome email's 30-minute wait
-        env.pop("SYNCD_SOURCES", None)
-        demo_settings = replace(Settings.from_env(env), interval_seconds=2)
+        demo_settings = replace(Settings.from_env(env), interval_seconds=2, log_level=settings.log_level,
+                                log_format=settings.log_format)
         app = App.build(demo_settings, clock=clock)
         try:
             results = app.tick_all()
@@ -71,13 +87,48 @@ def run_demo(settings: Settings, *, events: int = 3000, live_seconds: float = 0.
     return 0 if ok else 1
 
 
+def demo_database(database: str | None) -> Path:
+    """The demo's SQLite file, new and marked as the demo's. An earlier demo database there is replaced;
+    any other existing file is a ConfigError naming ``--database`` (and is left as it was)."""
+    path = Path(database or DEMO_FILE).expanduser().resolve()
+    if path.is_dir():
+        raise ConfigError("--database", f"{path} is a directory; give a file path")
+    if path.exists() and path.stat().st_size > 0 and application_id(path) != DEMO_APPLICATION_ID:
+        raise ConfigError("--database", f"{path} exists and is not a syncd demo database; the demo never "
+                                        "writes over other files: choose another path, or delete it")
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    try:
+        conn = sqlite3.connect(path)
+    except sqlite3.Error as exc:
+        raise ConfigError("--database", f"cannot create {path}: {exc}") from None
+    try:
+        # Before syncd switches the file to WAL: the mark is then in the main file's header at once.
+        conn.execute(f"PRAGMA application_id = {DEMO_APPLICATION_ID}")
+        conn.execute("CREATE TABLE syncd_demo (created_at TEXT)")
+        conn.execute("DROP TABLE syncd_demo")  # a write, so the header (and the mark) reach the file
+        conn.commit()
+    finally:
+        conn.close()
+    return path
+
+
+def application_id(path: Path) -> int | None:
+    """SQLite's ``application_id`` of the file at ``path``; None when it is not an SQLite database. Read
+    from the header bytes, so checking a file never opens (or creates a journal beside) it."""
+    with path.open("rb") as file:
+        header = file.read(72)
+    if len(header) < 72 or not header.startswith(_SQLITE_MAGIC):
+        return None
+    return int.from_bytes(header[68:72], "big")
+
+
 def _example_sink(stack: contextlib.ExitStack, env: dict[str, str]) -> Any:
     """Point the shipped examples' integrations at a local sink that fails 2% of calls."""
     from simulators.sink import SinkSimulator
 
     sink = stack.enter_context(SinkSimulator(fail_rate=0.02, seed=3))
-    modules = [m for m in (env.get("SYNCD_WORKFLOWS") or "").split(",") if m.strip()]
-    env["SYNCD_WORKFLOWS"] = ",".join([*modules, "syncd.examples.account_federation"])
+    env["SYNCD_WORKFLOWS"] = ",".join(filter(None, [env.get("SYNCD_WORKFLOWS"), "syncd.examples.account_federation"]))
     env.update({"SYNCD_INTEGRATION_INTERCOM_URL": f"{sink.url}/intercom",
                 "SYNCD_INTEGRATION_CLOSE_URL": f"{sink.url}/close", "SYNCD_SLACK_WEBHOOK_URL": f"{sink.url}/slack"})
     return sink

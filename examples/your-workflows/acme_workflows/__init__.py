@@ -1,0 +1,1 @@
+"""Acme's workflows for syncd: an example of a team's package (see ``workflows``)."""
