@@ -94,7 +94,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_check(settings: Settings) -> int:
-    from syncd.ops.health import check
+    from syncd.ops.check import check
 
     report = check(settings)
     print(report.text(), end="")

@@ -103,6 +103,7 @@ class Reads(Protocol):
         """Totals of the recorded ticks per cursor key; cursors without a recorded tick are absent."""
         ...
 
-    def last_tick(self, key: str) -> TickRow | None:
-        """The cursor's tick that started last (of equal starts, the one recorded last), or None."""
+    def last_tick(self, key: str, *, succeeded: bool = False) -> TickRow | None:
+        """The cursor's tick that started last (of equal starts, the one recorded last), or None.
+        ``succeeded``: the last of its successful ticks."""
         ...

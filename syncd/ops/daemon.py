@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from syncd.errors import ConfigError
 from syncd.ops.app import App
 from syncd.ops.backfill import window_jobs
+from syncd.ops.health import database_id
 from syncd.ops.http import HealthServer, Monitor
 from syncd.ops.scheduler import Daemon, install_signal_handlers
 from syncd.settings import Settings
@@ -70,7 +71,8 @@ def start_health_server(settings: Settings, app: App) -> HealthServer | None:
     if settings.http_port == 0:
         return None
     monitor = Monitor(app.reads, [c.key for c in app.connectors], interval=settings.interval_seconds,
-                      now=app.engine.clock.now, started_at=datetime.now(UTC))
+                      now=app.engine.clock.now, started_at=datetime.now(UTC),
+                      database=database_id(settings.database_url))
     server = HealthServer(monitor, host=settings.http_host, port=settings.http_port)
     try:
         server.start()

@@ -100,10 +100,12 @@ class SqlReads:
                                     runs_ok=int(r.runs_ok or 0), runs_failed=int(r.runs_failed or 0))
                 for r in self._all(query)}
 
-    def last_tick(self, key: str) -> TickRow | None:
+    def last_tick(self, key: str, *, succeeded: bool = False) -> TickRow | None:
         query = (sa.select(ticks.c.started_at, ticks.c.finished_at, ticks.c.ok, ticks.c.error,
                            ticks.c.lag_seconds)
                  .where(ticks.c.source == key).order_by(ticks.c.started_at.desc(), ticks.c.id.desc()).limit(1))
+        if succeeded:
+            query = query.where(ticks.c.ok)
         found = self._all(query)
         if not found:
             return None
