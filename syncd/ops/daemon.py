@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from syncd import retrylog
 from syncd.errors import ConfigError
 from syncd.ops.app import App
 from syncd.ops.backfill import window_jobs
@@ -34,6 +35,7 @@ def run_daemon(settings: Settings) -> None:
     ``STOP_BUDGET_SECONDS``. Raises ConfigError before anything runs when a setting is bad.
     """
     telemetry = setup_telemetry(settings.telemetry)
+    retrylog.install()  # workflow steps' retries too, before any provider request was retried
     app = App.build(settings)
     install_signal_handlers(app.stop)
     jobs: list[tuple[str, Callable[[], object]]] = [(c.key, functools.partial(app.tick, c))
