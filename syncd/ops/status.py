@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from syncd.contracts import FailedRun, Reads, SourceRow, TickRow
+from syncd.ops.statusparts import Filters, cursor_text, group_item, render_groups
 
 RUN_STATES = ("succeeded", "failed", "dead", "sleeping")
 
@@ -14,16 +15,25 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def collect(reads: Reads, *, run_limit: int = 20, jaeger_url: str | None = None) -> dict[str, Any]:
-    """The report ``syncd status --json`` prints: every cursor, the failed and dead runs, totals."""
+def collect(reads: Reads, *, run_limit: int = 20, jaeger_url: str | None = None,
+            filters: Filters | None = None) -> dict[str, Any]:
+    """The report ``syncd status --json`` prints: the cursors, the failed and dead runs (the newest, and
+    grouped by error with counts), totals; only what ``filters`` pick. Raises ``statusparts.NoMatch``
+    when ``--source`` matches no cursor."""
+    f = filters or Filters()
     with reads.snapshot() as snap:
-        run_counts = snap.run_counts()
-        rows = [(row, snap.last_tick(row.key)) for row in snap.sources()]
-        failures = snap.recent_failures(run_limit)
+        run_counts = snap.run_counts(workflow=f.workflow)
+        rows = [(row, snap.last_tick(row.key)) for row in f.pick(snap.sources())]
+        streams = {row.source for row, _ in rows} if f.source is not None else None
+        failures = [run for run in snap.recent_failures(run_limit)
+                    if (streams is None or run.stream in streams) and f.workflow in (None, run.workflow)
+                    and f.status in (None, run.status)]
+        groups = snap.failure_groups(run_limit, workflow=f.workflow, streams=streams, status=f.status)
         events = snap.event_count()
     return {
         "sources": [_source(row, last_tick, run_counts) for row, last_tick in rows],
         "problem_runs": [_problem_run(run, jaeger_url) for run in failures],
+        "problem_groups": [group_item(group, jaeger_url) for group in groups],
         "totals": {"events": events,
                    "runs": {s: sum(n for (_, st), n in run_counts.items() if st == s) for s in RUN_STATES}},
     }
@@ -61,14 +71,14 @@ def short(text: str, limit: int = 96) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} chars; --json shows it all)"
 
 
-def render(report: dict[str, Any]) -> str:
+def render(report: dict[str, Any], *, limit: int = 20) -> str:
     lines: list[str] = []
     if not report["sources"]:
         return "No source has synced yet. Run `syncd once` (or `syncd demo`)."
     for s in report["sources"]:
         head = f"{s['key']}  [{s['kind']}{', ' + s['state'] if s['state'] != 'active' else ''}]"
         lines.append(head)
-        lines.append(f"  cursor:              {short(s['cursor']) if s['cursor'] else '(start)'}")
+        lines.append(f"  cursor:              {cursor_text(s['cursor'])}")
         lines.append(f"  events processed:    {s['events_processed']}")
         lines.append(f"  last success:        {s['last_success_at'] or 'never'}")
         if "runs" in s:
@@ -88,13 +98,5 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"  {k.replace('_', ' ') + ':':<20} {v}")
         if s["lease_owner"]:
             lines.append(f"  lease:               {s['lease_owner']} until {s['lease_expires_at']}")
-    if report["problem_runs"]:
-        lines.append("")
-        lines.append("Failed and dead runs (newest first):")
-        for r in report["problem_runs"]:
-            when = f", next try {r['next_attempt_at']}" if r["status"] == "failed" and r["next_attempt_at"] else ""
-            lines.append(f"  {r['status']:<6} {r['workflow']} ← {r['stream']} {r['event_id']} "
-                         f"(attempt {r['attempts']}{when}): {r['error']}")
-            if r.get("trace_url"):
-                lines.append(f"         trace: {r['trace_url']}")
+    lines += render_groups(report.get("problem_groups", []), limit)
     return "\n".join(lines)
