@@ -105,7 +105,11 @@ def require_tables(db: Engine) -> None:
     """ConfigError (exit 2) when the database has no syncd tables (it was never migrated)."""
     import sqlalchemy as sa
 
-    if not sa.inspect(db).has_table("syncd_sources"):
+    from syncd.store.db import reading
+
+    with reading(db) as conn:  # a read never waits for SQLite's write lock (a catch-up holds it)
+        present = sa.inspect(conn).has_table("syncd_sources")
+    if not present:
         raise ConfigError("DATABASE_URL", "the database has no syncd tables yet "
                                           "(run `syncd migrate` or `syncd once` first)")
 
