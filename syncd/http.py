@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import httpx
 import stamina
 
-from syncd import jsoncodec
+from syncd import jsoncodec, retrylog
 from syncd.errors import RetryableError
 from syncd.redaction import scrub
 
@@ -83,16 +83,20 @@ def retry_hook(exc: Exception) -> bool | float:
 
 
 def with_retries(fn: Callable[[], T], *, attempts: int = DEFAULT_ATTEMPTS, timeout: float = 60.0) -> T:
-    """Call ``fn`` with exponential backoff and jitter on ``RetryableError`` (bounded in count and time)."""
-    for attempt in stamina.retry_context(on=retry_hook, attempts=attempts, timeout=timeout,
-                                         wait_initial=0.2, wait_max=5.0, wait_jitter=0.5):
-        with attempt:
-            return fn()
+    """Call ``fn`` with exponential backoff and jitter on ``RetryableError`` (bounded in count and time).
+    Each retry logs what it retries (``syncd.retrylog``)."""
+    retrylog.install()
+    with retrylog.scope(attempts):
+        for attempt in stamina.retry_context(on=retry_hook, attempts=attempts, timeout=timeout,
+                                             wait_initial=0.2, wait_max=5.0, wait_jitter=0.5):
+            with attempt:
+                return fn()
     raise AssertionError("unreachable: stamina re-raises the last error")
 
 
 def send(client: httpx.Client, source: str, method: str, url: str | httpx.URL, **kwargs: Any) -> httpx.Response:
     """One request; transport failures (connect, timeout, reset, protocol) become ``RetryableError``."""
+    retrylog.note_request(source, client.base_url.join(url).host or None)
     try:
         return client.request(method, url, **kwargs)
     except httpx.TimeoutException as exc:

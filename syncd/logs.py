@@ -16,9 +16,9 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from opentelemetry import trace
-
 from syncd.redaction import printable, scrub
+
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
 
@@ -44,6 +44,9 @@ class TraceContextFilter(logging.Filter):
     """Adds ``trace_id``/``span_id`` of the current span (if any) to every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        trace = sys.modules.get("opentelemetry.trace")
+        if trace is None:  # not loaded (`syncd check`): no span can be current; importing it costs 30 ms
+            return True
         ctx = trace.get_current_span().get_span_context()
         if ctx.is_valid:
             record.trace_id = format(ctx.trace_id, "032x")

@@ -262,10 +262,12 @@ def test_a_database_that_cannot_be_opened_is_a_one_line_error(tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     environ = {"DATABASE_URL": f"sqlite:///{tmp_path}/no/such/dir/syncd.db", "OTEL_SDK_DISABLED": "true",
                "WORKOS_API_KEY": WORKOS_KEY, "WORKOS_BASE_URL": "http://127.0.0.1:9"}
-    for command in (["once"], ["status"], ["migrate"]):
+    for command in (["once"], ["migrate"]):
         assert cli.main(command, environ=environ) == 1
         err = capsys.readouterr().err
         assert err.strip() == "syncd: database error: unable to open database file"
+    assert cli.main(["status"], environ=environ) == 2  # read-only: it says the database is not there
+    assert capsys.readouterr().err.startswith("syncd: configuration error: DATABASE_URL: no database at ")
 
 
 def test_a_locked_database_fails_the_tick_and_the_next_one_resumes(

@@ -21,8 +21,8 @@ from connectors import workos
 from simulators.workos import WorkOSSimulator
 from syncd.errors import ConfigError
 from syncd.ops.app import App
+from syncd.ops.check import check_database as health_check
 from syncd.ops.health import SourceState, judge
-from syncd.ops.health import check as health_check
 from syncd.ops.http import HealthServer, Monitor
 from syncd.ops.metrics import render_metrics
 from syncd.settings import Settings
@@ -54,14 +54,28 @@ def ago(seconds: float) -> datetime:
      "last error: s: HTTP 500"),
     (SourceState("s", last_error="s: WORKOS_API_KEY rejected"), None, False,
      "no successful tick yet; last error: s: WORKOS_API_KEY rejected"),
-    # a pause honours the provider's rate limit: healthy while it lasts
-    (SourceState("s", last_success_at=ago(4000), paused_until=T0 + timedelta(seconds=30), pause_reason="429"),
+    # a pause honours the provider's rate limit: healthy while it lasts, up to a cap past the limit
+    (SourceState("s", last_success_at=ago(1000), paused_until=T0 + timedelta(seconds=30), pause_reason="429"),
      None, True, "paused until"),
     (SourceState("s", last_success_at=ago(4000), paused_until=ago(1)), None, False, "no successful tick for"),
-    # a long catch-up holds (and renews) the lease
-    (SourceState("s", lease_owner="host-1", lease_expires_at=T0 + timedelta(seconds=5)), None, True,
-     "tick in progress on host-1"),
+    (SourceState("s", last_success_at=ago(1000), paused_until=T0 + timedelta(hours=2), pause_reason="429"),
+     None, False, "no successful tick for 1000s (limit 180s); paused until 2026-03-01T14:00:00+00:00 (429), "
+     "longer than the 3600s a pause may last"),
+    (SourceState("s", last_success_at=ago(3700), paused_until=T0 + timedelta(seconds=90)), None, False,
+     "longer than the 3600s"),
+    (SourceState("s", paused_until=T0 + timedelta(seconds=60)), None, True, "paused until"),
+    # a long catch-up holds (and renews) the lease: healthy while it commits pages
+    (SourceState("s", lease_owner="host-1", lease_expires_at=T0 + timedelta(seconds=5), updated_at=ago(20)),
+     None, True, "tick in progress on host-1 (last page or start 20s ago)"),
     (SourceState("s", lease_owner="host-1", lease_expires_at=ago(5)), None, False, "no successful tick yet"),
+    # ... but not a tick stuck in retries or never ending, nor one that follows failed ticks
+    (SourceState("s", last_success_at=ago(400), lease_owner="host-1", lease_expires_at=T0 + timedelta(hours=1),
+                 updated_at=ago(200)), None, False,
+     "no successful tick for 400s (limit 180s); the tick in progress on host-1 has committed nothing for 200s"),
+    (SourceState("s", last_success_at=ago(400), last_error="s: timed out", lease_owner="host-1",
+                 lease_expires_at=T0 + timedelta(hours=1), updated_at=ago(2)), None, False,
+     "no successful tick for 400s (limit 180s); last error: s: timed out; a tick is in progress on host-1 "
+     "after failed ticks"),
     # no row yet: "starting" for one limit after this process started, never for `syncd check`
     (None, ago(30), True, "starting"),
     (None, ago(200), False, "never synced"),
@@ -259,8 +273,9 @@ def test_metrics_equal_the_database(db_url: str, sim: WorkOSSimulator, make_app:
     assert m["syncd_source_healthy"] == {src: 1.0}  # the last tick failed, but the last success is recent
     duration = (last.finished_at - last.started_at).total_seconds()
     assert m["syncd_tick_duration_seconds"] == {src: pytest.approx(duration, abs=1e-3)}
-    assert last.lag_seconds is None and not last.ok  # the failed tick: no lag sample is invented for it
-    assert src not in m["syncd_cursor_lag_seconds"]
+    assert last.lag_seconds is None and not last.ok
+    # the failed tick measured nothing: the last success's lag, plus the time since, stays visible
+    assert m["syncd_cursor_lag_seconds"][src] > 0
     assert src in m["syncd_last_success_timestamp_seconds"]
 
 

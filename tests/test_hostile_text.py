@@ -118,6 +118,11 @@ def test_status_escapes_every_value_a_provider_chose() -> None:
         "problem_runs": [{"workflow": "w", "stream": "workos", "event_id": hostile, "status": "failed",
                           "attempts": 1, "next_attempt_at": None, "error": hostile, "trace_id": None,
                           "event_type": "user.created", "trace_url": None}],
+        # The human view shows failures grouped by error (syncd.ops.statusparts), each with its newest run.
+        "problem_groups": [{"workflow": "w", "status": "failed", "error": hostile, "runs": 2,
+                            "example": {"stream": "workos", "event_id": hostile, "event_type": "user.created",
+                                        "attempts": 1, "next_attempt_at": None, "trace_id": None,
+                                        "trace_url": None}}],
         "totals": {},
     }
     shown = render(report)

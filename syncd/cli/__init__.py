@@ -52,6 +52,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply database migrations")
     st = sub.add_parser("status", help="cursors, last success, failed runs per source")
     st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument("--source", help="only this source key (or every source of a provider: workos, github)")
+    st.add_argument("--workflow", help="only runs of this workflow")
+    st.add_argument("--status", choices=["failed", "dead"], help="only failed (retrying) or dead runs")
     sub.add_parser("check", help="exit 0 if every source had a successful tick within 3 intervals, else 1 "
                                  "(the container's health check; same rule as /healthz)")
     rp = sub.add_parser("replay", help="re-run dead runs from the ledger (exit 1 if any fails again)")

@@ -7,8 +7,16 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+from syncd.errors import ConfigError
 from syncd.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from syncd.ops.statusparts import Filters
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -17,7 +25,10 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "migrate":
         return cmd_migrate(settings)
     if args.command == "status":
-        return cmd_status(settings, as_json=args.json)
+        from syncd.ops.statusparts import Filters
+
+        return cmd_status(settings, as_json=args.json,
+                          filters=Filters(source=args.source, workflow=args.workflow, status=args.status))
     if args.command == "check":
         return cmd_check(settings)
     if args.command == "replay":
@@ -57,20 +68,50 @@ def cmd_migrate(settings: Settings) -> int:
     return EXIT_OK
 
 
-def cmd_status(settings: Settings, *, as_json: bool) -> int:
+def cmd_status(settings: Settings, *, as_json: bool, filters: Filters | None = None) -> int:
+    """Read-only: never creates or migrates a database (a mistyped path says so instead)."""
     from syncd.ops import status
+    from syncd.ops.statusparts import NoMatch
     from syncd.store.db import create_engine
     from syncd.store.reads import SqlReads
-    from syncd.store.schema import migrate
 
+    require_database(settings.database_url)
     db = create_engine(settings.database_url)
     try:
-        migrate(db)
-        report = status.collect(SqlReads(db), jaeger_url=settings.jaeger_url)
+        require_tables(db)
+        report = status.collect(SqlReads(db), jaeger_url=settings.jaeger_url, filters=filters)
+    except NoMatch as exc:
+        print(f"syncd status: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     finally:
         db.dispose()
     print(json.dumps(report, indent=2) if as_json else status.render(report))
     return EXIT_OK
+
+
+def require_database(url: str) -> None:
+    """ConfigError (exit 2, naming DATABASE_URL) when ``url`` is a SQLite file that does not exist."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    path = parsed.database or ""
+    local_file = parsed.get_backend_name() == "sqlite" and path not in ("", ":memory:") and not path.startswith("file:")
+    if local_file and not Path(path).is_file():
+        raise ConfigError("DATABASE_URL", f"no database at {path}: nothing has synced there "
+                                              "(check the path, or run `syncd migrate` or `syncd once` first)")
+
+
+def require_tables(db: Engine) -> None:
+    """ConfigError (exit 2) when the database has no syncd tables (it was never migrated)."""
+    import sqlalchemy as sa
+
+    from syncd.store.db import reading
+
+    with reading(db) as conn:  # a read never waits for SQLite's write lock (a catch-up holds it)
+        present = sa.inspect(conn).has_table("syncd_sources")
+    if not present:
+        raise ConfigError("DATABASE_URL", "the database has no syncd tables yet "
+                                          "(run `syncd migrate` or `syncd once` first)")
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
@@ -94,7 +135,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_check(settings: Settings) -> int:
-    from syncd.ops.health import check
+    from syncd.ops.check import check
 
     report = check(settings)
     print(report.text(), end="")

@@ -57,6 +57,17 @@ class FailedRun:
     event_type: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class FailureGroup:
+    """Failed or dead runs of one workflow that share one error: how many, and the newest as an example."""
+
+    workflow: str
+    status: str
+    error: str | None
+    runs: int
+    example: FailedRun
+
+
 class Reads(Protocol):
     """Read-only answers about syncd's own state (cursors, ledger, runs, ticks) for ``syncd status``, the
     health rule and ``/metrics``, backfill progress, the demo's summary and the dashboard.
@@ -82,9 +93,17 @@ class Reads(Protocol):
         """Every cursor row (only ``keys`` when given): live sources first, then by key."""
         ...
 
-    def run_counts(self, statuses: Iterable[str] | None = None) -> dict[tuple[str, str], int]:
-        """Number of runs per (stream, status), only ``statuses`` when given (cheap for failed, dead and
-        sleeping: an index covers them). Pairs without runs are absent."""
+    def run_counts(self, statuses: Iterable[str] | None = None, *,
+                   workflow: str | None = None) -> dict[tuple[str, str], int]:
+        """Number of runs per (stream, status), only ``statuses`` (and of ``workflow``) when given (cheap for
+        failed, dead and sleeping: an index covers them). Pairs without runs are absent."""
+        ...
+
+    def failure_groups(self, limit: int = 20, *, workflow: str | None = None,
+                       streams: Iterable[str] | None = None, status: str | None = None) -> list[FailureGroup]:
+        """Failed and dead runs grouped by (workflow, status, error), largest group first, at most ``limit``
+        groups; each with its newest run. ``workflow``, ``streams`` and ``status`` (failed or dead) narrow
+        the runs counted."""
         ...
 
     def recent_failures(self, limit: int = 20) -> list[FailedRun]:
@@ -103,6 +122,7 @@ class Reads(Protocol):
         """Totals of the recorded ticks per cursor key; cursors without a recorded tick are absent."""
         ...
 
-    def last_tick(self, key: str) -> TickRow | None:
-        """The cursor's tick that started last (of equal starts, the one recorded last), or None."""
+    def last_tick(self, key: str, *, succeeded: bool = False) -> TickRow | None:
+        """The cursor's tick that started last (of equal starts, the one recorded last), or None.
+        ``succeeded``: the last of its successful ticks."""
         ...

@@ -87,6 +87,7 @@ class SourceRow:
     last_success_at: datetime | None
     last_error: str | None
     last_error_at: datetime | None
+    updated_at: datetime | None = None  # its last claim, page commit, failure or release (health reads it)
 
     def skip(self, now: datetime) -> Skip | None:
         """Why a tick at ``now`` must not claim this cursor (None: it may): done, or paused."""

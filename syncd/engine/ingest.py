@@ -52,6 +52,7 @@ from syncd.engine.lease import LeaseKeeper
 from syncd.engine.pages import GROUP_EVENTS, GROUP_SECONDS, Group, Pager, Prefetcher
 from syncd.engine.results import PageResult, RunTally, TickResult
 from syncd.engine.runner import MAX_RESUME_ROUNDS, Runner, tally_batch
+from syncd.engine.ticklog import TickLog
 from syncd.engine.tracing import page_span, sync_attributes, tick_attributes, tracer
 from syncd.settings import PREFETCH_PAGES, Integrations
 from syncd.workflows import Registry, Workflow
@@ -98,6 +99,7 @@ class SyncEngine:
         self.prefetch_pages = prefetch_pages  # SYNCD_PREFETCH_PAGES; see _page_loop
         self.on_page = on_page
         self.runner = Runner(now=self.clock.now, max_attempts=max_attempts, integrations=self.integrations)
+        self.ticklog = TickLog()  # the operator's log lines: one per tick, progress, idle summaries
 
     # ---- one cursor, one tick ------------------------------------------------------------------
 
@@ -120,6 +122,7 @@ class SyncEngine:
             span.set_attributes(tick_attributes(result))
             if result.skip is None or result.skip.reason is not SkipReason.LEASE_HELD:
                 self._record_tick(result, started)
+        self.ticklog.finished(result, (self.clock.now() - started).total_seconds())
         return result
 
     def _sync(self, target: Target, result: TickResult) -> None:
@@ -189,6 +192,7 @@ class SyncEngine:
                     for span, _ in group:
                         span.end()
                 warn_slow_page(key, time.monotonic() - started, self.lease_seconds)
+                self.ticklog.page(result)
                 for _, page in group:
                     if page.next_cursor is not None:
                         cursor = page.next_cursor

@@ -13,9 +13,11 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from syncd import retrylog
 from syncd.errors import ConfigError
 from syncd.ops.app import App
 from syncd.ops.backfill import window_jobs
+from syncd.ops.health import database_id
 from syncd.ops.http import HealthServer, Monitor
 from syncd.ops.scheduler import Daemon, install_signal_handlers
 from syncd.settings import Settings
@@ -33,6 +35,7 @@ def run_daemon(settings: Settings) -> None:
     ``STOP_BUDGET_SECONDS``. Raises ConfigError before anything runs when a setting is bad.
     """
     telemetry = setup_telemetry(settings.telemetry)
+    retrylog.install()  # workflow steps' retries too, before any provider request was retried
     app = App.build(settings)
     install_signal_handlers(app.stop)
     jobs: list[tuple[str, Callable[[], object]]] = [(c.key, functools.partial(app.tick, c))
@@ -70,7 +73,8 @@ def start_health_server(settings: Settings, app: App) -> HealthServer | None:
     if settings.http_port == 0:
         return None
     monitor = Monitor(app.reads, [c.key for c in app.connectors], interval=settings.interval_seconds,
-                      now=app.engine.clock.now, started_at=datetime.now(UTC))
+                      now=app.engine.clock.now, started_at=datetime.now(UTC),
+                      database=database_id(settings.database_url))
     server = HealthServer(monitor, host=settings.http_host, port=settings.http_port)
     try:
         server.start()

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from syncd.contracts import Reads
 from syncd.errors import ConfigError
-from syncd.ops.health import HealthReport, assess, untraced
+from syncd.ops.health import DATABASE_HEADER, HealthReport, assess, untraced
 from syncd.ops.metrics import CONTENT_TYPE_METRICS, collect_metrics, render_metrics
 
 log = logging.getLogger("syncd.health")
@@ -37,15 +37,18 @@ class Monitor:
 
     Its own queries are never traced (they would be orphan spans every scrape). A database error
     makes the health report unhealthy with the error's type, never its text (which may hold a URL).
+    ``database``: the database's fingerprint (``health.database_id``), sent with every /healthz answer so
+    ``syncd check`` knows the answer is about its database.
     """
 
     def __init__(self, reads: Reads, keys: Sequence[str], *, interval: float, now: Now | None = None,
-                 started_at: datetime | None = None) -> None:
+                 started_at: datetime | None = None, database: str | None = None) -> None:
         self.reads = reads
         self.keys = tuple(keys)
         self.interval = interval
         self.now = now or _utcnow
         self.started_at = started_at
+        self.database = database
 
     def health(self) -> HealthReport:
         return assess(self.reads, self.keys, now=self.now(), interval=self.interval, started_at=self.started_at)
@@ -67,7 +70,9 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if path == "/healthz":
             report = self.server.monitor.health()
-            self._reply(200 if report.healthy else 503, report.text(), TEXT)
+            database = self.server.monitor.database
+            self._reply(200 if report.healthy else 503, report.text(), TEXT,
+                        {DATABASE_HEADER: database} if database else None)
         elif path == "/metrics":
             try:
                 body = self.server.monitor.metrics()
@@ -79,9 +84,11 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._reply(404, "not found: try /healthz or /metrics\n", TEXT)
 
-    def _reply(self, status: int, text: str, content_type: str) -> None:
+    def _reply(self, status: int, text: str, content_type: str, headers: dict[str, str] | None = None) -> None:
         payload = text.encode()
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
         self.send_header("Cache-Control", "no-store")

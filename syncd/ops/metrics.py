@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from syncd.contracts import Reads, TickRow, TickStats
-from syncd.ops.health import read_states, verdicts
+from syncd.ops.health import HEALTHY_INTERVALS, read_states, verdicts
 
 #: Run states counted by ``syncd_workflow_runs`` (the index on status keeps these cheap; succeeded is not).
 COUNTED_RUN_STATES = ("failed", "dead", "sleeping")
@@ -54,6 +54,9 @@ def collect_metrics(reads: Reads, keys: Sequence[str], *, now: datetime, interva
         totals = snap.tick_stats()
         counted = snap.run_counts(COUNTED_RUN_STATES)
         last_ticks = {key: snap.last_tick(key) for key in sorted(totals)}
+        limit = HEALTHY_INTERVALS * interval
+        last_ok = {key: snap.last_tick(key, succeeded=True) for key, last in last_ticks.items()
+                   if last is not None and _stale(last, now, limit)}
         states = read_states(snap, keys)
     known = sorted({*keys, *(r.key for r in rows)})
     events = {_src(k): 0.0 for k in known} | {_src(r.key): float(r.events_seen) for r in rows}
@@ -61,7 +64,9 @@ def collect_metrics(reads: Reads, keys: Sequence[str], *, now: datetime, interva
     tick_counts, pages, attempts = _tick_totals(sorted({*known, *totals}), totals)
     run_counts = {_src(k, status=s): 0.0 for k in keys for s in COUNTED_RUN_STATES}
     run_counts |= {_src(stream, status=status): float(n) for (stream, status), n in counted.items()}
-    durations, lags = _last_ticks(last_ticks)
+    durations = _durations(last_ticks)
+    lags = {_src(k): lag for k, last in last_ticks.items()
+            if (lag := cursor_lag(last, last_ok.get(k), now=now, limit=limit)) is not None}
     judged = verdicts(states, keys, now=now, interval=interval, started_at=started_at)
     healthy = {_src(v.key): float(v.healthy) for v in judged}
     return [
@@ -78,7 +83,8 @@ def collect_metrics(reads: Reads, keys: Sequence[str], *, now: datetime, interva
                 run_counts),
         _family("syncd_tick_duration_seconds", "gauge", "Duration of the source's last tick.", durations),
         _family("syncd_cursor_lag_seconds", "gauge",
-                "Age of the newest event processed by the last tick (0 when it found nothing new).", lags),
+                "Age of the newest event processed by the last tick (0 when it found nothing new); while "
+                "ticks fail or hang, that of the last successful tick plus the time since it ended.", lags),
         _family("syncd_last_success_timestamp_seconds", "gauge",
                 "Unix time at which the source's last successful tick ended.", last_success),
     ]
@@ -100,19 +106,30 @@ def _tick_totals(keys: Iterable[str], totals: Mapping[str, TickStats]
     return tick_counts, pages, attempts
 
 
-def _last_ticks(last_ticks: Mapping[str, TickRow | None]) -> tuple[dict[Labels, float], dict[Labels, float]]:
-    """The last tick's duration and cursor lag per cursor."""
-    durations: dict[Labels, float] = {}
-    lags: dict[Labels, float] = {}
-    for key, last in last_ticks.items():
-        if last is None:
-            continue
-        durations[_src(key)] = max(0.0, (last.finished_at - last.started_at).total_seconds())
-        if last.lag_seconds is not None:
-            lags[_src(key)] = float(last.lag_seconds)
-        elif last.ok:
-            lags[_src(key)] = 0.0  # a successful tick that found nothing new is caught up
-    return durations, lags
+def _durations(last_ticks: Mapping[str, TickRow | None]) -> dict[Labels, float]:
+    """The last tick's duration per cursor."""
+    return {_src(key): max(0.0, (last.finished_at - last.started_at).total_seconds())
+            for key, last in last_ticks.items() if last is not None}
+
+
+def _stale(last: TickRow, now: datetime, limit: float) -> bool:
+    """The last tick failed, or none has ended within ``limit`` (one is hanging, or none runs)."""
+    return not last.ok or (now - last.finished_at).total_seconds() > limit
+
+
+def cursor_lag(last: TickRow | None, last_ok: TickRow | None, *, now: datetime, limit: float) -> float | None:
+    """How far behind a cursor is. After a successful tick: the age of the newest event it processed when
+    it committed (0 if it found nothing new: it was caught up). While ticks fail or hang (:func:`_stale`),
+    the source falls further behind every second: the last successful tick's lag plus the time since it
+    ended, so lag alerts fire during an outage. None: never a successful tick (nothing to measure from)."""
+    if last is None:
+        return None
+    if not _stale(last, now, limit):
+        return float(last.lag_seconds or 0.0)
+    base = last if last.ok else last_ok
+    if base is None:
+        return None
+    return float(base.lag_seconds or 0.0) + max(0.0, (now - base.finished_at).total_seconds())
 
 
 def render_metrics(families: Iterable[MetricFamily]) -> str:

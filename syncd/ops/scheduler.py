@@ -1,6 +1,9 @@
 """When to tick: APScheduler 3, one interval job per source. The engine decides what a tick does.
 
 Signals only set the stop event; the engine finishes the page in hand (commits it) and returns.
+Ticks of one source never overlap: a tick that overruns its interval delays the next one. APScheduler
+would say so with a WARNING at every skipped start ("maximum number of running instances reached");
+syncd drops that line and says it once, in its own words, when the overrunning tick ends.
 """
 
 from __future__ import annotations
@@ -30,8 +33,11 @@ class Daemon:
     """Runs ``jobs`` (name → callable) every ``interval`` seconds until stopped."""
 
     def __init__(self, jobs: Sequence[tuple[str, Callable[[], Any]]], *, interval: float,
-                 stop: threading.Event, jitter: float | None = None) -> None:
+                 stop: threading.Event, jitter: float | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.jobs = list(jobs)
+        self.monotonic = monotonic  # tests pass a fake one to overrun an interval
+        quiet_overlap_warnings()
         self.interval = interval
         self.stop = stop
         self.jitter = min(5.0, interval * 0.1) if jitter is None else jitter
@@ -54,6 +60,7 @@ class Daemon:
                 return
             with self._lock:
                 self._running += 1
+            started = self.monotonic()
             try:
                 fn()
             except Exception:  # a tick must never kill the scheduler
@@ -61,8 +68,15 @@ class Daemon:
             finally:
                 with self._lock:
                     self._running -= 1
+                self._overran(name, self.monotonic() - started)
 
         return job
+
+    def _overran(self, name: str, seconds: float) -> None:
+        if seconds > self.interval:
+            log.warning("the tick of %s took %.0fs, longer than the %ss interval (SYNC_INTERVAL_SECONDS): "
+                        "its next tick starts now, not in parallel", name, seconds, self.interval,
+                        extra={"source": name, "duration_seconds": round(seconds, 3)})
 
     def start(self) -> None:
         now = datetime.now(UTC)
@@ -91,6 +105,19 @@ class Daemon:
     def idle(self) -> bool:
         with self._lock:
             return self._running == 0
+
+
+class _NoOverlapWarning(logging.Filter):
+    """Drops APScheduler's "maximum number of running instances reached" (see the module docstring)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances" not in record.getMessage()
+
+
+def quiet_overlap_warnings() -> None:
+    target = logging.getLogger("apscheduler.scheduler")
+    if not any(isinstance(f, _NoOverlapWarning) for f in target.filters):
+        target.addFilter(_NoOverlapWarning())
 
 
 def install_signal_handlers(stop: threading.Event) -> None:

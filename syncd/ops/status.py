@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from syncd.contracts import FailedRun, Reads, SourceRow, TickRow
+from syncd.ops.statusparts import Filters, cursor_text, group_item, render_groups
 from syncd.redaction import error_summary, printable, safe_error
 
 RUN_STATES = ("succeeded", "failed", "dead", "sleeping")
@@ -25,16 +26,25 @@ def _error(text: str | None) -> str | None:
     return safe_error(text) if text else text
 
 
-def collect(reads: Reads, *, run_limit: int = 20, jaeger_url: str | None = None) -> dict[str, Any]:
-    """The report ``syncd status --json`` prints: every cursor, the failed and dead runs, totals."""
+def collect(reads: Reads, *, run_limit: int = 20, jaeger_url: str | None = None,
+            filters: Filters | None = None) -> dict[str, Any]:
+    """The report ``syncd status --json`` prints: the cursors, the failed and dead runs (the newest, and
+    grouped by error with counts), totals; only what ``filters`` pick. Raises ``statusparts.NoMatch``
+    when ``--source`` matches no cursor."""
+    f = filters or Filters()
     with reads.snapshot() as snap:
-        run_counts = snap.run_counts()
-        rows = [(row, snap.last_tick(row.key)) for row in snap.sources()]
-        failures = snap.recent_failures(run_limit)
+        run_counts = snap.run_counts(workflow=f.workflow)
+        rows = [(row, snap.last_tick(row.key)) for row in f.pick(snap.sources())]
+        streams = {row.source for row, _ in rows} if f.source is not None else None
+        failures = [run for run in snap.recent_failures(run_limit)
+                    if (streams is None or run.stream in streams) and f.workflow in (None, run.workflow)
+                    and f.status in (None, run.status)]
+        groups = snap.failure_groups(run_limit, workflow=f.workflow, streams=streams, status=f.status)
         events = snap.event_count()
     return {
         "sources": [_source(row, last_tick, run_counts) for row, last_tick in rows],
         "problem_runs": [_problem_run(run, jaeger_url) for run in failures],
+        "problem_groups": [group_item(group, jaeger_url) for group in groups],
         "totals": {"events": events,
                    "runs": {s: sum(n for (_, st), n in run_counts.items() if st == s) for s in RUN_STATES}},
     }
@@ -77,29 +87,21 @@ def _shown(value: Any) -> str:
     return printable(str(value))
 
 
-def render(report: dict[str, Any]) -> str:
+def render(report: dict[str, Any], *, limit: int = 20) -> str:
     """The human view of :func:`collect`'s report (module docstring: what it escapes and cuts)."""
     if not report["sources"]:
         return "No source has synced yet. Run `syncd once` (or `syncd demo`)."
     lines: list[str] = []
     for s in report["sources"]:
         lines += _render_source(s)
-    if report["problem_runs"]:
-        lines.append("")
-        lines.append("Failed and dead runs (newest first):")
-        for r in report["problem_runs"]:
-            when = f", next try {r['next_attempt_at']}" if r["status"] == "failed" and r["next_attempt_at"] else ""
-            lines.append(f"  {r['status']:<6} {_shown(r['workflow'])} ← {_shown(r['stream'])} "
-                         f"{_shown(r['event_id'])} (attempt {r['attempts']}{when}): {error_summary(r['error'] or '')}")
-            if r.get("trace_url"):
-                lines.append(f"         trace: {_shown(r['trace_url'])}")
+    lines += render_groups(report.get("problem_groups", []), limit)
     return "\n".join(lines)
 
 
 def _render_source(s: dict[str, Any]) -> list[str]:
     head = f"{_shown(s['key'])}  [{s['kind']}{', ' + _shown(s['state']) if s['state'] != 'active' else ''}]"
     lines = [head]
-    lines.append(f"  cursor:              {_shown(short(s['cursor'])) if s['cursor'] else '(start)'}")
+    lines.append(f"  cursor:              {_shown(cursor_text(s['cursor']))}")
     lines.append(f"  events processed:    {s['events_processed']}")
     lines.append(f"  last success:        {s['last_success_at'] or 'never'}")
     if "runs" in s:

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from syncd.contracts import FailedRun, SourceRow, TickRow, TickStats
+from syncd.contracts.reads import FailureGroup
 from syncd.store.db import reading
 from syncd.store.tables import events, runs, sources, ticks
 
@@ -61,24 +62,42 @@ class SqlReads:
         with self._connection() as conn:
             return [SourceRow(**row) for row in conn.execute(query).mappings()]
 
-    def run_counts(self, statuses: Iterable[str] | None = None) -> dict[tuple[str, str], int]:
+    def run_counts(self, statuses: Iterable[str] | None = None, *,
+                   workflow: str | None = None) -> dict[tuple[str, str], int]:
         query = (sa.select(runs.c.stream, runs.c.status, sa.func.count().label("n"))
                  .group_by(runs.c.stream, runs.c.status))
         if statuses is not None:
             query = query.where(runs.c.status.in_(list(statuses)))
+        if workflow is not None:
+            query = query.where(runs.c.workflow == workflow)
         return {(r.stream, r.status): int(r.n) for r in self._all(query)}
 
     def recent_failures(self, limit: int = 20) -> list[FailedRun]:
-        query = (
-            sa.select(runs.c.workflow, runs.c.stream, runs.c.event_id, runs.c.status, runs.c.attempts,
-                      runs.c.next_attempt_at, runs.c.last_error, runs.c.trace_id, events.c.type)
-            .join(events, sa.and_(events.c.stream == runs.c.stream, events.c.event_id == runs.c.event_id),
-                  isouter=True)
-            .where(runs.c.status.in_(("failed", "dead")))
-            .order_by(runs.c.status.desc(), runs.c.finished_at.desc()).limit(limit))
-        return [FailedRun(workflow=r.workflow, stream=r.stream, event_id=r.event_id, status=r.status,
-                          attempts=r.attempts, next_attempt_at=r.next_attempt_at, error=r.last_error,
-                          trace_id=r.trace_id, event_type=r.type) for r in self._all(query)]
+        query = _failed_runs().order_by(runs.c.status.desc(), runs.c.finished_at.desc()).limit(limit)
+        return [_failed_run(r) for r in self._all(query)]
+
+    def failure_groups(self, limit: int = 20, *, workflow: str | None = None,
+                       streams: Iterable[str] | None = None, status: str | None = None) -> list[FailureGroup]:
+        where: list[sa.ColumnElement[bool]] = [runs.c.status.in_([status] if status else ["failed", "dead"])]
+        if workflow is not None:
+            where.append(runs.c.workflow == workflow)
+        if streams is not None:
+            where.append(runs.c.stream.in_(list(streams)))
+        n = sa.func.count().label("n")
+        query = (sa.select(runs.c.workflow, runs.c.status, runs.c.last_error, n).where(*where)
+                 .group_by(runs.c.workflow, runs.c.status, runs.c.last_error)
+                 .order_by(n.desc(), runs.c.workflow, runs.c.status).limit(limit))
+        groups: list[FailureGroup] = []
+        with self._connection() as conn:
+            for g in list(conn.execute(query)):
+                same_error = (runs.c.last_error.is_(None) if g.last_error is None
+                              else runs.c.last_error == g.last_error)
+                example = conn.execute(_failed_runs().where(*where, runs.c.workflow == g.workflow,
+                                                            runs.c.status == g.status, same_error)
+                                       .order_by(runs.c.finished_at.desc()).limit(1)).one()
+                groups.append(FailureGroup(workflow=g.workflow, status=g.status, error=g.last_error,
+                                           runs=int(g.n), example=_failed_run(example)))
+        return groups
 
     def event_count(self) -> int:
         with self._connection() as conn:
@@ -100,13 +119,30 @@ class SqlReads:
                                     runs_ok=int(r.runs_ok or 0), runs_failed=int(r.runs_failed or 0))
                 for r in self._all(query)}
 
-    def last_tick(self, key: str) -> TickRow | None:
+    def last_tick(self, key: str, *, succeeded: bool = False) -> TickRow | None:
         query = (sa.select(ticks.c.started_at, ticks.c.finished_at, ticks.c.ok, ticks.c.error,
                            ticks.c.lag_seconds)
                  .where(ticks.c.source == key).order_by(ticks.c.started_at.desc(), ticks.c.id.desc()).limit(1))
+        if succeeded:
+            query = query.where(ticks.c.ok)
         found = self._all(query)
         if not found:
             return None
         r = found[0]
         return TickRow(started_at=r.started_at, finished_at=r.finished_at, ok=bool(r.ok), error=r.error,
                        lag_seconds=r.lag_seconds)
+
+
+def _failed_runs() -> Any:
+    """Failed and dead runs with their event's type (None once the event has left the ledger)."""
+    return (sa.select(runs.c.workflow, runs.c.stream, runs.c.event_id, runs.c.status, runs.c.attempts,
+                      runs.c.next_attempt_at, runs.c.last_error, runs.c.trace_id, events.c.type)
+            .join(events, sa.and_(events.c.stream == runs.c.stream, events.c.event_id == runs.c.event_id),
+                  isouter=True)
+            .where(runs.c.status.in_(("failed", "dead"))))
+
+
+def _failed_run(r: Any) -> FailedRun:
+    return FailedRun(workflow=r.workflow, stream=r.stream, event_id=r.event_id, status=r.status,
+                     attempts=r.attempts, next_attempt_at=r.next_attempt_at, error=r.last_error,
+                     trace_id=r.trace_id, event_type=r.type)

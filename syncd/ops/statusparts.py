@@ -1,0 +1,111 @@
+"""The parts of ``syncd status`` that keep it readable at scale: filters (``--source``, ``--workflow``,
+``--status``), provider cursors summarised for people, and failed runs grouped by error with counts."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from syncd.contracts import SourceRow
+from syncd.contracts.reads import FailureGroup
+from syncd.redaction import error_summary, printable, safe_error
+
+#: Run states ``--status`` may pick (those ``syncd status`` lists run by run).
+PROBLEM_STATES = ("failed", "dead")
+
+
+class NoMatch(Exception):
+    """A filter that matches no cursor: a usage error (exit 2) with a one-line message."""
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What ``syncd status`` shows: cursors of ``source`` (a key, or a provider name for all its sources),
+    runs of ``workflow``, run lists of one ``status``. None: everything."""
+
+    source: str | None = None
+    workflow: str | None = None
+    status: str | None = None
+
+    def wants(self, row: SourceRow) -> bool:
+        if self.source is None:
+            return True
+        return self.source in (row.key, row.source, row.source.split(":", 1)[0])
+
+    def pick(self, rows: list[SourceRow]) -> list[SourceRow]:
+        """The rows wanted; NoMatch naming the known sources when a ``--source`` matches none."""
+        chosen = [row for row in rows if self.wants(row)]
+        if self.source is not None and not chosen:
+            known = ", ".join(sorted({row.source for row in rows})) or "none yet"
+            raise NoMatch(f"no source matches --source {self.source!r} (sources: {known})")
+        return chosen
+
+
+# ---- cursors ------------------------------------------------------------------------------------------
+
+_NAMED = {"since": "since {}", "next": "following a next-page link", "etag": "ETag kept (idle polls are free)"}
+
+
+def cursor_text(cursor: str | None, limit: int = 96) -> str:
+    """A cursor as people read it. Opaque strings (WorkOS event ids) as they are, cut at ``limit``; a JSON
+    object (GitHub's ``{"v":1,"since":…,"seen":{…},"next":…,"etag":…}``) as its parts: values, the size
+    of collections, and that a link or an ETag is held (not the link itself). ``--json`` keeps it whole."""
+    if not cursor:
+        return "(start)"
+    try:
+        body = json.loads(cursor)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        return cursor if len(cursor) <= limit else f"{cursor[:limit]}… ({len(cursor)} chars; --json shows it all)"
+    parts = [part for key, value in body.items() if (part := _cursor_part(key, value))]
+    return " · ".join(parts) or "(start)"
+
+
+def _cursor_part(key: str, value: Any) -> str | None:
+    if key in ("v", "version") or value in (None, "", [], {}):
+        return None
+    if isinstance(value, dict):
+        n = sum(len(v) if isinstance(v, list) else 1 for v in value.values())
+        return f"{key}: {n} entr{'y' if n == 1 else 'ies'}"
+    if isinstance(value, list):
+        return f"{key}: {len(value)} item{'' if len(value) == 1 else 's'}"
+    if key in _NAMED:
+        return _NAMED[key].format(value)
+    text = str(value)
+    return f"{key} {text if len(text) <= 40 else text[:40] + '…'}"
+
+
+# ---- failed runs, grouped -----------------------------------------------------------------------------
+
+
+def group_item(group: FailureGroup, jaeger_url: str | None) -> dict[str, Any]:
+    """One group of ``syncd status --json``'s ``problem_groups``."""
+    run = group.example
+    trace_url = f"{jaeger_url.rstrip('/')}/trace/{run.trace_id}" if jaeger_url and run.trace_id else None
+    return {"workflow": group.workflow, "status": group.status, "error": safe_error(group.error or ""),
+            "runs": group.runs,
+            "example": {"stream": run.stream, "event_id": run.event_id, "event_type": run.event_type,
+                        "attempts": run.attempts,
+                        "next_attempt_at": run.next_attempt_at.isoformat() if run.next_attempt_at else None,
+                        "trace_id": run.trace_id, "trace_url": trace_url}}
+
+
+def render_groups(groups: list[dict[str, Any]], limit: int) -> list[str]:
+    """The text of the grouped failures: the newest run of each group, then how many more share its error."""
+    if not groups:
+        return []
+    lines = ["", "Failed and dead runs, grouped by error (largest group first):"]
+    for g in groups:
+        run = g["example"]
+        when = f", next try {run['next_attempt_at']}" if g["status"] == "failed" and run["next_attempt_at"] else ""
+        lines.append(f"  {g['status']:<6} {printable(g['workflow'])} ← {printable(run['stream'])} "
+                     f"{printable(run['event_id'])} (attempt {run['attempts']}{when}): {error_summary(g['error'])}")
+        if g["runs"] > 1:
+            lines.append(f"         … and {g['runs'] - 1} more like it")
+        if run.get("trace_url"):
+            lines.append(f"         trace: {printable(run['trace_url'])}")
+    if len(groups) >= limit:
+        lines.append(f"  (the {limit} largest groups; narrow with --source, --workflow or --status)")
+    return lines
