@@ -76,8 +76,9 @@ class Lease(Protocol):
     """A claimed cursor: its ``key``, fencing ``token``, ``owner`` and the ``cursor`` read under the lease.
 
     Every write made through it is fenced on ``token``: once another owner has claimed the cursor (after
-    this lease expired), ``PageTxn.advance`` and a run transaction raise ``LeaseLostError`` and commit
-    nothing. The handle carries owner, lease length and clock, so no call passes them again.
+    this lease expired, or after its owner lock was seen free), ``PageTxn.advance`` and a run transaction
+    raise ``LeaseLostError`` and commit nothing. The handle carries owner, lease length and clock, so no
+    call passes them again.
     """
 
     key: str
@@ -92,7 +93,8 @@ class Lease(Protocol):
         ...
 
     def release(self) -> None:
-        """Free the cursor for any owner at once. Raises what the database raises (it expires anyway)."""
+        """Free the cursor for any owner at once, and the owner lock with it (always, even when the database
+        raises: the lease then looks like a dead holder's and is taken over at once)."""
         ...
 
     def page(self, stream: str) -> AbstractContextManager[PageTxn]:
@@ -134,10 +136,22 @@ class Store(Protocol):
         """Create the cursor's row if new, then take its lease unless the row says to skip it.
 
         Returns ``Skip(DONE)`` or ``Skip(PAUSED, detail)`` without claiming, ``Skip(LEASE_HELD)`` if another
-        live lease holds it (even the same owner's: the same replica id on two processes must not share
-        it), else a ``Lease`` whose token is greater than every earlier token of the cursor. An expired
-        lease is taken over; on PostgreSQL the claim waits for a page commit of the old holder in flight.
+        live holder has it (even the same owner's: the same replica id on two processes must not share it),
+        else a ``Lease`` whose token is greater than every earlier token of the cursor.
+
+        Ownership is tied to the holder being alive: with its lease, a holder takes an owner lock that the
+        operating system or the database server releases when the holder's process dies (PostgreSQL: a
+        session-level advisory lock on a connection the store keeps; SQLite: ``flock`` on a file beside the
+        database; see ``syncd.store.owners``). So a lease is taken over at once when its holder is gone
+        (SIGKILL, OOM, a crash), and once it expired when its holder is alive but silent (frozen, cut off):
+        the fencing token then keeps that holder's late writes out. On PostgreSQL the claim waits for a page
+        commit of the old holder in flight.
         """
+        ...
+
+    def close(self) -> None:
+        """Let go of what the store holds besides the engine's pool (the owner-lock session on PostgreSQL,
+        which releases every owner lock still held). Leases should be released first."""
         ...
 
     def source(self, key: str) -> SourceRow | None:
