@@ -162,6 +162,11 @@ class Store(Protocol):
         """Runs of ``stream`` due at ``now`` (failed, pending, sleeping), by due time then event id."""
         ...
 
+    def waiting_runs(self, stream: str) -> tuple[int, datetime | None]:
+        """How many runs of ``stream`` are left to go on later (pending between steps, or asleep), and the
+        earliest time one of them is due (None if there are none)."""
+        ...
+
     def record_failure(self, key: str, now: datetime, error: str, *, pause_until: datetime | None = None,
                        pause_reason: str | None = None) -> None:
         """Store a tick's error on the cursor, and the pause the provider asked for, if any."""

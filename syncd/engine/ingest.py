@@ -101,7 +101,9 @@ class SyncEngine:
 
     # ---- one cursor, one tick ------------------------------------------------------------------
 
-    def sync(self, target: Target | Connector) -> TickResult:
+    def sync(self, target: Target | Connector, *, fetch: bool = True) -> TickResult:
+        """One tick of ``target``: claim, pages (unless ``fetch`` is False: then only its due runs), due runs,
+        release. Never raises: a failure is in the result (and recorded on the cursor)."""
         if not isinstance(target, Target):
             target = Target(target)
         result = TickResult(source=target.key)
@@ -109,7 +111,7 @@ class SyncEngine:
         with tracer.start_as_current_span("source.sync",
                                           attributes=sync_attributes(target.key, target.connector.key)) as span:
             try:
-                self._sync(target, result)
+                self._sync(target, result, fetch=fetch)
             except Exception as exc:  # recorded on the source and the tick; never escapes a tick
                 result.ok = False
                 result.error = error_text(exc)
@@ -122,7 +124,7 @@ class SyncEngine:
                 self._record_tick(result, started)
         return result
 
-    def _sync(self, target: Target, result: TickResult) -> None:
+    def _sync(self, target: Target, result: TickResult, *, fetch: bool) -> None:
         lease = self.store.claim(target.spec, owner=self.replica_id, lease_seconds=self.lease_seconds,
                                  clock=self.clock)
         if isinstance(lease, Skip):
@@ -133,7 +135,8 @@ class SyncEngine:
         keeper = LeaseKeeper(lease.key, lease.renew, self.lease_seconds, enabled=self.store.concurrent_writers)
         try:
             keeper.start()
-            self._page_loop(target, lease, result, keeper)
+            if fetch:
+                self._page_loop(target, lease, result, keeper)
             if target.window is None and not self.stop.is_set():
                 self._retry_due_runs(target, lease, result)
         finally:
@@ -141,12 +144,13 @@ class SyncEngine:
             self._release(lease)
 
     def _release(self, lease: Lease) -> None:
-        """Give the lease back. Best effort: if the database is down, the lease expires by itself, and the
-        tick's own error (not this one) is what gets reported."""
+        """Give the lease back. Best effort: if the database is down, the owner lock still goes (so the next
+        claim takes the lease over at once), and the tick's own error (not this one) is what gets reported."""
         try:
             lease.release()
         except Exception as exc:
-            log.warning("could not release the lease of %s (it expires by itself): %s", lease.key, error_text(exc),
+            log.warning("could not release the lease of %s (the next claim takes it over): %s", lease.key,
+                        error_text(exc),
                         extra={"source": lease.key})
 
     def _page_loop(self, target: Target, lease: Lease, result: TickResult, keeper: LeaseKeeper) -> None:

@@ -176,6 +176,10 @@ class SqlStore:
         with reading(self.db) as conn:
             return ledger.due_runs(conn, stream, now, limit)
 
+    def waiting_runs(self, stream: str) -> tuple[int, datetime | None]:
+        with reading(self.db) as conn:
+            return ledger.waiting_runs(conn, stream)
+
     def record_failure(self, key: str, now: datetime, error: str, *, pause_until: datetime | None = None,
                        pause_reason: str | None = None) -> None:
         values: dict[str, Any] = {"last_error": error, "last_error_at": now}

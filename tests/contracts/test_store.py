@@ -56,20 +56,27 @@ def store(db_url: str) -> Iterator[Store]:
 
 
 #: A holder in a process of its own: claims the live cursor at the given time, prints the token, then
-#: holds the lease until it is killed (or its stdin closes: then it releases and exits).
+#: holds the lease until it is killed, or until its stdin closes: then it tries to commit a page (printing
+#: "committed" or "fenced"), releases and exits.
 HOLDER = """
 import sys
 from datetime import datetime
 from syncd.contracts import CursorSpec, FakeClock
+from syncd.errors import LeaseLostError
 from syncd.store import SqlStore
 from syncd.store.connect import create_engine
-from syncd.store.owners import OWNER_NAMESPACE
 url, at, seconds = sys.argv[1:4]
 store = SqlStore(create_engine(url))
 lease = store.claim(CursorSpec("workos", "workos"), owner="holder", lease_seconds=float(seconds),
                     clock=FakeClock(datetime.fromisoformat(at)))
 print(getattr(lease, "token", lease), flush=True)
 sys.stdin.read()
+try:
+    with lease.page("workos") as txn:
+        txn.advance("late", meta=None, new_events=0)
+    print("committed")
+except LeaseLostError:
+    print("fenced")
 lease.release()
 """
 
@@ -82,7 +89,8 @@ def holder_process(store: Store, at: datetime) -> Iterator[tuple[subprocess.Pope
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
-        yield proc, int(proc.stdout.readline())
+        token = int(proc.stdout.readline())
+        yield proc, token
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -144,21 +152,25 @@ def test_a_live_lease_is_not_claimed_by_another_owner_nor_by_its_own(store: Stor
     assert row is not None and (row.lease_owner, row.lease_token) == ("a", held.token)
 
 
-def test_a_lease_of_a_live_process_is_not_taken_before_it_expires(store: Store) -> None:
+def test_a_frozen_holders_lease_is_taken_only_once_expired_and_its_late_commit_is_fenced(store: Store) -> None:
     clock = FakeClock(T0)
     with holder_process(store, T0) as (proc, token):
-        clock.advance(LEASE - 1)
-        assert store.claim(LIVE, owner="b", lease_seconds=LEASE, clock=clock) == Skip(SkipReason.LEASE_HELD)
-        clock.advance(2)  # a holder alive but silent (frozen, cut off) loses its lease when it expires
-        taken = claim(store, "b", clock)
-        assert taken.token == token + 1
-        third = store.claim(LIVE, owner="c", lease_seconds=LEASE, clock=clock)
-        assert third == Skip(SkipReason.LEASE_HELD)  # b holds the new token's lock, not the old holder's
-        proc.communicate("", timeout=10)  # the old holder lets go of its lease (fenced: the row is b's)
-        assert proc.returncode == 0
+        proc.send_signal(signal.SIGSTOP)  # frozen, alive: its process (and so its owner lock) is still there
+        try:
+            clock.advance(LEASE - 1)
+            assert store.claim(LIVE, owner="b", lease_seconds=LEASE, clock=clock) == Skip(SkipReason.LEASE_HELD)
+            clock.advance(2)  # a holder alive but silent (frozen, cut off) loses its lease when it expires
+            taken = claim(store, "b", clock)
+            assert taken.token == token + 1
+            third = store.claim(LIVE, owner="c", lease_seconds=LEASE, clock=clock)
+            assert third == Skip(SkipReason.LEASE_HELD)  # b holds the new token's lock, not the frozen one's
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        out, _ = proc.communicate("", timeout=10)  # woken: it tries to commit a page, then lets go
+        assert out.split() == ["fenced"] and proc.returncode == 0
         assert store.claim(LIVE, owner="c", lease_seconds=LEASE, clock=clock) == Skip(SkipReason.LEASE_HELD)
     row = store.source(STREAM)
-    assert row is not None and (row.lease_owner, row.lease_token) == ("b", taken.token)
+    assert row is not None and (row.lease_owner, row.lease_token, row.cursor) == ("b", taken.token, None)
 
 
 def test_a_lease_whose_holder_died_is_taken_over_at_once(store: Store) -> None:
