@@ -111,8 +111,9 @@ class Lease(Protocol):
         cursor of the stream ran it). On exit the lease is renewed, fenced: ``LeaseLostError`` if lost."""
         ...
 
-    def mark_done(self) -> None:
-        """Mark a backfill window's cursor done (progress 1.0): later claims skip it."""
+    def mark_done(self, workflows: Iterable[str] = ()) -> None:
+        """Mark a backfill window's cursor done (progress 1.0) for ``workflows``, the workflows its events went
+        to: later claims for no other workflows skip it (``Skip(DONE)``)."""
         ...
 
 
@@ -134,6 +135,10 @@ class Store(Protocol):
 
     def claim(self, spec: CursorSpec, *, owner: str, lease_seconds: float, clock: Clock) -> Lease | Skip:
         """Create the cursor's row if new, then take its lease unless the row says to skip it.
+
+        A finished backfill window whose recorded workflows lack one of ``spec.workflows`` (registered since)
+        is re-opened first: its cursor goes back to the window's start, so the new workflow's runs are
+        created (existing runs are never repeated).
 
         Returns ``Skip(DONE)`` or ``Skip(PAUSED, detail)`` without claiming, ``Skip(LEASE_HELD)`` if another
         live holder has it (even the same owner's: the same replica id on two processes must not share it),

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from opentelemetry import context as otel_context
@@ -125,8 +125,10 @@ class SyncEngine:
         return result
 
     def _sync(self, target: Target, result: TickResult, *, fetch: bool) -> None:
-        lease = self.store.claim(target.spec, owner=self.replica_id, lease_seconds=self.lease_seconds,
-                                 clock=self.clock)
+        spec = target.spec
+        if target.window is not None:
+            spec = replace(spec, workflows=self.window_workflows(target))
+        lease = self.store.claim(spec, owner=self.replica_id, lease_seconds=self.lease_seconds, clock=self.clock)
         if isinstance(lease, Skip):
             result.skip = lease
             result.caught_up = lease.reason is SkipReason.DONE
@@ -204,7 +206,7 @@ class SyncEngine:
                 if not last.has_more:
                     result.caught_up = True
                     if target.window is not None:
-                        lease.mark_done()
+                        lease.mark_done(self.window_workflows(target))
                     return
         finally:
             if prefetch is not None:
@@ -271,6 +273,15 @@ class SyncEngine:
                 records.append(self.runner.run(txn, wf, event, attempt=1, now=now, defer_steps=True))
         txn.write_runs(records)
         return tally + RunTally.of(records[singles_from:])
+
+    def window_workflows(self, target: Target) -> frozenset[str]:
+        """The workflows a window's events go to now: its one workflow, or every workflow of its source."""
+        if target.workflow is not None:
+            return frozenset([target.workflow])
+        key = target.connector.key
+        provider = key.split(":", 1)[0]
+        return frozenset(wf.name for wf in self.registry.all() if wf.trigger.provider == provider
+                         and (wf.trigger.streams is None or key in wf.trigger.streams))
 
     def _workflows_for(self, event: Event, target: Target) -> list[Workflow]:
         matching = self.registry.matching(event)

@@ -108,6 +108,11 @@ def commit_cursor(conn: Connection, key: str, *, token: int, owner: str, cursor:
     return result.rowcount == 1
 
 
+def reopen_window(conn: Connection, key: str, now: datetime) -> None:
+    """Start a finished backfill window again from its beginning (its runs that exist are not repeated)."""
+    set_source_fields(conn, key, now=now, state="active", cursor=None, progress=0.0)
+
+
 def set_source_fields(conn: Connection, key: str, *, now: datetime, **values: Any) -> None:
     conn.execute(sa.update(sources).where(sources.c.key == key).values(updated_at=now, **values))
 

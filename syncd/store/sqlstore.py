@@ -107,9 +107,10 @@ class SqlLease:
             yield txn
             txn.advance(None, meta=None, new_events=0)  # renews the lease, fenced as a page's cursor move
 
-    def mark_done(self) -> None:
+    def mark_done(self, workflows: Iterable[str] = ()) -> None:
         with self.store.db.begin() as conn:
-            cursors.set_source_fields(conn, self.key, now=self.clock.now(), state="done", progress=1.0)
+            cursors.set_source_fields(conn, self.key, now=self.clock.now(), state="done", progress=1.0,
+                                      window_workflows=sorted(workflows))
 
 
 class SqlStore:
@@ -145,7 +146,11 @@ class SqlStore:
         cursors.ensure_source(conn, spec, now)
         row = cursors.get_source(conn, spec.key)
         assert row is not None
-        skip = row.skip(now)
+        if row.state == "done" and row.skip(now, spec.workflows) is None:  # a workflow was added since
+            cursors.reopen_window(conn, spec.key, now)
+            row = cursors.get_source(conn, spec.key)
+            assert row is not None
+        skip = row.skip(now, spec.workflows)
         if skip is not None:
             return skip
         held = row.lease_owner is not None and row.lease_expires_at is not None and row.lease_expires_at >= now

@@ -377,3 +377,22 @@ def test_ticks_are_recorded_and_a_success_ends_the_pause(store: Store) -> None:
     with store.db.connect() as conn:
         rows = conn.execute(sa.text("SELECT ok, pages, error FROM syncd_ticks ORDER BY id")).all()
     assert [tuple(r) for r in rows] == [(False, 0, "boom"), (True, 2, None)]
+
+
+def test_a_finished_window_is_reopened_for_a_workflow_it_did_not_run_for(store: Store) -> None:
+    clock = FakeClock(T0)
+    window = CursorSpec("workos@0-1", STREAM, Window(T0, T0 + timedelta(days=1)), workflows=frozenset({"a"}))
+    lease = claim(store, "a", clock, window)
+    commit_page(lease, [event(1)], "c1")
+    lease.mark_done({"a"})
+    lease.release()
+    assert store.claim(window, owner="a", lease_seconds=LEASE, clock=clock) == Skip(SkipReason.DONE)
+    row = store.source(window.key)
+    assert row is not None and row.window_workflows == ["a"]
+    reopened = claim(store, "a", clock, replace(window, workflows=frozenset({"a", "b"})))
+    assert reopened.cursor is None  # from the window's start again
+    row = store.source(window.key)
+    assert row is not None and (row.state, row.progress, row.window_workflows) == ("active", 0.0, ["a"])
+    reopened.mark_done({"a", "b"})
+    reopened.release()
+    assert store.claim(window, owner="a", lease_seconds=LEASE, clock=clock) == Skip(SkipReason.DONE)
