@@ -1,5 +1,6 @@
 """The subcommands: each builds what it needs from the typed settings, calls the app, and returns an exit
-code (0 ok, 1 a failed run, 2 bad usage). ``syncd.cli`` parses the command line and maps errors."""
+code (0 ok, 1 a failed run, 2 bad usage; `syncd once` adds 3, a source skipped: ``syncd.ops.once``).
+``syncd.cli`` parses the command line and maps errors."""
 
 from __future__ import annotations
 

@@ -149,11 +149,12 @@ class AdvisoryLocks:
 
     def _session_conn(self) -> Any:
         if self._conn is None:
-            conn = self._db.raw_connection()
-            conn.detach()  # its own session, never handed to anyone else; closing it ends the session
-            self._finalizer = weakref.finalize(self, _close_quietly, conn)
-            driver = conn.dbapi_connection  # psycopg's own connection (after detach: no pool record to ask)
+            pooled = self._db.raw_connection()  # made as the pool makes them (connect_args included) …
+            pooled.detach()
+            driver = pooled.dbapi_connection
             assert driver is not None
+            pooled.invalidate()  # … then the pool lets go of it without I/O: closing it is ours alone
+            self._finalizer = weakref.finalize(self, _close_quietly, driver)
             driver.autocommit = True  # session locks outlive transactions: idle, never idle in transaction
             for name, value in KEEPALIVES.items():
                 driver.execute(f"SET {name} = {int(value)}")
