@@ -158,6 +158,8 @@ class AdvisoryLocks:
             driver.autocommit = True  # session locks outlive transactions: idle, never idle in transaction
             for name, value in KEEPALIVES.items():
                 driver.execute(f"SET {name} = {int(value)}")
+            if driver.info.server_version >= 140000:  # a server-wide idle timeout must not end it (and its locks)
+                driver.execute("SET idle_session_timeout = 0")
             self._conn, self._session = driver, self._session + 1
         return self._conn
 
