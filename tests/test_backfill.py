@@ -633,3 +633,47 @@ def test_overlapping_windows_for_a_new_workflow_run_each_event_once(
     assert set(effect_counts(db).values()) == {1}
     assert sum(r.runs_ok for r in results) == len(windows[0][1] | windows[1][1])
     db.dispose()
+
+
+# ---- a workflow registered after a window finished (issue 18, item 8) ------------------------------------
+
+
+def test_a_finished_window_reruns_for_a_workflow_registered_since(db_url: str,
+                                                                    make_app: Callable[..., App]) -> None:
+    db = prepare(db_url)
+    with make_sim(400) as sim:
+        window, inside = window_over(sim, 40, 360)
+        first_app = make_app(db_url, registry=registry_of("a"), **sim_env(sim))
+        first = drive(window_engine(first_app, None), Target(first_app.connectors[0], window))
+        assert first.state == "done" and backfill_row(db).window_workflows == ["a"]
+        app = make_app(db_url, registry=registry_of("a", "b"), **sim_env(sim))  # b registered since
+        engine, target = window_engine(app, None), Target(app.connectors[0], window)
+        again = drive(engine, target)
+        third = drive(engine, target)  # now done for both: nothing to do
+    assert (again.state, again.events, again.runs_ok, again.new_events) == ("done", len(inside), len(inside), 0)
+    assert runs_of(db, "b") == inside and runs_of(db, "a") == inside
+    counts = effect_counts(db)
+    assert set(counts.values()) == {1} and len(counts) == 2 * len(inside)  # a's runs were not repeated
+    assert backfill_row(db).window_workflows == ["a", "b"]
+    assert (third.state, third.syncs) == ("done", 0)
+    db.dispose()
+
+
+def test_the_backfill_command_reruns_a_finished_window_for_a_new_workflow(sqlite_url: str,
+                                                                           tmp_path: Path) -> None:
+    db = prepare(sqlite_url)
+    (tmp_path / "bf_only_a.py").write_text(WORKFLOWS_MODULE.replace('("a", "b", "c")', '("a",)'))
+    with make_sim(300) as sim:
+        window, inside = window_over(sim, 30, 270)
+        flags = ["backfill", "--start", ms(window.start), "--end", ms(window.end)]
+        before = process_env(sqlite_url, {**sim_env(sim), "SYNCD_WORKFLOWS": "bf_only_a"}, tmp_path)
+        first = syncd(flags, before, tmp_path)
+        after = process_env(sqlite_url, {**sim_env(sim), "SYNCD_WORKFLOWS": "bf_workflows"}, tmp_path)
+        again = syncd(flags, after, tmp_path)
+    assert first.returncode == 0 and again.returncode == 0, first.stderr + again.stderr
+    assert f"{len(inside)} runs ok" in first.stdout
+    assert f"{2 * len(inside)} runs ok" in again.stdout  # b and c, on every event of the window
+    assert "was completed without b, c; running it again" in again.stderr
+    counts = effect_counts(db)
+    assert set(counts.values()) == {1} and len(counts) == 3 * len(inside)
+    db.dispose()

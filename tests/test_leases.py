@@ -147,11 +147,14 @@ def test_a_live_lease_is_taken_only_after_it_expires(db_url: str, build: Callabl
     assert source(app.db).cursor == "y"
 
 
-def test_a_second_replica_skips_a_live_lease_and_takes_over_after_expiry(
+def test_a_second_replica_skips_a_silent_replicas_lease_and_takes_over_after_expiry(
         db_url: str, build: Callable[..., App], workos_sim: WorkOSSimulator) -> None:
     clock = FakeClock()
     app = build(db_url, workos_sim, clock=clock)
-    assert claim(app.db, "dead", clock) is not None  # replica "dead" took the lease, then vanished
+    # replica "silent" took the lease, then went quiet while staying alive (frozen, cut off): its owner lock
+    # is held, so only the lease's expiry frees the cursor (a dead one's is taken at once: test_store.py)
+    silent = claim(app.db, "silent", clock)
+    assert silent is not None
     engine = replica(app, "b", clock)
 
     clock.advance(LEASE - 1)
@@ -336,3 +339,35 @@ def test_a_page_slower_than_the_lease_keeps_it(pg_url: str, build: Callable[...,
 
     assert len(slowed) == slow_events and len(attempts) > 5  # b kept trying while a's page was slow …
     assert result.ok and result.pages == 1  # … and never took the lease over: a's fenced commit went through
+
+
+@pytest.mark.postgres
+def test_a_lost_owner_lock_session_is_replaced_on_the_next_claim(pg_url: str) -> None:
+    """The server ends the owner-lock session (a restart, an admin): releasing fails softly (the server
+    dropped the lock with the session), and the next claim opens a new session."""
+    from syncd.store.connect import create_engine
+    from syncd.store.owners import OWNER_NAMESPACE
+    from syncd.store.schema import migrate
+
+    db = create_engine(pg_url)
+    migrate(db)
+    store, clock = SqlStore(db), FakeClock()
+    try:
+        lease = store.claim(CursorSpec("workos", "workos"), owner="a", lease_seconds=LEASE, clock=clock)
+        assert isinstance(lease, SqlLease)
+        with db.connect() as conn:
+            [pid] = conn.execute(sa.text("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = :s"),
+                                 {"s": OWNER_NAMESPACE}).scalars()
+            assert conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar_one()
+        lease.release()  # the row is released; the lock went with the session
+        assert source(db).lease_owner is None
+        again = store.claim(CursorSpec("workos", "workos"), owner="a", lease_seconds=LEASE, clock=clock)
+        assert isinstance(again, SqlLease) and again.token == lease.token + 1
+        with db.connect() as conn:
+            held = conn.execute(sa.text("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = :s"),
+                                {"s": OWNER_NAMESPACE}).scalars().all()
+        assert len(held) == 1 and held[0] != pid  # a new session holds the new lease's lock
+        again.release()
+    finally:
+        store.close()
+        db.dispose()

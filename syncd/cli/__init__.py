@@ -43,7 +43,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--env-file", help="read settings from this file (default: ./.env if present)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("run", help="run the daemon: tick every source every SYNC_INTERVAL_SECONDS")
-    sub.add_parser("once", help="one tick of every source, then exit (1 if a source failed)")
+    sub.add_parser("once", help="one tick of every source, then exit (1: a source or run failed; 3: a source "
+                                "was skipped, its lease held elsewhere or paused)")
     bf = sub.add_parser("backfill", help="re-sync a time window [start, end) beside live sync; resumable")
     bf.add_argument("--start", required=True, help="window start: unix milliseconds or ISO-8601 (inclusive)")
     bf.add_argument("--end", required=True, help="window end: unix milliseconds or ISO-8601 (exclusive)")

@@ -1,5 +1,6 @@
 """The subcommands: each builds what it needs from the typed settings, calls the app, and returns an exit
-code (0 ok, 1 a failed run, 2 bad usage). ``syncd.cli`` parses the command line and maps errors."""
+code (0 ok, 1 a failed run, 2 bad usage; `syncd once` adds 3, a source skipped: ``syncd.ops.once``).
+``syncd.cli`` parses the command line and maps errors."""
 
 from __future__ import annotations
 
@@ -143,29 +144,23 @@ def cmd_check(settings: Settings) -> int:
 
 
 def cmd_once(settings: Settings) -> int:
+    """``syncd once``: exit codes and output in ``syncd.ops.once``; SIGTERM/SIGINT finish the page in hand
+    and release every lease before it returns."""
     from syncd.ops.app import App
-    from syncd.ops.backfill import drive_settings_windows
-    from syncd.ops.backfill import report as backfill_report
+    from syncd.ops.once import run_once
+    from syncd.ops.scheduler import install_signal_handlers
     from syncd.telemetry import setup_telemetry
 
     telemetry = setup_telemetry(settings.telemetry)
     app = App.build(settings)
     try:
-        results = app.tick_all()
-        windows = drive_settings_windows(app)  # EVENTS_RANGE_START/END: that window, to done
+        install_signal_handlers(app.stop)
+        report = run_once(app)
     finally:
         app.close()
         telemetry.shutdown()
-    failed = False
-    for r in results:
-        state = "ok" if r.ok else "FAILED"
-        extra = f" ({r.skipped_reason})" if r.skipped_reason else ""
-        print(f"{r.source}: {state}{extra} — {r.pages} pages, {r.events} events ({r.new_events} new), "
-              f"{r.runs_ok} runs ok, {r.runs_failed} failed" + (f"; error: {r.error}" if r.error else ""))
-        failed = failed or not r.ok
-    if windows and backfill_report(windows, out=sys.stdout) != EXIT_OK:
-        failed = True
-    return EXIT_FAILED if failed else EXIT_OK
+    report.print()
+    return report.exit_code
 
 
 def cmd_run(settings: Settings) -> int:

@@ -62,6 +62,8 @@ class CursorSpec:
     source: str
     window: Window | None = None
     workflow: str | None = None  # a backfill restricted to one workflow
+    #: A backfill window: the workflows its events go to now. A window completed for fewer is re-opened.
+    workflows: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -88,10 +90,17 @@ class SourceRow:
     last_error: str | None
     last_error_at: datetime | None
     updated_at: datetime | None = None  # its last claim, page commit, failure or release (health reads it)
+    window_workflows: list[str] | None = None  # a finished window: the workflows it ran for (None: unknown)
 
-    def skip(self, now: datetime) -> Skip | None:
-        """Why a tick at ``now`` must not claim this cursor (None: it may): done, or paused."""
-        if self.state == "done":
+    def covers(self, workflows: frozenset[str]) -> bool:
+        """A finished window that ran for every one of ``workflows`` (one finished before syncd recorded
+        them is assumed not to, so it runs again: nothing is repeated, missing runs are created)."""
+        return self.state == "done" and self.window_workflows is not None and workflows <= set(self.window_workflows)
+
+    def skip(self, now: datetime, workflows: frozenset[str] = frozenset()) -> Skip | None:
+        """Why a tick at ``now`` must not claim this cursor (None: it may): done for all of ``workflows``
+        (a live cursor is never done), or paused."""
+        if self.state == "done" and (self.kind != "backfill" or self.covers(workflows)):
             return Skip(SkipReason.DONE)
         if self.paused_until is not None and self.paused_until > now:
             return Skip(SkipReason.PAUSED, f"until {self.paused_until.isoformat()}: {self.pause_reason}")

@@ -76,8 +76,9 @@ class Lease(Protocol):
     """A claimed cursor: its ``key``, fencing ``token``, ``owner`` and the ``cursor`` read under the lease.
 
     Every write made through it is fenced on ``token``: once another owner has claimed the cursor (after
-    this lease expired), ``PageTxn.advance`` and a run transaction raise ``LeaseLostError`` and commit
-    nothing. The handle carries owner, lease length and clock, so no call passes them again.
+    this lease expired, or after its owner lock was seen free), ``PageTxn.advance`` and a run transaction
+    raise ``LeaseLostError`` and commit nothing. The handle carries owner, lease length and clock, so no
+    call passes them again.
     """
 
     key: str
@@ -92,7 +93,8 @@ class Lease(Protocol):
         ...
 
     def release(self) -> None:
-        """Free the cursor for any owner at once. Raises what the database raises (it expires anyway)."""
+        """Free the cursor for any owner at once, and the owner lock with it (always, even when the database
+        raises: the lease then looks like a dead holder's and is taken over at once)."""
         ...
 
     def page(self, stream: str) -> AbstractContextManager[PageTxn]:
@@ -109,8 +111,9 @@ class Lease(Protocol):
         cursor of the stream ran it). On exit the lease is renewed, fenced: ``LeaseLostError`` if lost."""
         ...
 
-    def mark_done(self) -> None:
-        """Mark a backfill window's cursor done (progress 1.0): later claims skip it."""
+    def mark_done(self, workflows: Iterable[str] = ()) -> None:
+        """Mark a backfill window's cursor done (progress 1.0) for ``workflows``, the workflows its events went
+        to: later claims for no other workflows skip it (``Skip(DONE)``)."""
         ...
 
 
@@ -133,11 +136,27 @@ class Store(Protocol):
     def claim(self, spec: CursorSpec, *, owner: str, lease_seconds: float, clock: Clock) -> Lease | Skip:
         """Create the cursor's row if new, then take its lease unless the row says to skip it.
 
+        A finished backfill window whose recorded workflows lack one of ``spec.workflows`` (registered since)
+        is re-opened first: its cursor goes back to the window's start, so the new workflow's runs are
+        created (existing runs are never repeated).
+
         Returns ``Skip(DONE)`` or ``Skip(PAUSED, detail)`` without claiming, ``Skip(LEASE_HELD)`` if another
-        live lease holds it (even the same owner's: the same replica id on two processes must not share
-        it), else a ``Lease`` whose token is greater than every earlier token of the cursor. An expired
-        lease is taken over; on PostgreSQL the claim waits for a page commit of the old holder in flight.
+        live holder has it (even the same owner's: the same replica id on two processes must not share it),
+        else a ``Lease`` whose token is greater than every earlier token of the cursor.
+
+        Ownership is tied to the holder being alive: with its lease, a holder takes an owner lock that the
+        operating system or the database server releases when the holder's process dies (PostgreSQL: a
+        session-level advisory lock on a connection the store keeps; SQLite: ``flock`` on a file beside the
+        database; see ``syncd.store.owners``). So a lease is taken over at once when its holder is gone
+        (SIGKILL, OOM, a crash), and once it expired when its holder is alive but silent (frozen, cut off):
+        the fencing token then keeps that holder's late writes out. On PostgreSQL the claim waits for a page
+        commit of the old holder in flight.
         """
+        ...
+
+    def close(self) -> None:
+        """Let go of what the store holds besides the engine's pool (the owner-lock session on PostgreSQL,
+        which releases every owner lock still held). Leases should be released first."""
         ...
 
     def source(self, key: str) -> SourceRow | None:
@@ -146,6 +165,11 @@ class Store(Protocol):
 
     def due_runs(self, stream: str, now: datetime, limit: int = 200) -> list[DueRun]:
         """Runs of ``stream`` due at ``now`` (failed, pending, sleeping), by due time then event id."""
+        ...
+
+    def waiting_runs(self, stream: str) -> tuple[int, datetime | None]:
+        """How many runs of ``stream`` are left to go on later (pending between steps, or asleep), and the
+        earliest time one of them is due (None if there are none)."""
         ...
 
     def record_failure(self, key: str, now: datetime, error: str, *, pause_until: datetime | None = None,

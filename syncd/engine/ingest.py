@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from opentelemetry import context as otel_context
@@ -103,7 +103,9 @@ class SyncEngine:
 
     # ---- one cursor, one tick ------------------------------------------------------------------
 
-    def sync(self, target: Target | Connector) -> TickResult:
+    def sync(self, target: Target | Connector, *, fetch: bool = True) -> TickResult:
+        """One tick of ``target``: claim, pages (unless ``fetch`` is False: then only its due runs), due runs,
+        release. Never raises: a failure is in the result (and recorded on the cursor)."""
         if not isinstance(target, Target):
             target = Target(target)
         result = TickResult(source=target.key)
@@ -111,7 +113,7 @@ class SyncEngine:
         with tracer.start_as_current_span("source.sync",
                                           attributes=sync_attributes(target.key, target.connector.key)) as span:
             try:
-                self._sync(target, result)
+                self._sync(target, result, fetch=fetch)
             except Exception as exc:  # recorded on the source and the tick; never escapes a tick
                 result.ok = False
                 result.error = error_text(exc)
@@ -125,9 +127,11 @@ class SyncEngine:
         self.ticklog.finished(result, (self.clock.now() - started).total_seconds())
         return result
 
-    def _sync(self, target: Target, result: TickResult) -> None:
-        lease = self.store.claim(target.spec, owner=self.replica_id, lease_seconds=self.lease_seconds,
-                                 clock=self.clock)
+    def _sync(self, target: Target, result: TickResult, *, fetch: bool) -> None:
+        spec = target.spec
+        if target.window is not None:
+            spec = replace(spec, workflows=self.window_workflows(target))
+        lease = self.store.claim(spec, owner=self.replica_id, lease_seconds=self.lease_seconds, clock=self.clock)
         if isinstance(lease, Skip):
             result.skip = lease
             result.caught_up = lease.reason is SkipReason.DONE
@@ -136,7 +140,8 @@ class SyncEngine:
         keeper = LeaseKeeper(lease.key, lease.renew, self.lease_seconds, enabled=self.store.concurrent_writers)
         try:
             keeper.start()
-            self._page_loop(target, lease, result, keeper)
+            if fetch:
+                self._page_loop(target, lease, result, keeper)
             if target.window is None and not self.stop.is_set():
                 self._retry_due_runs(target, lease, result)
         finally:
@@ -144,12 +149,13 @@ class SyncEngine:
             self._release(lease)
 
     def _release(self, lease: Lease) -> None:
-        """Give the lease back. Best effort: if the database is down, the lease expires by itself, and the
-        tick's own error (not this one) is what gets reported."""
+        """Give the lease back. Best effort: if the database is down, the owner lock still goes (so the next
+        claim takes the lease over at once), and the tick's own error (not this one) is what gets reported."""
         try:
             lease.release()
         except Exception as exc:
-            log.warning("could not release the lease of %s (it expires by itself): %s", lease.key, error_text(exc),
+            log.warning("could not release the lease of %s (the next claim takes it over): %s", lease.key,
+                        error_text(exc),
                         extra={"source": lease.key})
 
     def _page_loop(self, target: Target, lease: Lease, result: TickResult, keeper: LeaseKeeper) -> None:
@@ -204,7 +210,7 @@ class SyncEngine:
                 if not last.has_more:
                     result.caught_up = True
                     if target.window is not None:
-                        lease.mark_done()
+                        lease.mark_done(self.window_workflows(target))
                     return
         finally:
             if prefetch is not None:
@@ -271,6 +277,15 @@ class SyncEngine:
                 records.append(self.runner.run(txn, wf, event, attempt=1, now=now, defer_steps=True))
         txn.write_runs(records)
         return tally + RunTally.of(records[singles_from:])
+
+    def window_workflows(self, target: Target) -> frozenset[str]:
+        """The workflows a window's events go to now: its one workflow, or every workflow of its source."""
+        if target.workflow is not None:
+            return frozenset([target.workflow])
+        key = target.connector.key
+        provider = key.split(":", 1)[0]
+        return frozenset(wf.name for wf in self.registry.all() if wf.trigger.provider == provider
+                         and (wf.trigger.streams is None or key in wf.trigger.streams))
 
     def _workflows_for(self, event: Event, target: Target) -> list[Workflow]:
         matching = self.registry.matching(event)

@@ -126,4 +126,5 @@ class App:
     def close(self) -> None:
         for connector in self.connectors:
             connector.close()
+        self.engine.store.close()  # the owner-lock session (PostgreSQL): its locks go with it
         self.db.dispose()

@@ -8,8 +8,10 @@ Contract (what the engine already guarantees for a ``Target`` with a window, gat
   event in the window is created — also for events already in the ledger, e.g. for a workflow added since —
   and an existing run is never repeated. Page transactions of one stream are serialized
   (``store.lock_stream``), so a live tick and a backfill meeting on the same event run it once per workflow.
-- A window that reaches its end is recorded ``done`` and never re-run; an interrupted one resumes from its
-  cursor (the last committed page) on the next start.
+- A window that reaches its end is recorded ``done``, with the workflows it ran for, and is not re-run;
+  once a workflow of its source is registered that it did not run for, running it again re-opens it from
+  its start (the new workflow's runs are created, existing runs are not repeated). An interrupted window
+  resumes from its cursor (the last committed page) on the next start.
 
 Entry points: ``syncd backfill`` (``run_command``: drive every window to done), ``syncd once`` with
 ``EVENTS_RANGE_START/END`` (``drive_settings_windows`` after the live tick), and ``syncd run`` (one
@@ -150,10 +152,18 @@ def window_engine(app: App, on_page: Callable[[Target, Page], None] | None) -> S
 
 
 def stored_fraction(engine: SyncEngine, target: Target) -> tuple[str | None, float]:
-    """(state, progress) of the window's cursor row; (None, 0.0) before its first sync."""
+    """(state, progress) of the window's cursor row; (None, 0.0) before its first sync. A window finished
+    before one of its source's workflows was registered is ("reopen", 0.0): it runs again, for that one."""
     row = SqlReads(engine.db).source(target.key)
     if row is None:
         return None, 0.0
+    workflows = engine.window_workflows(target)
+    if row.state == "done" and not row.covers(workflows):
+        why = ("before syncd recorded a window's workflows" if row.window_workflows is None else
+               "without " + ", ".join(sorted(workflows - set(row.window_workflows))))
+        log.info("backfill %s was completed %s; running it again (existing runs are not repeated)",
+                 label(target), why, extra={"source": target.key})
+        return "reopen", 0.0
     return row.state, float(row.progress or 0.0)
 
 

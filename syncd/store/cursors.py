@@ -38,8 +38,11 @@ def all_sources(conn: Connection) -> list[SourceRow]:
     return [SourceRow(**row) for row in rows]
 
 
-def acquire_lease(conn: Connection, key: str, *, owner: str, now: datetime, seconds: float) -> int | None:
-    """Take the source's lease if it is free or expired. Returns the new fencing token, or None.
+def acquire_lease(conn: Connection, key: str, *, owner: str, now: datetime, seconds: float, token: int,
+                  holder_gone: bool = False) -> int | None:
+    """Take the source's lease if its token is still ``token`` (as read) and the lease is free, expired, or
+    held by a holder known to be gone (``holder_gone``: its owner lock is free). Returns the new fencing
+    token (``token + 1``), or None.
 
     The token increases on every acquisition, so a commit fenced on an older token always fails. A live
     lease is never re-taken, not even by its own owner: replicas given the same ``SYNCD_REPLICA_ID`` would
@@ -48,11 +51,13 @@ def acquire_lease(conn: Connection, key: str, *, owner: str, now: datetime, seco
     On PostgreSQL the UPDATE waits for a page commit holding the row, then re-checks expiry against the
     renewed lease, so a takeover can never slip between another replica's fence check and its COMMIT.
     """
+    taking = sources.c.lease_token == token
+    if not holder_gone:
+        taking = sa.and_(taking, sa.or_(sources.c.lease_owner.is_(None), sources.c.lease_expires_at.is_(None),
+                                        sources.c.lease_expires_at < now))
     result = conn.execute(
         sa.update(sources)
-        .where(sources.c.key == key,
-               sa.or_(sources.c.lease_owner.is_(None),
-                      sources.c.lease_expires_at.is_(None), sources.c.lease_expires_at < now))
+        .where(sources.c.key == key, taking)
         .values(lease_owner=owner, lease_token=sources.c.lease_token + 1,
                 lease_expires_at=now + timedelta(seconds=seconds), updated_at=now)
         .returning(sources.c.lease_token)
@@ -101,6 +106,11 @@ def commit_cursor(conn: Connection, key: str, *, token: int, owner: str, cursor:
         .values(**values)
     )
     return result.rowcount == 1
+
+
+def reopen_window(conn: Connection, key: str, now: datetime) -> None:
+    """Start a finished backfill window again from its beginning (its runs that exist are not repeated)."""
+    set_source_fields(conn, key, now=now, state="active", cursor=None, progress=0.0)
 
 
 def set_source_fields(conn: Connection, key: str, *, now: datetime, **values: Any) -> None:

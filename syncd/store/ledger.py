@@ -166,6 +166,15 @@ def due_runs(conn: Connection, stream: str, now: datetime, limit: int = 200) -> 
             for r in conn.execute(query).mappings()]
 
 
+def waiting_runs(conn: Connection, stream: str) -> tuple[int, datetime | None]:
+    """Runs of ``stream`` pending or sleeping, and the earliest ``next_attempt_at`` among them."""
+    count, first = conn.execute(
+        sa.select(sa.func.count(), sa.func.min(runs.c.next_attempt_at))
+        .where(runs.c.stream == stream, runs.c.status.in_([RunStatus.PENDING.value, RunStatus.SLEEPING.value]))
+    ).one()
+    return int(count), first
+
+
 def still_due(conn: Connection, workflow: str, due: DueRun) -> bool:
     """True if the run is still in the state it was read in (nobody ran it since)."""
     row = conn.execute(sa.select(runs.c.status, runs.c.attempts).where(

@@ -19,6 +19,7 @@ from syncd.contracts import Clock, CursorSpec, DueRun, Event, RunKey, RunRecord,
 from syncd.errors import LeaseLostError
 from syncd.store import cursors, dead, ledger
 from syncd.store.connect import reading
+from syncd.store.owners import OwnerLock, owner_locks
 
 
 class SqlTxn:
@@ -71,6 +72,7 @@ class SqlLease:
     cursor: str | None
     lease_seconds: float
     clock: Clock
+    owner_lock: OwnerLock | None = None  # dies with this process: others see this owner gone at once
 
     def renew(self) -> bool:
         with self.store.db.begin() as conn:
@@ -78,8 +80,12 @@ class SqlLease:
                                        seconds=self.lease_seconds)
 
     def release(self) -> None:
-        with self.store.db.begin() as conn:
-            cursors.release_lease(conn, self.key, token=self.token, now=self.clock.now())
+        try:
+            with self.store.db.begin() as conn:
+                cursors.release_lease(conn, self.key, token=self.token, now=self.clock.now())
+        finally:  # the row first: a claimer that finds the lock free finds the row free, or a dead owner
+            if self.owner_lock is not None:
+                self.owner_lock.release()
 
     @contextmanager
     def page(self, stream: str) -> Iterator[SqlTxn]:
@@ -101,9 +107,10 @@ class SqlLease:
             yield txn
             txn.advance(None, meta=None, new_events=0)  # renews the lease, fenced as a page's cursor move
 
-    def mark_done(self) -> None:
+    def mark_done(self, workflows: Iterable[str] = ()) -> None:
         with self.store.db.begin() as conn:
-            cursors.set_source_fields(conn, self.key, now=self.clock.now(), state="done", progress=1.0)
+            cursors.set_source_fields(conn, self.key, now=self.clock.now(), state="done", progress=1.0,
+                                      window_workflows=sorted(workflows))
 
 
 class SqlStore:
@@ -111,25 +118,60 @@ class SqlStore:
 
     def __init__(self, db: Engine) -> None:
         self.db = db
+        self.owners = owner_locks(db)
 
     @property
     def concurrent_writers(self) -> bool:
         return self.db.dialect.name == "postgresql"
 
     def claim(self, spec: CursorSpec, *, owner: str, lease_seconds: float, clock: Clock) -> SqlLease | Skip:
-        now = clock.now()
-        with self.db.begin() as conn:
-            cursors.ensure_source(conn, spec, now)
+        lock: OwnerLock | None = None
+        try:
+            with self.db.begin() as conn:
+                claimed = self._claim(conn, spec, owner=owner, lease_seconds=lease_seconds, now=clock.now())
+                if isinstance(claimed, Skip):
+                    return claimed
+                token, lock = claimed
+                row = cursors.get_source(conn, spec.key)  # a page may have committed since the first read
+            assert row is not None
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        return SqlLease(self, spec.key, token, owner, row.cursor, lease_seconds, clock, lock)
+
+    def _claim(self, conn: Connection, spec: CursorSpec, *, owner: str, lease_seconds: float,
+               now: datetime) -> tuple[int, OwnerLock] | Skip:
+        """The lease's new token and its owner lock, taken before the row naming the token commits."""
+        cursors.ensure_source(conn, spec, now)
+        row = cursors.get_source(conn, spec.key)
+        assert row is not None
+        if row.state == "done" and row.skip(now, spec.workflows) is None:  # a workflow was added since
+            cursors.reopen_window(conn, spec.key, now)
             row = cursors.get_source(conn, spec.key)
             assert row is not None
-            skip = row.skip(now)
-            if skip is not None:
-                return skip
-            token = cursors.acquire_lease(conn, spec.key, owner=owner, now=now, seconds=lease_seconds)
-            if token is None:
-                return Skip(SkipReason.LEASE_HELD)
-            row = cursors.get_source(conn, spec.key) or row  # a page may have committed since the first read
-        return SqlLease(self, spec.key, token, owner, row.cursor, lease_seconds, clock)
+        skip = row.skip(now, spec.workflows)
+        if skip is not None:
+            return skip
+        held = row.lease_owner is not None and row.lease_expires_at is not None and row.lease_expires_at >= now
+        if held and self.owners.holder_alive(spec.key, row.lease_token):
+            return Skip(SkipReason.LEASE_HELD)
+        lock = self.owners.take(spec.key, row.lease_token + 1)
+        if lock is None:  # another claim of this cursor is under way
+            return Skip(SkipReason.LEASE_HELD)
+        try:
+            token = cursors.acquire_lease(conn, spec.key, owner=owner, now=now, seconds=lease_seconds,
+                                          token=row.lease_token, holder_gone=held)
+        except BaseException:
+            lock.release()
+            raise
+        if token is None:  # taken since the read, or renewed by a page commit we waited for (PostgreSQL)
+            lock.release()
+            return Skip(SkipReason.LEASE_HELD)
+        return token, lock
+
+    def close(self) -> None:
+        self.owners.close()
 
     def source(self, key: str) -> SourceRow | None:
         with reading(self.db) as conn:
@@ -138,6 +180,10 @@ class SqlStore:
     def due_runs(self, stream: str, now: datetime, limit: int = 200) -> list[DueRun]:
         with reading(self.db) as conn:
             return ledger.due_runs(conn, stream, now, limit)
+
+    def waiting_runs(self, stream: str) -> tuple[int, datetime | None]:
+        with reading(self.db) as conn:
+            return ledger.waiting_runs(conn, stream)
 
     def record_failure(self, key: str, now: datetime, error: str, *, pause_until: datetime | None = None,
                        pause_reason: str | None = None) -> None:

@@ -20,6 +20,8 @@ sources = sa.Table(
     sa.Column("window_start", UTCDateTime, nullable=True),
     sa.Column("window_end", UTCDateTime, nullable=True),
     sa.Column("window_workflow", sa.String(200), nullable=True),  # backfill --workflow
+    # backfills: the workflows a finished window ran for; one registered since re-opens it
+    sa.Column("window_workflows", json_type(), nullable=True),
     sa.Column("progress", sa.Float, nullable=True),  # backfills: share of the window covered, 0..1
     sa.Column("lease_owner", sa.String(200), nullable=True),
     sa.Column("lease_expires_at", UTCDateTime, nullable=True),

@@ -6,9 +6,15 @@ atomicity under a takeover, the ledger's "new ids", existing runs, due runs, rel
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -29,9 +35,11 @@ from syncd.contracts import (
 from syncd.errors import LeaseLostError
 from syncd.store import SqlStore
 from syncd.store.connect import create_engine
+from syncd.store.owners import OWNER_NAMESPACE
 from syncd.store.schema import migrate
 
 LEASE = 30.0
+ROOT = Path(__file__).resolve().parents[2]
 STREAM = "workos"
 LIVE = CursorSpec(STREAM, STREAM)
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -41,8 +49,52 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 def store(db_url: str) -> Iterator[Store]:
     db = create_engine(db_url)
     migrate(db)
-    yield SqlStore(db)
+    made = SqlStore(db)
+    yield made
+    made.close()
     db.dispose()
+
+
+#: A holder in a process of its own: claims the live cursor at the given time, prints the token, then
+#: holds the lease until it is killed, or until its stdin closes: then it tries to commit a page (printing
+#: "committed" or "fenced"), releases and exits.
+HOLDER = """
+import sys
+from datetime import datetime
+from syncd.contracts import CursorSpec, FakeClock
+from syncd.errors import LeaseLostError
+from syncd.store import SqlStore
+from syncd.store.connect import create_engine
+url, at, seconds = sys.argv[1:4]
+store = SqlStore(create_engine(url))
+lease = store.claim(CursorSpec("workos", "workos"), owner="holder", lease_seconds=float(seconds),
+                    clock=FakeClock(datetime.fromisoformat(at)))
+print(getattr(lease, "token", lease), flush=True)
+sys.stdin.read()
+try:
+    with lease.page("workos") as txn:
+        txn.advance("late", meta=None, new_events=0)
+    print("committed")
+except LeaseLostError:
+    print("fenced")
+lease.release()
+"""
+
+
+@contextmanager
+def holder_process(store: Store, at: datetime) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """A ``HOLDER`` process holding the live cursor's lease (claimed at ``at``), and its token."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, store.db.url.render_as_string(hide_password=False),
+                             at.isoformat(), str(LEASE)], cwd=ROOT, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        token = int(proc.stdout.readline())
+        yield proc, token
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
 
 
 def claim(store: Store, owner: str, clock: FakeClock, spec: CursorSpec = LIVE) -> Lease:
@@ -92,12 +144,73 @@ def test_claims_give_increasing_fencing_tokens(store: Store) -> None:
 
 def test_a_live_lease_is_not_claimed_by_another_owner_nor_by_its_own(store: Store) -> None:
     clock = FakeClock(T0)
-    claim(store, "a", clock)
+    held = claim(store, "a", clock)  # kept: a live holder (a lease dropped unreleased looks like a dead one)
     clock.advance(LEASE - 1)
     for owner in ("b", "a"):
         assert store.claim(LIVE, owner=owner, lease_seconds=LEASE, clock=clock) == Skip(SkipReason.LEASE_HELD)
     row = store.source(STREAM)
-    assert row is not None and row.lease_owner == "a"
+    assert row is not None and (row.lease_owner, row.lease_token) == ("a", held.token)
+
+
+def test_a_frozen_holders_lease_is_taken_only_once_expired_and_its_late_commit_is_fenced(store: Store) -> None:
+    clock = FakeClock(T0)
+    with holder_process(store, T0) as (proc, token):
+        proc.send_signal(signal.SIGSTOP)  # frozen, alive: its process (and so its owner lock) is still there
+        try:
+            clock.advance(LEASE - 1)
+            assert store.claim(LIVE, owner="b", lease_seconds=LEASE, clock=clock) == Skip(SkipReason.LEASE_HELD)
+            clock.advance(2)  # a holder alive but silent (frozen, cut off) loses its lease when it expires
+            taken = claim(store, "b", clock)
+            assert taken.token == token + 1
+            third = store.claim(LIVE, owner="c", lease_seconds=LEASE, clock=clock)
+            assert third == Skip(SkipReason.LEASE_HELD)  # b holds the new token's lock, not the frozen one's
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        out, _ = proc.communicate("", timeout=10)  # woken: it tries to commit a page, then lets go
+        assert out.split() == ["fenced"] and proc.returncode == 0
+        assert store.claim(LIVE, owner="c", lease_seconds=LEASE, clock=clock) == Skip(SkipReason.LEASE_HELD)
+    row = store.source(STREAM)
+    assert row is not None and (row.lease_owner, row.lease_token, row.cursor) == ("b", taken.token, None)
+
+
+def test_a_lease_whose_holder_died_is_taken_over_at_once(store: Store) -> None:
+    clock = FakeClock(T0)
+    with holder_process(store, T0) as (proc, token):
+        proc.send_signal(signal.SIGKILL)  # no release: the row still names the holder, but its lock died
+        proc.wait(10)
+        row = store.source(STREAM)
+        assert row is not None and (row.lease_owner, row.lease_token) == ("holder", token)
+        taken = store.claim(LIVE, owner="b", lease_seconds=LEASE, clock=clock)  # long before the expiry
+        if isinstance(taken, Skip) and store.db.dialect.name == "postgresql":
+            # the server ends the dead session as soon as it reads the closed socket: give it that moment
+            taken = wait_for_claim(store, clock)
+        assert not isinstance(taken, Skip) and taken.token == token + 1
+        taken.release()
+
+
+def wait_for_claim(store: Store, clock: FakeClock) -> Lease | Skip:
+    for _ in range(100):
+        taken = store.claim(LIVE, owner="b", lease_seconds=LEASE, clock=clock)
+        if not isinstance(taken, Skip):
+            return taken
+        time.sleep(0.05)
+    return taken
+
+
+def test_a_released_lease_leaves_no_owner_lock_behind(store: Store) -> None:
+    clock = FakeClock(T0)
+    for _ in range(3):
+        claim(store, "a", clock).release()
+    if store.db.dialect.name == "sqlite":
+        assert list(Path(f"{store.db.url.database}.locks").iterdir()) == []
+    else:
+        held = sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = :space")
+        with store.db.connect() as conn:
+            assert conn.execute(held, {"space": OWNER_NAMESPACE}).scalar_one() == 0
+        lease = claim(store, "a", clock)  # while held, the server shows it
+        with store.db.connect() as conn:
+            assert conn.execute(held, {"space": OWNER_NAMESPACE}).scalar_one() == 1
+        lease.release()
 
 
 def test_release_frees_the_cursor_at_once(store: Store) -> None:
@@ -264,3 +377,22 @@ def test_ticks_are_recorded_and_a_success_ends_the_pause(store: Store) -> None:
     with store.db.connect() as conn:
         rows = conn.execute(sa.text("SELECT ok, pages, error FROM syncd_ticks ORDER BY id")).all()
     assert [tuple(r) for r in rows] == [(False, 0, "boom"), (True, 2, None)]
+
+
+def test_a_finished_window_is_reopened_for_a_workflow_it_did_not_run_for(store: Store) -> None:
+    clock = FakeClock(T0)
+    window = CursorSpec("workos@0-1", STREAM, Window(T0, T0 + timedelta(days=1)), workflows=frozenset({"a"}))
+    lease = claim(store, "a", clock, window)
+    commit_page(lease, [event(1)], "c1")
+    lease.mark_done({"a"})
+    lease.release()
+    assert store.claim(window, owner="a", lease_seconds=LEASE, clock=clock) == Skip(SkipReason.DONE)
+    row = store.source(window.key)
+    assert row is not None and row.window_workflows == ["a"]
+    reopened = claim(store, "a", clock, replace(window, workflows=frozenset({"a", "b"})))
+    assert reopened.cursor is None  # from the window's start again
+    row = store.source(window.key)
+    assert row is not None and (row.state, row.progress, row.window_workflows) == ("active", 0.0, ["a"])
+    reopened.mark_done({"a", "b"})
+    reopened.release()
+    assert store.claim(window, owner="a", lease_seconds=LEASE, clock=clock) == Skip(SkipReason.DONE)

@@ -1,0 +1,129 @@
+"""``syncd once``: one tick of every source, the runs it started finished, and an exit code a script can trust.
+
+Exit codes (``OnceReport.exit_code``; the README's CLI section lists them):
+
+- 0: every source ticked and caught up, no run failed, nothing skipped;
+- 1: a source's tick failed, a run failed or went dead during it, or a backfill window did not finish;
+- 3: nothing failed, but a source was skipped: its lease is held by a live process (another replica, a
+  ``syncd run``), or the provider asked to wait (paused). Each skip is also one stable line on stderr,
+  ``syncd once: skipped <source>: <reason>``.
+
+After the first tick of every source it keeps resuming the runs that are due now (durable runs between
+steps, retries whose time came during the ``once``), source by source, for at most ``MAX_RESUME_TICKS``
+rounds, so it does not return in the middle of work it started. Runs left asleep (``ctx.sleep``) or
+waiting to go on are reported with the time they are due: the next ``syncd once`` or ``syncd run`` after
+that time resumes them.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import IO, TYPE_CHECKING
+
+from syncd.contracts import SkipReason
+from syncd.engine import TickResult
+
+if TYPE_CHECKING:
+    from syncd.ops.app import App
+    from syncd.ops.backfill import BackfillResult
+
+EXIT_OK, EXIT_FAILED, EXIT_SKIPPED = 0, 1, 3
+#: Rounds of resuming due runs after the first tick (each: one resume of every source with runs due now).
+MAX_RESUME_TICKS = 20
+
+
+@dataclass
+class SourceOutcome:
+    """What the ``once`` did for one source: its first tick plus the resumes of its due runs."""
+
+    tick: TickResult
+    resumed: list[TickResult] = field(default_factory=list)
+    waiting: int = 0  # runs left pending or asleep
+    next_due: datetime | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.tick.ok and all(r.ok for r in self.resumed)
+
+    @property
+    def runs_ok(self) -> int:
+        return self.tick.runs_ok + sum(r.runs_ok for r in self.resumed)
+
+    @property
+    def runs_failed(self) -> int:
+        return self.tick.runs_failed + sum(r.runs_failed for r in self.resumed)
+
+    @property
+    def error(self) -> str | None:
+        return next((r.error for r in [self.tick, *self.resumed] if r.error), None)
+
+    def line(self) -> str:
+        t = self.tick
+        state = "ok" if self.ok else "FAILED"
+        extra = f" ({t.skipped_reason})" if t.skipped_reason else ""
+        text = (f"{t.source}: {state}{extra} — {t.pages} pages, {t.events} events ({t.new_events} new), "
+                f"{self.runs_ok} runs ok, {self.runs_failed} failed")
+        if self.waiting:
+            when = f" until {self.next_due.isoformat(timespec='seconds')}" if self.next_due else ""
+            text += f"; {self.waiting} runs waiting{when} (the next once or run resumes them)"
+        return text + (f"; error: {self.error}" if self.error else "")
+
+
+@dataclass
+class OnceReport:
+    sources: list[SourceOutcome]
+    windows: Sequence[BackfillResult] = ()
+    stopped: bool = False  # SIGTERM/SIGINT: the page in hand was committed and the leases released
+
+    @property
+    def skipped(self) -> list[SourceOutcome]:
+        return [s for s in self.sources if s.tick.skip is not None and s.tick.skip.reason is not SkipReason.DONE]
+
+    @property
+    def exit_code(self) -> int:
+        if any(not s.ok or s.runs_failed for s in self.sources):
+            return EXIT_FAILED
+        if self.windows and any(w.state != "done" for w in self.windows):
+            return EXIT_FAILED
+        return EXIT_SKIPPED if self.skipped else EXIT_OK
+
+    def print(self, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> None:
+        from syncd.ops.backfill import report as backfill_report
+
+        for outcome in self.sources:
+            print(outcome.line(), file=out)
+        if self.windows:
+            backfill_report(self.windows, out=out)
+        for outcome in self.skipped:
+            print(f"syncd once: skipped {outcome.tick.source}: {outcome.tick.skipped_reason}", file=err)
+        if self.stopped:
+            print("syncd once: stopped by a signal; leases released, the next run resumes from the cursors",
+                  file=err)
+
+
+def run_once(app: App) -> OnceReport:
+    """Tick every source, resume the runs due now (bounded), then drive ``EVENTS_RANGE_*`` windows."""
+    from syncd.ops.backfill import drive_settings_windows
+
+    outcomes = [SourceOutcome(app.tick(c)) for c in app.connectors]
+    resume_due_runs(app, outcomes)
+    windows = drive_settings_windows(app)  # EVENTS_RANGE_START/END: that window, to done
+    for connector, outcome in zip(app.connectors, outcomes, strict=True):
+        outcome.waiting, outcome.next_due = app.engine.store.waiting_runs(connector.key)
+    return OnceReport(outcomes, windows, stopped=app.stop.is_set())
+
+
+def resume_due_runs(app: App, outcomes: Sequence[SourceOutcome]) -> None:
+    """Resume the runs due now of each source that ticked, until none is due (at most MAX_RESUME_TICKS)."""
+    store = app.engine.store
+    for _ in range(MAX_RESUME_TICKS):
+        due = [(c, o) for c, o in zip(app.connectors, outcomes, strict=True)
+               if o.ok and not any(r.skip for r in [o.tick, *o.resumed])
+               and store.due_runs(c.key, app.engine.clock.now(), limit=1)]
+        if not due or app.stop.is_set():
+            return
+        for connector, outcome in due:
+            outcome.resumed.append(app.engine.sync(connector, fetch=False))
