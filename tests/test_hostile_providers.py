@@ -1,0 +1,348 @@
+"""Providers that misbehave: rejected cursors, pages that cycle, events older than the cursor, times in the
+future, rate-limit resets out of range, Link headers elsewhere, and GitHub's crowded second (issue #17,
+items 5, 6 and 7). Each runs over real loopback HTTP against the simulators' fault knobs; classes whose
+outcome goes through the ledger's dedupe run on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from connectors import github, workos
+from connectors.github.client import GitHubConnector
+from connectors.github.cursor import Cursor
+from connectors.github.policy import MAX_WAIT_SECONDS, reset_wait, throttle_wait
+from connectors.workos import cursor as workos_cursor
+from simulators.github import GitHubSimulator
+from simulators.workos import Faults, WorkOSSimulator
+from syncd.contracts import Event, Page
+from syncd.engine import TickResult
+from syncd.engine.decisions import MAX_PAUSE, pause_of
+from syncd.engine.pages import Pager
+from syncd.errors import CursorCycleError, RetryableError
+from syncd.ops.app import App
+from syncd.settings import Secret
+from syncd.store.tables import events as ledger
+from syncd.store.tables import sources
+from syncd.workflows import Context, Registry
+from tests.conftest import WORKOS_KEY, settings_for
+
+TYPES = "user.created,user.updated,user.deleted,organization.created,organization.updated"
+GH_TOKEN = "ghp_hostile_test_token_7c2"
+
+Build = Callable[..., App]
+
+
+# ---- helpers -------------------------------------------------------------------------------------
+
+
+def counting_registry(processed: list[str], on: Any) -> Registry:
+    registry = Registry()
+
+    @registry.workflow("count", on=on)
+    def count(event: Event, ctx: Context) -> None:
+        processed.append(event.id)
+
+    return registry
+
+
+def ledger_ids(app: App, stream: str) -> list[str]:
+    with app.db.connect() as conn:
+        return [r[0] for r in conn.execute(sa.select(ledger.c.event_id).where(ledger.c.stream == stream))]
+
+
+def source_row(app: App, key: str) -> Any:
+    with app.db.connect() as conn:
+        return conn.execute(sa.select(sources).where(sources.c.key == key)).one()
+
+
+def tick_until_caught_up(app: App, connector: Any, limit: int = 30) -> list[TickResult]:
+    results = []
+    for _ in range(limit):
+        results.append(app.tick(connector))
+        assert results[-1].ok, results[-1].error
+        if results[-1].caught_up:
+            return results
+    raise AssertionError("never caught up")
+
+
+@pytest.fixture
+def wsim() -> Iterator[WorkOSSimulator]:
+    with WorkOSSimulator(events=400, seed=17, api_key=WORKOS_KEY) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def apps() -> Iterator[list[App]]:
+    built: list[App] = []
+    yield built
+    for app in built:
+        app.close()
+
+
+def workos_app(db_url: str, sim: WorkOSSimulator, apps: list[App], registry: Registry) -> App:
+    app = App.build(settings_for(db_url, WORKOS_API_KEY=WORKOS_KEY, WORKOS_BASE_URL=sim.url, WORKOS_EVENTS=TYPES,
+                                 SYNCD_BUILTINS="none"), registry=registry)
+    apps.append(app)
+    return app
+
+
+def wanted_ids(sim: WorkOSSimulator) -> list[str]:
+    types = set(TYPES.split(","))
+    return [e["id"] for e in sim.events() if e["event"] in types]
+
+
+# ---- item 5: a cursor WorkOS rejects heals itself ------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [400, 422])
+def test_a_rejected_workos_cursor_heals_from_a_time_without_loss_or_duplicates(
+        db_url: str, wsim: WorkOSSimulator, apps: list[App], status: int) -> None:
+    processed: list[str] = []
+    app = workos_app(db_url, wsim, apps, counting_registry(processed, workos.events()))
+    assert all(r.ok for r in app.tick_all())
+    cursor = source_row(app, "workos").cursor
+    assert cursor == wanted_ids(wsim)[-1]
+    # The provider now refuses every cursor up to ours (expired); new events arrive after it.
+    wsim.faults = Faults(expired_before=cursor, expired_status=status)
+    wsim.generate(150)
+
+    result = app.tick_all()[0]
+    assert result.ok, result.error
+    assert Counter(processed) == Counter(wanted_ids(wsim)), "every event once: none lost, none run twice"
+    assert sorted(ledger_ids(app, "workos")) == sorted(wanted_ids(wsim))
+    row = source_row(app, "workos")
+    assert row.cursor == wanted_ids(wsim)[-1] and row.last_error is None
+    assert "cursor healed at" in row.meta["cursor_healed"] and cursor[:40] in row.meta["cursor_healed"]
+    assert any("range_start=" in path for path, code in wsim.requests if code == 200)
+    assert (f"after={cursor}", status) in [(path.split("&")[-1], code) for path, code in wsim.requests
+                                           if "after=" in path]
+
+
+def test_a_rejected_cursor_without_a_time_points_at_cursor_reset(wsim: WorkOSSimulator) -> None:
+    connector = workos.WorkOSConnector(api_key=Secret(WORKOS_KEY), base_url=wsim.url, event_types=["user.created"])
+    wsim.faults = Faults(expired_before="event_ZZZZZZZZZZZZZZZZZZZZZZZZZZ", expired_status=422)
+    with pytest.raises(workos.client.CursorRejectedError) as info:  # type: ignore[attr-defined]
+        connector.fetch_page("event_not_a_ulid")
+    message = str(info.value)
+    assert "syncd cursor reset workos --to TIME" in message and "WORKOS_EVENTS" not in message
+    connector.close()
+
+
+@pytest.mark.parametrize(("cursor", "candidate", "expected"), [
+    (None, "event_01B", "event_01B"),
+    ("event_01B", "event_01C", "event_01C"),
+    ("event_01C", "event_01B", "event_01C"),  # an older id never moves the cursor back
+    ("@2026-01-01T00:00:00Z", "event_01B", "event_01B"),
+    ("event_01B", None, "event_01B"),
+])
+def test_workos_cursor_never_moves_backwards(cursor: str | None, candidate: str | None, expected: str) -> None:
+    assert workos_cursor.later(cursor, candidate) == expected
+
+
+def test_workos_cursor_times() -> None:
+    moment = datetime(2026, 1, 15, 12, 0, 0, 123000, tzinfo=UTC)
+    from simulators.workos import ulid
+
+    event_id = "event_" + ulid(int(moment.timestamp() * 1000), 5)
+    assert workos_cursor.id_time(event_id) == moment
+    assert workos_cursor.heal_start(event_id) == moment - workos_cursor.HEAL_MARGIN
+    assert workos_cursor.heal_start("evt_123") is None
+    assert workos_cursor.cursor_time(workos_cursor.at(moment)) == moment
+
+
+# ---- item 6: events older than the cursor --------------------------------------------------------
+
+
+def test_events_older_than_the_cursor_never_move_it_back(db_url: str, wsim: WorkOSSimulator,
+                                                         apps: list[App]) -> None:
+    processed: list[str] = []
+    app = workos_app(db_url, wsim, apps, counting_registry(processed, workos.events()))
+    cursors: list[str] = []
+    app.engine.on_page = lambda target, page: cursors.append(str(page.next_cursor))
+    app.engine.group_events = 1  # one page per transaction: every cursor move is seen
+    app.tick_all()  # the first page is asked by time, without after
+    wsim.faults = Faults(stale_events=7)  # every later page ends with 7 events from before its cursor
+    wsim.generate(300)
+    results = [app.tick_all()[0] for _ in range(3)]
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert cursors == sorted(cursors), "the cursor only ever moves forward"
+    assert source_row(app, "workos").cursor == wanted_ids(wsim)[-1]
+    assert Counter(processed) == Counter(wanted_ids(wsim))  # stale events reach the ledger, never a run twice
+
+
+# ---- item 6: pages that cycle -------------------------------------------------------------------
+
+
+def test_pages_that_cycle_fail_the_tick_at_the_first_repeat() -> None:
+    import threading
+
+    from opentelemetry import trace
+
+    cycle = {"A": "B", "B": "C", "C": "A"}  # each cursor differs from the last; the sequence repeats
+    fetched: list[str | None] = []
+
+    def fetch(cursor: str | None) -> Page:
+        fetched.append(cursor)
+        return Page(events=(), next_cursor=cycle[cursor or "A"], has_more=True)
+
+    pager = Pager("src", fetch, lambda: trace.INVALID_SPAN, None, threading.Event(), group_seconds=3600)
+    group, failure = pager.group("A", None)  # the pages before the repeat are handed on, to be committed
+    assert fetched == ["A", "B", "C"]  # bounded: three requests, not an endless tick
+    assert [page.next_cursor for _, page in group] == ["B", "C"]
+    assert isinstance(failure, CursorCycleError)
+    assert "cycle" in str(failure) and "'A'" in str(failure) and "syncd cursor reset src" in str(failure)
+
+
+# ---- item 6: rate-limit resets far away or out of range ------------------------------------------
+
+
+@pytest.mark.parametrize(("wait", "capped"), [
+    (30.0, False), (3600.0, False), (3601.0, True), (1e30, True), (math.inf, True),
+])
+def test_pause_of_caps_every_wait(wait: float, capped: bool) -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    until, reason = pause_of(RetryableError("s", "rate limited", wait), now)
+    assert until is not None and until - now <= MAX_PAUSE
+    assert ("capped" in str(reason)) == capped
+    assert pause_of(RetryableError("s", "x", math.nan), now) == (None, None)
+
+
+@pytest.mark.parametrize("reset", [10**9 + 30, 10**11, 10**40, 10**400])
+def test_reset_wait_is_bounded_for_any_integer(reset: int) -> None:
+    assert 1.0 <= reset_wait(reset, now=1e9) <= MAX_WAIT_SECONDS
+
+
+@pytest.fixture
+def gsim() -> Iterator[GitHubSimulator]:
+    with GitHubSimulator(repos={"acme/web": 40, "acme/api": 20}, seed=9, tokens=(GH_TOKEN,)) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def gbuild(gsim: GitHubSimulator, apps: list[App]) -> Build:
+    def make(db_url: str, *, repos: tuple[str, ...] = ("acme/web", "acme/api"), page_size: int = 100,
+             registry: Registry | None = None) -> App:
+        connectors = [GitHubConnector(repo=r, base_url=gsim.url, token=Secret(GH_TOKEN), page_size=page_size,
+                                      clock=lambda: gsim.now.timestamp()) for r in repos]
+        env = {"GITHUB_REPOS": ",".join(repos), "GITHUB_BASE_URL": gsim.url, "GITHUB_TOKEN": GH_TOKEN}
+        app = App.build(settings_for(db_url, **env), registry=registry or Registry(),
+                        connectors=connectors)  # type: ignore[arg-type]
+        apps.append(app)
+        return app
+
+    return make
+
+
+@pytest.mark.parametrize("reset_in", [100 * 365 * 86400, 10**30])
+def test_a_rate_limit_reset_far_away_or_out_of_range_pauses_an_hour_and_others_go_on(
+        sqlite_url: str, gbuild: Build, gsim: GitHubSimulator, reset_in: int) -> None:
+    app = gbuild(sqlite_url)
+    gsim.rate_limit_next(1, status=403, reset_in=reset_in)  # a long wait is not retried in the tick: one
+    web, api = app.tick_all()
+    assert not web.ok and "rate limited" in str(web.error)
+    assert api.ok and api.caught_up, "the next source is ticked as usual"
+    row = source_row(app, "github:acme/web")
+    assert row.paused_until is not None
+    paused_for = row.paused_until.replace(tzinfo=UTC) - datetime.now(UTC)
+    assert timedelta(0) < paused_for <= MAX_PAUSE + timedelta(minutes=2)
+    assert "capped" in row.pause_reason
+
+
+def test_throttle_wait_caps_a_reset_years_away() -> None:
+    import httpx
+
+    far = httpx.Response(403, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(10**12)},
+                         json={"message": "API rate limit exceeded"})
+    assert throttle_wait(far, now=1e9) == MAX_WAIT_SECONDS
+
+
+# ---- item 6: an updated_at far in the future ----------------------------------------------------
+
+
+def test_an_issue_dated_in_the_future_never_moves_since_past_now(sqlite_url: str, gbuild: Build,
+                                                                 gsim: GitHubSimulator) -> None:
+    processed: list[str] = []
+    app = gbuild(sqlite_url, repos=("acme/web",), registry=counting_registry(processed, github.issues()),
+                 page_size=5)
+    connector = app.connectors[0]
+    tick_until_caught_up(app, connector)
+    gsim.advance(10)
+    future = gsim.edit("acme/web", 3, at=datetime(2999, 1, 1, tzinfo=UTC), listed_now=True)
+    tick_until_caught_up(app, connector)
+    row = source_row(app, "github:acme/web")
+    since = Cursor.loads(row.cursor).since
+    assert since is not None and since <= (gsim.now + timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert "2999-01-01T00:00:00Z" in row.meta["note_future_updated_at"]
+    gsim.advance(10)
+    later = gsim.mutate("acme/web", 3)  # real changes after the bogus one are still seen
+    tick_until_caught_up(app, connector)
+    ids = set(ledger_ids(app, "github:acme/web"))
+    assert {f"{m['id']}@{m['updated_at']}" for m in later} <= ids
+    assert f"{future['id']}@2999-01-01T00:00:00Z" in ids
+    assert Counter(processed).most_common(1)[0][1] == 1, "the future version is listed often, run once"
+
+
+# ---- item 6: a Link header to another host, or relative -----------------------------------------
+
+
+@pytest.mark.parametrize("link_base", ["http://elsewhere.invalid", ""])
+def test_a_link_elsewhere_is_never_stored_and_the_walk_goes_on_from_our_base(
+        sqlite_url: str, gbuild: Build, gsim: GitHubSimulator, link_base: str) -> None:
+    gsim.link_base = link_base
+    app = gbuild(sqlite_url, repos=("acme/web",), page_size=3)  # history bursts of up to 8 in one second
+    connector = app.connectors[0]
+    cursors: list[str] = []
+    app.engine.on_page = lambda target, page: cursors.append(str(page.next_cursor))
+    tick_until_caught_up(app, connector)
+    assert not any("elsewhere" in c or '"next":"/' in c for c in cursors)
+    assert any('"next":"http://127.0.0.1' in c for c in cursors), "crowded seconds paged from our own base"
+    expected = {f"{i['id']}@{i['updated_at']}" for i in gsim.issues("acme/web").values()}
+    assert expected <= set(ledger_ids(app, "github:acme/web"))
+    assert "following our own page URL" in source_row(app, "github:acme/web").meta["note_link"]
+    gsim.link_base = None  # the provider is fixed: its links are followed again, the note goes
+    gsim.advance(5)
+    gsim.mutate("acme/web", 8)
+    tick_until_caught_up(app, connector)
+    assert "note_link" not in source_row(app, "github:acme/web").meta
+    assert any(path.startswith("/repositories/") for path, _, _ in gsim.requests)
+
+
+# ---- item 7: GitHub's crowded second -------------------------------------------------------------
+
+
+def test_crowded_second_edit_between_pages_loses_no_version(sqlite_url: str, gbuild: Build,
+                                                             gsim: GitHubSimulator) -> None:
+    """More than a page of issues share one updated_at second; one of the first page is edited while the walk
+    is between pages, so the first issue of the next page slides onto the page already read."""
+    processed: list[str] = []
+    app = gbuild(sqlite_url, repos=("acme/web",), page_size=5,
+                 registry=counting_registry(processed, github.issues()))
+    connector = app.connectors[0]
+    tick_until_caught_up(app, connector)
+    gsim.advance(60)
+    crowded = gsim.mutate("acme/web", 14)  # 14 versions in one second: three pages of 5
+    second = crowded[0]["updated_at"]
+    assert {m["updated_at"] for m in crowded} == {second}
+    app.engine.max_pages = 1
+    pages: list[Page] = []
+    app.engine.on_page = lambda target, page: pages.append(page)
+    while not any(Cursor.loads(str(p.next_cursor)).next_url for p in pages):  # until the walk is between pages
+        assert app.tick(connector).ok
+    first_page = sorted(crowded, key=lambda m: m["number"])[:5]
+    gsim.advance(1)
+    edited = gsim.edit("acme/web", first_page[0]["number"])
+    app.engine.max_pages = None
+    results = tick_until_caught_up(app, connector)
+    assert all(r.ok for r in results)
+    expected = {f"{m['id']}@{m['updated_at']}" for m in [*crowded, edited]}
+    assert expected <= set(ledger_ids(app, "github:acme/web")), "every version of the crowded second"
+    assert Counter(processed).most_common(1)[0][1] == 1
+    assert set(processed) >= expected
