@@ -346,3 +346,74 @@ def test_crowded_second_edit_between_pages_loses_no_version(sqlite_url: str, gbu
     assert expected <= set(ledger_ids(app, "github:acme/web")), "every version of the crowded second"
     assert Counter(processed).most_common(1)[0][1] == 1
     assert set(processed) >= expected
+
+
+# ---- item 5: syncd cursor reset SOURCE --to TIME --------------------------------------------------
+
+
+def cli_env(db_url: str, sim: WorkOSSimulator) -> dict[str, str]:
+    return {"DATABASE_URL": db_url, "WORKOS_API_KEY": WORKOS_KEY, "WORKOS_BASE_URL": sim.url,
+            "WORKOS_EVENTS": TYPES, "SYNCD_BUILTINS": "none", "SYNCD_HTTP_PORT": "0"}
+
+
+def test_cursor_reset_restarts_the_walk_from_a_time_without_duplicate_effects(
+        db_url: str, wsim: WorkOSSimulator, apps: list[App], capsys: pytest.CaptureFixture[str]) -> None:
+    from syncd import cli
+
+    processed: list[str] = []
+    app = workos_app(db_url, wsim, apps, counting_registry(processed, workos.events()))
+    assert app.tick_all()[0].ok
+    before = Counter(processed)
+    moment = wsim.events()[len(wsim.events()) // 2]["created_at"]  # half the stream is listed again
+    assert cli.main(["cursor", "reset", "workos", "--to", moment], cli_env(db_url, wsim)) == 0
+    assert "workos: cursor reset to" in capsys.readouterr().out
+    row = source_row(app, "workos")
+    assert row.cursor.startswith("@") and "by syncd cursor reset" in row.meta["cursor_reset"]
+    wsim.generate(20)
+    requests = len(wsim.requests)
+    assert app.tick_all()[0].ok
+    assert any("range_start=" in path for path, _ in wsim.requests[requests:])
+    assert Counter(processed) == Counter(wanted_ids(wsim)), "the events listed again run nothing twice"
+    assert Counter(processed) - before == Counter(wanted_ids(wsim)[len(before):])
+    assert source_row(app, "workos").cursor == wanted_ids(wsim)[-1]
+
+
+def test_cursor_reset_refuses_bad_input_and_a_source_being_synced(
+        sqlite_url: str, wsim: WorkOSSimulator, apps: list[App], capsys: pytest.CaptureFixture[str]) -> None:
+    from syncd import cli
+    from syncd.contracts import CursorSpec, SystemClock
+    from syncd.store import SqlStore
+
+    env = cli_env(sqlite_url, wsim)
+    assert cli.main(["cursor", "reset", "workos", "--to", "yesterday-ish"], env) == 2
+    assert cli.main(["cursor", "reset", "github:acme/none", "--to", "2026-01-01T00:00:00Z"], env) == 2
+    errors = capsys.readouterr().err
+    assert "--to: not a time" in errors and "unknown source 'github:acme/none' (sources: workos)" in errors
+    app = workos_app(sqlite_url, wsim, apps, Registry())
+    lease = SqlStore(app.db).claim(CursorSpec("workos", "workos"), owner="replica-a", lease_seconds=60,
+                                   clock=SystemClock())
+    assert not isinstance(lease, type(None))
+    assert cli.main(["cursor", "reset", "workos", "--to", "2026-01-01T00:00:00Z"], env) == 1
+    assert "is being synced now (lease held by replica-a" in capsys.readouterr().err
+
+
+def test_cursor_reset_as_a_user_runs_it(tmp_path: Any, wsim: WorkOSSimulator) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "LANG": "C.UTF-8",
+           "PYTHONPATH": str(root), **cli_env(f"sqlite:///{tmp_path / 'cli.db'}", wsim)}
+
+    def syncd(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "syncd", *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=60, check=False)
+
+    assert syncd("once").returncode == 0
+    done = syncd("cursor", "reset", "workos", "--to", "2026-01-01T00:00:00Z")
+    assert done.returncode == 0, done.stderr
+    status = syncd("status")
+    assert "cursor reset:" in status.stdout and "@2026-01-01T00:00:00Z" in status.stdout
+    assert "--to TIME" in syncd("cursor", "reset", "-h").stdout
