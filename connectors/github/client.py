@@ -121,10 +121,8 @@ class GitHubConnector:
             state = replace(state, next_url=None, walk=frozenset())
         horizon = self._horizon()
         if state.since is not None and state.since > horizon:
-            self._notes[NOTE_FUTURE] = (f"the stored since {state.since} lay in the future; moved back to {horizon}."
-                                        f" Changes since the jump may be missing: syncd cursor reset {self.key}"
-                                        " --to TIME")
-            log.warning("%s: %s", self.key, self._notes[NOTE_FUTURE], extra={"source": self.key})
+            self._note(NOTE_FUTURE, f"the stored since {state.since} lay in the future; moved back to {horizon}. "
+                                    f"Changes since the jump may be missing: syncd cursor reset {self.key} --to TIME")
             state = Cursor(since=horizon)
         return state
 
@@ -163,9 +161,8 @@ class GitHubConnector:
             self._notes.pop(NOTE_LINK, None)
             return link
         shown = redact_url(link) if "://" in link else "a relative URL"
-        self._notes[NOTE_LINK] = (f"the provider's next link pointed at {shown}, not {self._base_text()}; "
-                                  "following our own page URL instead")
-        log.warning("%s: %s", self.key, self._notes[NOTE_LINK], extra={"source": self.key})
+        self._note(NOTE_LINK, f"the provider's next link pointed at {shown}, not {self._base_text()}; "
+                              "following our own page URL instead")
         page = _page_number(str(response.request.url)) + 1
         built = self._client.build_request("GET", f"/repos/{self.repo}/issues",
                                            params=tuple(self._listing_params(state.since, page)))
@@ -208,7 +205,7 @@ class GitHubConnector:
             event = self._event(raw, *version)
             if window is None or window.contains(event.occurred_at):
                 events.append(event)
-        self._note_future(future, horizon, last_page=next_url is None)
+        self._note_future(future, last_page=next_url is None)
         if past_window:
             next_url, etag = None, None
         new_state, has_more = advance(state, listed, next_url=next_url, etag=etag, horizon=horizon,
@@ -216,14 +213,19 @@ class GitHubConnector:
         return Page(events=tuple(events), next_cursor=new_state.dumps(),
                     has_more=has_more and not past_window, skipped=skipped, meta={**meta, **self._notes})
 
-    def _note_future(self, future: list[tuple[int, str]], horizon: str, *, last_page: bool) -> None:
+    def _note_future(self, future: list[tuple[int, str]], *, last_page: bool) -> None:
         if future:
             issue_id, second = max(future, key=lambda v: v[1])
-            self._notes[NOTE_FUTURE] = (f"issue {issue_id} has updated_at {second}, after now + "
-                                        f"{FUTURE_SKEW_SECONDS}s; since held at or before {horizon}")
-            log.warning("%s: %s", self.key, self._notes[NOTE_FUTURE], extra={"source": self.key})
+            self._note(NOTE_FUTURE, f"issue {issue_id} has updated_at {second}, after now + {FUTURE_SKEW_SECONDS}s; "
+                                    "since is held at now + that")
         elif last_page:  # the end of the list holds the latest versions: none lies in the future any more
             self._notes.pop(NOTE_FUTURE, None)
+
+    def _note(self, name: str, text: str) -> None:
+        """Keep a note for status; log it when it is new (not on every poll while the fault lasts)."""
+        if self._notes.get(name) != text:
+            log.warning("%s: %s", self.key, text, extra={"source": self.key})
+        self._notes[name] = text
 
     def _event(self, raw: dict[str, Any], issue_id: int, updated: str) -> Event:
         action = self._memory.action(issue_id, raw, updated)

@@ -7,6 +7,7 @@ instead of pausing a repository for good or raising ``OverflowError`` through th
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,8 +19,10 @@ from syncd.http import parse_retry_after, status_error_text
 #: A secondary rate limit without retry-after or reset: wait this long, doubling while it repeats.
 SECONDARY_WAIT_SECONDS = 60.0
 SECONDARY_WAIT_CAP_SECONDS = 3600.0
-#: GitHub's primary window is an hour: a reset further away than this is not believed (capped).
-MAX_WAIT_SECONDS = 3600.0 + 60.0
+#: GitHub's primary window is an hour: no wait is longer (the engine's own pause cap is the same hour).
+MAX_WAIT_SECONDS = 3600.0
+#: A reset up to this much beyond the hour is clock skew, not a fault worth a note.
+RESET_SKEW_SECONDS = 60.0
 ANONYMOUS_NOTE = "60/hour without GITHUB_TOKEN"
 
 
@@ -34,13 +37,19 @@ def throttle_wait(response: httpx.Response, *, now: float, strikes: int = 0) -> 
 
     retry-after → that long; ``x-ratelimit-remaining: 0`` → until ``x-ratelimit-reset`` (epoch seconds,
     +1 s as reset is a whole second); a 429, or a 403 whose message says "rate limit", with neither →
-    a secondary limit: ``secondary_wait(strikes)``. At most ``MAX_WAIT_SECONDS`` (see ``reset_wait``).
+    a secondary limit: ``secondary_wait(strikes)``. At most ``MAX_WAIT_SECONDS``.
     """
+    wait = _asked_wait(response, now=now, strikes=strikes)
+    return None if wait is None else min(MAX_WAIT_SECONDS, wait)
+
+
+def _asked_wait(response: httpx.Response, *, now: float, strikes: int) -> float | None:
+    """``throttle_wait`` before the cap (``inf`` for a reset no float holds)."""
     if response.status_code not in (403, 429):
         return None
     retry_after = parse_retry_after(response.headers.get("retry-after"))
     if retry_after is not None:
-        return min(MAX_WAIT_SECONDS, max(1.0, retry_after))
+        return max(1.0, retry_after)
     if response.headers.get("x-ratelimit-remaining", "").strip() == "0":
         reset = _header_int(response.headers, "x-ratelimit-reset")
         return reset_wait(reset, now) if reset is not None else secondary_wait(strikes)
@@ -50,10 +59,11 @@ def throttle_wait(response: httpx.Response, *, now: float, strikes: int = 0) -> 
 
 
 def reset_wait(reset: int, now: float) -> float:
-    """Seconds until the epoch second ``reset`` (+1), between 1 and ``MAX_WAIT_SECONDS``; any int works."""
-    if reset - int(now) > MAX_WAIT_SECONDS:  # int arithmetic: a 400-digit reset must not reach a float
-        return MAX_WAIT_SECONDS
-    return max(1.0, min(MAX_WAIT_SECONDS, reset - now + 1))
+    """Seconds until the epoch second ``reset`` (+1), at least 1; ``inf`` when it lies beyond 10^9 s (any
+    int works: it is compared as an int before any float is made of it)."""
+    if reset - int(now) > 10**9:
+        return math.inf
+    return max(1.0, reset - now + 1)
 
 
 def status_policy(source: str, repo: str, response: httpx.Response, *, now: float, strikes: int = 0,
@@ -63,9 +73,11 @@ def status_policy(source: str, repo: str, response: httpx.Response, *, now: floa
     if code < 300 or code == 304:
         return
     text = status_error_text(response)
-    wait = throttle_wait(response, now=now, strikes=strikes)
-    if wait is not None:
-        capped = " (capped: the provider's reset is further than an hour away)" if wait >= MAX_WAIT_SECONDS else ""
+    asked = _asked_wait(response, now=now, strikes=strikes)
+    if asked is not None:
+        wait = min(MAX_WAIT_SECONDS, asked)
+        capped = (" (capped: the provider's reset lies further than an hour away)"
+                  if asked > MAX_WAIT_SECONDS + RESET_SKEW_SECONDS else "")
         raise RetryableError(source, f"rate limited ({text}); next try in {wait:.0f}s{capped}", wait)
     if code == 401:
         raise AuthError(source, "GITHUB_TOKEN rejected (401 Bad credentials); check the token")
@@ -123,6 +135,6 @@ def _header_int(headers: httpx.Headers, name: str) -> int | None:
         return None
 
 
-__all__ = ["ANONYMOUS_NOTE", "MAX_WAIT_SECONDS", "SECONDARY_WAIT_CAP_SECONDS", "SECONDARY_WAIT_SECONDS",
-           "epoch_text", "is_secondary", "rate_limit_meta", "reset_wait", "secondary_wait", "status_policy",
-           "throttle_wait"]
+__all__ = ["ANONYMOUS_NOTE", "MAX_WAIT_SECONDS", "RESET_SKEW_SECONDS", "SECONDARY_WAIT_CAP_SECONDS",
+           "SECONDARY_WAIT_SECONDS", "epoch_text", "is_secondary", "rate_limit_meta", "reset_wait",
+           "secondary_wait", "status_policy", "throttle_wait"]
