@@ -31,7 +31,7 @@ from syncd.ops.app import App
 from syncd.settings import Secret
 from syncd.store.tables import events as ledger
 from syncd.store.tables import sources
-from syncd.workflows import Context, Registry
+from syncd.workflows import Context, Registry, Trigger
 from tests.conftest import WORKOS_KEY, settings_for
 
 TYPES = "user.created,user.updated,user.deleted,organization.created,organization.updated"
@@ -199,6 +199,43 @@ def test_pages_that_cycle_fail_the_tick_at_the_first_repeat() -> None:
     assert [page.next_cursor for _, page in group] == ["B", "C"]
     assert isinstance(failure, CursorCycleError)
     assert "cycle" in str(failure) and "'A'" in str(failure) and "syncd cursor reset src" in str(failure)
+
+
+class CyclingConnector:
+    """A provider double whose pages cycle: page k leads to page k+1 up to ``length``, then back to page 1;
+    every cursor differs from the one before it. Each page holds one new event until the cycle closes."""
+
+    key = "cycler"
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.requests = 0
+
+    def fetch_page(self, cursor: str | None, window: Any = None) -> Page:
+        self.requests += 1
+        page = int(cursor.removeprefix("p")) if cursor else 0
+        following = page + 1 if page < self.length else 1
+        event = Event(stream=self.key, id=f"e{page}", type="tick", data={},
+                      occurred_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=page))
+        return Page(events=(event,), next_cursor=f"p{following}", has_more=True)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_source_whose_pages_cycle_fails_its_tick_visibly_and_the_next_source_goes_on(
+        db_url: str, wsim: WorkOSSimulator, apps: list[App]) -> None:
+    processed: list[str] = []
+    app = workos_app(db_url, wsim, apps, counting_registry(processed, Trigger(provider="cycler")))
+    cycler = CyclingConnector(length=5)
+    result = app.tick(cycler)
+    assert not result.ok and "pages cycle" in str(result.error) and "'p1'" in str(result.error)
+    assert cycler.requests == 6, "bounded: one request per page of the cycle, then the repeat"
+    # The pages before the one leading back are committed; that one is not (its cursor would go back).
+    assert sorted(processed) == [f"e{i}" for i in range(5)]
+    row = source_row(app, "cycler")
+    assert "pages cycle" in row.last_error and row.cursor == "p5"
+    assert app.tick_all()[0].ok, "the other sources tick as usual"
 
 
 # ---- item 6: rate-limit resets far away or out of range ------------------------------------------
