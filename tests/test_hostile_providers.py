@@ -305,10 +305,10 @@ def test_throttle_wait_caps_a_reset_years_away() -> None:
 # ---- item 6: an updated_at far in the future ----------------------------------------------------
 
 
-def test_an_issue_dated_in_the_future_never_moves_since_past_now(sqlite_url: str, gbuild: Build,
+def test_an_issue_dated_in_the_future_never_moves_since_past_now(db_url: str, gbuild: Build,
                                                                  gsim: GitHubSimulator) -> None:
     processed: list[str] = []
-    app = gbuild(sqlite_url, repos=("acme/web",), registry=counting_registry(processed, github.issues()),
+    app = gbuild(db_url, repos=("acme/web",), registry=counting_registry(processed, github.issues()),
                  page_size=5)
     connector = app.connectors[0]
     tick_until_caught_up(app, connector)
