@@ -199,6 +199,28 @@ def test_pages_that_cycle_fail_the_tick_at_the_first_repeat() -> None:
     assert "cycle" in str(failure) and "'A'" in str(failure) and "syncd cursor reset src" in str(failure)
 
 
+def test_workos_pages_that_cycle_stop_the_tick_and_lose_nothing(db_url: str, wsim: WorkOSSimulator,
+                                                                apps: list[App]) -> None:
+    """WorkOS's cursor never moves back, so a listing that cycles to the start is a cursor that does not move:
+    the tick stops there (the loop guard), visibly, and a later tick catches up once the provider is fixed."""
+    processed: list[str] = []
+    app = workos_app(db_url, wsim, apps, counting_registry(processed, workos.events()))
+    app.engine.group_events = 1
+    assert app.tick_all()[0].ok
+    wsim.generate(400)
+    middle = wanted_ids(wsim)[len(processed) + 99]  # the last id of the first page of the new events
+    wsim.faults = Faults(cycle_after=middle)
+    requests = len(wsim.requests)
+    result = app.tick_all()[0]
+    assert not result.ok and "did not move" in str(result.error)
+    assert len(wsim.requests) - requests < 10, "bounded: the tick stops at the first page that goes round"
+    row = source_row(app, "workos")
+    assert row.cursor == middle and "did not move" in row.last_error
+    wsim.faults = Faults()
+    assert app.tick_all()[0].ok
+    assert Counter(processed) == Counter(wanted_ids(wsim))
+
+
 class CyclingConnector:
     """A provider double whose pages cycle: page k leads to page k+1 up to ``length``, then back to page 1;
     every cursor differs from the one before it. Each page holds one new event until the cycle closes."""

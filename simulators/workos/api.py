@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import hmac
 import json
@@ -232,6 +233,8 @@ class WorkOSSimulator:
             stuck = self._stuck
             if faults.stuck_after is not None and stuck is not None and stuck[0] == faults.stuck_after:
                 return Response(200, stuck[1])
+            if faults.cycle_after is not None and parsed.after == faults.cycle_after:
+                parsed = dataclasses.replace(parsed, after=None)
             indices, more = self._stream.page(parsed, faults.repeat_boundary)
             if faults.stale_events and parsed.after is not None and not parsed.descending:
                 indices = indices + self._stream.before(parsed, faults.stale_events)

@@ -25,7 +25,9 @@ class Faults:
     (400 or 422, ``{"errors":[{"code":"invalid","field":"after"}]}``), as WorkOS refuses an expired or
     unknown cursor; ``range_start`` requests still work. ``stale_events``: a page asked ``after=X`` (asc)
     ends with up to this many of the events just before X, as a provider listing old events again would
-    (the page's last id is then older than X).
+    (the page's last id is then older than X). ``cycle_after``: a page asked ``after=<id>`` is answered with
+    the stream's first page again, whose ``list_metadata.after`` moves on: a client that follows the
+    provider's ids walks in a circle (every ``after`` differs, the sequence repeats).
     """
 
     error_rate: float = 0.0
@@ -41,6 +43,7 @@ class Faults:
     expired_before: str | None = None
     expired_status: int = 400
     stale_events: int = 0
+    cycle_after: str | None = None
 
     def __post_init__(self) -> None:
         rates = (self.error_rate, self.rate_limit_rate, self.timeout_rate, self.broken_rate, self.reset_rate)
