@@ -11,6 +11,7 @@
     ├── EventError             a workflow cannot apply one event: its run fails like any other (retried,
     │                          then dead-lettered); the stream goes on
     ├── CursorStuckError       the provider says there is more but the cursor did not move
+    │   └── CursorCycleError   … or it moved back to a cursor already fetched in this tick (pages cycle)
     └── LeaseLostError         another replica took this source's lease; our page is rolled back
 
 Messages are built in ``__init__`` from safe context only; secrets are never part of an error.
@@ -74,6 +75,17 @@ class CursorStuckError(SyncdError):
         self.source = source
         self.cursor = cursor
         super().__init__(f"{source}: provider says there is more, but the cursor did not move from {cursor!r}")
+
+
+class CursorCycleError(CursorStuckError):
+    """The provider's pages cycle: a page led back to a cursor already fetched in this tick (a loop guard)."""
+
+    def __init__(self, source: str, cursor: str | None, pages: int) -> None:
+        self.source, self.cursor, self.pages = source, cursor, pages
+        shown = cursor if cursor is None or len(cursor) <= 60 else cursor[:60] + "…"
+        SyncdError.__init__(self, f"{source}: the provider's pages cycle: cursor {shown!r} came back after {pages} "
+                                  "page(s) of this tick; the tick stopped there (earlier pages are committed). "
+                                  f"If it persists: syncd cursor reset {source.split('@')[0]} --to TIME")
 
 
 class LeaseLostError(SyncdError):

@@ -417,15 +417,22 @@ def test_bad_token_is_an_auth_error_that_never_shows_the_token(
     assert sim.requests[-1][2]["authorization"] == "Bearer ***"
 
 
-def test_link_to_another_host_is_refused() -> None:
+def test_a_stored_link_to_another_host_is_dropped_not_followed() -> None:
+    """A cursor stored with a link off GITHUB_BASE_URL (before links were checked on arrival) is never
+    followed: the walk of its second starts again from our own base, so the source recovers."""
+    asked: list[httpx.URL] = []
+
     def handler(request: httpx.Request) -> httpx.Response:
-        raise AssertionError(f"no request may leave for {request.url}")
+        asked.append(request.url)
+        return httpx.Response(200, json=[])
 
     connector = GitHubConnector(repo="acme/web", base_url="https://api.github.com", token=Secret(TOKEN),
                                 transport=httpx.MockTransport(handler))
     cursor = Cursor(since="2026-01-01T00:00:00Z", next_url="https://evil.example/x?page=2").dumps()
-    with pytest.raises(FatalError, match="another host"):
-        connector.fetch_page(cursor)
+    page = connector.fetch_page(cursor)
+    assert [url.host for url in asked] == ["api.github.com"]
+    assert asked[0].params["since"] == "2026-01-01T00:00:00Z"
+    assert "evil.example" not in str(page.next_cursor)
 
 
 # ---- pure decisions -----------------------------------------------------------------------------
@@ -440,21 +447,39 @@ S0, S1, S2 = "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z", "2026-01-01T00:00:0
     # more pages reaching a later second: ask again from that second, keeping what was seen there
     (Cursor(S0, frozenset({(1, S0)})), [(1, S0), (2, S1), (3, S2)], "L", False,
      Cursor(S2, frozenset({(3, S2)})), True),
-    # a whole page in the since second: follow the link, keep every id of that second
+    # a whole page in the since second (a crowded second): follow the link, keep every id of that second
     (Cursor(S1, frozenset({(2, S1)})), [(2, S1), (3, S1)], "L", False,
-     Cursor(S1, frozenset({(2, S1), (3, S1)}), next_url="L"), True),
-    # the link chain ends in that second: no ETag for a multi-page listing, nothing more now
-    (Cursor(S1, frozenset({(2, S1)}), next_url="L"), [(4, S1)], None, True,
-     Cursor(S1, frozenset({(2, S1), (4, S1)})), False),
-    # the chain ends past that second: compact and ask once more, to earn an ETag
-    (Cursor(S1, frozenset({(2, S1)}), next_url="L"), [(4, S1), (5, S2)], None, True,
-     Cursor(S2, frozenset({(5, S2)})), True),
+     Cursor(S1, frozenset({(2, S1), (3, S1)}), next_url="L", walk=frozenset({2, 3})), True),
+    # the first walk through a crowded second ends in it: walk it again, to catch an issue that slid back
+    # onto a page already read (an edit between two pages)
+    (Cursor(S1, frozenset({(2, S1)}), next_url="L", walk=frozenset({2})), [(4, S1)], None, True,
+     Cursor(S1, frozenset({(2, S1), (4, S1)}), last=frozenset({2, 4})), True),
+    # a walk that lists what the walk before it listed: the second is complete; no ETag for a multi-page
+    # listing, nothing more now
+    (Cursor(S1, frozenset({(2, S1), (4, S1)}), next_url="L", walk=frozenset({2}), last=frozenset({2, 4})),
+     [(4, S1)], None, True, Cursor(S1, frozenset({(2, S1), (4, S1)}), last=frozenset({2, 4})), False),
+    # a walk that differs from the one before (issue 2 was edited away, 3 slid back and is new): again
+    (Cursor(S1, frozenset({(2, S1), (4, S1)}), next_url="L", walk=frozenset({3}), last=frozenset({2, 4})),
+     [(4, S1)], None, True,
+     Cursor(S1, frozenset({(2, S1), (4, S1)}), last=frozenset({3, 4})), True),
+    # a verified walk ends past that second: compact and ask once more, to earn an ETag
+    (Cursor(S1, frozenset({(2, S1)}), next_url="L", walk=frozenset({2}), last=frozenset({2, 4})),
+     [(4, S1), (5, S2)], None, True, Cursor(S2, frozenset({(5, S2)})), True),
+    # a verified walk reaches a later second with more pages to come: ask from that second
+    (Cursor(S1, frozenset({(2, S1)}), next_url="L", walk=frozenset({2}), last=frozenset({2, 4})),
+     [(4, S1), (5, S2)], "L2", True, Cursor(S2, frozenset({(5, S2)})), True),
+    # an updated_at beyond the horizon (the future) never becomes since
+    (Cursor(S0), [(1, S0), (9, "2999-01-01T00:00:00Z")], None, False,
+     Cursor(S0, frozenset({(1, S0), (9, "2999-01-01T00:00:00Z")}), etag="E"), False),
+    (Cursor(S0), [(1, S0), (2, S1), (9, "2999-01-01T00:00:00Z")], "L", False, Cursor(S1, frozenset({(2, S1)})),
+     True),
     # the first poll of an empty repository
     (Cursor(), [], None, False, Cursor(etag="E"), False),
 ])
 def test_advance_table(cursor: Cursor, listed: list[tuple[int, str]], next_url: str | None, via_link: bool,
                        expected: Cursor, more: bool) -> None:
-    assert advance(cursor, listed, next_url=next_url, etag="E", via_link=via_link) == (expected, more)
+    assert advance(cursor, listed, next_url=next_url, etag="E", via_link=via_link,
+                   horizon="2026-06-01T00:00:00Z") == (expected, more)
     assert Cursor.loads(expected.dumps()) == expected
 
 

@@ -1,14 +1,19 @@
-"""The WorkOS Events API client: one page per call, oldest first, our own cursor (the last event id)."""
+"""The WorkOS Events API client: one page per call, oldest first, our own cursor (the last event id).
+
+The cursor's rules (never backwards; a cursor WorkOS rejects is healed from a time) are in ``cursor``.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
+from connectors.workos import cursor as cursors
 from syncd.contracts import Event, Page, Window
 from syncd.errors import AuthError, ConnectorError, FatalError, RetryableError
 from syncd.http import decode_json, make_client, parse_retry_after, send, status_error_text, with_retries
@@ -21,12 +26,25 @@ PAGE_SIZE = 100  # the API's maximum
 RETENTION = timedelta(days=30)  # events are listable for 30 days (one doc page says 90)
 
 
-def status_policy(source: str, response: httpx.Response) -> None:
-    """Map a non-2xx response to the error saying what to do. Never sleeps."""
+class CursorRejectedError(FatalError):
+    """WorkOS refused our ``after`` cursor (400/422): expired or unknown. The connector heals it itself when
+    the cursor says when it was made; otherwise this reaches the source's status, naming the fix."""
+
+    def __init__(self, source: str, after: str, text: str) -> None:
+        self.after = after
+        super().__init__(source, f"the provider rejected the cursor {after[:60]!r} ({text}); "
+                                 f"set a new one: syncd cursor reset {source} --to TIME")
+
+
+def status_policy(source: str, response: httpx.Response, *, after: str | None = None) -> None:
+    """Map a non-2xx response to the error saying what to do. Never sleeps. ``after``: the cursor sent, if
+    any (a 400/422 to a request carrying one is the cursor being rejected)."""
     code = response.status_code
     if code < 300:
         return
     text = status_error_text(response)
+    if code in (400, 422) and after is not None:
+        raise CursorRejectedError(source, after, text)
     if code == 401:
         raise AuthError(source, "WORKOS_API_KEY rejected (401 Unauthorized); check the key")
     if code == 403:
@@ -36,7 +54,7 @@ def status_policy(source: str, response: httpx.Response) -> None:
     if code >= 500 or code == 408:
         raise RetryableError(source, f"provider error ({text})")
     if code == 422:
-        raise FatalError(source, f"request rejected ({text}); check WORKOS_EVENTS")
+        raise FatalError(source, f"request rejected ({text}); check WORKOS_EVENTS and WORKOS_BASE_URL")
     raise FatalError(source, f"unexpected response ({text})")
 
 
@@ -75,36 +93,79 @@ class WorkOSConnector:
         """The backfill hook (``syncd.ops.backfill.retention_warnings``): see the module function."""
         return retention_warning(window, now)
 
+    def cursor_at(self, moment: datetime) -> str:
+        """The cursor that lists events from ``moment`` on (``syncd cursor reset --to``)."""
+        return cursors.at(moment)
+
     def fetch_page(self, cursor: str | None, window: Window | None = None) -> Page:
-        params: list[tuple[str, str]] = [("events", ",".join(self.event_types)), ("limit", str(PAGE_SIZE)),
-                                         ("order", "asc")]
-        if cursor is not None:
-            params.append(("after", cursor))
-        elif window is not None:
-            # One SDK says range_start cannot be combined with after: the first page goes by range,
-            # later pages by after, and the window's end is enforced here as well as asked of the API.
-            params += [("range_start", iso(window.start)), ("range_end", iso(window.end))]
-        body = with_retries(lambda: self._get(params), attempts=self.attempts)
-        return self._page(body, cursor, window)
+        try:
+            start = cursors.cursor_time(cursor) if cursor is not None else None
+        except ValueError:
+            raise FatalError(self.key, f"unreadable cursor {cursor!r}; set a new one: "
+                                       f"syncd cursor reset {self.key} --to TIME") from None
+        if cursor is not None and start is None:
+            try:
+                body = with_retries(lambda: self._get(self._params(after=cursor)), attempts=self.attempts)
+            except CursorRejectedError as exc:
+                return self._heal(cursor, exc, window)
+            return self._page(body, cursor, window, after_sent=True)
+        # One SDK says range_start cannot be combined with after: the first page goes by range, later pages
+        # by after, and the window's end is enforced here as well as asked of the API.
+        body = with_retries(lambda: self._get(self._params(start=start, window=window)), attempts=self.attempts)
+        return self._page(body, cursor, window, after_sent=False)
+
+    def _heal(self, cursor: str, rejected: CursorRejectedError, window: Window | None) -> Page:
+        """Restart the walk from shortly before the rejected cursor's time; the ledger drops what it has."""
+        start = cursors.heal_start(cursor)
+        if start is None:
+            raise rejected
+        body = with_retries(lambda: self._get(self._params(start=start, window=window)), attempts=self.attempts)
+        page = self._page(body, cursor, window, after_sent=False)
+        if page.next_cursor == cursor:  # nothing listed since: keep the time, never the rejected id
+            page = replace(page, next_cursor=cursors.at(start))
+        note = (f"cursor healed at {iso(datetime.now(UTC))}: the provider rejected {cursor[:40]}; "
+                f"restarted from range_start {iso(start)}")
+        log.warning("%s: %s", self.key, note, extra={"source": self.key})
+        return replace(page, meta={**page.meta, "cursor_healed": note})
+
+    def _params(self, *, after: str | None = None, start: datetime | None = None,
+                window: Window | None = None) -> list[tuple[str, str]]:
+        params = [("events", ",".join(self.event_types)), ("limit", str(PAGE_SIZE)), ("order", "asc")]
+        if after is not None:
+            params.append(("after", after))
+            return params
+        if window is not None:
+            start = max(start, window.start) if start is not None else window.start
+        if start is not None:
+            params.append(("range_start", iso(start)))
+        if window is not None:
+            params.append(("range_end", iso(window.end)))
+        return params
 
     def _get(self, params: list[tuple[str, str]]) -> Any:
         url = httpx.URL(f"{self._events_url}?{httpx.QueryParams(tuple(params))}")  # as base_url + params make it
+        after = next((value for name, value in params if name == "after"), None)
         response = send(self._client, self.key, "GET", url)
-        status_policy(self.key, response)
+        status_policy(self.key, response, after=after)
         body = decode_json(self.key, response)
         if not isinstance(body, dict) or not isinstance(body.get("data"), list):
             raise RetryableError(self.key, "response is not an event list (no data array)")
         return body
 
-    def _page(self, body: dict[str, Any], cursor: str | None, window: Window | None) -> Page:
+    def _page(self, body: dict[str, Any], cursor: str | None, window: Window | None, *, after_sent: bool) -> Page:
+        """The page's events and cursor. After an ``after`` request the cursor never moves back (events older
+        than it are still handed on: the ledger drops those it has). A first page by time (``@TIME``, a heal)
+        may end before the old cursor: its last id comes from the provider's own listing."""
         events: list[Event] = []
-        skipped = 0
-        last_id = cursor
+        skipped = stale = 0
+        last_id = cursor if after_sent else None
         past_window = False
         for raw in body["data"]:
             raw_id = raw.get("id") if isinstance(raw, dict) else None
             if isinstance(raw_id, str) and raw_id:
-                last_id = raw_id
+                moved = cursors.later(last_id, raw_id)
+                stale += moved != raw_id
+                last_id = moved
             try:
                 event = parse_event(self.key, raw)
             except ValueError as exc:
@@ -119,10 +180,13 @@ class WorkOSConnector:
                 continue
             events.append(event)
         if past_window:
-            last_id = events[-1].id if events else cursor
+            last_id = cursors.later(cursor if after_sent else None, events[-1].id) if events else cursor
+        if stale:
+            log.warning("%s: the provider listed %d event(s) older than the cursor %s; the cursor stays",
+                        self.key, stale, cursor, extra={"source": self.key})
         after = (body.get("list_metadata") or {}).get("after")
         has_more = bool(after) and not past_window and bool(body["data"])
-        return Page(events=tuple(events), next_cursor=last_id if last_id != cursor else cursor,
+        return Page(events=tuple(events), next_cursor=last_id if last_id is not None else cursor,
                     has_more=has_more, skipped=skipped)
 
 
@@ -153,4 +217,5 @@ def retention_warning(window: Window, now: datetime | None = None) -> str | None
     return None
 
 
-__all__ = ["ConnectorError", "WorkOSConnector", "parse_event", "retention_warning", "status_policy"]
+__all__ = ["ConnectorError", "CursorRejectedError", "WorkOSConnector", "parse_event", "retention_warning",
+           "status_policy"]

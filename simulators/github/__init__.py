@@ -13,6 +13,7 @@ Contract served (GET only):
   are listed too and carry a ``pull_request`` key. An invalid enum or ``since`` is a 422.
 - ``Link`` (prev/next/last/first, absolute URLs) always points at ``/repositories/{id}/issues``,
   so a client that rebuilds URLs instead of following them breaks here as it would on GitHub.
+  Fault knob ``link_base``: Link URLs on another host, or relative ("").
 - Every 200 has a weak ``ETag`` (a hash of the body and the Link header); ``If-None-Match``
   with it gives a 304 without a body that does not count against the rate limit.
 - Rate limits per token, or per client IP without one: 5000 / 60 per hour-long window that
@@ -24,7 +25,8 @@ Contract served (GET only):
   ``/health`` (no auth) are 200.
 
 Time: the simulator has its own clock, which moves only through `advance` (the CLI keeps it on
-the wall clock). A change is visible once its ``updated_at`` is at or before the clock.
+the wall clock). A change is visible once its ``updated_at`` is at or before the clock. Fault knob:
+``edit(…, at=<future>, listed_now=True)`` lists a version dated in the future right away.
 ``x-ratelimit-reset`` is in epoch seconds of that clock; the default start is the current
 wall-clock second, so both agree unless a test picks another ``now``.
 

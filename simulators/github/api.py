@@ -76,6 +76,9 @@ class GitHubSimulator:
         self._http = LoopbackServer(Handler, context=self, host=host, port=port, name="github-simulator",
                                     quiet_disconnects=False)
         self.requests = []
+        #: Fault knob: the base of the ``Link`` URLs served. None: this server's own URL; "": relative links
+        #: (``</repositories/…>``); any other text: that base (another host). Settable at any time.
+        self.link_base: str | None = None
         self._repos: dict[str, Repo] = {}
         for index, (name, count) in enumerate((DEFAULT_REPOS if repos is None else repos).items()):
             owner, _, short = name.partition("/")
@@ -141,6 +144,32 @@ class GitHubSimulator:
             made = [apply_change(target, when, target.rng.random() < 0.3, touched) for _ in range(n)]
             target.generation += 1
         return [json.loads(v.body) for v in made if v is not None]
+
+    def edit(self, repo: str, number: int, *, at: datetime | None = None, listed_now: bool = False) -> JSON:
+        """A title edit of issue `number` dated `at` (default: the clock); returns a copy of the new snapshot.
+
+        ``listed_now``: the version is listed from the clock on even though `at` is later (a provider whose
+        data or clock is wrong: an ``updated_at`` in the future, sorted by it, matching every ``since``)."""
+        with self._lock:
+            target = self._repo(repo)
+            issue = target.issues.get(number)
+            if issue is None or issue.versions[-1].issue is None:
+                raise KeyError(f"{repo}#{number} does not exist")
+            when = int(to_epoch(at) if at is not None else self._now)
+            last = issue.versions[-1]
+            assert last.issue is not None
+            if when < issue.times[-1]:
+                raise ValueError(f"{repo}#{number} has changes after {iso(when)}")
+            snapshot = {**last.issue, "updated_at": iso(when), "title": f"{last.issue['title']} (edited {iso(when)})"}
+            version = make_version(number, when, snapshot, last.created)
+            if listed_now and when > self._now:
+                issue.versions.append(version)
+                issue.times.append(int(self._now))  # visible now; listed (and filtered) by its own time
+            else:
+                issue.put(version)
+            target.generation += 1
+            made: JSON = json.loads(version.body)
+            return made
 
     def delete(self, repo: str, number: int, *, at: datetime | None = None) -> None:
         """Delete issue `number` from `at` on (default: the clock): it just stops being listed."""
@@ -318,7 +347,8 @@ class GitHubSimulator:
 
     def _link(self, repo: Repo, query: dict[str, str], page: int, last: int) -> str:
         """GitHub's Link header: prev, next, last, first, as applicable; '' for a single page."""
-        base = f"{self.url}/repositories/{repo.repo_id}/issues?"
+        root = self.url if self.link_base is None else self.link_base.rstrip("/")
+        base = f"{root}/repositories/{repo.repo_id}/issues?"
 
         def url(number: int) -> str:
             return base + urlencode({**{k: v for k, v in query.items() if k != "page"}, "page": str(number)})

@@ -51,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="live traffic: N changes per second, spread over the repos",
     )
+    parser.add_argument(
+        "--link-base",
+        default=None,
+        metavar="URL",
+        help="fault: serve Link URLs on this base (another host; '' for relative links)",
+    )
     return parser
 
 
@@ -90,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         tokens=tuple(args.token or (DEFAULT_TOKEN,)),
     )
+    simulator.link_base = args.link_base
     with simulator:
         described = ", ".join(f"{name}:{count}" for name, count in args.repos.items())
         print(f"GitHub simulator on {simulator.url} (repos {described})", flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import hmac
 import json
@@ -225,11 +226,19 @@ class WorkOSSimulator:
         parsed = parse_query(query)
         if isinstance(parsed, bytes):
             return Response(422, parsed)
+        if faults.expired_before is not None and parsed.after is not None and parsed.after <= faults.expired_before:
+            return Response(faults.expired_status, b'{"errors":[{"code":"invalid","field":"after"}],'
+                                                   b'"message":"Invalid pagination cursor."}')
         with self._lock:
             stuck = self._stuck
             if faults.stuck_after is not None and stuck is not None and stuck[0] == faults.stuck_after:
                 return Response(200, stuck[1])
-            body = self._stream.body(*self._stream.page(parsed, faults.repeat_boundary))
+            if faults.cycle_after is not None and parsed.after == faults.cycle_after:
+                parsed = dataclasses.replace(parsed, after=None)
+            indices, more = self._stream.page(parsed, faults.repeat_boundary)
+            if faults.stale_events and parsed.after is not None and not parsed.descending:
+                indices = indices + self._stream.before(parsed, faults.stale_events)
+            body = self._stream.body(indices, more)
             if faults.stuck_after is not None and parsed.after == faults.stuck_after:
                 self._stuck = (faults.stuck_after, body)
         return Response(200, body)

@@ -38,6 +38,14 @@ def _parser() -> argparse.ArgumentParser:
                         help="each page after=X starts with event X again")
     parser.add_argument("--stuck-after", metavar="EVENT_ID", default=None,
                         help="once a request has after=EVENT_ID, every later page repeats that page")
+    parser.add_argument("--expired-before", metavar="EVENT_ID", default=None,
+                        help="refuse every after= cursor at or before EVENT_ID (an expired cursor)")
+    parser.add_argument("--expired-status", type=int, choices=(400, 422), default=400,
+                        help="the status of a refused cursor (default 400)")
+    parser.add_argument("--stale-events", type=int, default=0, metavar="N",
+                        help="each page after=X ends with N events from before X")
+    parser.add_argument("--cycle-after", metavar="EVENT_ID", default=None,
+                        help="a page after=EVENT_ID is the stream's first page again (pages cycle)")
     return parser
 
 
@@ -51,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     faults = Faults(error_rate=args.error_rate, rate_limit_rate=args.rate_limit_rate,
                     retry_after=args.retry_after, timeout_rate=args.timeout_rate,
                     slow_seconds=args.slow_seconds, broken_rate=args.broken_rate, reset_rate=args.reset_rate,
-                    repeat_boundary=args.repeat_boundary, stuck_after=args.stuck_after, latency=args.latency)
+                    repeat_boundary=args.repeat_boundary, stuck_after=args.stuck_after, latency=args.latency,
+                    expired_before=args.expired_before, expired_status=args.expired_status,
+                    stale_events=args.stale_events, cycle_after=args.cycle_after)
     simulator = WorkOSSimulator(events=args.events, seed=args.seed, api_key=args.api_key,
                                 live_rate=args.live_rate, faults=faults, host=args.host, port=args.port,
                                 timestamp_style=args.timestamp_style, now=args.now or datetime.now(UTC))

@@ -20,6 +20,14 @@ class Faults:
     again (asc order). ``stuck_after``: once a request has ``after=<id>``, every later ``/events``
     response repeats that same page. ``latency``: seconds every ``/events`` answer waits, as a real API
     over the internet does (benchmarks of prefetching).
+
+    ``expired_before``: an ``after`` id that sorts at or before this one is refused with ``expired_status``
+    (400 or 422, ``{"errors":[{"code":"invalid","field":"after"}]}``), as WorkOS refuses an expired or
+    unknown cursor; ``range_start`` requests still work. ``stale_events``: a page asked ``after=X`` (asc)
+    ends with up to this many of the events just before X, as a provider listing old events again would
+    (the page's last id is then older than X). ``cycle_after``: a page asked ``after=<id>`` is answered with
+    the stream's first page again, whose ``list_metadata.after`` moves on: a client that follows the
+    provider's ids walks in a circle (every ``after`` differs, the sequence repeats).
     """
 
     error_rate: float = 0.0
@@ -32,6 +40,10 @@ class Faults:
     repeat_boundary: bool = False
     stuck_after: str | None = None
     latency: float = 0.0
+    expired_before: str | None = None
+    expired_status: int = 400
+    stale_events: int = 0
+    cycle_after: str | None = None
 
     def __post_init__(self) -> None:
         rates = (self.error_rate, self.rate_limit_rate, self.timeout_rate, self.broken_rate, self.reset_rate)
@@ -39,6 +51,8 @@ class Faults:
             raise ValueError("fault rates must each be within [0, 1] and sum to at most 1")
         if self.retry_after < 0 or self.slow_seconds < 0 or self.latency < 0:
             raise ValueError("retry_after, slow_seconds and latency must not be negative")
+        if self.expired_status not in (400, 422) or self.stale_events < 0:
+            raise ValueError("expired_status must be 400 or 422, stale_events not negative")
 
     def draw(self, uniform: float) -> str | None:
         """The fault for one request given a uniform draw in [0, 1), or None."""

@@ -118,6 +118,14 @@ class Stream:
         page = list(chosen[low:min(high, low + take)])
         return ([] if boundary is None else [boundary]) + page, low + take < high
 
+    def before(self, query: Query, count: int) -> list[int]:
+        """Indices of up to ``count`` selected events just before ``query.after``, oldest first."""
+        chosen = self.select(query.types, query.organization_id)
+        if query.after is None:
+            return []
+        end = bisect.bisect_left(chosen, bisect.bisect_left(self.ids, query.after))
+        return list(chosen[max(0, end - count):end])
+
     def _boundary(self, chosen: array[int], after: str | None) -> int | None:
         """Index of the ``after`` event if it is in the selection (for the repeat_boundary fault)."""
         if after is None:

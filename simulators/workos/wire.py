@@ -22,7 +22,7 @@ class Response:
     send_only: int | None = None  # send this many body bytes, then drop the connection
 
 
-REASONS = {200: "OK", 401: "Unauthorized", 404: "Not Found", 422: "Unprocessable Entity",
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 422: "Unprocessable Entity",
            429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
            503: "Service Unavailable"}
 RESET = Response(0, b"")  # sentinel: close the connection abruptly without a response

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from syncd.cli import cursor
 from syncd.cli.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, dispatch, simulate
 from syncd.envfile import export_otel
 from syncd.errors import ConfigError, SyncdError
@@ -77,6 +78,7 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--examples", action="store_true",
                       help="also run the shipped example workflows against a local sink (account federation)")
+    cursor.add_parser(sub)
     sn = sub.add_parser("sql-notify", help="PostgreSQL: install/remove the LISTEN/NOTIFY trigger that wakes "
                                            "table sources at once (opt-in; polling works without it)")
     sn.add_argument("action", choices=["install", "remove"])

@@ -48,6 +48,10 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
                            workflow=args.workflow)
     if args.command == "run":
         return cmd_run(settings)
+    if args.command == "cursor":
+        from syncd.cli.cursor import command as cursor_command
+
+        return cursor_command(settings, args)
     if args.command == "demo":
         from syncd.ops.demo import run_demo
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 import uuid
 from collections.abc import Iterable, Sequence
@@ -16,6 +17,10 @@ from syncd.workflows.steps import Checkpoint, Interrupt, Sleep
 #: Backoff of failed workflow runs: base × 2^(attempt-1), capped.
 RUN_BACKOFF_BASE = timedelta(seconds=30)
 RUN_BACKOFF_CAP = timedelta(hours=1)
+#: The longest pause a provider's wait can impose on a source: a rate-limit reset years away (or beyond what
+#: a datetime holds) is a provider fault, not a reason to stop a source for good. One hour is GitHub's own
+#: rate-limit window; the next tick after the pause asks again.
+MAX_PAUSE = timedelta(hours=1)
 MAX_ERROR_LENGTH = 2000
 
 
@@ -89,10 +94,22 @@ def window_progress(window: Window, reached: datetime) -> float:
 
 
 def pause_of(exc: BaseException, now: datetime) -> tuple[datetime | None, str | None]:
-    """(paused until, why) after a tick failed with ``exc``: a provider's Retry-After pauses the source."""
-    if isinstance(exc, RetryableError) and exc.retry_after is not None and exc.retry_after > 0:
-        return now + timedelta(seconds=exc.retry_after), safe_error(str(exc))
-    return None, None
+    """(paused until, why) after a tick failed with ``exc``: a provider's Retry-After pauses the source.
+
+    Never longer than ``MAX_PAUSE``; a longer (or non-finite) wait is capped and the reason says so. Never
+    raises: it runs while a tick's failure is being recorded, where an exception would end the whole pass.
+    """
+    wait = exc.retry_after if isinstance(exc, RetryableError) else None
+    if wait is None or not wait > 0:  # also False for NaN
+        return None, None
+    reason = safe_error(str(exc))
+    if not math.isfinite(wait) or wait > MAX_PAUSE.total_seconds():
+        return now + MAX_PAUSE, f"{reason} [pause capped at {_hours(MAX_PAUSE)}: the provider asked for {wait:.6g}s]"
+    return now + timedelta(seconds=wait), reason
+
+
+def _hours(delta: timedelta) -> str:
+    return f"{delta.total_seconds() / 3600:g}h"
 
 
 def error_text(exc: BaseException) -> str:

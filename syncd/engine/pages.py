@@ -6,9 +6,10 @@ Both take narrow callables, never the engine: ``fetch(cursor) -> Page`` and ``ne
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from syncd.contracts import Page
 from syncd.engine.decisions import check_progress, error_text
+from syncd.errors import CursorCycleError
 
 #: A catch-up commits several pages in one transaction: up to this many events, or the pages that arrived
 #: within GROUP_SECONDS (see Pager.group). 3,000 rather than 1,000: the mirrors' random-key pages dirtied
@@ -27,6 +29,9 @@ GROUP_EVENTS = 3000
 GROUP_SECONDS = 1.0
 #: Prefetch the next page while one commits once a page takes this long to arrive (see SyncEngine._page_loop).
 PREFETCH_AFTER_SECONDS = 0.01
+#: The loop guard remembers this many cursors of a tick (16-byte digests): pages that cycle within that many
+#: pages fail the tick at the first repeat; a longer cycle is still bounded by ticks ending at this memory.
+CYCLE_MEMORY = 100_000
 
 Fetch = Callable[[str | None], Page]
 SpanFactory = Callable[[], trace.Span]
@@ -44,6 +49,8 @@ class Pager:
     stop: threading.Event
     group_events: int = GROUP_EVENTS
     group_seconds: float = GROUP_SECONDS
+    #: Digests of the cursors fetched in this tick (the loop guard's memory; see ``check_cycle``).
+    fetched: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
 
     def group(self, cursor: str | None, room: int | None) -> tuple[Group, Exception | None]:
         """The pages committed together: while catching up, as many as arrive within ``group_seconds``, up
@@ -86,10 +93,26 @@ class Pager:
                 span.set_attribute("messaging.batch.message_count", len(page.events))
                 span.set_attribute("syncd.has_more", page.has_more)
                 check_progress(self.key, cursor, page)
+                self.check_cycle(cursor, page)
         except BaseException:
             span.end()  # use_span recorded the exception and the ERROR status
             raise
         return span, page
+
+
+    def check_cycle(self, cursor: str | None, page: Page) -> None:
+        """The loop guard across pages: a page that promises more must not lead back to a cursor fetched
+        earlier in this tick (each cursor differs from the last, but the sequence repeats). Raises
+        ``CursorCycleError``; the pages before are committed and the tick fails there, visibly."""
+        self.fetched[_digest(cursor)] = None
+        if len(self.fetched) > CYCLE_MEMORY:
+            self.fetched.popitem(last=False)
+        if page.has_more and page.next_cursor is not None and _digest(page.next_cursor) in self.fetched:
+            raise CursorCycleError(self.key, page.next_cursor, len(self.fetched))
+
+
+def _digest(cursor: str | None) -> bytes:
+    return b"" if cursor is None else hashlib.blake2b(cursor.encode(), digest_size=16).digest()
 
 
 @dataclass
