@@ -8,6 +8,7 @@ so "no duplicate run" means no workflow ran twice — not merely that the run ta
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import re
@@ -17,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import redirect_stdout
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -51,7 +53,7 @@ from syncd.store.schema import migrate
 from syncd.store.tables import runs, sources
 from syncd.timefmt import parse_time
 from syncd.workflows import Context, Registry
-from tests.conftest import WORKOS_KEY
+from tests.conftest import WORKOS_KEY, settings_for
 
 GITHUB_TOKEN = "ghp_test_backfill_7c2e"
 ROOT = Path(__file__).resolve().parent.parent
@@ -677,3 +679,34 @@ def test_the_backfill_command_reruns_a_finished_window_for_a_new_workflow(sqlite
     counts = effect_counts(db)
     assert set(counts.values()) == {1} and len(counts) == 3 * len(inside)
     db.dispose()
+
+
+def test_finished_windows_leave_status_and_metrics_a_day_after_they_end(sqlite_url: str) -> None:
+    """#18: a window that finished long ago no longer crowds `syncd status` and `/metrics`; `--all` and
+    `--source KEY` still show it, and a window that finished today is shown as before."""
+    from syncd.contracts import FakeClock
+    from syncd.ops.metrics import collect_metrics, render_metrics
+
+    clock = FakeClock(datetime.now(UTC) - timedelta(days=2))
+    with make_sim(120) as sim:
+        app = App.build(settings_for(sqlite_url, **sim_env(sim)), registry=Registry(), clock=clock)
+        try:
+            old, recent = Target(app.connectors[0], window_over(sim, 10, 50)[0]), \
+                Target(app.connectors[0], window_over(sim, 60, 100)[0])
+            assert drive(window_engine(app, None), old).state == "done"  # finished two days ago
+            clock.set(datetime.now(UTC))
+            assert drive(window_engine(app, None), recent).state == "done"  # finished now
+            metrics = render_metrics(collect_metrics(SqlReads(app.db), [], now=datetime.now(UTC), interval=60))
+        finally:
+            app.close()
+
+    def run(*flags: str) -> set[str]:
+        out = io.StringIO()
+        with redirect_stdout(out):
+            assert cli.main(["status", "--json", *flags], environ={"DATABASE_URL": sqlite_url}) == 0
+        return {s["key"] for s in json.loads(out.getvalue())["sources"]}
+
+    assert run() == {recent.key}
+    assert run("--all") == {old.key, recent.key}
+    assert run("--source", old.key) == {old.key}
+    assert f'source="{recent.key}"' in metrics and f'source="{old.key}"' not in metrics

@@ -57,6 +57,8 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--source", help="only this source key (or every source of a provider: workos, github)")
     st.add_argument("--workflow", help="only runs of this workflow")
     st.add_argument("--status", choices=["failed", "dead"], help="only failed (retrying) or dead runs")
+    st.add_argument("--all", action="store_true", dest="everything",
+                    help="also backfill windows that finished more than a day ago")
     sub.add_parser("check", help="exit 0 if every source had a successful tick within 3 intervals, else 1 "
                                  "(the container's health check; same rule as /healthz)")
     rp = sub.add_parser("replay", help="re-run dead runs from the ledger (exit 1 if any fails again)")

@@ -29,7 +29,8 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from syncd.ops.statusparts import Filters
 
         return cmd_status(settings, as_json=args.json,
-                          filters=Filters(source=args.source, workflow=args.workflow, status=args.status))
+                          filters=Filters(source=args.source, workflow=args.workflow, status=args.status,
+                                          everything=args.everything))
     if args.command == "check":
         return cmd_check(settings)
     if args.command == "replay":

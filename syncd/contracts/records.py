@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from syncd.contracts.providers import Event, Window
@@ -66,6 +66,10 @@ class CursorSpec:
     workflows: frozenset[str] = frozenset()
 
 
+#: How long a finished backfill window stays in /metrics and the default `syncd status` view.
+FINISHED_WINDOWS_SHOWN = timedelta(days=1)
+
+
 @dataclass(frozen=True)
 class SourceRow:
     """One row of ``syncd_sources``: a cursor (live source or backfill window) and its lease."""
@@ -96,6 +100,12 @@ class SourceRow:
         """A finished window that ran for every one of ``workflows`` (one finished before syncd recorded
         them is assumed not to, so it runs again: nothing is repeated, missing runs are created)."""
         return self.state == "done" and self.window_workflows is not None and workflows <= set(self.window_workflows)
+
+    def retired(self, now: datetime) -> bool:
+        """A backfill window finished more than ``FINISHED_WINDOWS_SHOWN`` ago: it leaves ``/metrics`` and the
+        default ``syncd status`` view (``--all`` and ``--source KEY`` still show it; its row stays)."""
+        return (self.kind == "backfill" and self.state == "done" and self.updated_at is not None
+                and now - self.updated_at > FINISHED_WINDOWS_SHOWN)
 
     def skip(self, now: datetime, workflows: frozenset[str] = frozenset()) -> Skip | None:
         """Why a tick at ``now`` must not claim this cursor (None: it may): done for all of ``workflows``

@@ -50,8 +50,10 @@ def collect_metrics(reads: Reads, keys: Sequence[str], *, now: datetime, interva
     (always present, with zeros before their first tick, so ``rate()`` sees the series start).
     Raises SQLAlchemyError when the database cannot be read."""
     with reads.snapshot() as snap:
-        rows = snap.sources()
-        totals = snap.tick_stats()
+        everything = snap.sources()
+        rows = [row for row in everything if not row.retired(now)]  # windows finished long ago leave
+        retired = {row.key for row in everything} - {row.key for row in rows}
+        totals = {key: stats for key, stats in snap.tick_stats().items() if key not in retired}
         counted = snap.run_counts(COUNTED_RUN_STATES)
         last_ticks = {key: snap.last_tick(key) for key in sorted(totals)}
         limit = HEALTHY_INTERVALS * interval

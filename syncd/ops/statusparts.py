@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from syncd.contracts import SourceRow
@@ -22,20 +23,25 @@ class NoMatch(Exception):
 @dataclass(frozen=True)
 class Filters:
     """What ``syncd status`` shows: cursors of ``source`` (a key, or a provider name for all its sources),
-    runs of ``workflow``, run lists of one ``status``. None: everything."""
+    runs of ``workflow``, run lists of one ``status``. None: everything, except backfill windows finished
+    more than a day ago (``everything``: those too)."""
 
     source: str | None = None
     workflow: str | None = None
     status: str | None = None
+    everything: bool = False  # --all: backfill windows finished long ago too (``SourceRow.retired``)
 
-    def wants(self, row: SourceRow) -> bool:
+    def wants(self, row: SourceRow, now: datetime) -> bool:
         if self.source is None:
+            return self.everything or not row.retired(now)
+        if self.source == row.key:  # a window named by its key is shown however old
             return True
-        return self.source in (row.key, row.source, row.source.split(":", 1)[0])
+        return (self.everything or not row.retired(now)) and self.source in (row.source, row.source.split(":", 1)[0])
 
-    def pick(self, rows: list[SourceRow]) -> list[SourceRow]:
-        """The rows wanted; NoMatch naming the known sources when a ``--source`` matches none."""
-        chosen = [row for row in rows if self.wants(row)]
+    def pick(self, rows: list[SourceRow], now: datetime | None = None) -> list[SourceRow]:
+        """The rows wanted at ``now``; NoMatch naming the known sources when a ``--source`` matches none."""
+        at = now or datetime.now(UTC)
+        chosen = [row for row in rows if self.wants(row, at)]
         if self.source is not None and not chosen:
             known = ", ".join(sorted({row.source for row in rows})) or "none yet"
             raise NoMatch(f"no source matches --source {self.source!r} (sources: {known})")
