@@ -155,7 +155,8 @@ def _print_ticks(results: list[TickResult], live: bool = False) -> None:
 def _summary(app: App, seconds: float) -> None:
     from connectors.github.tables import issues
     from connectors.workos.tables import memberships, organizations, users
-    from syncd.ops.status import short
+    from syncd.ops.statusparts import cursor_text
+    from syncd.redaction import printable
 
     with app.reads.snapshot() as reads:
         by_type = reads.event_counts_by_type()
@@ -174,7 +175,7 @@ def _summary(app: App, seconds: float) -> None:
           f"{statuses.get('dead', 0)} dead")
     print("Cursors:")
     for row in cursors:
-        print(f"  {row.key:<20} {short(row.cursor) if row.cursor else '(start)'}")
+        print(f"  {row.key:<20} {printable(cursor_text(row.cursor))}")
     print(f"\nDone in {seconds:.1f}s. Inspect with: DATABASE_URL={app.settings.database_url} syncd status")
 
 

@@ -77,11 +77,6 @@ def _problem_run(run: FailedRun, jaeger_url: str | None) -> dict[str, Any]:
             "trace_id": run.trace_id, "event_type": run.event_type, "trace_url": trace_url}
 
 
-def short(text: str, limit: int = 96) -> str:
-    """Long opaque cursors (GitHub's JSON) cut for people; ``--json`` keeps them whole."""
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} chars; --json shows it all)"
-
-
 def _shown(value: Any) -> str:
     """A value for the human view: control characters escaped."""
     return printable(str(value))
