@@ -96,7 +96,7 @@ def with_retries(fn: Callable[[], T], *, attempts: int = DEFAULT_ATTEMPTS, timeo
 
 def send(client: httpx.Client, source: str, method: str, url: str | httpx.URL, **kwargs: Any) -> httpx.Response:
     """One request; transport failures (connect, timeout, reset, protocol) become ``RetryableError``."""
-    retrylog.note_request(source, client.base_url.join(url).host or None)
+    retrylog.note_request(source, lambda: client.base_url.join(url).host or None)
     try:
         return client.request(method, url, **kwargs)
     except httpx.TimeoutException as exc:

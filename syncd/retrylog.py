@@ -16,7 +16,7 @@ import contextvars
 import logging
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,12 +29,17 @@ class Scope:
 
     attempts: int
     source: str | None = None
-    host: str | None = None
+    host_of: Callable[[], str | None] | None = None  # found only when a retry is logged (a URL join costs)
+
+    @property
+    def host(self) -> str | None:
+        return self.host_of() if self.host_of is not None else None
 
     def what(self) -> str:
-        if self.source and self.host:
-            return f"{self.source} ({self.host})"
-        return self.source or self.host or "a provider request"
+        host = self.host
+        if self.source and host:
+            return f"{self.source} ({host})"
+        return self.source or host or "a provider request"
 
 
 _current: contextvars.ContextVar[Scope | None] = contextvars.ContextVar("syncd_retry_scope", default=None)
@@ -52,11 +57,11 @@ def scope(attempts: int) -> Iterator[Scope]:
         _current.reset(token)
 
 
-def note_request(source: str, host: str | None) -> None:
-    """The request about to be sent (and maybe retried) in the current scope goes to ``host``."""
+def note_request(source: str, host_of: Callable[[], str | None]) -> None:
+    """The request about to be sent (and maybe retried) in the current scope goes to ``host_of()``."""
     current = _current.get()
     if current is not None:
-        current.source, current.host = source, host
+        current.source, current.host_of = source, host_of
 
 
 def describe(retry_num: int, wait_for: float, caused_by: BaseException, current: Scope | None,
