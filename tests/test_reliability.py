@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -201,6 +202,27 @@ def test_each_transient_fault_is_retried_then_fails_the_tick_without_moving_the_
     [result] = app.tick_all()
     assert result.ok and result.caught_up
     assert_exact(app.db, workos_sim.final_state(MIRROR_TYPES), requested(workos_sim))
+
+
+def closed_port_url() -> str:
+    with socket.socket() as probe:  # bound, never listening: every connection is refused
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("provider", ["workos", "github"])
+def test_each_connector_the_app_builds_makes_its_own_attempts_against_an_unreachable_provider(
+        sqlite_url: str, apps: list[App], clock: FakeClock, retries_seen: list[int], provider: str) -> None:
+    """Every connector built from the settings retries HTTP_ATTEMPTS times, counted by its retry loop (the
+    testing mode's cap is far above): raising a client's attempts fails this test."""
+    url = closed_port_url()
+    env = ({"WORKOS_API_KEY": WORKOS_KEY, "WORKOS_BASE_URL": url} if provider == "workos"
+           else {"GITHUB_REPOS": "acme/web", "GITHUB_BASE_URL": url})
+    app = build(apps, sqlite_url, clock, **env)
+    [result] = app.tick_all()
+    assert not result.ok and "cannot reach the provider (ConnectError" in (result.error or ""), result.error
+    assert [c.attempts for c in app.connectors] == [HTTP_ATTEMPTS]
+    assert retries_seen == list(range(1, HTTP_ATTEMPTS))
 
 
 def test_a_revoked_key_is_not_retried(sqlite_url: str, apps: list[App], clock: FakeClock,
