@@ -122,6 +122,8 @@ def test_sigterm_between_pages_commits_the_pages_in_hand_and_exits_0(
         stored = conn.execute(sa.text("SELECT event_id FROM syncd_events ORDER BY event_id")).scalars().all()
     assert owner is None  # released on the way out
     assert cursor == stored[-1]  # the cursor is the last committed event: it moved with the ledger
+    print(f"\n{db.dialect.name}: SIGTERM -> exit 0 in {stopped_in:.2f}s, {served} pages fetched, {committed} "
+          f"events committed of {len(requested(slow_sim))}")
     if db.dialect.name == "sqlite":  # no prefetch: every page fetched was in hand and is committed, none dropped
         assert committed == min(served * PAGE_SIZE, len(requested(slow_sim))), (served, committed)
     finish_with_once(db, env, log, slow_sim)
@@ -159,5 +161,6 @@ def test_sigkill_while_pages_are_prefetched_loses_and_repeats_nothing(
     assert served > math.ceil(committed / PAGE_SIZE), (served, committed)
     killed_at = ledger_count(db)
     assert 0 < killed_at < len(requested(slow_sim))
+    print(f"\nSIGKILL with {served} pages fetched and {killed_at} events ({killed_at // PAGE_SIZE} pages) committed")
     finish_with_once(db, env, log, slow_sim)
     db.dispose()
