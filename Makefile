@@ -14,7 +14,9 @@ test: $(STAMP) postgres
 
 install: $(STAMP)
 
+# A fresh Debian/Ubuntu lacks python3-venv (ensurepip): installed when root, otherwise named in one line.
 $(STAMP): pyproject.toml
+	@bash scripts/ensure-venv.sh $(PYTHON) $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)

@@ -18,12 +18,18 @@ from syncd.workflows import Registry
 from tests.pgserver import PostgresServer, require_postgres
 
 WORKOS_KEY = "sk_test_fixture_secret_4f9a"
+#: Far above any attempts syncd configures (HTTP: 4; steps: retries + 1), so it never hides one.
+RETRY_ATTEMPTS_CAP = 50
 
 
 @pytest.fixture(autouse=True)
 def _no_retry_waits() -> Iterator[None]:
-    """HTTP retries keep their attempts but never sleep (stamina's testing mode)."""
-    with stamina.set_testing(True, attempts=4, cap=True):
+    """HTTP retries keep their own attempts but never sleep (stamina's testing mode).
+
+    ``cap=True`` uses each retry loop's configured attempts, bounded by ``RETRY_ATTEMPTS_CAP``: a
+    test that counts requests sees the real setting (a cap at the default of 4 hid a setting raised to 7),
+    and a runaway setting still cannot make a test retry for ever."""
+    with stamina.set_testing(True, attempts=RETRY_ATTEMPTS_CAP, cap=True):
         yield
 
 

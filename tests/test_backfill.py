@@ -345,8 +345,9 @@ def test_sigkilled_backfill_restarts_and_completes_without_duplicates(db_url: st
                 value = conn.execute(sa.select(sources.c.progress)
                                      .where(sources.c.kind == "backfill")).scalar()
             progress = float(value or 0)
+        assert proc.poll() is None, "the backfill ended before the kill"
         proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        assert proc.wait(10) == -signal.SIGKILL
         assert proc.stderr is not None
         proc.stderr.close()
         killed = backfill_row(db)

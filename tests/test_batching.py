@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import sqlalchemy as sa
@@ -214,17 +214,27 @@ def slow_sim() -> Iterator[WorkOSSimulator]:
         yield simulator
 
 
+class ThreadRecorder:
+    """A Connector that delegates to another one (its ``prefetch`` flag and key included) and records
+    which threads ask it for pages: what the engine sees through the Connector contract, nothing else."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.threads: set[str] = set()
+
+    def fetch_page(self, cursor: str | None, window: Any = None) -> Page:
+        self.threads.add(threading.current_thread().name)
+        return cast(Page, self.inner.fetch_page(cursor, window))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 def fetching_threads(app: App) -> set[str]:
     """The names of the threads that fetch pages for ``app`` (filled as it syncs)."""
-    names: set[str] = set()
-    original = app.engine._fetch
-
-    def observed(*args: Any) -> Page:
-        names.add(threading.current_thread().name)
-        return original(*args)
-
-    app.engine._fetch = observed  # type: ignore[method-assign]
-    return names
+    recorder = ThreadRecorder(app.connectors[0])
+    app.connectors[0] = recorder  # the App ticks its connectors list: the recorder is the source now
+    return recorder.threads
 
 
 def test_prefetching_a_slow_provider_is_exact(db_url: str, make_app: MakeApp, slow_sim: WorkOSSimulator) -> None:

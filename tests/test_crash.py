@@ -112,8 +112,11 @@ def test_repeated_sigkill_during_a_40k_sync_ends_with_the_exact_ground_truth(tmp
             seen = wait_for_progress(db_path, progress[-1] if progress else 0, proc)
             time.sleep(rng.uniform(0.0, 1.2))  # a random moment after this life's first commit
         finally:
+            alive = proc.poll() is None
             proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
+            code = proc.wait(timeout=10)
+        # a kill counts only if it landed on a running daemon (not one that had exited, e.g. at the end)
+        assert alive and code == -signal.SIGKILL, f"the daemon had exited with {code} before the kill"
         progress.append(max(seen, ledger_count(db_path)))
     killed_at = time.monotonic() - started
 

@@ -138,8 +138,10 @@ def test_a_restart_after_sigkill_resumes_at_once_and_loses_or_repeats_nothing(
     try:
         wait_for_more(db, 0, first, RESUME_LIMIT, log)
     finally:
+        alive = first.poll() is None
         first.send_signal(signal.SIGKILL)
-        first.wait(10)
+        code = first.wait(10)
+    assert alive and code == -signal.SIGKILL, f"the first process had exited with {code} before the kill"
     killed_at = ledger_count(db)
     assert 0 < killed_at < len(wanted)  # killed mid-sync, holding the lease
     with db.connect() as conn:

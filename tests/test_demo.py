@@ -113,3 +113,44 @@ def test_database_refuses_a_file_that_is_not_a_demo_database(user_dir: Path, nam
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("syncd: configuration error: --database: ") and "not a syncd demo database" in line
     assert digest(target) == before
+
+
+def test_examples_run_the_shipped_workflows_against_local_receivers(tmp_path: Path) -> None:
+    """``syncd demo --examples``: the account-federation example reaches every user on all three receivers
+    once (the sink fails 2% of calls: retried, never doubled); the welcome email reaches the real sign-ups."""
+    result = syncd(tmp_path, "demo", "--events", "300", "--examples", timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    db = tmp_path / "syncd-demo.db"
+    created = query(db, "SELECT count(*) FROM syncd_events WHERE type = 'user.created'")[0][0]
+    federation = dict(query(db, "SELECT status, count(*) FROM syncd_runs WHERE workflow = 'account-federation' "
+                                "GROUP BY status"))
+    assert federation == {"succeeded": created} and created > 0  # one run per new user, each succeeded
+    welcome = dict(query(db, "SELECT status, count(*) FROM syncd_runs WHERE workflow = 'welcome-email' "
+                             "GROUP BY status"))
+    assert welcome == {"succeeded": 5}
+    assert "2 welcome emails sent to the local SMTP server (ada@example.com, linus@example.com)" in result.stdout
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()[-3:]}
+    assert set(lines) == {"intercom", "slack", "close"}, result.stdout[-800:]
+    for line in lines.values():
+        assert line.endswith(" 0 duplicates"), line
+        reached = int(line.split(",")[2].split()[0])
+        assert reached >= created, line  # every new user reached (slack and intercom also hear of others)
+    assert "0 failed, 0 dead" in result.stdout
+
+
+def test_live_keeps_ticking_while_the_simulator_produces_new_events(tmp_path: Path) -> None:
+    """``syncd demo --live SECONDS``: after the initial catch-up, new events (20 a second) keep arriving and
+    are synced by later ticks, each with its own printed line."""
+    result = syncd(tmp_path, "demo", "--events", "200", "--live", "5", timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    db = tmp_path / "syncd-demo.db"
+    [(workos_events,)] = query(db, "SELECT count(*) FROM syncd_events WHERE stream = 'workos'")
+    ticks = [line.split() for line in result.stdout.splitlines() if line.split()[:1] == ["workos"]
+             and " pages " in line]
+    assert all(t[-1] == "ok" for t in ticks), ticks
+    new = [int(t[t.index("new") - 1]) for t in ticks]
+    # the catch-up, then live ticks (printed only when they bring something new) that synced the new events
+    assert len(new) >= 2 and all(n > 0 for n in new), ticks
+    assert workos_events == sum(new)
+    [(pending,)] = query(db, "SELECT count(*) FROM syncd_runs WHERE status != 'succeeded'")
+    assert pending == 0

@@ -9,6 +9,8 @@ are crossed with a ``FakeClock``.
 from __future__ import annotations
 
 import os
+import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -152,28 +154,46 @@ def test_retry_hook_decides_by_error_kind(error: Exception, decision: bool | flo
     assert retry_hook(error) == decision
 
 
-@pytest.mark.parametrize(("fault", "statuses"), [
-    (Faults(error_rate=1.0), {500, 502, 503}),
-    (Faults(rate_limit_rate=1.0, retry_after=0.5), {429}),
-    (Faults(broken_rate=1.0), {200}),
-    (Faults(reset_rate=1.0), {0}),
-    (Faults(timeout_rate=1.0, slow_seconds=3.0), {200}),
-])
+@pytest.fixture
+def retries_seen() -> Iterator[list[int]]:
+    """The number of every retry stamina schedules in this test (1, 2, …: attempts - 1 of them per loop)."""
+    seen: list[int] = []
+    previous = stamina.instrumentation.get_on_retry_hooks()
+    stamina.instrumentation.set_on_retry_hooks([*previous, lambda details: seen.append(details.retry_num)])
+    yield seen
+    stamina.instrumentation.set_on_retry_hooks(previous)
+
+
+#: The attempts README's "What happens when…" table promises for an unreachable or failing provider.
+HTTP_ATTEMPTS = 4
+
+
+# Each fault with its own message: a 5xx must not be reported as a timeout, nor a reset as bad JSON.
+@pytest.mark.parametrize(("fault", "statuses", "message"), [
+    (Faults(error_rate=1.0), {500, 502, 503}, r"HTTP 50[023]"),
+    (Faults(rate_limit_rate=1.0, retry_after=0.5), {429}, r"rate limited \(HTTP 429"),
+    (Faults(broken_rate=1.0), {200}, r"invalid JSON in a 200 response \(\d+ bytes\)"),
+    (Faults(reset_rate=1.0), {0}, r"cannot reach the provider \("),
+    (Faults(timeout_rate=1.0, slow_seconds=3.0), {200}, r"timed out talking to the provider \(\w*Timeout\)"),
+], ids=["5xx", "429", "broken-json", "reset", "timeout"])
 def test_each_transient_fault_is_retried_then_fails_the_tick_without_moving_the_cursor(
         sqlite_url: str, apps: list[App], clock: FakeClock, workos_sim: WorkOSSimulator, fault: Faults,
-        statuses: set[int]) -> None:
+        statuses: set[int], message: str, retries_seen: list[int]) -> None:
     app = build(apps, sqlite_url, clock, **workos_env(workos_sim), SYNCD_HTTP_TIMEOUT="0.2")
     workos_sim.faults = fault
     started = time.monotonic()
     [result] = app.tick_all()
     assert time.monotonic() - started < 6  # four attempts, each cut at the 0.2 s client timeout, not 3 s
     assert not result.ok and result.pages == 0
-    assert result.error and ("timed out" in result.error or "HTTP" in result.error or "JSON" in result.error
-                             or "cannot reach" in result.error)
+    assert result.error and re.search(message, result.error), result.error
+    # conftest's testing mode caps far above the client's own attempts, so the count is the client's setting
+    # (the one the App built from the settings), seen by the client's retry loop and by the simulator.
+    assert app.connectors[0].attempts == HTTP_ATTEMPTS
+    assert retries_seen == list(range(1, HTTP_ATTEMPTS))
     deadline = time.monotonic() + 5  # slow responses are logged by the simulator once they finish
-    while len(workos_sim.requests) < 4 and time.monotonic() < deadline:
+    while len(workos_sim.requests) < HTTP_ATTEMPTS and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert len(workos_sim.requests) == 4  # stamina's attempts, no more
+    assert len(workos_sim.requests) == HTTP_ATTEMPTS  # the client's attempts, no more
     assert {status for _, status in workos_sim.requests} <= statuses
     assert source_row(app.db).cursor is None and source_row(app.db).last_error == result.error
 
@@ -182,6 +202,27 @@ def test_each_transient_fault_is_retried_then_fails_the_tick_without_moving_the_
     [result] = app.tick_all()
     assert result.ok and result.caught_up
     assert_exact(app.db, workos_sim.final_state(MIRROR_TYPES), requested(workos_sim))
+
+
+def closed_port_url() -> str:
+    with socket.socket() as probe:  # bound, never listening: every connection is refused
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("provider", ["workos", "github"])
+def test_each_connector_the_app_builds_makes_its_own_attempts_against_an_unreachable_provider(
+        sqlite_url: str, apps: list[App], clock: FakeClock, retries_seen: list[int], provider: str) -> None:
+    """Every connector built from the settings retries HTTP_ATTEMPTS times, counted by its retry loop (the
+    testing mode's cap is far above): raising a client's attempts fails this test."""
+    url = closed_port_url()
+    env = ({"WORKOS_API_KEY": WORKOS_KEY, "WORKOS_BASE_URL": url} if provider == "workos"
+           else {"GITHUB_REPOS": "acme/web", "GITHUB_BASE_URL": url})
+    app = build(apps, sqlite_url, clock, **env)
+    [result] = app.tick_all()
+    assert not result.ok and "cannot reach the provider (ConnectError" in (result.error or ""), result.error
+    assert [c.attempts for c in app.connectors] == [HTTP_ATTEMPTS]
+    assert retries_seen == list(range(1, HTTP_ATTEMPTS))
 
 
 def test_a_revoked_key_is_not_retried(sqlite_url: str, apps: list[App], clock: FakeClock,

@@ -416,3 +416,33 @@ def test_connector_repr_hides_the_password() -> None:
         assert "s3cr3t-pw" not in repr(connector)
     finally:
         connector.close()
+
+
+@pytest.mark.parametrize(("gap_env", "late_row_delivered"), [({}, True), ({"SYNCD_SQL_GAP_SECONDS": "0"}, False)])
+def test_sql_gap_seconds_sets_how_long_a_skipped_key_is_waited_for(sqlite_url: str, gap_env: dict[str, str],
+                                                                    late_row_delivered: bool) -> None:
+    """Keys 1 and 3 are committed, 2 not yet (a slow transaction): by default (300 s) row 2 is still
+    delivered when it commits a poll later; with ``SYNCD_SQL_GAP_SECONDS=0`` the gap is given up at the
+    first poll after it was seen."""
+    user_db = UserDb(sqlite_url)
+    registry, seen = recording_registry(table("users", event="insert", key="id"))
+    app = build(sqlite_url, registry, **gap_env)
+    try:
+        [connector] = app.connectors
+        assert connector.gap_seconds == float(gap_env.get("SYNCD_SQL_GAP_SECONDS", "300"))
+        with user_db.engine.begin() as conn:
+            for key in (1, 3):
+                conn.execute(user_db.users.insert(), {"id": key, "email": f"u{key}@example.com"})
+        [result] = app.tick_all()
+        assert result.ok and delivered(app) == {"1", "3"}
+        [result] = app.tick_all()  # a poll that finds nothing new: the gap is kept, or given up when expired
+        assert result.ok
+        with user_db.engine.begin() as conn:  # the late commit of key 2
+            conn.execute(user_db.users.insert(), {"id": 2, "email": "u2@example.com"})
+        [result] = app.tick_all()
+        assert result.ok
+        assert delivered(app) == ({"1", "2", "3"} if late_row_delivered else {"1", "3"})
+        assert set(seen.values()) == {1}
+    finally:
+        app.close()
+        user_db.close()

@@ -24,6 +24,7 @@ class Call:
     body: Any
     idempotency_key: str | None
     status: int
+    authorization: str | None = None  # the Authorization header as received (tests check the token is sent)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -41,7 +42,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = raw.decode("utf-8", "replace")
         status = 200 if self.path == "/health" else sink.decide()
         if self.path != "/health":
-            sink.record(Call(self.command, self.path, body, self.headers.get("Idempotency-Key"), status))
+            sink.record(Call(self.command, self.path, body, self.headers.get("Idempotency-Key"), status,
+                             self.headers.get("Authorization")))
         payload = json.dumps({"ok": status == 200}).encode()
         self.send_response(status)
         if 300 <= status < 400:  # a receiver that moved: where to, on the same server
