@@ -122,7 +122,7 @@ def count(store: Store, table: str) -> int:
 
 def commit_page(lease: Lease, events: list[Event], cursor: str, runs: Sequence[RunRecord] = ()) -> set[str]:
     with lease.page(STREAM) as txn:
-        new = txn.record_events(events, T0)
+        new = txn.record_events(events, T0).new
         txn.write_runs(list(runs))
         txn.advance(cursor, meta={"remaining": 7}, new_events=len(new))
     return new
@@ -230,7 +230,7 @@ def test_an_expired_lease_is_taken_over_and_the_old_holder_commits_nothing(store
     new = claim(store, "b", clock)
     assert new.cursor == "c1"  # the cursor as committed, read under the new lease
     with pytest.raises(LeaseLostError), old.page(STREAM) as txn:
-        assert txn.record_events([event(2)], T0) == {event(2).id}
+        assert txn.record_events([event(2)], T0).new == {event(2).id}
         txn.write_runs([run("wf", 2)])
         txn.advance("c2", meta=None, new_events=1)
     assert count(store, "syncd_events") == 1 and count(store, "syncd_runs") == 0  # event 2, its run: absent
