@@ -167,7 +167,7 @@ class WorkOSConnector:
         past_window = False
         for raw in body["data"]:
             raw_id = raw.get("id") if isinstance(raw, dict) else None
-            if isinstance(raw_id, str) and raw_id:
+            if _cursor_fit(raw_id):
                 moved = cursors.later(last_id, raw_id)
                 stale += moved != raw_id
                 last_id = moved
@@ -192,8 +192,23 @@ class WorkOSConnector:
                         self.key, stale, cursor, extra={"source": self.key})
         after = (body.get("list_metadata") or {}).get("after")
         has_more = bool(after) and not past_window and bool(body["data"])
-        return Page(events=tuple(events), next_cursor=last_id if last_id is not None else cursor,
+        next_cursor = last_id if last_id is not None else cursor
+        if has_more and next_cursor == cursor and _cursor_fit(after):  # no usable id listed: the provider's own
+            next_cursor = cursors.later(cursor, after)
+        return Page(events=tuple(events), next_cursor=next_cursor,
                     has_more=has_more, skipped=len(held), quarantined=tuple(held))
+
+
+def _cursor_fit(raw_id: Any) -> bool:
+    """An id that can become the cursor: text a database stores (no NUL, no lone surrogate), not huge. An
+    unfit id does not move the cursor (its event is quarantined; the next fit id moves it past)."""
+    if not isinstance(raw_id, str) or not raw_id or len(raw_id) > 1000 or "\x00" in raw_id:
+        return False
+    try:
+        raw_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_event(stream: str, raw: Any) -> Event:
