@@ -30,11 +30,13 @@ from sqlalchemy.engine import Engine
 
 from connectors.workos import WorkOSConnector
 from simulators.httpserver import LoopbackServer, Server
+from syncd import cli
 from syncd.contracts import Event
 from syncd.engine import SyncEngine
 from syncd.jsoncodec import safe_text
+from syncd.ops.app import App
 from syncd.ops.status import collect, render
-from syncd.settings import Secret
+from syncd.settings import Secret, Settings
 from syncd.store import SqlStore
 from syncd.store.connect import create_engine
 from syncd.store.reads import SqlReads
@@ -67,11 +69,15 @@ class Feed:
     envelope: str | None = None  # a broken envelope served instead of the list (when set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def page(self, after: str | None) -> bytes:
+    def page(self, after: str | None, range_start: str | None = None) -> bytes:
         if self.envelope is not None:
             return self.envelope.encode()
         start = 0
-        if after is not None:
+        if range_start is not None:  # the server's ids are event_<n>, listed at T0 + n seconds
+            since = datetime.fromisoformat(range_start)
+            start = next((i for i, item in enumerate(self.items)
+                          if T0 + timedelta(seconds=int(item.server_id[6:])) >= since), len(self.items))
+        elif after is not None:
             start = next(i for i, item in enumerate(self.items) if after in (item.cursor_id, item.server_id)) + 1
         chunk = self.items[start:start + PAGE]
         more = start + PAGE < len(self.items)
@@ -87,7 +93,7 @@ class Handler(BaseHTTPRequestHandler):
         feed: Feed = self.server.context
         query = parse_qs(urlsplit(self.path).query)
         with feed.lock:
-            body = feed.page(query.get("after", [None])[0])
+            body = feed.page(query.get("after", [None])[0], query.get("range_start", [None])[0])
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -249,3 +255,44 @@ def test_an_unusable_envelope_is_retried_then_fails_the_tick_in_one_line(sqlite_
     assert failed.error.startswith("workos: response")
     assert fixed.ok and processed == ["event_00001"]
     db.dispose()
+
+
+# ---- fetched again after a fix ---------------------------------------------------------------------------
+
+
+def test_a_quarantined_event_is_fetched_again_after_a_fix_with_cursor_reset(
+        db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """An event quarantined for a NUL in its data shows in ``syncd status`` by id; once the provider serves
+    it fixed, ``syncd cursor reset workos --to TIME`` makes the next tick fetch it: it lands, runs once, and
+    leaves the quarantine, while the events around it are not applied again."""
+    processed: list[str] = []
+    registry = Registry()
+
+    @registry.workflow("record", on=Trigger(provider="workos"))
+    def record(event: Event, ctx: Context) -> None:
+        processed.append(event.id)
+
+    items = [build(n, "nul_data" if n == 3 else "good", "Ada", huge=False) for n in range(1, 7)]
+    feed = Feed(items)
+    with LoopbackServer(Handler, context=feed) as server:
+        env = {"DATABASE_URL": db_url, "WORKOS_API_KEY": KEY, "WORKOS_BASE_URL": server.url,
+               "WORKOS_EVENTS": "user.created", "SYNCD_BUILTINS": "none"}
+        app = App.build(Settings.from_env({**env, "SYNCD_HTTP_PORT": "0"}), registry=registry)
+        try:
+            assert all(tick.ok for tick in app.tick_all())
+            assert sorted(processed) == [f"event_{n:05d}" for n in (1, 2, 4, 5, 6)]
+            assert cli.main(["status"], environ=env) == 0
+            shown = capsys.readouterr().out
+            assert "Quarantined events (1;" in shown and "event_00003" in shown
+            assert "payload holds a NUL character" in shown
+
+            feed.items[2] = build(3, "good", "Ada", huge=False)  # the provider fixed it
+            assert cli.main(["cursor", "reset", "workos", "--to", "2026-03-01T00:00:02Z"], environ=env) == 0
+            assert all(tick.ok for tick in app.tick_all())
+        finally:
+            app.close()
+    assert sorted(processed) == [f"event_{n:05d}" for n in range(1, 7)]  # event 3 once, the others not again
+    db = create_engine(db_url)
+    total, _ = SqlReads(db).quarantined()
+    db.dispose()
+    assert total == 0
