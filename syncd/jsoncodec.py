@@ -120,8 +120,9 @@ _RAW_DEPTH = 12
 
 def safe_text(text: str, limit: int = STRING_LIMIT) -> str:
     """``text`` as printable ASCII (JSON escapes: NUL, controls and surrogates as ``\\uXXXX``), cut."""
-    escaped = json.dumps(text[: limit + 1], ensure_ascii=True)[1:-1]
-    return escaped if len(text) <= limit else f"{escaped[: limit * 6]}… ({len(text)} chars)"
+    if len(text) <= limit:
+        return json.dumps(text, ensure_ascii=True)[1:-1]
+    return f"{json.dumps(text[:limit], ensure_ascii=True)[1:-1]}… ({len(text)} chars)"
 
 
 def safe_raw(value: Any, limit: int = RAW_LIMIT) -> str:
@@ -156,6 +157,11 @@ def _render(value: Any, out: list[str], depth: int, size: list[int], limit: int)
             _render(item, out, depth + 1, size, limit)
         out.append("}" if is_dict else "]")
         return
-    piece = f'"{safe_text(value)}"' if isinstance(value, str) else safe_text(repr(value))
+    if isinstance(value, str):
+        piece = f'"{safe_text(value)}"'
+    elif value is None or isinstance(value, bool):
+        piece = {None: "null", True: "true", False: "false"}[value]
+    else:
+        piece = safe_text(repr(value))
     out.append(piece)
     size[0] += len(piece)

@@ -32,6 +32,7 @@ def record_events(conn: Connection, batch: Sequence[Event], now: datetime) -> Re
     if not batch:
         return Recorded(set())
     refused: list[Quarantined] = []
+    refused_ids: list[str] = []
     kept: list[Event] = []
     for event in batch:
         reason = quarantine.unstorable(event)
@@ -39,12 +40,13 @@ def record_events(conn: Connection, batch: Sequence[Event], now: datetime) -> Re
             kept.append(event)
         else:
             refused.append(quarantine.from_event(event, reason))
+            refused_ids.append(event.id)
     if refused:
         quarantine.record(conn, refused, now)
     new = _insert_new(conn, kept, now) if kept else set()
     if new:
         quarantine.release(conn, batch[0].stream, new)
-    return Recorded(new, frozenset(q.event_id for q in refused if q.event_id is not None))
+    return Recorded(new, frozenset(refused_ids))
 
 
 def _insert_new(conn: Connection, batch: Sequence[Event], now: datetime) -> set[str]:

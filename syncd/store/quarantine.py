@@ -102,7 +102,8 @@ def _clean(text: str, limit: int) -> str:
 def from_event(event: Event, reason: str) -> Quarantined:
     """The quarantine entry of an event the ledger refused."""
     raw = {"id": event.id, "type": event.type, "action": event.action, "data": event.data}
-    return Quarantined(event.stream, event.id, reason, safe_raw(raw), event.occurred_at)
+    event_id = event.id if isinstance(event.id, str) and event.id else None  # a connector may break the type
+    return Quarantined(event.stream, event_id, reason, safe_raw(raw), event.occurred_at)
 
 
 def _key(entry: Quarantined) -> str:
