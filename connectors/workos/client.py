@@ -175,7 +175,7 @@ class WorkOSConnector:
                 event = parse_event(self.key, raw)
             except ValueError as exc:
                 held.append(Quarantined(self.key, raw_id if isinstance(raw_id, str) and raw_id else None,
-                                        str(exc)[:300], safe_raw(raw)))
+                                        str(exc)[:300], safe_raw(raw), _time_or_none(raw)))
                 log.error("skipping a malformed WorkOS event after %s: %s", printable(str(last_id)),
                           printable(str(exc)), extra={"source": self.key})
                 continue
@@ -197,6 +197,14 @@ class WorkOSConnector:
             next_cursor = cursors.later(cursor, after)
         return Page(events=tuple(events), next_cursor=next_cursor,
                     has_more=has_more, skipped=len(held), quarantined=tuple(held))
+
+
+def _time_or_none(raw: Any) -> datetime | None:
+    """A malformed event's time, if it has a readable one (``syncd cursor reset --to`` fetches it again)."""
+    try:
+        return parse_time(raw.get("created_at")) if isinstance(raw, dict) else None
+    except (ValueError, OverflowError):
+        return None
 
 
 def _cursor_fit(raw_id: Any) -> bool:

@@ -132,7 +132,7 @@ class Reads(Protocol):
 
     def quarantined(self, limit: int = 20, *, streams: Iterable[str] | None = None) -> tuple[int, list[QuarantineRow]]:
         """How many events are quarantined (of ``streams`` when given), and up to ``limit`` of them, the
-        most recently seen first."""
+        most recently seen first (then by stream and event time)."""
         ...
 
     def event_counts_by_type(self) -> list[tuple[str, int]]:

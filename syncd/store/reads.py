@@ -110,7 +110,7 @@ class SqlReads:
             total = int(conn.execute(sa.select(sa.func.count()).select_from(quarantine).where(*where)).scalar_one())
             rows = conn.execute(sa.select(q.stream, q.event_id, q.reason, q.raw, q.occurred_at, q.first_seen_at,
                                           q.last_seen_at, q.times_seen).where(*where)
-                                .order_by(q.last_seen_at.desc(), q.stream, q.key).limit(limit)).all()
+                                .order_by(q.last_seen_at.desc(), q.stream, q.occurred_at, q.key).limit(limit)).all()
         return total, [QuarantineRow(r.stream, r.event_id, r.reason, r.raw, r.occurred_at, r.first_seen_at,
                                      r.last_seen_at, int(r.times_seen)) for r in rows]
 
