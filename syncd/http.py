@@ -109,7 +109,7 @@ def decode_json(source: str, response: httpx.Response) -> Any:
     """The response body as JSON; a truncated or non-JSON body is transient (retried)."""
     try:
         return jsoncodec.loads(response.content)
-    except ValueError:
+    except (ValueError, RecursionError):  # loads cuts deep nesting; RecursionError only from a tiny stack
         raise RetryableError(source, f"invalid JSON in a {response.status_code} response "
                                      f"({len(response.content)} bytes)") from None
 

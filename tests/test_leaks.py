@@ -238,3 +238,85 @@ def test_the_settings_repr_shows_integration_urls_as_scheme_and_host() -> None:
     shown = repr(settings)
     assert "https://crm.example.com/…" in shown and not leaked(shown)
     assert settings.integrations.http_integration("crm").url.endswith(QUERY_SECRET)  # still usable
+
+
+# ---- SMTP and database passwords -------------------------------------------------------------------------
+
+SMTP_SECRET = "SmtpPasswordSentinel2b8e"
+DB_SECRET = "DbPasswordSentinel6a0f"
+PASSWORDS = (SMTP_SECRET, DB_SECRET, WORKOS_SECRET)
+
+#: A workflow e-mailing one event's user over an SMTP server that refuses the login (no AUTH offered).
+EMAIL_WORKFLOW = '''
+from connectors import workos
+from syncd import workflow
+
+ONLY = {only!r}
+
+
+@workflow(name="leak.email", on=workos.events("user.created"))
+def welcome(event, ctx):
+    if event.id == ONLY:
+        ctx.send_email(to="someone@example.com", subject="hello", body="welcome")
+'''
+
+
+def table_dump(url: str) -> str:
+    """Every row of every table of the database at ``url``, as text (PostgreSQL: the data, not files)."""
+    db = sa.create_engine(url)
+    try:
+        with db.connect() as conn:
+            names = sa.inspect(conn).get_table_names()
+            return "\n".join(str(row) for name in names for row in conn.execute(sa.text(f'SELECT * FROM "{name}"')))
+    finally:
+        db.dispose()
+
+
+@pytest.mark.postgres
+def test_no_smtp_or_database_password_leaves(tmp_path: Path, pg_server: Any,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.test_welcome_email import Smtp
+
+    # The throwaway server trusts local connections, so the password is accepted and never checked: syncd
+    # still holds it in its settings, its engine's URL and every error about the connection.
+    url = pg_server.create_database().replace("://syncd@", f"://syncd:{DB_SECRET}@")
+    smtp = Smtp()
+    smtp.controller.start()
+    try:
+        with WorkOSSimulator(events=20, seed=5, api_key=WORKOS_SECRET) as sim, OTLPReceiver() as rx:
+            only = next(e["id"] for e in sim.events() if e["event"] == "user.created")
+            (tmp_path / "mail_wf.py").write_text(EMAIL_WORKFLOW.format(only=only))
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "LANG": "C.UTF-8",
+                   "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "PYTHONDONTWRITEBYTECODE": "1",
+                   "SYNCD_HTTP_PORT": "0", "DATABASE_URL": url, "LOG_FORMAT": "json",
+                   "WORKOS_API_KEY": WORKOS_SECRET, "WORKOS_BASE_URL": sim.url, "SYNCD_WORKFLOWS": "mail_wf",
+                   "SYNCD_BUILTINS": "none", "SYNCD_MAX_ATTEMPTS": "1", "SYNCD_SMTP_FROM": "syncd@example.com",
+                   "SYNCD_SMTP_URL": f"smtp://mailer:{SMTP_SECRET}@127.0.0.1:{smtp.port}",
+                   "OTEL_EXPORTER_OTLP_ENDPOINT": rx.url}
+            proc = subprocess.run([sys.executable, "-m", "syncd", "once"], cwd=tmp_path, env=env,
+                                  capture_output=True, text=True, timeout=TIMEOUT, check=False)
+            assert proc.returncode == 1, proc.stderr  # the e-mail run went dead: the server refused the login
+            raw_spans = rx.raw
+    finally:
+        smtp.controller.stop()
+    db = sa.create_engine(url)
+    with db.connect() as conn:
+        row = conn.execute(sa.select(runs).where(runs.c.event_id == only)).one()
+    db.dispose()
+    assert row.status == "dead" and "AUTH" in (row.last_error or ""), row.last_error  # the password was used
+
+    assert cli.main(["status"], environ={"DATABASE_URL": url}) == 0
+    assert cli.main(["status", "--json"], environ={"DATABASE_URL": url}) == 0
+    # a database that cannot be reached: the error names it without its password
+    down = f"postgresql+psycopg://syncd:{DB_SECRET}@127.0.0.1:1/nowhere"
+    assert cli.main(["status"], environ={"DATABASE_URL": down}) != 0
+    captured = capsys.readouterr()
+    status = captured.out + captured.err
+    assert "leak.email" in status and "127.0.0.1" in status
+    served = served_health_and_metrics(url)
+    outputs: list[tuple[str, str | bytes]] = [("database", table_dump(url)), ("stdout", proc.stdout),
+                                              ("logs", proc.stderr), ("status", status), ("spans", raw_spans),
+                                              ("/healthz and /metrics", served)]
+    for where, text in outputs:
+        data = text if isinstance(text, bytes) else text.encode()
+        assert not [s for s in PASSWORDS if s.encode() in data], where

@@ -42,10 +42,11 @@ from connectors.github.policy import (
     status_policy,
     throttle_wait,
 )
-from syncd.contracts import Event, Page, Window
+from syncd.contracts import Event, Page, Quarantined, Window
 from syncd.errors import FatalError, RetryableError
 from syncd.http import decode_json, make_client, send, with_retries
-from syncd.redaction import redact_url
+from syncd.jsoncodec import safe_raw
+from syncd.redaction import printable, redact_url
 from syncd.settings import Secret
 from syncd.timefmt import parse_time
 
@@ -183,7 +184,7 @@ class GitHubConnector:
               window: Window | None, meta: Mapping[str, Any]) -> Page:
         events: list[Event] = []
         listed: list[tuple[int, str]] = []
-        skipped = 0
+        held: list[Quarantined] = []
         past_window = False
         horizon = self._horizon()
         future: list[tuple[int, str]] = []
@@ -191,8 +192,11 @@ class GitHubConnector:
             try:
                 version = parse_issue(raw)
             except ValueError as exc:
-                skipped += 1
-                log.error("skipping a malformed GitHub issue: %s", exc, extra={"source": self.key})
+                raw_id = raw.get("id") if isinstance(raw, dict) else None
+                held.append(Quarantined(self.key, str(raw_id) if isinstance(raw_id, int | str) and raw_id != ""
+                                        else None, str(exc)[:300], safe_raw(raw)))
+                log.error("skipping a malformed GitHub issue: %s", printable(str(exc)[:300]),
+                          extra={"source": self.key})
                 continue
             if window is not None and parse_time(version[1]) >= window.end:
                 past_window = True
@@ -211,7 +215,8 @@ class GitHubConnector:
         new_state, has_more = advance(state, listed, next_url=next_url, etag=etag, horizon=horizon,
                                       via_link=state.next_url is not None or past_window)
         return Page(events=tuple(events), next_cursor=new_state.dumps(),
-                    has_more=has_more and not past_window, skipped=skipped, meta={**meta, **self._notes})
+                    has_more=has_more and not past_window, skipped=len(held), meta={**meta, **self._notes},
+                    quarantined=tuple(held))
 
     def _note_future(self, future: list[tuple[int, str]], *, last_page: bool) -> None:
         if future:

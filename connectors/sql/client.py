@@ -41,8 +41,9 @@ from connectors.sql.cursors import (
     advance_update,
 )
 from connectors.sql.values import canonical, decode_key, json_safe, key_kind, to_datetime
-from syncd.contracts import Event, Page, Window
+from syncd.contracts import Event, Page, Quarantined, Window
 from syncd.errors import FatalError, RetryableError
+from syncd.jsoncodec import safe_raw
 from syncd.settings import safe_url
 
 log = logging.getLogger("connectors.sql")
@@ -243,10 +244,13 @@ class TableConnector:
         limit = self.page_size + len(state.seen) + 1
         query = sa.select(found.table).where(condition).order_by(ordered, key).limit(limit)
         rows = []
+        held: list[Quarantined] = []
         for row in self._read(query):
             moment = to_datetime(row[column.name])
             if moment is None:  # unreadable timestamp text (SQLite): cannot be ordered, never delivered
                 skipped += 1
+                held.append(Quarantined(self.key, str(row[key.name]), f"{column.name} is not a date-time",
+                                        safe_raw(dict(row))))
                 log.error("skipping row %s of %s: %s is not a date-time", row[key.name], self.spec.table,
                           column.name, extra={"source": self.key})
                 continue
@@ -262,7 +266,8 @@ class TableConnector:
         events = tuple(self._event(found, row, f"{row[key.name]}@{text}", moment)
                        for row, moment, text in rows)
         next_state = advance_update(state, [(row[key.name], text) for row, _, text in rows])
-        return Page(events=events, next_cursor=next_state.dumps(), has_more=has_more, skipped=skipped)
+        return Page(events=events, next_cursor=next_state.dumps(), has_more=has_more, skipped=skipped,
+                    quarantined=tuple(held))
 
     def _unreadable(self, found: Reflected) -> int:
         """Rows of an update source whose ``updated_at`` is set but not a time (only SQLite stores those)."""

@@ -14,9 +14,11 @@ from typing import Any
 import httpx
 
 from connectors.workos import cursor as cursors
-from syncd.contracts import Event, Page, Window
+from syncd.contracts import Event, Page, Quarantined, Window
 from syncd.errors import AuthError, ConnectorError, FatalError, RetryableError
 from syncd.http import decode_json, make_client, parse_retry_after, send, status_error_text, with_retries
+from syncd.jsoncodec import safe_raw
+from syncd.redaction import printable
 from syncd.settings import Secret
 from syncd.timefmt import iso, parse_time
 
@@ -150,6 +152,8 @@ class WorkOSConnector:
         body = decode_json(self.key, response)
         if not isinstance(body, dict) or not isinstance(body.get("data"), list):
             raise RetryableError(self.key, "response is not an event list (no data array)")
+        if not isinstance(body.get("list_metadata") or {}, dict):
+            raise RetryableError(self.key, "response's list_metadata is not an object")
         return body
 
     def _page(self, body: dict[str, Any], cursor: str | None, window: Window | None, *, after_sent: bool) -> Page:
@@ -157,21 +161,23 @@ class WorkOSConnector:
         than it are still handed on: the ledger drops those it has). A first page by time (``@TIME``, a heal)
         may end before the old cursor: its last id comes from the provider's own listing."""
         events: list[Event] = []
-        skipped = stale = 0
+        held: list[Quarantined] = []
+        stale = 0
         last_id = cursor if after_sent else None
         past_window = False
         for raw in body["data"]:
             raw_id = raw.get("id") if isinstance(raw, dict) else None
-            if isinstance(raw_id, str) and raw_id:
+            if _cursor_fit(raw_id):
                 moved = cursors.later(last_id, raw_id)
                 stale += moved != raw_id
                 last_id = moved
             try:
                 event = parse_event(self.key, raw)
             except ValueError as exc:
-                skipped += 1
-                log.error("skipping a malformed WorkOS event after %s: %s", last_id, exc,
-                          extra={"source": self.key})
+                held.append(Quarantined(self.key, raw_id if isinstance(raw_id, str) and raw_id else None,
+                                        str(exc)[:300], safe_raw(raw), _time_or_none(raw)))
+                log.error("skipping a malformed WorkOS event after %s: %s", printable(str(last_id)),
+                          printable(str(exc)), extra={"source": self.key})
                 continue
             if window is not None and event.occurred_at >= window.end:
                 past_window = True
@@ -186,8 +192,31 @@ class WorkOSConnector:
                         self.key, stale, cursor, extra={"source": self.key})
         after = (body.get("list_metadata") or {}).get("after")
         has_more = bool(after) and not past_window and bool(body["data"])
-        return Page(events=tuple(events), next_cursor=last_id if last_id is not None else cursor,
-                    has_more=has_more, skipped=skipped)
+        next_cursor = last_id if last_id is not None else cursor
+        if has_more and next_cursor == cursor and _cursor_fit(after):  # no usable id listed: the provider's own
+            next_cursor = cursors.later(cursor, after)
+        return Page(events=tuple(events), next_cursor=next_cursor,
+                    has_more=has_more, skipped=len(held), quarantined=tuple(held))
+
+
+def _time_or_none(raw: Any) -> datetime | None:
+    """A malformed event's time, if it has a readable one (``syncd cursor reset --to`` fetches it again)."""
+    try:
+        return parse_time(raw.get("created_at")) if isinstance(raw, dict) else None
+    except (ValueError, OverflowError):
+        return None
+
+
+def _cursor_fit(raw_id: Any) -> bool:
+    """An id that can become the cursor: text a database stores (no NUL, no lone surrogate), not huge. An
+    unfit id does not move the cursor (its event is quarantined; the next fit id moves it past)."""
+    if not isinstance(raw_id, str) or not raw_id or len(raw_id) > 1000 or "\x00" in raw_id:
+        return False
+    try:
+        raw_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_event(stream: str, raw: Any) -> Event:
@@ -198,13 +227,13 @@ def parse_event(stream: str, raw: Any) -> Event:
     if not isinstance(event_id, str) or not event_id:
         raise ValueError("event has no id")
     if not isinstance(event_type, str) or not event_type:
-        raise ValueError(f"event {event_id} has no type ('event' field)")
+        raise ValueError(f"event {event_id[:100]} has no type ('event' field)")
     if not isinstance(data, dict):
-        raise ValueError(f"event {event_id} has no data object")
+        raise ValueError(f"event {event_id[:100]} has no data object")
     try:
         occurred_at = parse_time(raw.get("created_at"))
-    except ValueError as exc:
-        raise ValueError(f"event {event_id}: created_at {exc}") from None
+    except (ValueError, OverflowError) as exc:
+        raise ValueError(f"event {event_id[:100]}: created_at {exc}"[:300]) from None
     return Event(stream=stream, id=event_id, type=event_type, occurred_at=occurred_at, data=data)
 
 

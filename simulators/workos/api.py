@@ -238,7 +238,7 @@ class WorkOSSimulator:
             indices, more = self._stream.page(parsed, faults.repeat_boundary)
             if faults.stale_events and parsed.after is not None and not parsed.descending:
                 indices = indices + self._stream.before(parsed, faults.stale_events)
-            body = self._stream.body(indices, more)
+            body = self._stream.body(indices, more, faults.poison_every)
             if faults.stuck_after is not None and parsed.after == faults.stuck_after:
                 self._stuck = (faults.stuck_after, body)
         return Response(200, body)

@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="each page after=X ends with N events from before X")
     parser.add_argument("--cycle-after", metavar="EVENT_ID", default=None,
                         help="a page after=EVENT_ID is the stream's first page again (pages cycle)")
+    parser.add_argument("--poison-every", type=int, default=0, metavar="N",
+                        help="serve every N-th event broken (NUL, surrogate, deep nesting, no data, not an "
+                             "object), in rotation: syncd quarantines them")
     return parser
 
 
@@ -61,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
                     slow_seconds=args.slow_seconds, broken_rate=args.broken_rate, reset_rate=args.reset_rate,
                     repeat_boundary=args.repeat_boundary, stuck_after=args.stuck_after, latency=args.latency,
                     expired_before=args.expired_before, expired_status=args.expired_status,
-                    stale_events=args.stale_events, cycle_after=args.cycle_after)
+                    stale_events=args.stale_events, cycle_after=args.cycle_after,
+                    poison_every=args.poison_every)
     simulator = WorkOSSimulator(events=args.events, seed=args.seed, api_key=args.api_key,
                                 live_rate=args.live_rate, faults=faults, host=args.host, port=args.port,
                                 timestamp_style=args.timestamp_style, now=args.now or datetime.now(UTC))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from simulators.workos.wire import REASONS, RESET, Response
 
-__all__ = ["Faults", "broken", "fault_response"]
+__all__ = ["POISONS", "Faults", "broken", "fault_response", "poison"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,10 @@ class Faults:
     (the page's last id is then older than X). ``cycle_after``: a page asked ``after=<id>`` is answered with
     the stream's first page again, whose ``list_metadata.after`` moves on: a client that follows the
     provider's ids walks in a circle (every ``after`` differs, the sequence repeats).
+
+    ``poison_every``: every n-th event of the stream (by position, so the same ones on every request) is
+    served broken, in rotation (``poison``): a NUL in its data, an unpaired surrogate, nesting 3,000 levels
+    deep, no ``data`` field, not an object at all (a list). The rest of the stream is served as it is.
     """
 
     error_rate: float = 0.0
@@ -44,6 +48,7 @@ class Faults:
     expired_status: int = 400
     stale_events: int = 0
     cycle_after: str | None = None
+    poison_every: int = 0
 
     def __post_init__(self) -> None:
         rates = (self.error_rate, self.rate_limit_rate, self.timeout_rate, self.broken_rate, self.reset_rate)
@@ -51,8 +56,8 @@ class Faults:
             raise ValueError("fault rates must each be within [0, 1] and sum to at most 1")
         if self.retry_after < 0 or self.slow_seconds < 0 or self.latency < 0:
             raise ValueError("retry_after, slow_seconds and latency must not be negative")
-        if self.expired_status not in (400, 422) or self.stale_events < 0:
-            raise ValueError("expired_status must be 400 or 422, stale_events not negative")
+        if self.expired_status not in (400, 422) or self.stale_events < 0 or self.poison_every < 0:
+            raise ValueError("expired_status must be 400 or 422, stale_events and poison_every not negative")
 
     def draw(self, uniform: float) -> str | None:
         """The fault for one request given a uniform draw in [0, 1), or None."""
@@ -89,3 +94,19 @@ def broken(response: Response, turn: int) -> Response:
     if variant == 1:
         return Response(200, b'{"object":"list","data":[<!-- upstream error -->')
     return Response(200, body, send_only=len(body) // 2)  # framing says more than arrives
+
+
+#: The ways ``poison`` breaks an event, in rotation.
+POISONS = ("nul", "surrogate", "deep", "no_data", "not_object")
+
+
+def poison(body: bytes, turn: int) -> bytes:
+    """One event's JSON ``body`` broken the ``turn``-th way of ``POISONS`` (see ``Faults.poison_every``)."""
+    kind = POISONS[turn % len(POISONS)]
+    if kind == "not_object":  # a list quoting the turn: not an event, yet not like the other ones
+        return b'["poisoned event",%d]' % turn
+    if kind == "no_data":
+        return body.replace(b'"data":', b'"dat_":', 1)
+    value = {"nul": b'"Ada\\u0000"', "surrogate": b'"\\ud800Ada"',
+             "deep": b"[" * 3000 + b"]" * 3000}[kind]
+    return body.replace(b'"data":{', b'"data":{"poison":' + value + b",", 1)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+from simulators.workos.faults import poison
 from simulators.workos.ids import EVENT_ID, micros, parse_timestamp, ulid_ms
 
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "Query", "Stream", "encode", "organization_of", "parse_query"]
@@ -136,9 +137,11 @@ class Stream:
         slot = bisect.bisect_left(chosen, index)
         return index if slot < len(chosen) and chosen[slot] == index else None
 
-    def body(self, indices: list[int], more: bool) -> bytes:
+    def body(self, indices: list[int], more: bool, poison_every: int = 0) -> bytes:
         after = b'"' + self.ids[indices[-1]].encode() + b'"' if more and indices else b"null"
-        return (b'{"object":"list","data":[' + b",".join([self.bodies[i] for i in indices])
+        bodies = [self.bodies[i] if not poison_every or (i + 1) % poison_every
+                  else poison(self.bodies[i], (i + 1) // poison_every - 1) for i in indices]
+        return (b'{"object":"list","data":[' + b",".join(bodies)
                 + b'],"list_metadata":{"before":null,"after":' + after + b"}}")
 
 

@@ -16,12 +16,24 @@ Import from this package (``from syncd.contracts import Store``); the modules on
 
 from __future__ import annotations
 
-from syncd.contracts.providers import Clock, Connector, Event, FakeClock, Listener, Page, Provider, SystemClock, Window
+from syncd.contracts.providers import (
+    Clock,
+    Connector,
+    Event,
+    FakeClock,
+    Listener,
+    Page,
+    Provider,
+    Quarantined,
+    SystemClock,
+    Window,
+)
 from syncd.contracts.reads import FailedRun, Reads, TickRow, TickStats
 from syncd.contracts.records import (
     DUE_STATUSES,
     CursorSpec,
     DueRun,
+    Recorded,
     RunKey,
     RunRecord,
     RunStatus,
@@ -34,6 +46,7 @@ from syncd.contracts.store import Lease, PageTxn, RunTxn, Store
 
 __all__ = [
     "DUE_STATUSES", "Clock", "Connector", "CursorSpec", "DueRun", "Event", "FailedRun", "FakeClock", "Lease",
-    "Listener", "Page", "PageTxn", "Provider", "Reads", "RunKey", "RunRecord", "RunStatus", "RunTxn", "Skip",
+    "Listener", "Page", "PageTxn", "Provider", "Quarantined", "Reads", "Recorded",
+    "RunKey", "RunRecord", "RunStatus", "RunTxn", "Skip",
     "SkipReason", "SourceRow", "Store", "SystemClock", "TickRecord", "TickRow", "TickStats", "Window"
 ]

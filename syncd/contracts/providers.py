@@ -34,13 +34,31 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class Quarantined:
+    """An event that cannot be processed, held apart so it never blocks its stream.
+
+    ``event_id`` is its id when it has a usable one (None otherwise: a missing or non-text id), ``reason``
+    one line saying what is wrong, ``raw`` a safe text form of what the provider sent (printable ASCII,
+    bounded in length and depth: see ``syncd.store.quarantine.safe_raw``), ``occurred_at`` its time when
+    it could be read (what ``syncd cursor reset --to`` needs to fetch it again after a fix).
+    """
+
+    stream: str
+    event_id: str | None
+    reason: str
+    raw: str
+    occurred_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
     """One page fetched from a provider.
 
     ``next_cursor`` is the opaque cursor to store once this page is committed (None: unchanged).
     ``has_more`` says another page is available right now. ``skipped`` counts malformed events that
-    were dropped with an error logged. ``meta`` carries provider state worth showing in ``syncd status``
-    (rate-limit remaining, reset time…); it is stored with the cursor.
+    were dropped with an error logged; ``quarantined`` holds those of them the connector could describe
+    (the engine records them, visible by id in ``syncd status``). ``meta`` carries provider state worth
+    showing in ``syncd status`` (rate-limit remaining, reset time…); it is stored with the cursor.
     """
 
     events: tuple[Event, ...]
@@ -48,6 +66,7 @@ class Page:
     has_more: bool
     skipped: int = 0
     meta: Mapping[str, Any] = field(default_factory=dict)
+    quarantined: tuple[Quarantined, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +89,10 @@ class Connector(Protocol):
     - ``fetch_page(cursor, window)`` returns the events strictly after ``cursor`` (None: from the start,
       or from ``window.start``), oldest first, at most one provider page. It never sleeps and never
       retries on its own beyond the HTTP retry policy; it raises ``RetryableError`` (with ``retry_after``
-      when the provider said), ``AuthError`` or ``FatalError``. Malformed single events are dropped and
-      counted in ``Page.skipped``, never raised.
+      when the provider said), ``AuthError`` or ``FatalError``. Malformed single events are dropped,
+      counted in ``Page.skipped`` and described in ``Page.quarantined``, never raised: one bad event never
+      fails its page. A page whose envelope is unusable (not the provider's list shape) is a
+      ``RetryableError``: retried, then the tick fails with that one-line message.
     - With a ``window`` it returns only events whose time lies in [start, end), and ``has_more`` is False
       once the window is exhausted.
     - Replaying from an older cursor returns the same events again: dedupe is the engine's job.

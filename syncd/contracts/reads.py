@@ -68,6 +68,22 @@ class FailureGroup:
     example: FailedRun
 
 
+@dataclass(frozen=True, slots=True)
+class QuarantineRow:
+    """A quarantined event (``syncd_quarantine``): its stream, its id (its safe printable form; None when
+    it had no usable id), why, when it happened (if known) and when syncd saw it. ``raw`` is the safe
+    form of what the provider sent (printable ASCII, bounded)."""
+
+    stream: str
+    event_id: str | None
+    reason: str
+    raw: str
+    occurred_at: datetime | None
+    first_seen_at: datetime
+    last_seen_at: datetime
+    times_seen: int
+
+
 class Reads(Protocol):
     """Read-only answers about syncd's own state (cursors, ledger, runs, ticks) for ``syncd status``, the
     health rule and ``/metrics``, backfill progress, the demo's summary and the dashboard.
@@ -112,6 +128,11 @@ class Reads(Protocol):
 
     def event_count(self) -> int:
         """Events in the ledger."""
+        ...
+
+    def quarantined(self, limit: int = 20, *, streams: Iterable[str] | None = None) -> tuple[int, list[QuarantineRow]]:
+        """How many events are quarantined (of ``streams`` when given), and up to ``limit`` of them, the
+        most recently seen first (then by stream and event time)."""
         ...
 
     def event_counts_by_type(self) -> list[tuple[str, int]]:

@@ -187,3 +187,12 @@ class TickRecord:
     skipped: int
     lag_seconds: float | None
     error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What ``PageTxn.record_events`` did with a batch: the ids ``new`` to the ledger, and the ids it
+    ``quarantined`` instead of storing (values the database cannot hold; see ``PageTxn.record_events``)."""
+
+    new: set[str]
+    quarantined: frozenset[str] = frozenset()

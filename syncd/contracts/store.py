@@ -10,8 +10,17 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from syncd.contracts.providers import Clock, Event
-from syncd.contracts.records import CursorSpec, DueRun, RunKey, RunRecord, Skip, SourceRow, TickRecord
+from syncd.contracts.providers import Clock, Event, Quarantined
+from syncd.contracts.records import (
+    CursorSpec,
+    DueRun,
+    Recorded,
+    RunKey,
+    RunRecord,
+    Skip,
+    SourceRow,
+    TickRecord,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -48,8 +57,21 @@ class PageTxn(RunTxn, Protocol):
     exits; an exception rolls everything back, cursor included (no event lost, none applied twice).
     """
 
-    def record_events(self, events: Sequence[Event], now: datetime) -> set[str]:
-        """Add ``events`` (one stream, ids unique) to the ledger; return the ids that were not in it."""
+    def record_events(self, events: Sequence[Event], now: datetime) -> Recorded:
+        """Add ``events`` (one stream, ids unique) to the ledger; ``Recorded.new``: the ids that were not in it.
+
+        Never fails the transaction over one event's values: an event the database cannot hold (a NUL
+        character or an unpaired surrogate in any of its strings, an id, type or action longer than its
+        column, a payload nested deeper than the store's limit) is quarantined as by ``quarantine`` instead,
+        its id in ``Recorded.quarantined``; the caller must not run workflows on it. The check is the same
+        on every database. An event that lands removes its own quarantine entry (fetched again after a fix).
+        """
+        ...
+
+    def quarantine(self, entries: Sequence[Quarantined], now: datetime) -> None:
+        """Record events that cannot be processed (``Page.quarantined``), with the page: one entry per
+        (stream, event id), or per raw form when there is no id; an entry seen before counts one more
+        sighting. Stored values are made safe (printable ASCII, bounded), never refused."""
         ...
 
     def existing_runs(self, workflows: Iterable[str], event_ids: Iterable[str]) -> set[tuple[str, str]]:

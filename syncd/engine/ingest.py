@@ -52,6 +52,7 @@ from syncd.engine.lease import LeaseKeeper
 from syncd.engine.pages import GROUP_EVENTS, GROUP_SECONDS, Group, Pager, Prefetcher
 from syncd.engine.results import PageResult, RunTally, TickResult
 from syncd.engine.runner import MAX_RESUME_ROUNDS, Runner, tally_batch
+from syncd.engine.statements import note_quarantined, purpose
 from syncd.engine.ticklog import TickLog
 from syncd.engine.tracing import page_span, sync_attributes, tick_attributes, tracer
 from syncd.settings import PREFETCH_PAGES, Integrations
@@ -228,14 +229,22 @@ class SyncEngine:
         batch = unique_events(event for _, page in group for event in page.events)
         span_of = {event.id: span for span, page in reversed(group) for event in page.events}
         pages = [page for _, page in group]
+        held = [entry for page in pages for entry in page.quarantined]
+        ids = [event.id for event in batch]
         with lease.page(target.connector.key) as txn:
-            new_ids = txn.record_events(batch, now)
-            runs = self._dispatch(txn, target, batch, new_ids, now, span_of)
+            with purpose("ledger insert", ids):
+                recorded = txn.record_events(batch, now)
+            with purpose("quarantine insert", [q.event_id or "?" for q in held]):
+                txn.quarantine(held, now)
+            stored = [e for e in batch if e.id not in recorded.quarantined] if recorded.quarantined else batch
+            note_quarantined(target.key, held, recorded.quarantined)
+            runs = self._dispatch(txn, target, stored, recorded.new, now, span_of)
             progress = window_progress(target.window, batch[-1].occurred_at) if target.window and batch else None
-            txn.advance(last_cursor(None, pages), meta=next((p.meta for p in reversed(pages) if p.meta), None),
-                        new_events=len(new_ids), progress=progress)
-        return PageResult(pages=len(group), events=len(batch), new_events=len(new_ids),
-                          skipped=sum(p.skipped for p in pages), runs=runs,
+            with purpose("cursor update", ids[-1:]):
+                txn.advance(last_cursor(None, pages), meta=next((p.meta for p in reversed(pages) if p.meta), None),
+                            new_events=len(recorded.new), progress=progress)
+        return PageResult(pages=len(group), events=len(batch), new_events=len(recorded.new),
+                          skipped=sum(p.skipped for p in pages) + len(recorded.quarantined), runs=runs,
                           lag_seconds=max(0.0, (now - batch[-1].occurred_at).total_seconds()) if batch else None)
 
     def _dispatch(self, txn: PageTxn, target: Target, batch: Sequence[Event], new_ids: set[str], now: datetime,
@@ -244,8 +253,9 @@ class SyncEngine:
         matching = [(event, self._workflows_for(event, target)) for event in batch]
         # Runs are only ever created in the transaction that records their event, or after it: an event
         # new to the ledger has none, so only the events seen before need looking up (none, catching up).
-        done = txn.existing_runs({wf.name for _, wfs in matching for wf in wfs},
-                                 [e.id for e in batch if e.id not in new_ids])
+        seen = [e.id for e in batch if e.id not in new_ids]
+        with purpose("run lookup", seen):
+            done = txn.existing_runs({wf.name for _, wfs in matching for wf in wfs}, seen)
         batches: dict[str, tuple[Workflow, list[Event]]] = {}
         singles: list[tuple[Workflow, Event]] = []
         for event, workflows in matching:
@@ -275,7 +285,8 @@ class SyncEngine:
             # short transaction right after the page commits.
             with trace.use_span(span_of[event.id], end_on_exit=False):
                 records.append(self.runner.run(txn, wf, event, attempt=1, now=now, defer_steps=True))
-        txn.write_runs(records)
+        with purpose("run insert", [r.event_id for r in records]):
+            txn.write_runs(records)
         return tally + RunTally.of(records[singles_from:])
 
     def window_workflows(self, target: Target) -> frozenset[str]:
@@ -326,7 +337,8 @@ class SyncEngine:
                 if txn is None:
                     continue  # another cursor of this stream (a backfill) got to it first
                 record = self.runner.run(txn, wf, run.event, attempt=run.next_attempt, now=now)
-                txn.save_run(record)
+                with purpose("run update", [run.event.id]):
+                    txn.save_run(record)
             committed(RunTally.of([record]))
 
     # ---- bookkeeping --------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from syncd.contracts import FailedRun, Reads, SourceRow, TickRow
-from syncd.ops.statusparts import Filters, cursor_text, group_item, render_groups
+from syncd.ops.statusparts import Filters, cursor_text, group_item, quarantine_item, render_groups, render_quarantine
 from syncd.redaction import error_summary, printable, safe_error
 
 RUN_STATES = ("succeeded", "failed", "dead", "sleeping")
@@ -41,10 +41,12 @@ def collect(reads: Reads, *, run_limit: int = 20, jaeger_url: str | None = None,
                     and f.status in (None, run.status)]
         groups = snap.failure_groups(run_limit, workflow=f.workflow, streams=streams, status=f.status)
         events = snap.event_count()
+        held, quarantined = snap.quarantined(run_limit, streams=streams)
     return {
         "sources": [_source(row, last_tick, run_counts) for row, last_tick in rows],
         "problem_runs": [_problem_run(run, jaeger_url) for run in failures],
         "problem_groups": [group_item(group, jaeger_url) for group in groups],
+        "quarantined": {"total": held, "events": [quarantine_item(row) for row in quarantined]},
         "totals": {"events": events,
                    "runs": {s: sum(n for (_, st), n in run_counts.items() if st == s) for s in RUN_STATES}},
     }
@@ -90,6 +92,7 @@ def render(report: dict[str, Any], *, limit: int = 20) -> str:
     for s in report["sources"]:
         lines += _render_source(s)
     lines += render_groups(report.get("problem_groups", []), limit)
+    lines += render_quarantine(report.get("quarantined"))
     return "\n".join(lines)
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from syncd.contracts import SourceRow
-from syncd.contracts.reads import FailureGroup
+from syncd.contracts.reads import FailureGroup, QuarantineRow
 from syncd.redaction import error_summary, printable, safe_error
 
 #: Run states ``--status`` may pick (those ``syncd status`` lists run by run).
@@ -114,4 +114,27 @@ def render_groups(groups: list[dict[str, Any]], limit: int) -> list[str]:
             lines.append(f"         trace: {printable(run['trace_url'])}")
     if len(groups) >= limit:
         lines.append(f"  (the {limit} largest groups; narrow with --source, --workflow or --status)")
+    return lines
+
+
+def quarantine_item(row: QuarantineRow) -> dict[str, Any]:
+    """A quarantined event for ``--json``: its id and why, never its payload (personal data)."""
+    return {"stream": row.stream, "event_id": row.event_id, "reason": row.reason,
+            "occurred_at": row.occurred_at.isoformat() if row.occurred_at else None,
+            "first_seen_at": row.first_seen_at.isoformat(), "last_seen_at": row.last_seen_at.isoformat(),
+            "times_seen": row.times_seen}
+
+
+def render_quarantine(held: dict[str, Any] | None) -> list[str]:
+    """The text of the quarantined events: each by id with its reason, and how to fetch them again."""
+    if not held or not held["total"]:
+        return []
+    lines = ["", f"Quarantined events ({held['total']}; their streams went on without them):"]
+    for item in held["events"]:
+        when = f" at {item['occurred_at']}" if item["occurred_at"] else ""
+        lines.append(f"  {printable(item['stream'])} {printable(item['event_id'] or '(no id)')}{when}: "
+                     f"{error_summary(item['reason'])}")
+    if held["total"] > len(held["events"]):
+        lines.append(f"  … and {held['total'] - len(held['events'])} more (syncd status --json)")
+    lines.append("  after a fix, fetch them again: syncd cursor reset SOURCE --to TIME (before the first)")
     return lines

@@ -18,17 +18,38 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from syncd import jsoncodec
-from syncd.contracts import DUE_STATUSES, DueRun, Event, RunKey, RunRecord, RunStatus
+from syncd.contracts import DUE_STATUSES, DueRun, Event, Quarantined, Recorded, RunKey, RunRecord, RunStatus
+from syncd.store import quarantine
 from syncd.store.bulk import insert_ignore, list_param, one_of
 from syncd.store.tables import events, runs, steps
 
 # ---- the ledger ---------------------------------------------------------------------------------------
 
 
-def record_events(conn: Connection, batch: Sequence[Event], now: datetime) -> set[str]:
-    """Insert the events not in the ledger yet; return their ids."""
+def record_events(conn: Connection, batch: Sequence[Event], now: datetime) -> Recorded:
+    """Insert the events not in the ledger yet; quarantine those it cannot hold (``quarantine.unstorable``)
+    instead. Events that land remove their own quarantine rows (fetched again after a fix)."""
     if not batch:
-        return set()
+        return Recorded(set())
+    refused: list[Quarantined] = []
+    refused_ids: list[str] = []
+    kept: list[Event] = []
+    for event in batch:
+        reason = quarantine.unstorable(event)
+        if reason is None:
+            kept.append(event)
+        else:
+            refused.append(quarantine.from_event(event, reason))
+            refused_ids.append(event.id)
+    if refused:
+        quarantine.record(conn, refused, now)
+    new = _insert_new(conn, kept, now) if kept else set()
+    if new:
+        quarantine.release(conn, batch[0].stream, new)
+    return Recorded(new, frozenset(refused_ids))
+
+
+def _insert_new(conn: Connection, batch: Sequence[Event], now: datetime) -> set[str]:
     if conn.dialect.name == "postgresql":  # the insert itself says which events were new
         return _record_new_events(conn, [ledger_row(e, now) for e in batch])
     seen = _existing_event_ids(conn, batch[0].stream, [e.id for e in batch])

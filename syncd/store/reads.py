@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from syncd.contracts import FailedRun, SourceRow, TickRow, TickStats
-from syncd.contracts.reads import FailureGroup
+from syncd.contracts.reads import FailureGroup, QuarantineRow
 from syncd.store.db import reading
-from syncd.store.tables import events, runs, sources, ticks
+from syncd.store.tables import events, quarantine, runs, sources, ticks
 
 _SOURCE_COLUMNS = [sources.c[name] for name in SourceRow.__dataclass_fields__]
 
@@ -102,6 +102,17 @@ class SqlReads:
     def event_count(self) -> int:
         with self._connection() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(events)).scalar_one())
+
+    def quarantined(self, limit: int = 20, *, streams: Iterable[str] | None = None) -> tuple[int, list[QuarantineRow]]:
+        q = quarantine.c
+        where = [] if streams is None else [q.stream.in_(list(streams))]
+        with self._connection() as conn:
+            total = int(conn.execute(sa.select(sa.func.count()).select_from(quarantine).where(*where)).scalar_one())
+            rows = conn.execute(sa.select(q.stream, q.event_id, q.reason, q.raw, q.occurred_at, q.first_seen_at,
+                                          q.last_seen_at, q.times_seen).where(*where)
+                                .order_by(q.last_seen_at.desc(), q.stream, q.occurred_at, q.key).limit(limit)).all()
+        return total, [QuarantineRow(r.stream, r.event_id, r.reason, r.raw, r.occurred_at, r.first_seen_at,
+                                     r.last_seen_at, int(r.times_seen)) for r in rows]
 
     def event_counts_by_type(self) -> list[tuple[str, int]]:
         query = (sa.select(events.c.type, sa.func.count()).group_by(events.c.type)

@@ -15,9 +15,22 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
-from syncd.contracts import Clock, CursorSpec, DueRun, Event, RunKey, RunRecord, Skip, SkipReason, SourceRow, TickRecord
+from syncd.contracts import (
+    Clock,
+    CursorSpec,
+    DueRun,
+    Event,
+    Quarantined,
+    Recorded,
+    RunKey,
+    RunRecord,
+    Skip,
+    SkipReason,
+    SourceRow,
+    TickRecord,
+)
 from syncd.errors import LeaseLostError
-from syncd.store import cursors, dead, ledger
+from syncd.store import cursors, dead, ledger, quarantine
 from syncd.store.connect import reading
 from syncd.store.owners import OwnerLock, owner_locks
 
@@ -39,8 +52,11 @@ class SqlTxn:
     def save_run(self, record: RunRecord) -> None:
         ledger.update_run(self.conn, record)
 
-    def record_events(self, events: Sequence[Event], now: datetime) -> set[str]:
+    def record_events(self, events: Sequence[Event], now: datetime) -> Recorded:
         return ledger.record_events(self.conn, events, now)
+
+    def quarantine(self, entries: Sequence[Quarantined], now: datetime) -> None:
+        quarantine.record(self.conn, entries, now)
 
     def existing_runs(self, workflows: Iterable[str], event_ids: Iterable[str]) -> set[tuple[str, str]]:
         return ledger.existing_runs(self.conn, self.stream, workflows, event_ids)

@@ -110,3 +110,21 @@ steps = sa.Table(
     sa.Column("result", json_type(), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
 )
+
+#: Events that could not be processed (malformed, or holding values the database cannot store), held apart
+#: so their stream goes on; one row per (stream, key), key = a digest of the event id (or of the raw form
+#: when there is no id). See ``syncd.store.quarantine``.
+quarantine = sa.Table(
+    "syncd_quarantine",
+    metadata,
+    sa.Column("stream", sa.String(200), primary_key=True),
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("event_id", sa.Text, nullable=True),  # its safe printable form, whole
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("raw", sa.Text, nullable=False),  # safe text form of what the provider sent, bounded
+    sa.Column("occurred_at", UTCDateTime, nullable=True),
+    sa.Column("first_seen_at", UTCDateTime, nullable=False),
+    sa.Column("last_seen_at", UTCDateTime, nullable=False),
+    sa.Column("times_seen", sa.Integer, nullable=False, server_default="1"),
+    sa.Index("ix_syncd_quarantine_last_seen", "last_seen_at"),
+)

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -24,6 +25,7 @@ from syncd.contracts import (
     Event,
     FakeClock,
     Lease,
+    Quarantined,
     RunRecord,
     RunStatus,
     Skip,
@@ -36,6 +38,7 @@ from syncd.errors import LeaseLostError
 from syncd.store import SqlStore
 from syncd.store.connect import create_engine
 from syncd.store.owners import OWNER_NAMESPACE
+from syncd.store.reads import SqlReads
 from syncd.store.schema import migrate
 
 LEASE = 30.0
@@ -122,7 +125,7 @@ def count(store: Store, table: str) -> int:
 
 def commit_page(lease: Lease, events: list[Event], cursor: str, runs: Sequence[RunRecord] = ()) -> set[str]:
     with lease.page(STREAM) as txn:
-        new = txn.record_events(events, T0)
+        new = txn.record_events(events, T0).new
         txn.write_runs(list(runs))
         txn.advance(cursor, meta={"remaining": 7}, new_events=len(new))
     return new
@@ -230,7 +233,7 @@ def test_an_expired_lease_is_taken_over_and_the_old_holder_commits_nothing(store
     new = claim(store, "b", clock)
     assert new.cursor == "c1"  # the cursor as committed, read under the new lease
     with pytest.raises(LeaseLostError), old.page(STREAM) as txn:
-        assert txn.record_events([event(2)], T0) == {event(2).id}
+        assert txn.record_events([event(2)], T0).new == {event(2).id}
         txn.write_runs([run("wf", 2)])
         txn.advance("c2", meta=None, new_events=1)
     assert count(store, "syncd_events") == 1 and count(store, "syncd_runs") == 0  # event 2, its run: absent
@@ -396,3 +399,51 @@ def test_a_finished_window_is_reopened_for_a_workflow_it_did_not_run_for(store: 
     reopened.mark_done({"a", "b"})
     reopened.release()
     assert store.claim(window, owner="a", lease_seconds=LEASE, clock=clock) == Skip(SkipReason.DONE)
+
+
+# ---- quarantine ------------------------------------------------------------------------------------------
+
+
+def nested(levels: int) -> Any:
+    value: Any = "bottom"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def test_events_the_database_cannot_hold_are_quarantined_and_the_page_commits(store: Store) -> None:
+    lease = claim(store, "a", FakeClock(T0))
+    bad = [replace(event(2), data={"name": "Ada\x00Lovelace"}), replace(event(3), id="x" * 201),
+           replace(event(4), data={"tags": ["ok", "half \ud800 pair"]}), replace(event(5), data={"deep": nested(300)}),
+           replace(event(6), type="user\x00created")]
+    no_id = Quarantined(STREAM, None, "event has no id", '{"event":"user.created"}')
+    with lease.page(STREAM) as txn:
+        recorded = txn.record_events([event(1), *bad, event(7)], T0)
+        txn.quarantine([no_id], T0)
+        txn.advance("c7", meta=None, new_events=len(recorded.new))
+    assert recorded.new == {event(1).id, event(7).id}
+    assert recorded.quarantined == {e.id for e in bad}
+    assert count(store, "syncd_events") == 2 and count(store, "syncd_quarantine") == 6
+    row = store.source(STREAM)
+    assert row is not None and row.cursor == "c7"
+    total, rows = SqlReads(store.db).quarantined(limit=10)
+    shown = {r.event_id: r for r in rows}
+    assert total == 6 and {event(2).id, event(4).id, event(5).id, None} <= set(shown)
+    assert shown[event(2).id].reason == "payload holds a NUL character"
+    assert shown[event(4).id].reason == "payload holds an unpaired UTF-16 surrogate"
+    assert shown[event(5).id].reason.startswith("payload nested deeper than")
+    assert shown[None].reason == "event has no id" and shown[None].raw == no_id.raw
+    assert any(r.reason == "id longer than 200 characters (201)" for r in rows)
+    for r in rows:  # what is kept is printable ASCII: no NUL, no surrogate, nothing PostgreSQL refuses
+        assert r.raw.isascii() and r.raw.isprintable() and (r.event_id is None or r.event_id.isprintable())
+    assert "Ada\\u0000Lovelace" in shown[event(2).id].raw
+
+    fixed = event(2)  # fetched again after a fix: it lands and leaves the quarantine; seen again: counted once
+    with lease.page(STREAM) as txn:
+        again = txn.record_events([fixed, bad[1]], T0 + timedelta(seconds=5))
+        txn.quarantine([no_id], T0 + timedelta(seconds=5))
+        txn.advance("c8", meta=None, new_events=len(again.new))
+    assert again.new == {fixed.id} and again.quarantined == {bad[1].id}
+    total, rows = SqlReads(store.db).quarantined(limit=10)
+    assert total == 5 and event(2).id not in {r.event_id for r in rows}
+    assert {r.event_id: r.times_seen for r in rows}[None] == 2
