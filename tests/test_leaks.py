@@ -23,6 +23,7 @@ import pytest
 import sqlalchemy as sa
 
 from connectors import workos
+from simulators.github import GitHubSimulator
 from simulators.sink import SinkSimulator
 from simulators.workos import DEFAULT_NOW, WorkOSSimulator
 from syncd import cli
@@ -42,7 +43,8 @@ SLACK_SECRET = "SlackPathSentinel7c1d"
 QUERY_SECRET = "QueryKeySentinel93ab"
 TOKEN_SECRET = "TokenSentinel51f0"
 WORKOS_SECRET = "sk_test_leak_sentinel_0d4e"
-SENTINELS = (SLACK_SECRET, QUERY_SECRET, TOKEN_SECRET, WORKOS_SECRET)
+GITHUB_SECRET = "ghp_GithubTokenSentinel44c2"
+SENTINELS = (SLACK_SECRET, QUERY_SECRET, TOKEN_SECRET, WORKOS_SECRET, GITHUB_SECRET)
 
 #: Two workflows calling failing receivers, for one event only (each step is tried twice, with real waits).
 LEAKY_WORKFLOWS = '''
@@ -81,7 +83,8 @@ def sink() -> Iterator[SinkSimulator]:
 @pytest.mark.parametrize("log_format", ["json", "text"])
 def test_no_secret_of_a_url_leaves_when_receivers_fail(tmp_path: Path, sink: SinkSimulator,
                                                        capsys: pytest.CaptureFixture[str], log_format: str) -> None:
-    with WorkOSSimulator(events=40, seed=4, api_key=WORKOS_SECRET) as sim, OTLPReceiver() as rx:
+    with WorkOSSimulator(events=40, seed=4, api_key=WORKOS_SECRET) as sim, OTLPReceiver() as rx, \
+            GitHubSimulator(repos={"acme/leak": 5}, seed=4, tokens=(GITHUB_SECRET,)) as gh:
         only = next(e["id"] for e in sim.events() if e["event"] == "user.created")
         (tmp_path / "leak_wf.py").write_text(LEAKY_WORKFLOWS.format(only=only))
         db = tmp_path / "leak.db"
@@ -89,6 +92,7 @@ def test_no_secret_of_a_url_leaves_when_receivers_fail(tmp_path: Path, sink: Sin
                "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "PYTHONDONTWRITEBYTECODE": "1",
                "SYNCD_HTTP_PORT": "0", "DATABASE_URL": f"sqlite:///{db}", "LOG_FORMAT": log_format,
                "WORKOS_API_KEY": WORKOS_SECRET, "WORKOS_BASE_URL": sim.url, "SYNCD_WORKFLOWS": "leak_wf",
+               "GITHUB_TOKEN": GITHUB_SECRET, "GITHUB_REPOS": "acme/leak", "GITHUB_BASE_URL": gh.url,
                "SYNCD_BUILTINS": "none", "SYNCD_MAX_ATTEMPTS": "1",
                "SYNCD_SLACK_WEBHOOK_URL": f"{sink.url}/services/T0/B0/{SLACK_SECRET}",
                "SYNCD_INTEGRATION_CRM_URL": f"{sink.url}/api?key={QUERY_SECRET}",
@@ -99,7 +103,7 @@ def test_no_secret_of_a_url_leaves_when_receivers_fail(tmp_path: Path, sink: Sin
                               text=True, timeout=TIMEOUT, check=False)
         # Runs went dead (the receiver fails): `syncd once` says so with exit 1, and the tick itself is ok.
         assert proc.returncode == 1, proc.stderr
-        assert "workos: ok" in proc.stdout
+        assert "workos: ok" in proc.stdout and "github:acme/leak: ok" in proc.stdout  # the token was accepted
         spans, raw_spans = rx.spans, rx.raw
 
     # The secrets were really used: each receiver got both attempts at its secret URL (and a relative
