@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -107,3 +110,21 @@ def sim_key(sim: Any) -> str:
     return str(getattr(sim, "api_key", WORKOS_KEY))
 
 
+@contextlib.contextmanager
+def workos_simulator_process(log_path: Path, *args: str) -> Iterator[str]:
+    """``python -m simulators.workos ARGS --port 0`` in a process of its own (so a test may SIGKILL syncd
+    without touching it); yields its base URL, read from its first line; its stderr goes to ``log_path``."""
+    log = log_path.open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "simulators.workos", "--port", "0", *args],
+                            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=log, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # "WorkOS simulator on http://127.0.0.1:PORT (…)"
+        assert line.startswith("WorkOS simulator on "), line
+        yield line.split()[3]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        log.close()

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from simulators.workos import DEFAULT_NOW, WorkOSSimulator
 from syncd.store.db import create_engine
+from tests.conftest import workos_simulator_process
 from tests.test_reliability import MIRROR_TYPES, assert_exact, requested
 
 pytestmark = pytest.mark.slow
@@ -37,26 +38,12 @@ API_KEY = "sk_test_crash_simulator_key"
 
 @pytest.fixture
 def simulator_url(tmp_path: Path) -> Iterator[str]:
-    """The simulator in its own process; yields its base URL."""
-    log = (tmp_path / "simulator.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "simulators.workos", "--events", str(EVENTS), "--seed", str(SEED),
-         "--port", "0", "--api-key", API_KEY, "--now", DEFAULT_NOW.isoformat(),
-         # a provider at a real API's pace (and so with prefetching on): kills land mid-sync however fast
-         # syncd commits, and some land while the next page is being fetched
-         "--latency", str(LATENCY)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # "WorkOS simulator on http://127.0.0.1:PORT (…)"
-        assert line.startswith("WorkOS simulator on "), line
-        yield line.split()[3]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        log.close()
+    """The simulator in its own process, at a real API's pace (and so with prefetching on): kills land
+    mid-sync however fast syncd commits, and some land while the next page is being fetched."""
+    with workos_simulator_process(tmp_path / "simulator.log", "--events", str(EVENTS), "--seed", str(SEED),
+                                  "--api-key", API_KEY, "--now", DEFAULT_NOW.isoformat(),
+                                  "--latency", str(LATENCY)) as url:
+        yield url
 
 
 def daemon(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

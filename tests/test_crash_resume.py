@@ -26,6 +26,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
 from simulators.workos import DEFAULT_NOW, WorkOSSimulator
+from tests.conftest import workos_simulator_process
 from tests.pgserver import PostgresServer
 from tests.test_reliability import MIRROR_TYPES, requested
 
@@ -58,22 +59,10 @@ PROBE_MODULE = textwrap.dedent('''
 
 @pytest.fixture
 def simulator_url(tmp_path: Path) -> Iterator[str]:
-    log = (tmp_path / "simulator.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "simulators.workos", "--events", str(EVENTS), "--seed", str(SEED), "--port", "0",
-         "--api-key", API_KEY, "--now", DEFAULT_NOW.isoformat(), "--latency", str(LATENCY)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("WorkOS simulator on "), line
-        yield line.split()[3]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        log.close()
+    with workos_simulator_process(tmp_path / "simulator.log", "--events", str(EVENTS), "--seed", str(SEED),
+                                  "--api-key", API_KEY, "--now", DEFAULT_NOW.isoformat(),
+                                  "--latency", str(LATENCY)) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

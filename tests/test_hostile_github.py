@@ -31,13 +31,6 @@ GH_TOKEN = "ghp_hostile_test_token_7c2"
 Build = Callable[..., App]
 
 
-@pytest.fixture
-def apps() -> Iterator[list[App]]:
-    built: list[App] = []
-    yield built
-    for app in built:
-        app.close()
-
 
 @pytest.fixture
 def gsim() -> Iterator[GitHubSimulator]:

@@ -77,13 +77,6 @@ def wsim() -> Iterator[WorkOSSimulator]:
         yield simulator
 
 
-@pytest.fixture
-def apps() -> Iterator[list[App]]:
-    built: list[App] = []
-    yield built
-    for app in built:
-        app.close()
-
 
 def workos_app(db_url: str, sim: WorkOSSimulator, apps: list[App], registry: Registry) -> App:
     app = App.build(settings_for(db_url, WORKOS_API_KEY=WORKOS_KEY, WORKOS_BASE_URL=sim.url, WORKOS_EVENTS=TYPES,
