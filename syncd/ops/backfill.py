@@ -31,7 +31,7 @@ from typing import IO, TYPE_CHECKING
 
 from opentelemetry import trace
 
-from syncd.contracts import Connector, Page, Window
+from syncd.contracts import Connector, Page, SkipReason, Window
 from syncd.engine import SyncEngine, Target, TickResult
 from syncd.errors import ConfigError
 from syncd.ops.progress import LogProgress, Progress, RichProgress, label, make_progress
@@ -49,7 +49,6 @@ tracer = trace.get_tracer("syncd")
 MAX_FAILURES = 3
 #: How often ``drive`` looks again at a lease held by another process (a live replica or a dead one).
 LEASE_POLL_SECONDS = 1.0
-LEASE_HELD = "lease held by another replica"
 
 
 # ---- which windows -------------------------------------------------------------------------------
@@ -199,7 +198,7 @@ def drive(engine: SyncEngine, target: Target, *, progress: Progress | None = Non
                 result.state = "failed"
         else:
             failures = 0
-        if tick.skipped_reason == LEASE_HELD and not waiting_logged:
+        if _skipped(tick, SkipReason.LEASE_HELD) and not waiting_logged:
             log.info("backfill %s: another process holds its lease; waiting for it to finish or expire",
                      label(target), extra={"source": target.key})
             waiting_logged = True
@@ -211,12 +210,16 @@ def drive(engine: SyncEngine, target: Target, *, progress: Progress | None = Non
     return result
 
 
+def _skipped(tick: TickResult, reason: SkipReason) -> bool:
+    return tick.skip is not None and tick.skip.reason is reason
+
+
 def _next_delay(engine: SyncEngine, target: Target, tick: TickResult, result: BackfillResult,
                 failures: int) -> float:
     """Seconds to wait before the next sync of an unfinished window."""
-    if tick.skipped_reason == LEASE_HELD:
+    if _skipped(tick, SkipReason.LEASE_HELD):
         return LEASE_POLL_SECONDS
-    if tick.skipped_reason is not None and tick.skipped_reason.startswith("paused"):
+    if _skipped(tick, SkipReason.PAUSED):
         row = SqlReads(engine.db).source(target.key)
         until = row.paused_until if row is not None else None
         left = (until - engine.clock.now()).total_seconds() if until is not None else 1.0
