@@ -24,7 +24,8 @@ from syncd.ops.app import App
 from syncd.settings import Secret
 from syncd.workflows import Registry
 from tests.conftest import settings_for
-from tests.test_hostile_providers import counting_registry, ledger_ids, source_row, tick_until_caught_up
+from tests.test_github_sync import catch_up
+from tests.test_hostile_providers import counting_registry, ledger_ids, source_row
 
 GH_TOKEN = "ghp_hostile_test_token_7c2"
 
@@ -83,17 +84,17 @@ def test_an_issue_dated_in_the_future_never_moves_since_past_now(db_url: str, gb
     app = gbuild(db_url, repos=("acme/web",), registry=counting_registry(processed, github.issues()),
                  page_size=5)
     connector = app.connectors[0]
-    tick_until_caught_up(app, connector)
+    catch_up(app, connector)
     gsim.advance(10)
     future = gsim.edit("acme/web", 3, at=datetime(2999, 1, 1, tzinfo=UTC), listed_now=True)
-    tick_until_caught_up(app, connector)
+    catch_up(app, connector)
     row = source_row(app, "github:acme/web")
     since = Cursor.loads(row.cursor).since
     assert since is not None and since <= (gsim.now + timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert "2999-01-01T00:00:00Z" in row.meta["note_future_updated_at"]
     gsim.advance(10)
     later = gsim.mutate("acme/web", 3)  # real changes after the bogus one are still seen
-    tick_until_caught_up(app, connector)
+    catch_up(app, connector)
     ids = set(ledger_ids(app, "github:acme/web"))
     assert {f"{m['id']}@{m['updated_at']}" for m in later} <= ids
     assert f"{future['id']}@2999-01-01T00:00:00Z" in ids
@@ -111,7 +112,7 @@ def test_a_link_elsewhere_is_never_stored_and_the_walk_goes_on_from_our_base(
     connector = app.connectors[0]
     cursors: list[str] = []
     app.engine.on_page = lambda target, page: cursors.append(str(page.next_cursor))
-    tick_until_caught_up(app, connector)
+    catch_up(app, connector)
     assert not any("elsewhere" in c or '"next":"/' in c for c in cursors)
     assert any('"next":"http://127.0.0.1' in c for c in cursors), "crowded seconds paged from our own base"
     expected = {f"{i['id']}@{i['updated_at']}" for i in gsim.issues("acme/web").values()}
@@ -120,7 +121,7 @@ def test_a_link_elsewhere_is_never_stored_and_the_walk_goes_on_from_our_base(
     gsim.link_base = None  # the provider is fixed: its links are followed again, the note goes
     gsim.advance(5)
     gsim.mutate("acme/web", 8)
-    tick_until_caught_up(app, connector)
+    catch_up(app, connector)
     assert "note_link" not in source_row(app, "github:acme/web").meta
     assert any(path.startswith("/repositories/") for path, _, _ in gsim.requests)
 
@@ -136,7 +137,7 @@ def test_crowded_second_edit_between_pages_loses_no_version(sqlite_url: str, gbu
     app = gbuild(sqlite_url, repos=("acme/web",), page_size=5,
                  registry=counting_registry(processed, github.issues()))
     connector = app.connectors[0]
-    tick_until_caught_up(app, connector)
+    catch_up(app, connector)
     gsim.advance(60)
     crowded = gsim.mutate("acme/web", 14)  # 14 versions in one second: three pages of 5
     second = crowded[0]["updated_at"]
@@ -150,7 +151,7 @@ def test_crowded_second_edit_between_pages_loses_no_version(sqlite_url: str, gbu
     gsim.advance(1)
     edited = gsim.edit("acme/web", first_page[0]["number"])
     app.engine.max_pages = None
-    results = tick_until_caught_up(app, connector)
+    results = catch_up(app, connector)
     assert all(r.ok for r in results)
     expected = {f"{m['id']}@{m['updated_at']}" for m in [*crowded, edited]}
     assert expected <= set(ledger_ids(app, "github:acme/web")), "every version of the crowded second"

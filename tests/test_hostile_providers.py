@@ -21,7 +21,6 @@ from connectors.github.policy import reset_wait
 from connectors.workos import cursor as workos_cursor
 from simulators.workos import Faults, WorkOSSimulator
 from syncd.contracts import Event, Page
-from syncd.engine import TickResult
 from syncd.engine.decisions import MAX_PAUSE, pause_of
 from syncd.engine.pages import Pager
 from syncd.errors import CursorCycleError, RetryableError
@@ -59,16 +58,6 @@ def ledger_ids(app: App, stream: str) -> list[str]:
 def source_row(app: App, key: str) -> Any:
     with app.db.connect() as conn:
         return conn.execute(sa.select(sources).where(sources.c.key == key)).one()
-
-
-def tick_until_caught_up(app: App, connector: Any, limit: int = 30) -> list[TickResult]:
-    results = []
-    for _ in range(limit):
-        results.append(app.tick(connector))
-        assert results[-1].ok, results[-1].error
-        if results[-1].caught_up:
-            return results
-    raise AssertionError("never caught up")
 
 
 @pytest.fixture

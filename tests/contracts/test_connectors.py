@@ -71,7 +71,25 @@ class Harness(Protocol):
 # ---- harnesses ---------------------------------------------------------------------------------------
 
 
-class WorkOSHarness:
+class _SimulatedHarness:
+    """What the two HTTP connectors' harnesses share: a simulator, the connectors made, an unreachable one."""
+
+    sim: WorkOSSimulator | GitHubSimulator
+    _made: list[Connector]
+
+    def connector(self, *, good_credentials: bool = True, base_url: str | None = None) -> Connector:
+        raise NotImplementedError
+
+    def unreachable(self) -> Connector:
+        return self.connector(base_url=closed_port_url())
+
+    def close(self) -> None:
+        for made in self._made:
+            made.close()
+        self.sim.stop()
+
+
+class WorkOSHarness(_SimulatedHarness):
     page_size = 100  # the connector's fixed page (the API's maximum)
 
     def __init__(self) -> None:
@@ -99,16 +117,8 @@ class WorkOSHarness:
         self._bad |= {e["id"] for e in self.sim.events()} - before
         return 2
 
-    def unreachable(self) -> Connector:
-        return self.connector(base_url=closed_port_url())
 
-    def close(self) -> None:
-        for made in self._made:
-            made.close()
-        self.sim.stop()
-
-
-class GitHubHarness:
+class GitHubHarness(_SimulatedHarness):
     page_size = 20
 
     def __init__(self) -> None:
@@ -135,13 +145,6 @@ class GitHubHarness:
         self.sim.corrupt(REPO, 11, updated_at=None)
         return 2
 
-    def unreachable(self) -> Connector:
-        return self.connector(base_url=closed_port_url())
-
-    def close(self) -> None:
-        for made in self._made:
-            made.close()
-        self.sim.stop()
 
 
 def canonical_second(moment: datetime) -> str:
