@@ -88,6 +88,15 @@ class CursorCycleError(CursorStuckError):
                                   f"If it persists: syncd cursor reset {source.split('@')[0]} --to TIME")
 
 
+class ClaimLostError(SyncdError):
+    """A worker's claim on a run was taken over (it was frozen past its expiry, or seen dead); what the run
+    did in this attempt was rolled back, and the new holder runs it."""
+
+    def __init__(self, run: str) -> None:
+        self.run = run
+        super().__init__(f"{run}: claim lost to another worker; this attempt rolled back, nothing committed")
+
+
 class LeaseLostError(SyncdError):
     """This replica no longer holds the source's lease; the page in hand was rolled back."""
 

@@ -31,6 +31,8 @@ from syncd.contracts.providers import (
 from syncd.contracts.reads import FailedRun, Reads, TickRow, TickStats
 from syncd.contracts.records import (
     DUE_STATUSES,
+    OPEN_STATUSES,
+    ClaimedRun,
     CursorSpec,
     DueRun,
     Recorded,
@@ -42,10 +44,10 @@ from syncd.contracts.records import (
     SourceRow,
     TickRecord,
 )
-from syncd.contracts.store import Lease, PageTxn, RunTxn, Store
+from syncd.contracts.store import ClaimTxn, Lease, PageTxn, RunTxn, Store
 
 __all__ = [
-    "DUE_STATUSES", "Clock", "Connector", "CursorSpec", "DueRun", "Event", "FailedRun", "FakeClock", "Lease",
+    "DUE_STATUSES", "OPEN_STATUSES", "ClaimTxn", "ClaimedRun", "Clock", "Connector", "CursorSpec", "DueRun", "Event", "FailedRun", "FakeClock", "Lease",
     "Listener", "Page", "PageTxn", "Provider", "Quarantined", "Reads", "Recorded",
     "RunKey", "RunRecord", "RunStatus", "RunTxn", "Skip",
     "SkipReason", "SourceRow", "Store", "SystemClock", "TickRecord", "TickRow", "TickStats", "Window"

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 class RunStatus(enum.StrEnum):
     """A run's state, as ``syncd_runs.status`` stores it."""
 
-    PENDING = "pending"  # durable, mid-steps: due again at once
+    QUEUED = "queued"  # created by a page, not started yet: due at ``next_attempt_at`` (attempts 0)
+    RUNNING = "running"  # claimed by a worker (``claim_owner``, fenced on ``claim_token``)
+    PENDING = "pending"  # durable, mid-steps, or deferred by an integration: due at ``next_attempt_at``
     SUCCEEDED = "succeeded"
     FAILED = "failed"  # retried at ``next_attempt_at``
     DEAD = "dead"  # out of attempts; ``syncd replay`` runs it again
@@ -29,9 +31,17 @@ class RunStatus(enum.StrEnum):
         """Left to go on later (mid-steps or asleep): neither a success nor a failure yet."""
         return self in (RunStatus.PENDING, RunStatus.SLEEPING)
 
+    @property
+    def open(self) -> bool:
+        """Still to be done (not succeeded, not dead): what holds back later runs of the same key."""
+        return self not in (RunStatus.SUCCEEDED, RunStatus.DEAD)
 
-#: The statuses a tick resumes when due (failed: retry; pending: next step; sleeping: woken).
-DUE_STATUSES = (RunStatus.FAILED, RunStatus.PENDING, RunStatus.SLEEPING)
+
+#: The statuses a worker claims when due (queued: first attempt; failed: retry; pending: next step;
+#: sleeping: woken). A ``running`` run is claimed again only when its claim is dead (owner gone, expired).
+DUE_STATUSES = (RunStatus.QUEUED, RunStatus.FAILED, RunStatus.PENDING, RunStatus.SLEEPING)
+#: Not finished: due, asleep or in flight.
+OPEN_STATUSES = (*DUE_STATUSES, RunStatus.RUNNING)
 
 
 class SkipReason(enum.StrEnum):
@@ -149,6 +159,10 @@ class RunRecord(NamedTuple):
     started_at: datetime
     finished_at: datetime | None
     duration_ms: float | None
+    #: The workflow's ``key=`` value (runs with one key run one at a time, in ``seq`` order), set on insert.
+    run_key: str | None = None
+    #: Insertion order of queued runs (event order within a stream), set on insert.
+    seq: int | None = None
 
     @property
     def key(self) -> RunKey:
@@ -166,8 +180,28 @@ class DueRun:
 
     @property
     def next_attempt(self) -> int:
-        """The attempt number of the next execution: a failed run tries again, a suspended one goes on."""
-        return self.attempts + 1 if self.status is RunStatus.FAILED else self.attempts
+        """The attempt number of the next execution: a queued run starts its first, a failed one tries again
+        and so does one whose worker died in it (a crash counts, so a run that kills its worker every time
+        ends dead instead of looping); a suspended one goes on."""
+        return self.attempts + 1 if self.status in _NEW_ATTEMPT else self.attempts
+
+
+_NEW_ATTEMPT = frozenset((RunStatus.QUEUED, RunStatus.FAILED, RunStatus.RUNNING))
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRun:
+    """A run a worker claimed: ``due`` as it was read, the claim's fencing ``token`` and the time the run
+    became due (its wait in the queue is the claim time minus that)."""
+
+    due: DueRun
+    token: int
+    due_at: datetime | None
+    run_key: str | None = None
+
+    @property
+    def key(self) -> RunKey:
+        return RunKey(self.due.workflow, self.due.event.stream, self.due.event.id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from syncd.contracts.providers import Clock, Event, Quarantined
 from syncd.contracts.records import (
+    ClaimedRun,
     CursorSpec,
     DueRun,
     Recorded,
@@ -49,6 +50,20 @@ class RunTxn(Protocol):
         ...
 
 
+class ClaimTxn(RunTxn, Protocol):
+    """A transaction of a run a worker claimed (``Store.claimed``): its ``ctx.db`` writes, its stored steps
+    and its new status commit together, only while the claim is still the worker's."""
+
+    def hold(self) -> None:
+        """Check the claim is still ours and renew it; ``ClaimLostError`` if not (the caller rolls back)."""
+        ...
+
+    def finish(self, record: RunRecord) -> None:
+        """End the claim with ``record``'s state; ``ClaimLostError`` if the claim is no longer ours (another
+        worker took the run over): the caller must then roll back, effects included."""
+        ...
+
+
 class PageTxn(RunTxn, Protocol):
     """The transaction of one page (or a group of pages) of one lease's cursor.
 
@@ -79,7 +94,8 @@ class PageTxn(RunTxn, Protocol):
         ...
 
     def write_runs(self, records: Sequence[RunRecord]) -> None:
-        """Insert these runs; a run that exists already is left as it is."""
+        """Insert these runs; a run that exists already is left as it is. Workers waiting for runs are woken
+        when the transaction commits (PostgreSQL: ``NOTIFY syncd_runs``)."""
         ...
 
     def write_batch_runs(self, template: RunRecord, event_ids: Sequence[str]) -> None:
@@ -192,6 +208,39 @@ class Store(Protocol):
     def waiting_runs(self, stream: str) -> tuple[int, datetime | None]:
         """How many runs of ``stream`` are left to go on later (pending between steps, or asleep), and the
         earliest time one of them is due (None if there are none)."""
+        ...
+
+    # ---- the run queue (syncd.store.queue) ----------------------------------------------------------
+
+    def claim_runs(self, owner: str, now: datetime, *, lease_seconds: float, limit: int, workflows: Iterable[str],
+                   limited: Mapping[str, int], stream: str | None = None) -> list[ClaimedRun]:
+        """Claim up to ``limit`` runs due at ``now`` of ``workflows`` (of ``stream`` only, if given) for
+        ``owner``, earliest due first, each with a new fencing token and an expiry ``lease_seconds`` on; never
+        waits for another claimer (each run goes to one). Runs due: queued, failed (retry), pending (next
+        step), sleeping (woken), and running runs whose owner is gone (its ``hold_owner`` lock is free) or
+        whose claim expired. A workflow in ``limited`` never has more than its number running across every
+        owner; a run with a key waits until no earlier run of its workflow and key is open."""
+        ...
+
+    def claimed(self, claimed: ClaimedRun, *, lease_seconds: float, clock: Clock) -> AbstractContextManager[ClaimTxn]:
+        """A transaction for ``claimed``'s effects, steps and status (see ``ClaimTxn``)."""
+        ...
+
+    def hold_owner(self, owner: str) -> Any:
+        """Take the owner lock of worker ``owner`` (``release()`` to let go); others see its runs' claims
+        dead at once when it is free. None if someone holds it already."""
+        ...
+
+    def renew_claims(self, owner: str, until: datetime) -> int:
+        """Push every claim of ``owner`` to expire at ``until``; how many runs it has in flight."""
+        ...
+
+    def next_due(self, workflows: Iterable[str]) -> datetime | None:
+        """When the next run of ``workflows`` falls due (or a claim expires); None if nothing is waiting."""
+        ...
+
+    def open_runs(self, workflows: Iterable[str], now: datetime, stream: str | None = None) -> int:
+        """Runs of ``workflows`` (of ``stream``) due at ``now`` or running: what a drain still has to do."""
         ...
 
     def record_failure(self, key: str, now: datetime, error: str, *, pause_until: datetime | None = None,

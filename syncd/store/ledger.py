@@ -125,7 +125,13 @@ def run_row(record: RunRecord) -> dict[str, Any]:
         "workflow_version": record.workflow_version, "status": record.status.value, "attempts": record.attempts,
         "next_attempt_at": record.next_attempt_at, "last_error": record.last_error, "trace_id": record.trace_id,
         "started_at": record.started_at, "finished_at": record.finished_at, "duration_ms": record.duration_ms,
+        "run_key": record.run_key, "seq": record.seq,
     }
+
+
+#: The columns ``run_row`` fills (the claim columns keep their defaults until a worker claims the run).
+RUN_COLUMNS = ("workflow", "stream", "event_id", "workflow_version", "status", "attempts", "next_attempt_at",
+               "last_error", "trace_id", "started_at", "finished_at", "duration_ms", "run_key", "seq")
 
 
 def insert_runs(conn: Connection, records: Sequence[RunRecord]) -> None:
@@ -151,12 +157,12 @@ def insert_batch_runs(conn: Connection, template: RunRecord, event_ids: Sequence
 
 @functools.cache
 def _batch_runs_statement() -> Any:
-    columns = [c.name for c in runs.c]
+    columns = RUN_COLUMNS
     selected = ", ".join("ids.value" if c == "event_id" else f":{c}" for c in columns)
     return sa.text(
         f"INSERT INTO {runs.name} ({', '.join(columns)}) SELECT {selected} FROM json_each(:event_ids) AS ids "
         "WHERE true ON CONFLICT (workflow, stream, event_id) DO NOTHING"  # WHERE: SQLite's parser needs it
-    ).bindparams(*[sa.bindparam(c.name, type_=c.type) for c in runs.c if c.name != "event_id"],
+    ).bindparams(*[sa.bindparam(c, type_=runs.c[c].type) for c in columns if c != "event_id"],
                  sa.bindparam("event_ids", type_=sa.String()))
 
 

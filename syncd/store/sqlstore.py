@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
 from syncd.contracts import (
+    ClaimedRun,
     Clock,
     CursorSpec,
     DueRun,
@@ -24,13 +25,14 @@ from syncd.contracts import (
     Recorded,
     RunKey,
     RunRecord,
+    RunStatus,
     Skip,
     SkipReason,
     SourceRow,
     TickRecord,
 )
-from syncd.errors import LeaseLostError
-from syncd.store import cursors, dead, ledger, quarantine
+from syncd.errors import ClaimLostError, LeaseLostError
+from syncd.store import cursors, dead, ledger, quarantine, queue
 from syncd.store.connect import reading
 from syncd.store.owners import OwnerLock, owner_locks
 
@@ -63,6 +65,8 @@ class SqlTxn:
 
     def write_runs(self, records: Sequence[RunRecord]) -> None:
         ledger.insert_runs(self.conn, records)
+        if any(r.status is RunStatus.QUEUED or r.status.suspended for r in records):
+            queue.notify(self.conn)
 
     def write_batch_runs(self, template: RunRecord, event_ids: Sequence[str]) -> None:
         ledger.insert_batch_runs(self.conn, template, event_ids)
@@ -75,6 +79,28 @@ class SqlTxn:
                                      meta=dict(meta) if meta else None, new_events=new_events,
                                      now=lease.clock.now(), lease_seconds=lease.lease_seconds, progress=progress):
             raise LeaseLostError(lease.key)
+
+
+class SqlClaimTxn(SqlTxn):
+    """The transaction of a claimed run (see ``ClaimTxn``)."""
+
+    __slots__ = ("_claimed", "_clock", "_seconds")
+
+    def __init__(self, conn: Connection, claimed: ClaimedRun, clock: Clock, seconds: float) -> None:
+        super().__init__(conn, claimed.due.event.stream, None)
+        self._claimed, self._clock, self._seconds = claimed, clock, seconds
+
+    def hold(self) -> None:
+        if not queue.hold(self.conn, self._claimed, self._clock.now() + timedelta(seconds=self._seconds)):
+            raise ClaimLostError(_name(self._claimed))
+
+    def finish(self, record: RunRecord) -> None:
+        if not queue.finish(self.conn, self._claimed, record):
+            raise ClaimLostError(_name(self._claimed))
+
+
+def _name(claimed: ClaimedRun) -> str:
+    return f"{claimed.due.workflow} on {claimed.due.event.id}"
 
 
 @dataclass(eq=False)
@@ -200,6 +226,40 @@ class SqlStore:
     def waiting_runs(self, stream: str) -> tuple[int, datetime | None]:
         with reading(self.db) as conn:
             return ledger.waiting_runs(conn, stream)
+
+    # ---- the run queue -----------------------------------------------------------------------------------
+
+    def claim_runs(self, owner: str, now: datetime, *, lease_seconds: float, limit: int, workflows: Iterable[str],
+                   limited: Mapping[str, int], stream: str | None = None) -> list[ClaimedRun]:
+        names = set(workflows)
+        if not names or limit <= 0:
+            return []
+        with self.db.begin() as conn:
+            dead_owners = {o for o in queue.running_owners(conn)
+                           if not self.owners.holder_alive(queue.owner_lock_key(o), 0)}
+            return queue.claim(conn, owner=owner, now=now, lease_seconds=lease_seconds, limit=limit,
+                               workflows=names, limited=limited, dead_owners=dead_owners, stream=stream)
+
+    @contextmanager
+    def claimed(self, claimed: ClaimedRun, *, lease_seconds: float, clock: Clock) -> Iterator[SqlClaimTxn]:
+        with self.db.connect() as conn, conn.begin():
+            ledger.bound_idle_time(conn, lease_seconds)
+            yield SqlClaimTxn(conn, claimed, clock, lease_seconds)
+
+    def hold_owner(self, owner: str) -> OwnerLock | None:
+        return self.owners.take(queue.owner_lock_key(owner), 0)
+
+    def renew_claims(self, owner: str, until: datetime) -> int:
+        with self.db.begin() as conn:
+            return queue.renew(conn, owner, until)
+
+    def next_due(self, workflows: Iterable[str]) -> datetime | None:
+        with reading(self.db) as conn:
+            return queue.next_due(conn, set(workflows))
+
+    def open_runs(self, workflows: Iterable[str], now: datetime, stream: str | None = None) -> int:
+        with reading(self.db) as conn:
+            return queue.due_count(conn, set(workflows), now, stream)
 
     def record_failure(self, key: str, now: datetime, error: str, *, pause_until: datetime | None = None,
                        pause_reason: str | None = None) -> None:

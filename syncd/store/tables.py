@@ -66,7 +66,15 @@ runs = sa.Table(
     sa.Column("started_at", UTCDateTime, nullable=False),
     sa.Column("finished_at", UTCDateTime, nullable=True),
     sa.Column("duration_ms", sa.Float, nullable=True),
+    # the run queue (syncd.store.queue): the workflow's key= value and the insertion order it runs in,
+    # and the worker's claim: who, fenced on which token, until when (renewed while it runs)
+    sa.Column("run_key", sa.String(200), nullable=True),
+    sa.Column("seq", sa.BigInteger, nullable=True),
+    sa.Column("claim_owner", sa.String(200), nullable=True),
+    sa.Column("claim_token", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("claimed_until", UTCDateTime, nullable=True),
     sa.Index("ix_syncd_runs_status_next", "status", "next_attempt_at"),
+    sa.Index("ix_syncd_runs_key_seq", "workflow", "run_key", "seq"),
 )
 
 #: History of ticks, for ``syncd status``, health and metrics.

@@ -74,6 +74,12 @@ class Workflow:
     builtin: bool = False
     #: Optional: applies a page's events at once, with the same end state as ``fn`` on each in order.
     batch: BatchHandler | None = None
+    #: At most this many runs in flight at once, across every replica (None: no limit).
+    concurrency: int | None = None
+    #: Runs with the same ``key(event)`` run one at a time, in event order (None: any order, concurrently).
+    key: Callable[[Event], Any] | None = None
+    #: Run inside the page's transaction, committing with the cursor (see the README's "Where runs run").
+    inline: bool = False
 
     def __call__(self, event: Event, ctx: Context) -> Any:
         return self.fn(event, ctx)
@@ -214,20 +220,26 @@ class Registry:
         return wf
 
     def workflow(self, name: str, *, on: Trigger, version: str = "1", retries: int | None = None,
-                 builtin: bool = False, batch: BatchHandler | None = None) -> Callable[[Handler], Handler]:
+                 builtin: bool = False, batch: BatchHandler | None = None, concurrency: int | None = None,
+                 key: Callable[[Event], Any] | None = None, inline: bool = False) -> Callable[[Handler], Handler]:
         """Decorator: register ``fn`` as a workflow. The function itself is returned unchanged.
 
         ``batch``: an optional ``(events, ctx)`` function applying several events at once (see the
         README's "Batch handlers"); ``fn`` stays the per-event handler it falls back to.
+        ``concurrency``: at most N runs in flight across every replica. ``key``: runs whose events give the
+        same ``key(event)`` run one at a time, in event order. ``inline``: run in the page's transaction,
+        committing with the cursor, instead of by the workers (README, "Where runs run").
         """
         if not name or not isinstance(name, str):
             raise ValueError("a workflow needs a non-empty name")
         if retries is not None and not 1 <= retries <= MAX_ATTEMPTS:
             raise ValueError(f"retries counts attempts and must be 1 to {MAX_ATTEMPTS}, got {retries}")
+        if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
+            raise ValueError(f"workflow {name!r}: concurrency must be a whole number of at least 1, got {concurrency!r}")
 
         def register(fn: Handler) -> Handler:
             self.add(Workflow(name=name, trigger=on, fn=fn, version=version, retries=retries, builtin=builtin,
-                              batch=batch))
+                              batch=batch, concurrency=concurrency, key=key, inline=inline))
             return fn
 
         return register
@@ -274,9 +286,11 @@ default_registry = Registry()
 
 
 def workflow(name: str, *, on: Trigger, version: str = "1", retries: int | None = None,
-             batch: BatchHandler | None = None) -> Callable[[Handler], Handler]:
-    """Register a workflow in the default registry. See the module docstring."""
-    return default_registry.workflow(name, on=on, version=version, retries=retries, batch=batch)
+             batch: BatchHandler | None = None, concurrency: int | None = None,
+             key: Callable[[Event], Any] | None = None, inline: bool = False) -> Callable[[Handler], Handler]:
+    """Register a workflow in the default registry. See the module docstring and ``Registry.workflow``."""
+    return default_registry.workflow(name, on=on, version=version, retries=retries, batch=batch,
+                                     concurrency=concurrency, key=key, inline=inline)
 
 
 def load_modules(modules: Iterable[str]) -> None:
