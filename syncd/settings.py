@@ -38,6 +38,10 @@ from syncd.errors import ConfigError
 from syncd.redaction import redact_url
 
 #: Pages fetched ahead of the commits by default (``SYNCD_PREFETCH_PAGES``; see ``SyncEngine._page_loop``).
+#: ``SYNCD_WORKERS``: runs in flight per process. Most runs wait on the network (integrations), so many
+#: more than the cores; each holds a database connection only while it writes.
+WORKERS = 16
+MAX_WORKERS = 256
 PREFETCH_PAGES = 20
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -216,6 +220,7 @@ class Settings:
     http_port: int = 8080
     http_host: str = "0.0.0.0"  # where /healthz and /metrics listen
     prefetch_pages: int = PREFETCH_PAGES  # pages fetched ahead of the commits (PostgreSQL, slow providers); 0: none
+    workers: int = WORKERS  # workflow runs in flight at once in this process (the run queue's workers)
     log_level: str = "INFO"
     log_format: str = "auto"
     replica_id: str | None = None
@@ -274,6 +279,7 @@ class Settings:
             http_host=get_str(env, "SYNCD_HTTP_HOST", "0.0.0.0") or "0.0.0.0",
             prefetch_pages=get_int(env, "SYNCD_PREFETCH_PAGES", PREFETCH_PAGES, minimum=0,
                                    maximum=MAX_PREFETCH_PAGES),
+            workers=get_int(env, "SYNCD_WORKERS", WORKERS, minimum=1, maximum=MAX_WORKERS),
             log_level=log_level,
             log_format=log_format,
             replica_id=replica_id(env),

@@ -47,7 +47,8 @@ from syncd.contracts.records import (
 from syncd.contracts.store import ClaimTxn, Lease, PageTxn, RunTxn, Store
 
 __all__ = [
-    "DUE_STATUSES", "OPEN_STATUSES", "ClaimTxn", "ClaimedRun", "Clock", "Connector", "CursorSpec", "DueRun", "Event", "FailedRun", "FakeClock", "Lease",
+    "DUE_STATUSES", "OPEN_STATUSES", "ClaimTxn", "ClaimedRun", "Clock", "Connector", "CursorSpec", "DueRun",
+    "Event", "FailedRun", "FakeClock", "Lease",
     "Listener", "Page", "PageTxn", "Provider", "Quarantined", "Reads", "Recorded",
     "RunKey", "RunRecord", "RunStatus", "RunTxn", "Skip",
     "SkipReason", "SourceRow", "Store", "SystemClock", "TickRecord", "TickRow", "TickStats", "Window"

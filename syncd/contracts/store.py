@@ -5,16 +5,15 @@ on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from syncd.contracts.providers import Clock, Event, Quarantined
+from syncd.contracts.providers import Clock, Event, Listener, Quarantined
 from syncd.contracts.records import (
     ClaimedRun,
     CursorSpec,
-    DueRun,
     Recorded,
     RunKey,
     RunRecord,
@@ -114,8 +113,8 @@ class Lease(Protocol):
     """A claimed cursor: its ``key``, fencing ``token``, ``owner`` and the ``cursor`` read under the lease.
 
     Every write made through it is fenced on ``token``: once another owner has claimed the cursor (after
-    this lease expired, or after its owner lock was seen free), ``PageTxn.advance`` and a run transaction
-    raise ``LeaseLostError`` and commit nothing. The handle carries owner, lease length and clock, so no
+    this lease expired, or after its owner lock was seen free), ``PageTxn.advance`` raises
+    ``LeaseLostError`` and commits nothing. The handle carries owner, lease length and clock, so no
     call passes them again.
     """
 
@@ -142,11 +141,6 @@ class Lease(Protocol):
         meeting on an event run it once); on PostgreSQL an idle transaction is ended by the server after
         two lease lengths, so a paused holder cannot keep row locks a takeover would wait on.
         """
-        ...
-
-    def run(self, due: DueRun) -> AbstractContextManager[RunTxn | None]:
-        """A transaction for one more attempt of ``due``, or None if it is no longer due as read (another
-        cursor of the stream ran it). On exit the lease is renewed, fenced: ``LeaseLostError`` if lost."""
         ...
 
     def mark_done(self, workflows: Iterable[str] = ()) -> None:
@@ -201,10 +195,6 @@ class Store(Protocol):
         """The cursor's row, or None if never synced."""
         ...
 
-    def due_runs(self, stream: str, now: datetime, limit: int = 200) -> list[DueRun]:
-        """Runs of ``stream`` due at ``now`` (failed, pending, sleeping), by due time then event id."""
-        ...
-
     def waiting_runs(self, stream: str) -> tuple[int, datetime | None]:
         """How many runs of ``stream`` are left to go on later (pending between steps, or asleep), and the
         earliest time one of them is due (None if there are none)."""
@@ -226,13 +216,22 @@ class Store(Protocol):
         """A transaction for ``claimed``'s effects, steps and status (see ``ClaimTxn``)."""
         ...
 
+    def step_results(self, key: RunKey) -> dict[str, Any]:
+        """The stored results of ``key``'s completed steps, read outside any run's transaction."""
+        ...
+
     def hold_owner(self, owner: str) -> Any:
         """Take the owner lock of worker ``owner`` (``release()`` to let go); others see its runs' claims
         dead at once when it is free. None if someone holds it already."""
         ...
 
-    def renew_claims(self, owner: str, until: datetime) -> int:
-        """Push every claim of ``owner`` to expire at ``until``; how many runs it has in flight."""
+    def renew_claims(self, claims: Sequence[ClaimedRun], until: datetime) -> int:
+        """Push ``claims`` (those still held) to expire at ``until``; how many were still held."""
+        ...
+
+    def listen_runs(self, wake: Callable[[], None]) -> Listener | None:
+        """Call ``wake`` whenever any process enqueues runs (PostgreSQL: ``LISTEN syncd_runs``); None where
+        there is no such notification (SQLite: one process, which wakes its own workers)."""
         ...
 
     def next_due(self, workflows: Iterable[str]) -> datetime | None:

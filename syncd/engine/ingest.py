@@ -25,7 +25,6 @@ from syncd.contracts import (
     Clock,
     Connector,
     CursorSpec,
-    DueRun,
     Event,
     Lease,
     Page,
@@ -48,13 +47,16 @@ from syncd.engine.decisions import (
     unique_events,
     window_progress,
 )
+from syncd.engine.executor import Executor
 from syncd.engine.lease import LeaseKeeper
 from syncd.engine.pages import GROUP_EVENTS, GROUP_SECONDS, Group, Pager, Prefetcher
+from syncd.engine.queueing import next_seq, queued_run
 from syncd.engine.results import PageResult, RunTally, TickResult
-from syncd.engine.runner import MAX_RESUME_ROUNDS, Runner, tally_batch
+from syncd.engine.runner import Runner, tally_batch
 from syncd.engine.statements import note_quarantined, purpose
 from syncd.engine.ticklog import TickLog
 from syncd.engine.tracing import page_span, sync_attributes, tick_attributes, tracer
+from syncd.engine.workers import WorkerPool
 from syncd.settings import PREFETCH_PAGES, Integrations
 from syncd.workflows import Registry, Workflow
 
@@ -100,6 +102,11 @@ class SyncEngine:
         self.prefetch_pages = prefetch_pages  # SYNCD_PREFETCH_PAGES; see _page_loop
         self.on_page = on_page
         self.runner = Runner(now=self.clock.now, max_attempts=max_attempts, integrations=self.integrations)
+        self.executor = Executor(store, registry, self.clock, max_attempts, self.integrations, lease_seconds)
+        #: The process's worker pool when it has one (``syncd run``, ``syncd once``): ticks then only record
+        #: runs and wake it. Without one, a tick executes its stream's due runs itself before it returns.
+        self.workers: WorkerPool | None = None
+        self._own_workers: WorkerPool | None = None
         self.ticklog = TickLog()  # the operator's log lines: one per tick, progress, idle summaries
 
     # ---- one cursor, one tick ------------------------------------------------------------------
@@ -143,11 +150,11 @@ class SyncEngine:
             keeper.start()
             if fetch:
                 self._page_loop(target, lease, result, keeper)
-            if target.window is None and not self.stop.is_set():
-                self._retry_due_runs(target, lease, result)
         finally:
             keeper.stop()
             self._release(lease)
+        if self.workers is None and not self.stop.is_set():
+            self._drain(target.connector.key, result)
 
     def _release(self, lease: Lease) -> None:
         """Give the lease back. Best effort: if the database is down, the owner lock still goes (so the next
@@ -243,6 +250,8 @@ class SyncEngine:
             with purpose("cursor update", ids[-1:]):
                 txn.advance(last_cursor(None, pages), meta=next((p.meta for p in reversed(pages) if p.meta), None),
                             new_events=len(recorded.new), progress=progress)
+        if recorded.new and self.workers is not None:
+            self.workers.wake()  # committed: this process's workers claim the page's runs now
         return PageResult(pages=len(group), events=len(batch), new_events=len(recorded.new),
                           skipped=sum(p.skipped for p in pages) + len(recorded.quarantined), runs=runs,
                           lag_seconds=max(0.0, (now - batch[-1].occurred_at).total_seconds()) if batch else None)
@@ -279,10 +288,14 @@ class SyncEngine:
             if template is not None:
                 _write_batch_runs(txn, template, events)
         singles_from = len(records)
+        seq = next_seq(len(singles))
         for wf, event in singles:
+            seq += 1
+            if not wf.inline:  # the default: the workers run it, in its own transaction
+                records.append(queued_run(wf, event, now, seq))
+                continue
             # A page's transaction spans many events: a step's side effect is not run inside it (its
-            # stored result would only commit with the whole page). It is deferred to the run's own
-            # short transaction right after the page commits.
+            # stored result would only commit with the whole page). It is deferred to the queue.
             with trace.use_span(span_of[event.id], end_on_exit=False):
                 records.append(self.runner.run(txn, wf, event, attempt=1, now=now, defer_steps=True))
         with purpose("run insert", [r.event_id for r in records]):
@@ -308,38 +321,16 @@ class SyncEngine:
         """See ``Runner.run_again`` (``syncd replay``)."""
         return self.runner.run_again(txn, wf, event, attempt=attempt)
 
-    # ---- retries of failed runs, independent of the cursor ---------------------------------------
+    # ---- runs, without a worker pool ----------------------------------------------------------------
 
-    def _retry_due_runs(self, target: Target, lease: Lease, result: TickResult) -> None:
-        # Durable runs advance one step per transaction (``pending`` right after a step), so keep going
-        # while runs are due now; bounded so one tick cannot spin forever.
-        for _ in range(MAX_RESUME_ROUNDS):
-            if self.stop.is_set():
-                return
-            now = self.clock.now()
-            due = self.store.due_runs(target.connector.key, now)
-            if not due:
-                return
-            self._retry_round(lease, due, now, result.add_runs)
-
-    def _retry_round(self, lease: Lease, due: Sequence[DueRun], now: datetime,
-                     committed: Callable[[RunTally], None]) -> None:
-        """Run the due runs, each in its own transaction, so a durable step's result commits right after
-        the step (the window in which a crash could repeat it stays milliseconds); each run's outcome goes
-        to ``committed`` once its transaction has."""
-        for run in due:
-            if self.stop.is_set():
-                break
-            wf = self.registry.get(run.workflow)
-            if wf is None:
-                continue  # the workflow was removed; its failed runs stay for `syncd status`
-            with lease.run(run) as txn:
-                if txn is None:
-                    continue  # another cursor of this stream (a backfill) got to it first
-                record = self.runner.run(txn, wf, run.event, attempt=run.next_attempt, now=now)
-                with purpose("run update", [run.event.id]):
-                    txn.save_run(record)
-            committed(RunTally.of([record]))
+    def _drain(self, stream: str, result: TickResult) -> None:
+        """Execute the stream's runs due now, one at a time, as a worker pool would (a tick without one)."""
+        if self._own_workers is None:
+            self._own_workers = WorkerPool(self.store, self.registry, self.executor, workers=1, clock=self.clock,
+                                           lease_seconds=self.lease_seconds, replica_id=self.replica_id,
+                                           stop=self.stop)
+        drained = self._own_workers.drain(stream=stream)
+        result.add_runs(drained.by_stream.get(stream, RunTally()))
 
     # ---- bookkeeping --------------------------------------------------------------------------
 

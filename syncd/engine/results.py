@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from syncd.contracts import RunRecord, Skip
+from syncd.contracts import RunRecord, RunStatus, Skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +21,8 @@ class RunTally:
         ok = failed = suspended = 0
         failures = []
         for r in records:
+            if r.status is RunStatus.QUEUED:
+                continue  # handed to the workers: counted when they run it
             if r.status.suspended:
                 suspended += 1
             elif r.last_error is None:

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 
 from syncd.contracts import Clock, Connector, Listener, Provider, Reads
 from syncd.engine import SyncEngine, Target, TickResult
+from syncd.engine.workers import WorkerPool
 from syncd.errors import ConfigError
 from syncd.settings import Settings
 from syncd.store import SqlStore
@@ -84,7 +85,7 @@ class App:
         if require_sources and not connectors:
             raise ConfigError("SYNCD_SOURCES", "no source is configured: set WORKOS_API_KEY (WorkOS) "
                               "or GITHUB_REPOS (GitHub), or run `syncd demo`")
-        db = create_engine(settings.database_url)
+        db = create_engine(settings.database_url, workers=settings.workers)
         if run_migrations:
             migrate(db)
         stop = threading.Event()
@@ -103,6 +104,13 @@ class App:
             if listen is not None:
                 started.extend(listen(self.connectors, wake))
         return started
+
+    def workers(self) -> WorkerPool:
+        """A worker pool of ``SYNCD_WORKERS`` for this app's engine (``start()`` it, or ``drain()`` it)."""
+        engine = self.engine
+        return WorkerPool(engine.store, self.registry, engine.executor, workers=self.settings.workers,
+                          clock=engine.clock, lease_seconds=engine.lease_seconds, replica_id=engine.replica_id,
+                          stop=self.stop)
 
     @property
     def reads(self) -> Reads:

@@ -45,6 +45,8 @@ def run_daemon(settings: Settings) -> None:
     log.info("syncd running: sources %s, workflows %s", ", ".join(c.key for c in app.connectors),
              ", ".join(sorted(w.name for w in app.registry.all())))
     health = start_health_server(settings, app)
+    workers = app.workers().start()  # runs off the ingest path: the ticks only record and queue them
+    app.engine.workers = workers
     daemon.start()
     listeners = app.listeners(daemon.wake)  # e.g. PostgreSQL tables: a NOTIFY ticks the source at once
     stopping = time.monotonic()
@@ -54,6 +56,9 @@ def run_daemon(settings: Settings) -> None:
         stopping = time.monotonic()
         daemon.wait()
     finally:
+        # The runs in flight finish within what is left of the budget (their claims die with the process
+        # otherwise, and another replica takes them over at once).
+        workers.close(timeout=max(0.5, STOP_BUDGET_SECONDS - 2 - (time.monotonic() - stopping)))
         for listener in listeners:
             listener.stop(timeout=1.0)
         if health is not None:

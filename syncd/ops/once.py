@@ -8,11 +8,11 @@ Exit codes (``OnceReport.exit_code``; the README's CLI section lists them):
   ``syncd run``), or the provider asked to wait (paused). Each skip is also one stable line on stderr,
   ``syncd once: skipped <source>: <reason>``.
 
-After the first tick of every source it keeps resuming the runs that are due now (durable runs between
-steps, retries whose time came during the ``once``), source by source, for at most ``MAX_RESUME_TICKS``
-rounds, so it does not return in the middle of work it started. Runs left asleep (``ctx.sleep``) or
-waiting to go on are reported with the time they are due: the next ``syncd once`` or ``syncd run`` after
-that time resumes them.
+The ticks only record events and queue their runs; then the process's worker pool (``SYNCD_WORKERS`` at
+a time) executes every run due now — the new ones, durable runs between steps, retries whose time came
+during the ``once`` — until none is due, so it does not return in the middle of work it started. Runs
+left asleep (``ctx.sleep``) or waiting to go on are reported with the time they are due: the next
+``syncd once`` or ``syncd run`` after that time resumes them.
 """
 
 from __future__ import annotations
@@ -25,40 +25,38 @@ from typing import IO, TYPE_CHECKING
 
 from syncd.contracts import SkipReason
 from syncd.engine import TickResult
+from syncd.engine.results import RunTally
 
 if TYPE_CHECKING:
     from syncd.ops.app import App
     from syncd.ops.backfill import BackfillResult
 
 EXIT_OK, EXIT_FAILED, EXIT_SKIPPED = 0, 1, 3
-#: Rounds of resuming due runs after the first tick (each: one resume of every source with runs due now).
-MAX_RESUME_TICKS = 20
-
 
 @dataclass
 class SourceOutcome:
     """What the ``once`` did for one source: its first tick plus the resumes of its due runs."""
 
     tick: TickResult
-    resumed: list[TickResult] = field(default_factory=list)
+    runs: RunTally = field(default_factory=RunTally)  # what the workers ran of its stream
     waiting: int = 0  # runs left pending or asleep
     next_due: datetime | None = None
 
     @property
     def ok(self) -> bool:
-        return self.tick.ok and all(r.ok for r in self.resumed)
+        return self.tick.ok
 
     @property
     def runs_ok(self) -> int:
-        return self.tick.runs_ok + sum(r.runs_ok for r in self.resumed)
+        return self.tick.runs_ok + self.runs.ok
 
     @property
     def runs_failed(self) -> int:
-        return self.tick.runs_failed + sum(r.runs_failed for r in self.resumed)
+        return self.tick.runs_failed + self.runs.failed
 
     @property
     def error(self) -> str | None:
-        return next((r.error for r in [self.tick, *self.resumed] if r.error), None)
+        return self.tick.error
 
     def line(self) -> str:
         t = self.tick
@@ -105,25 +103,20 @@ class OnceReport:
 
 
 def run_once(app: App) -> OnceReport:
-    """Tick every source, resume the runs due now (bounded), then drive ``EVENTS_RANGE_*`` windows."""
+    """Tick every source, run the runs due now with the worker pool, then drive ``EVENTS_RANGE_*`` windows
+    (whose ticks run their own runs)."""
     from syncd.ops.backfill import drive_settings_windows
 
-    outcomes = [SourceOutcome(app.tick(c)) for c in app.connectors]
-    resume_due_runs(app, outcomes)
+    pool = app.workers()
+    app.engine.workers = pool  # the ticks only record and queue; the pool then runs them, many at once
+    try:
+        outcomes = [SourceOutcome(app.tick(c)) for c in app.connectors]
+        drained = pool.drain()
+    finally:
+        app.engine.workers = None
+    for connector, outcome in zip(app.connectors, outcomes, strict=True):
+        outcome.runs = drained.by_stream.get(connector.key, RunTally())
     windows = drive_settings_windows(app)  # EVENTS_RANGE_START/END: that window, to done
     for connector, outcome in zip(app.connectors, outcomes, strict=True):
         outcome.waiting, outcome.next_due = app.engine.store.waiting_runs(connector.key)
     return OnceReport(outcomes, windows, stopped=app.stop.is_set())
-
-
-def resume_due_runs(app: App, outcomes: Sequence[SourceOutcome]) -> None:
-    """Resume the runs due now of each source that ticked, until none is due (at most MAX_RESUME_TICKS)."""
-    store = app.engine.store
-    for _ in range(MAX_RESUME_TICKS):
-        due = [(c, o) for c, o in zip(app.connectors, outcomes, strict=True)
-               if o.ok and not any(r.skip for r in [o.tick, *o.resumed])
-               and store.due_runs(c.key, app.engine.clock.now(), limit=1)]
-        if not due or app.stop.is_set():
-            return
-        for connector, outcome in due:
-            outcome.resumed.append(app.engine.sync(connector, fetch=False))

@@ -10,8 +10,9 @@ from syncd.store import sqlite
 from syncd.store.sqlite import READ_ONLY
 
 
-def create_engine(url: str, *, echo: bool = False) -> Engine:
-    """An engine configured for syncd's access pattern on either dialect."""
+def create_engine(url: str, *, echo: bool = False, workers: int = 0) -> Engine:
+    """An engine configured for syncd's access pattern on either dialect; on PostgreSQL its pool has room for
+    ``workers`` run transactions besides the ticks' (a worker holds a connection only while it writes)."""
     if url.startswith("sqlite"):
         engine = sa.create_engine(
             url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False},
@@ -20,7 +21,7 @@ def create_engine(url: str, *, echo: bool = False) -> Engine:
         sqlite.configure(engine)
         return engine
     return sa.create_engine(
-        url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_recycle=1800,
+        url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=5 + workers, pool_recycle=1800,
         json_serializer=jsoncodec.dumps, json_deserializer=jsoncodec.loads, connect_args={"connect_timeout": 10},
     )
 

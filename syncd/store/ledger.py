@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from syncd import jsoncodec
-from syncd.contracts import DUE_STATUSES, DueRun, Event, Quarantined, Recorded, RunKey, RunRecord, RunStatus
+from syncd.contracts import Event, Quarantined, Recorded, RunKey, RunRecord, RunStatus
 from syncd.store import quarantine
 from syncd.store.bulk import insert_ignore, list_param, one_of
 from syncd.store.tables import events, runs, steps
@@ -177,36 +177,14 @@ def update_run(conn: Connection, record: RunRecord) -> None:
                                        runs.c.event_id == record.event_id).values({k: row[k] for k in _UPDATED}))
 
 
-def due_runs(conn: Connection, stream: str, now: datetime, limit: int = 200) -> list[DueRun]:
-    """Runs of ``stream`` due now — failed (retry), pending (durable, mid-steps) or sleeping (woken) —
-    with their ledger payload."""
-    query = (
-        sa.select(runs.c.workflow, runs.c.event_id, runs.c.attempts, runs.c.status, events.c.type, events.c.action,
-                  events.c.occurred_at, events.c.payload)
-        .join(events, sa.and_(events.c.stream == runs.c.stream, events.c.event_id == runs.c.event_id))
-        .where(runs.c.stream == stream, runs.c.status.in_([s.value for s in DUE_STATUSES]),
-               runs.c.next_attempt_at <= now)
-        .order_by(runs.c.next_attempt_at, runs.c.event_id)
-        .limit(limit)
-    )
-    return [DueRun(r["workflow"], event_from_ledger(stream, r), RunStatus(r["status"]), int(r["attempts"]))
-            for r in conn.execute(query).mappings()]
-
-
 def waiting_runs(conn: Connection, stream: str) -> tuple[int, datetime | None]:
-    """Runs of ``stream`` pending or sleeping, and the earliest ``next_attempt_at`` among them."""
+    """Runs of ``stream`` queued, pending or sleeping, and the earliest ``next_attempt_at`` among them."""
+    waiting = [RunStatus.QUEUED.value, RunStatus.PENDING.value, RunStatus.SLEEPING.value]
     count, first = conn.execute(
         sa.select(sa.func.count(), sa.func.min(runs.c.next_attempt_at))
-        .where(runs.c.stream == stream, runs.c.status.in_([RunStatus.PENDING.value, RunStatus.SLEEPING.value]))
+        .where(runs.c.stream == stream, runs.c.status.in_(waiting))
     ).one()
     return int(count), first
-
-
-def still_due(conn: Connection, workflow: str, due: DueRun) -> bool:
-    """True if the run is still in the state it was read in (nobody ran it since)."""
-    row = conn.execute(sa.select(runs.c.status, runs.c.attempts).where(
-        runs.c.workflow == workflow, runs.c.stream == due.event.stream, runs.c.event_id == due.event.id)).first()
-    return row is not None and row.status == due.status.value and row.attempts == due.attempts
 
 
 # ---- steps --------------------------------------------------------------------------------------------

@@ -162,10 +162,9 @@ def hold(conn: Connection, claimed: ClaimedRun, until: datetime) -> bool:
     return result.rowcount == 1
 
 
-def renew(conn: Connection, owner: str, until: datetime) -> int:
-    """Push the expiry of every run ``owner`` has in flight to ``until``; how many there are."""
-    return int(conn.execute(sa.update(runs).where(runs.c.claim_owner == owner, runs.c.status == _RUNNING)
-                            .values(claimed_until=until)).rowcount)
+def renew(conn: Connection, claims: Collection[ClaimedRun], until: datetime) -> int:
+    """Push the expiry of ``claims`` (those still held) to ``until``; how many were."""
+    return sum(hold(conn, claimed, until) for claimed in claims)
 
 
 def running_owners(conn: Connection) -> set[str]:

@@ -7,7 +7,7 @@ ticks), ``ledger`` (ledger, runs, steps) and ``dead`` (replay); the dialects' di
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,8 +19,8 @@ from syncd.contracts import (
     ClaimedRun,
     Clock,
     CursorSpec,
-    DueRun,
     Event,
+    Listener,
     Quarantined,
     Recorded,
     RunKey,
@@ -32,7 +32,7 @@ from syncd.contracts import (
     TickRecord,
 )
 from syncd.errors import ClaimLostError, LeaseLostError
-from syncd.store import cursors, dead, ledger, quarantine, queue
+from syncd.store import cursors, dead, ledger, notify, quarantine, queue
 from syncd.store.connect import reading
 from syncd.store.owners import OwnerLock, owner_locks
 
@@ -136,19 +136,6 @@ class SqlLease:
             ledger.lock_stream(conn, stream)  # a backfill and a live tick meeting on an event run it once
             yield SqlTxn(conn, stream, self)
 
-    @contextmanager
-    def run(self, due: DueRun) -> Iterator[SqlTxn | None]:
-        stream = due.event.stream
-        with self.store.db.connect() as conn, conn.begin():
-            ledger.bound_idle_time(conn, self.lease_seconds)
-            ledger.lock_stream(conn, stream)
-            if not ledger.still_due(conn, due.workflow, due):
-                yield None  # another cursor of this stream (a backfill) got to it first
-                return
-            txn = SqlTxn(conn, stream, self)
-            yield txn
-            txn.advance(None, meta=None, new_events=0)  # renews the lease, fenced as a page's cursor move
-
     def mark_done(self, workflows: Iterable[str] = ()) -> None:
         with self.store.db.begin() as conn:
             cursors.set_source_fields(conn, self.key, now=self.clock.now(), state="done", progress=1.0,
@@ -219,10 +206,6 @@ class SqlStore:
         with reading(self.db) as conn:
             return cursors.get_source(conn, key)
 
-    def due_runs(self, stream: str, now: datetime, limit: int = 200) -> list[DueRun]:
-        with reading(self.db) as conn:
-            return ledger.due_runs(conn, stream, now, limit)
-
     def waiting_runs(self, stream: str) -> tuple[int, datetime | None]:
         with reading(self.db) as conn:
             return ledger.waiting_runs(conn, stream)
@@ -246,12 +229,19 @@ class SqlStore:
             ledger.bound_idle_time(conn, lease_seconds)
             yield SqlClaimTxn(conn, claimed, clock, lease_seconds)
 
+    def step_results(self, key: RunKey) -> dict[str, Any]:
+        with reading(self.db) as conn:
+            return ledger.step_results(conn, key)
+
     def hold_owner(self, owner: str) -> OwnerLock | None:
         return self.owners.take(queue.owner_lock_key(owner), 0)
 
-    def renew_claims(self, owner: str, until: datetime) -> int:
+    def renew_claims(self, claims: Sequence[ClaimedRun], until: datetime) -> int:
         with self.db.begin() as conn:
-            return queue.renew(conn, owner, until)
+            return queue.renew(conn, claims, until)
+
+    def listen_runs(self, wake: Callable[[], None]) -> Listener | None:
+        return notify.listen(self.db, wake) if self.concurrent_writers else None
 
     def next_due(self, workflows: Iterable[str]) -> datetime | None:
         with reading(self.db) as conn:

@@ -235,7 +235,8 @@ class Registry:
         if retries is not None and not 1 <= retries <= MAX_ATTEMPTS:
             raise ValueError(f"retries counts attempts and must be 1 to {MAX_ATTEMPTS}, got {retries}")
         if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
-            raise ValueError(f"workflow {name!r}: concurrency must be a whole number of at least 1, got {concurrency!r}")
+            raise ValueError(f"workflow {name!r}: concurrency must be a whole number of at least 1, "
+                             f"got {concurrency!r}")
 
         def register(fn: Handler) -> Handler:
             self.add(Workflow(name=name, trigger=on, fn=fn, version=version, retries=retries, builtin=builtin,

@@ -3,9 +3,13 @@
 A step's result is stored (``syncd_steps``) the moment it succeeds, and returned without running it
 again whenever the workflow is re-executed — after a failure, a crash, a sleep or ``syncd replay``.
 
-How: inside a page's transaction (which spans many events) a new step is not run at all: the run is
-handed to its own short transaction right after the page commits. There, a step that completes
-interrupts the run with a *checkpoint*. The engine rolls back the run's SAVEPOINT (its ``ctx.db`` writes
+How, for a run a worker executes (``syncd.engine.executor``): a step that completes while the run has no
+transaction open (it has not written through ``ctx.db`` yet) stores its result at once in a short
+transaction of its own, fenced on the worker's claim, and the code goes on — no re-execution. A step that
+completes after the run wrote through ``ctx.db`` cannot commit those writes early (they must commit with the
+run's status), so it interrupts the run with a *checkpoint*, as everywhere else. Inside a page's transaction
+(``inline`` workflows, which spans many events) a new step is not run at all: the run is handed to the
+queue right after the page commits. On a checkpoint the engine rolls back the run's SAVEPOINT (its ``ctx.db`` writes
 so far), stores the step result in the run's transaction (``RunTxn.store_steps``), marks the run
 ``pending`` and, once that commits, executes the workflow again: completed steps now return their
 stored result, and the code runs on to the next step. A sleep interrupts the run the same way, as
@@ -25,11 +29,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import stamina
 
-from syncd.contracts import RunKey, RunTxn
+from syncd.contracts import RunKey
 
 __all__ = ["Checkpoint", "Interrupt", "RunKey", "Sleep", "StepError", "StepRuntime", "current_step"]
 
@@ -66,15 +70,24 @@ class StepError(Exception):
     """A step failed after its retries, or was misused (duplicate name, unserialisable result)."""
 
 
+class StepResults(Protocol):
+    """Where a run's completed steps are read from (a ``RunTxn``, or a worker's reader)."""
+
+    def step_results(self, key: RunKey) -> dict[str, Any]: ...
+
+
 @dataclass
 class StepRuntime:
     """The steps of one run, as seen by one execution of the workflow."""
 
-    txn: RunTxn  # where the run's completed steps are stored
+    txn: StepResults  # where the run's completed steps are read
     key: RunKey
     now: Callable[[], datetime]
     #: Inside a page's transaction: do not run a new step, hand the run to its own transaction first.
     defer_new: bool = False
+    #: A worker's run: store completed steps at once and go on, if this says it could (False: the run has
+    #: ``ctx.db`` writes open, so checkpoint instead).
+    store_now: Callable[[dict[str, Any]], bool] | None = None
     _memo: dict[str, Any] | None = None
     _seen: set[str] = field(default_factory=set)
     _counters: dict[str, int] = field(default_factory=dict)
@@ -109,7 +122,8 @@ class StepRuntime:
         if self.defer_new:
             raise Checkpoint({})
         value = self._execute(name, fn, retries)
-        raise Checkpoint({name: {"value": value}})
+        self._completed({name: {"value": value}})
+        return value
 
     def parallel(self, calls: Sequence[tuple[str, Callable[[], Any]]], *, retries: int = 3) -> list[Any]:
         for name, _ in calls:
@@ -130,7 +144,18 @@ class StepRuntime:
                     results[name] = {"value": future.result()}
                 except StepError as exc:
                     errors.append(str(exc))
-        raise Checkpoint(results, error="; ".join(errors) or None)
+        if errors:
+            raise Checkpoint(results, error="; ".join(errors))
+        self._completed(results)
+        return [memo[name]["value"] if name in memo else results[name]["value"] for name, _ in calls]
+
+    def _completed(self, results: dict[str, Any]) -> None:
+        """Steps just completed: stored now and the run goes on, or a checkpoint (see the module docstring)."""
+        if self.store_now is None or not self.store_now(results):
+            raise Checkpoint(results)
+        memo = self.memo()
+        for name, result in results.items():
+            memo.setdefault(name, result)
 
     def sleep_until(self, name: str, wake_at: datetime) -> None:
         self._claim(name)
@@ -141,7 +166,8 @@ class StepRuntime:
                 return
             raise Sleep(name, wake_at, new=None)
         if self.now() >= wake_at:
-            raise Checkpoint({name: {"wake_at": wake_at.isoformat(), "value": None}})
+            self._completed({name: {"wake_at": wake_at.isoformat(), "value": None}})
+            return
         raise Sleep(name, wake_at, new={"wake_at": wake_at.isoformat(), "value": None})
 
     def sleep(self, name: str, duration: timedelta | float) -> None:

@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from syncd.contracts import (
+    ClaimedRun,
     CursorSpec,
     Event,
     FakeClock,
@@ -34,7 +35,7 @@ from syncd.contracts import (
     TickRecord,
     Window,
 )
-from syncd.errors import LeaseLostError
+from syncd.errors import ClaimLostError, LeaseLostError
 from syncd.store import SqlStore
 from syncd.store.connect import create_engine
 from syncd.store.owners import OWNER_NAMESPACE
@@ -65,7 +66,7 @@ HOLDER = """
 import sys
 from datetime import datetime
 from syncd.contracts import CursorSpec, FakeClock
-from syncd.errors import LeaseLostError
+from syncd.errors import ClaimLostError, LeaseLostError
 from syncd.store import SqlStore
 from syncd.store.connect import create_engine
 url, at, seconds = sys.argv[1:4]
@@ -286,46 +287,120 @@ def test_existing_runs_are_those_of_the_stream_and_workflows_asked(store: Store)
     assert status == "succeeded"
 
 
-# ---- due runs and their transactions ----------------------------------------------------------------------
+# ---- the run queue: claims, fencing, order, limits --------------------------------------------------------
 
 
-def test_due_runs_come_in_due_order_with_their_events(store: Store) -> None:
+#: Each worker holds its owner lock while it claims (a claim of an owner without one is a dead owner's).
+_OWNER_LOCKS: dict[tuple[int, str], Any] = {}
+
+
+def claim_runs(store: Store, owner: str, clock: FakeClock, *, limit: int = 10, limited: dict[str, int] | None = None,
+               stream: str | None = None) -> list[ClaimedRun]:
+    if (id(store), owner) not in _OWNER_LOCKS:
+        _OWNER_LOCKS[id(store), owner] = store.hold_owner(owner)
+    return store.claim_runs(owner, clock.now(), lease_seconds=LEASE, limit=limit, workflows={"wf", "other"},
+                            limited=limited or {}, stream=stream)
+
+
+def queued(wf: str, n: int, *, key: str | None = None, due: datetime = T0) -> RunRecord:
+    return run(wf, n, RunStatus.QUEUED, due, attempts=0)._replace(last_error=None, run_key=key, seq=n)
+
+
+def finish(store: Store, claimed: ClaimedRun, clock: FakeClock, status: RunStatus = RunStatus.SUCCEEDED) -> None:
+    due = clock.now() if status is RunStatus.FAILED else None  # a retry due at once
+    with store.claimed(claimed, lease_seconds=LEASE, clock=clock) as txn:
+        txn.finish(run(claimed.due.workflow, int(claimed.due.event.id[-3:]), status, due,
+                       attempts=claimed.due.next_attempt))
+
+
+def test_due_runs_are_claimed_once_in_due_order_with_their_events(store: Store) -> None:
     clock = FakeClock(T0 + timedelta(hours=1))
     now = clock.now()
     lease = claim(store, "a", clock)
-    commit_page(lease, [event(n) for n in range(1, 7)], "c6", [
+    commit_page(lease, [event(n) for n in range(1, 8)], "c7", [
         run("wf", 1, RunStatus.FAILED, now - timedelta(seconds=5)),
         run("wf", 2, RunStatus.SLEEPING, now - timedelta(seconds=50)),
         run("wf", 3, RunStatus.PENDING, now - timedelta(seconds=20)),
         run("wf", 4, RunStatus.FAILED, now + timedelta(seconds=5)),  # not due yet
         run("wf", 5, RunStatus.DEAD),
         run("wf", 6),
+        queued("wf", 7, due=now - timedelta(seconds=10)),
     ])
-    due = store.due_runs(STREAM, now)
-    assert [(d.event.id, d.status) for d in due] == [
-        (event(2).id, RunStatus.SLEEPING), (event(3).id, RunStatus.PENDING), (event(1).id, RunStatus.FAILED)]
-    assert [d.event for d in due] == [event(2), event(3), event(1)]  # as recorded in the ledger
-    assert due[2].next_attempt == 2 and due[0].next_attempt == 1  # a failed run tries again; others go on
-    assert store.due_runs(STREAM, now, limit=1) == due[:1] and store.due_runs("github:o/r", now) == []
+    first = claim_runs(store, "w1", clock, limit=2)
+    rest = claim_runs(store, "w2", clock)
+    order = [c.due.event.id for c in first + rest]
+    assert order == [event(2).id, event(3).id, event(7).id, event(1).id]  # by due time
+    assert [c.due.event for c in first] == [event(2), event(3)]  # as recorded in the ledger
+    by_id = {c.due.event.id: c for c in first + rest}
+    assert by_id[event(1).id].due.next_attempt == 2 and by_id[event(7).id].due.next_attempt == 1
+    assert by_id[event(3).id].due.next_attempt == 1  # a failed or queued run starts an attempt; others go on
+    assert claim_runs(store, "w3", clock) == []  # each run goes to one claimer
+    clock.advance(10)
+    assert claim_runs(store, "w3", clock, stream="github:o/r") == []  # run 4 is due now, but of another stream
+    assert [c.due.event.id for c in claim_runs(store, "w3", clock, stream=STREAM)] == [event(4).id]
 
 
-def test_a_run_transaction_is_fenced_and_skips_a_run_no_longer_due(store: Store) -> None:
+def test_a_claim_is_fenced_and_taken_over_once_expired(store: Store) -> None:
     clock = FakeClock(T0 + timedelta(hours=1))
-    lease = claim(store, "a", clock)
-    commit_page(lease, [event(1), event(2)], "c2",
-                [run("wf", 1, RunStatus.FAILED, T0), run("wf", 2, RunStatus.FAILED, T0)])
-    first, second = store.due_runs(STREAM, clock.now())
-    with lease.run(first) as txn:
-        assert txn is not None
-        txn.save_run(run("wf", 1, attempts=2))
-    with lease.run(first) as txn:  # read before it ran: no longer due as read
-        assert txn is None
+    commit_page(claim(store, "a", clock), [event(1)], "c1", [queued("wf", 1)])
+    (mine,) = claim_runs(store, "w1", clock)
+    with store.claimed(mine, lease_seconds=LEASE, clock=clock) as txn:
+        txn.hold()  # still ours: renewed
     clock.advance(LEASE + 1)
-    claim(store, "b", clock)
-    with pytest.raises(LeaseLostError), lease.run(second) as txn:
-        assert txn is not None
-        txn.save_run(run("wf", 2, attempts=2))
-    assert [d.event.id for d in store.due_runs(STREAM, clock.now())] == [event(2).id]  # rolled back
+    (theirs,) = claim_runs(store, "w2", clock)  # expired: due again, to another worker, a new token
+    assert theirs.token == mine.token + 1 and theirs.due.status is RunStatus.RUNNING
+    assert theirs.due.next_attempt == 2  # the lost attempt counts
+    with pytest.raises(ClaimLostError), store.claimed(mine, lease_seconds=LEASE, clock=clock) as txn:
+        txn.conn.execute(sa.text("DELETE FROM syncd_events"))  # an effect, rolled back with the claim
+        txn.finish(run("wf", 1, attempts=1))
+    assert count(store, "syncd_events") == 1
+    finish(store, theirs, clock)
+    with store.db.connect() as conn:
+        row = conn.execute(sa.text("SELECT status, attempts, claim_owner FROM syncd_runs")).one()
+    assert tuple(row) == ("succeeded", 2, None)
+
+
+def test_a_dead_owners_claims_are_due_at_once(store: Store) -> None:
+    clock = FakeClock(T0 + timedelta(hours=1))
+    commit_page(claim(store, "a", clock), [event(1)], "c1", [queued("wf", 1)])
+    lock = store.hold_owner("w9")
+    assert lock is not None and store.hold_owner("w9") is None  # one holder per owner
+    (mine,) = store.claim_runs("w9", clock.now(), lease_seconds=LEASE, limit=5, workflows={"wf"}, limited={})
+    assert claim_runs(store, "w2", clock) == []  # its owner is alive and its claim fresh
+    lock.release()  # as the process's death would
+    (theirs,) = claim_runs(store, "w2", clock)
+    assert theirs.key == mine.key and theirs.token == mine.token + 1
+
+
+def test_runs_with_one_key_are_claimed_one_at_a_time_in_order(store: Store) -> None:
+    clock = FakeClock(T0 + timedelta(hours=1))
+    commit_page(claim(store, "a", clock), [event(n) for n in range(1, 6)], "c5", [
+        queued("wf", 3, key="user_1"), queued("wf", 1, key="user_1"), queued("wf", 2, key="user_2"),
+        queued("wf", 4, key="user_1"), queued("other", 5, key="user_1")])  # another workflow: its own order
+    got = claim_runs(store, "w1", clock)
+    assert sorted(c.due.event.id for c in got) == [event(1).id, event(2).id, event(5).id]
+    assert claim_runs(store, "w1", clock) == []  # user_1's next waits for its first
+    first = next(c for c in got if c.due.event.id == event(1).id)
+    finish(store, first, clock, RunStatus.FAILED)  # failed: still open, so still first
+    (again,) = claim_runs(store, "w1", clock)
+    assert again.due.event.id == event(1).id
+    finish(store, again, clock, RunStatus.DEAD)  # given up: the next one goes
+    assert [c.due.event.id for c in claim_runs(store, "w1", clock)] == [event(3).id]
+
+
+def test_a_concurrency_limit_holds_across_claimers(store: Store) -> None:
+    clock = FakeClock(T0 + timedelta(hours=1))
+    commit_page(claim(store, "a", clock), [event(n) for n in range(1, 6)], "c5",
+                [queued("wf", n) for n in range(1, 5)] + [queued("other", 5)])
+    limits = {"wf": 2}
+    a = claim_runs(store, "w1", clock, limit=2, limited=limits)
+    b = claim_runs(store, "w2", clock, limited=limits)
+    got = [c.due.workflow for c in a + b]
+    assert got.count("wf") == 2 and got.count("other") == 1  # others are not held back
+    assert claim_runs(store, "w3", clock, limited=limits) == []
+    finish(store, next(c for c in a + b if c.due.workflow == "wf"), clock)
+    assert len(claim_runs(store, "w3", clock, limited=limits)) == 1
+
 
 
 def test_step_results_are_stored_once_per_step(store: Store) -> None:

@@ -1,0 +1,217 @@
+"""The worker pool: ``SYNCD_WORKERS`` runs in flight per process, claimed from the run queue.
+
+One dispatcher thread claims as many due runs as there are free workers (``Store.claim_runs``) and hands
+each to a thread of the pool (``Executor.execute``). It sleeps until it is woken — a page of this process
+enqueued runs (``wake``), a ``NOTIFY syncd_runs`` from any replica's page (PostgreSQL, ``RunListener``), a
+worker freed a slot — or until the next run falls due (a retry, a wake-up, an expired claim), and at most
+``POLL_SECONDS``, the fallback that needs no notification. A keeper thread renews the claims in flight;
+the pool's owner lock, held for its life, tells other replicas at once when this process is gone, so its
+claims are taken over without waiting for them to expire.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from syncd.contracts import ClaimedRun, Clock, Listener, RunKey, RunRecord, Store
+from syncd.engine.decisions import error_text
+from syncd.engine.executor import Executor
+from syncd.engine.results import RunTally
+from syncd.workflows import Registry
+
+log = logging.getLogger("syncd.workers")
+
+#: The longest the dispatcher sleeps without a notification (other processes' runs, clock-driven ones).
+POLL_SECONDS = 1.0
+
+
+@dataclass
+class Drained:
+    """What a drain ran, per stream: the outcomes of the runs executed."""
+
+    by_stream: dict[str, RunTally] = field(default_factory=dict)
+
+    def add(self, record: RunRecord) -> None:
+        self.by_stream[record.stream] = self.by_stream.get(record.stream, RunTally()) + RunTally.of([record])
+
+
+class WorkerPool:
+    """Claims and executes due runs of ``registry``'s workflows, ``workers`` at a time."""
+
+    def __init__(self, store: Store, registry: Registry, executor: Executor, *, workers: int, clock: Clock,
+                 lease_seconds: float, replica_id: str, stop: threading.Event | None = None,
+                 poll_seconds: float = POLL_SECONDS) -> None:
+        self.store, self.registry, self.executor, self.clock = store, registry, executor, clock
+        self.workers = max(1, workers)
+        self.lease_seconds = lease_seconds
+        self.owner = f"{replica_id}/{uuid.uuid4().hex[:8]}"  # a restarted process never mistakes old claims
+        self.stop = stop or threading.Event()
+        self.poll_seconds = poll_seconds
+        self._wake = threading.Event()
+        self._mutex = threading.Lock()
+        self._in_flight: dict[RunKey, ClaimedRun] = {}
+        self._threads: list[threading.Thread] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._owner_lock: Any = None
+        self._listener: Listener | None = None
+        self._closed = threading.Event()
+        self.on_finished: Callable[[RunRecord], None] | None = None
+
+    # ---- life -----------------------------------------------------------------------------------
+
+    def start(self) -> WorkerPool:
+        """Start claiming in the background (``syncd run``)."""
+        self._ensure_owner()
+        self._listener = self.store.listen_runs(self.wake)
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="syncd-worker")
+        for name, target in (("syncd-dispatch", self._dispatch_loop), ("syncd-claims", self._keep_claims)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def wake(self, *_: object) -> None:
+        """Runs were enqueued (or a slot freed): claim now instead of at the next poll."""
+        self._wake.set()
+
+    def close(self, timeout: float = 8.0) -> None:
+        """Stop claiming, let the runs in flight finish (at most ``timeout``), let go of the owner lock. Runs
+        still in flight after that are taken over by another replica at once (the owner lock goes with the
+        process) or when their claims expire."""
+        self._closed.set()
+        self._wake.set()
+        if self._listener is not None:
+            self._listener.stop(timeout=1.0)
+        for thread in self._threads:
+            thread.join(timeout)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._owner_lock is not None and not self._in_flight:
+            self._owner_lock.release()
+            self._owner_lock = None
+
+    @property
+    def in_flight(self) -> int:
+        with self._mutex:
+            return len(self._in_flight)
+
+    # ---- one process's queue, until it is empty (``syncd once``, ticks without a pool) --------------------
+
+    def drain(self, *, stream: str | None = None, max_rounds: int = 10_000) -> Drained:
+        """Claim and execute runs due now (of ``stream`` only, if given), ``workers`` at a time, until none is
+        due or the stop event is set; returns what ran. Runs that fall due later (a retry's backoff, a
+        sleep) are left for the next ``once`` or ``run``."""
+        held = self._owner_lock is not None
+        self._ensure_owner()
+        drained = Drained()
+        try:
+            self._drain(drained, stream, max_rounds)
+        finally:
+            if not held and self._owner_lock is not None:  # nothing in flight now: let go of it
+                self._owner_lock.release()
+                self._owner_lock = None
+        return drained
+
+    def _drain(self, drained: Drained, stream: str | None, max_rounds: int) -> None:
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="syncd-worker") as pool:
+            futures: set[Future[RunRecord | None]] = set()
+            for _ in range(max_rounds):
+                if self.stop.is_set():
+                    break
+                claims = self._claim(self.workers - len(futures), stream)
+                futures |= {pool.submit(self._execute, c) for c in claims}
+                if not futures:
+                    break
+                done = next(iter(_first_done(futures)))
+                futures.discard(done)
+                record = done.result()
+                if record is not None:
+                    drained.add(record)
+            for future in futures:  # stopping: let the runs in hand finish and count them
+                record = future.result()
+                if record is not None:
+                    drained.add(record)
+
+    # ---- internals ------------------------------------------------------------------------------
+
+    def _ensure_owner(self) -> None:
+        if self._owner_lock is None:
+            self._owner_lock = self.store.hold_owner(self.owner)
+
+    def _limits(self) -> tuple[set[str], dict[str, int]]:
+        workflows = {wf.name for wf in self.registry.all()}
+        limited = {wf.name: wf.concurrency for wf in self.registry.all() if wf.concurrency is not None}
+        return workflows, limited
+
+    def _claim(self, room: int, stream: str | None = None) -> list[ClaimedRun]:
+        if room <= 0 or self.stop.is_set():
+            return []
+        workflows, limited = self._limits()
+        try:
+            claims = self.store.claim_runs(self.owner, self.clock.now(), lease_seconds=self.lease_seconds,
+                                           limit=room, workflows=workflows, limited=limited, stream=stream)
+        except Exception as exc:  # the database is down: try again at the next wake-up or poll
+            log.error("could not claim runs: %s", error_text(exc))
+            return []
+        with self._mutex:
+            for claimed in claims:
+                self._in_flight[claimed.key] = claimed
+        return claims
+
+    def _execute(self, claimed: ClaimedRun) -> RunRecord | None:
+        try:
+            record = self.executor.execute(claimed)
+        finally:
+            with self._mutex:
+                self._in_flight.pop(claimed.key, None)
+            self._wake.set()  # a slot is free, and the run's successor by key may be due now
+        if record is not None and self.on_finished is not None:
+            self.on_finished(record)
+        return record
+
+    def _dispatch_loop(self) -> None:
+        assert self._pool is not None
+        while not self._closed.is_set() and not self.stop.is_set():
+            self._wake.clear()
+            claims = self._claim(self.workers - self.in_flight)
+            for claimed in claims:
+                self._pool.submit(self._execute, claimed)
+            if claims and self.in_flight < self.workers:
+                continue  # there may be more due now
+            self._wake.wait(self._sleep_seconds())
+
+    def _sleep_seconds(self) -> float:
+        """Until the next run falls due, at most ``poll_seconds``."""
+        try:
+            workflows, _ = self._limits()
+            due = self.store.next_due(workflows)
+        except Exception:
+            return self.poll_seconds
+        if due is None:
+            return self.poll_seconds
+        return min(self.poll_seconds, max(0.01, (due - self.clock.now()).total_seconds()))
+
+    def _keep_claims(self) -> None:
+        every = max(1.0, self.lease_seconds / 3)
+        while not self._closed.wait(every):
+            if not self.in_flight:
+                continue
+            try:
+                with self._mutex:
+                    claims = list(self._in_flight.values())
+                self.store.renew_claims(claims, self.clock.now() + timedelta(seconds=self.lease_seconds))
+            except Exception as exc:  # the claims expire; another worker takes the runs over, fenced
+                log.warning("could not renew run claims: %s", error_text(exc))
+
+
+def _first_done(futures: set[Future[Any]]) -> set[Future[Any]]:
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    return wait(futures, return_when=FIRST_COMPLETED).done
