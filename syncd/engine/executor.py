@@ -14,7 +14,6 @@ to ``MAX_RESUME_ROUNDS`` times in this claim.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from contextlib import ExitStack
@@ -160,8 +159,8 @@ class Executor:
         key = claimed.key
         for _ in range(MAX_RESUME_ROUNDS):
             scope = ClaimScope(self.store, claimed, self.lease_seconds, self.clock)
-            steps = StepRuntime(txn=_StepReader(self.store, key), key=key, now=self.clock.now,
-                                store_now=functools.partial(self._store_now, claimed, scope))
+            steps = StepRuntime(txn=_StepReader(self.store, scope), key=key, now=self.clock.now,
+                                worker=_WorkerSteps(self, claimed, scope))
             ctx = Context(db=scope.session, event=event, workflow=wf, span=span, attempt=attempt, steps=steps,
                           integrations=self.integrations)
             try:
@@ -202,12 +201,6 @@ class Executor:
         scope.finish(outcome, steps)
         return outcome
 
-    def _store_now(self, claimed: ClaimedRun, scope: ClaimScope, results: dict[str, Any]) -> bool:
-        if scope.opened:
-            return False  # ctx.db writes are open: they must commit with the run's status (checkpoint)
-        self._store_steps(claimed, results)
-        return True
-
     def _store_steps(self, claimed: ClaimedRun, results: dict[str, Any]) -> None:
         if not results:
             return
@@ -216,11 +209,30 @@ class Executor:
             txn.store_steps(claimed.key, results, self.clock.now())
 
 
-class _StepReader:
-    """What ``StepRuntime`` reads the stored steps through: the store, outside the run's transaction."""
+class _WorkerSteps:
+    """``StepRuntime``'s hooks for a worker's run (``syncd.workflows.steps.WorkerSteps``)."""
 
-    def __init__(self, store: Store, key: RunKey) -> None:
-        self._store, self._key = store, key
+    def __init__(self, executor: Executor, claimed: ClaimedRun, scope: ClaimScope) -> None:
+        self._executor, self._claimed, self._scope = executor, claimed, scope
+
+    def db_open(self) -> bool:
+        return self._scope.opened
+
+    def release_db(self) -> None:
+        self._scope.rollback()
+
+    def store(self, results: dict[str, Any]) -> None:
+        self._executor._store_steps(self._claimed, results)
+
+
+class _StepReader:
+    """Where ``StepRuntime`` reads stored steps: the run's own transaction when it has one open (a second
+    connection per worker could exhaust the pool while every worker holds one), else a short read."""
+
+    def __init__(self, store: Store, scope: ClaimScope) -> None:
+        self._store, self._scope = store, scope
 
     def step_results(self, key: RunKey) -> dict[str, Any]:
+        if self._scope.opened:
+            return self._scope.txn().step_results(key)
         return self._store.step_results(key)

@@ -14,9 +14,11 @@ def create_engine(url: str, *, echo: bool = False, workers: int = 0) -> Engine:
     """An engine configured for syncd's access pattern on either dialect; on PostgreSQL its pool has room for
     ``workers`` run transactions besides the ticks' (a worker holds a connection only while it writes)."""
     if url.startswith("sqlite"):
+        file = sa.engine.make_url(url).database not in (None, "", ":memory:")
         engine = sa.create_engine(
             url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False},
             json_serializer=jsoncodec.dumps, json_deserializer=jsoncodec.loads,
+            **({"pool_size": 5, "max_overflow": 10 + workers} if file else {}),
         )
         sqlite.configure(engine)
         return engine

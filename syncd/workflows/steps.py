@@ -5,9 +5,10 @@ again whenever the workflow is re-executed — after a failure, a crash, a sleep
 
 How, for a run a worker executes (``syncd.engine.executor``): a step that completes while the run has no
 transaction open (it has not written through ``ctx.db`` yet) stores its result at once in a short
-transaction of its own, fenced on the worker's claim, and the code goes on — no re-execution. A step that
-completes after the run wrote through ``ctx.db`` cannot commit those writes early (they must commit with the
-run's status), so it interrupts the run with a *checkpoint*, as everywhere else. Inside a page's transaction
+transaction of its own, fenced on the worker's claim, and the code goes on — no re-execution. Writes made
+through ``ctx.db`` before a new step cannot commit early (they commit with the run's status) and must not be
+held open through the step's call (a lock held while waiting on the network): they roll back before the
+step runs, and once its result is stored the run executes again (a *checkpoint*), redoing them. Inside a page's transaction
 (``inline`` workflows, which spans many events) a new step is not run at all: the run is handed to the
 queue right after the page commits. On a checkpoint the engine rolls back the run's SAVEPOINT (its ``ctx.db`` writes
 so far), stores the step result in the run's transaction (``RunTxn.store_steps``), marks the run
@@ -70,6 +71,22 @@ class StepError(Exception):
     """A step failed after its retries, or was misused (duplicate name, unserialisable result)."""
 
 
+class WorkerSteps(Protocol):
+    """How a worker's run stores its steps (see the module docstring)."""
+
+    def db_open(self) -> bool:
+        """True if the run has ``ctx.db`` writes in an open transaction."""
+        ...
+
+    def release_db(self) -> None:
+        """Roll those writes back and let go of the transaction (they are redone when the run re-executes)."""
+        ...
+
+    def store(self, results: dict[str, Any]) -> None:
+        """Store completed steps now, in a short transaction of their own, fenced on the worker's claim."""
+        ...
+
+
 class StepResults(Protocol):
     """Where a run's completed steps are read from (a ``RunTxn``, or a worker's reader)."""
 
@@ -85,9 +102,8 @@ class StepRuntime:
     now: Callable[[], datetime]
     #: Inside a page's transaction: do not run a new step, hand the run to its own transaction first.
     defer_new: bool = False
-    #: A worker's run: store completed steps at once and go on, if this says it could (False: the run has
-    #: ``ctx.db`` writes open, so checkpoint instead).
-    store_now: Callable[[dict[str, Any]], bool] | None = None
+    #: A worker's run (``syncd.engine.executor``): completed steps are stored at once and the code goes on.
+    worker: WorkerSteps | None = None
     _memo: dict[str, Any] | None = None
     _seen: set[str] = field(default_factory=set)
     _counters: dict[str, int] = field(default_factory=dict)
@@ -121,8 +137,9 @@ class StepRuntime:
             return memo[name]["value"]
         if self.defer_new:
             raise Checkpoint({})
+        again = self._before_new()
         value = self._execute(name, fn, retries)
-        self._completed({name: {"value": value}})
+        self._completed({name: {"value": value}}, again)
         return value
 
     def parallel(self, calls: Sequence[tuple[str, Callable[[], Any]]], *, retries: int = 3) -> list[Any]:
@@ -134,6 +151,7 @@ class StepRuntime:
             return [memo[name]["value"] for name, _ in calls]
         if self.defer_new:
             raise Checkpoint({})
+        again = self._before_new()
         results: dict[str, Any] = {}
         errors: list[str] = []
         with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(todo)), thread_name_prefix="syncd-step") as pool:
@@ -146,13 +164,23 @@ class StepRuntime:
                     errors.append(str(exc))
         if errors:
             raise Checkpoint(results, error="; ".join(errors))
-        self._completed(results)
+        self._completed(results, again)
         return [memo[name]["value"] if name in memo else results[name]["value"] for name, _ in calls]
 
-    def _completed(self, results: dict[str, Any]) -> None:
+    def _before_new(self) -> bool:
+        """Before a new step runs: a worker's run never holds its transaction (and, on SQLite, the database's
+        write lock) through a step's call; writes made before the step roll back now and are redone when the
+        run executes again after it. True if it must execute again."""
+        if self.worker is None or not self.worker.db_open():
+            return self.worker is None
+        self.worker.release_db()
+        return True
+
+    def _completed(self, results: dict[str, Any], again: bool) -> None:
         """Steps just completed: stored now and the run goes on, or a checkpoint (see the module docstring)."""
-        if self.store_now is None or not self.store_now(results):
+        if again or self.worker is None:
             raise Checkpoint(results)
+        self.worker.store(results)
         memo = self.memo()
         for name, result in results.items():
             memo.setdefault(name, result)
@@ -166,7 +194,7 @@ class StepRuntime:
                 return
             raise Sleep(name, wake_at, new=None)
         if self.now() >= wake_at:
-            self._completed({name: {"wake_at": wake_at.isoformat(), "value": None}})
+            self._completed({name: {"wake_at": wake_at.isoformat(), "value": None}}, self._before_new())
             return
         raise Sleep(name, wake_at, new={"wake_at": wake_at.isoformat(), "value": None})
 

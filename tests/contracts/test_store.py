@@ -291,13 +291,13 @@ def test_existing_runs_are_those_of_the_stream_and_workflows_asked(store: Store)
 
 
 #: Each worker holds its owner lock while it claims (a claim of an owner without one is a dead owner's).
-_OWNER_LOCKS: dict[tuple[int, str], Any] = {}
+_OWNER_LOCKS: dict[tuple[Store, str], Any] = {}
 
 
 def claim_runs(store: Store, owner: str, clock: FakeClock, *, limit: int = 10, limited: dict[str, int] | None = None,
                stream: str | None = None) -> list[ClaimedRun]:
-    if (id(store), owner) not in _OWNER_LOCKS:
-        _OWNER_LOCKS[id(store), owner] = store.hold_owner(owner)
+    if (store, owner) not in _OWNER_LOCKS:
+        _OWNER_LOCKS[store, owner] = store.hold_owner(owner)
     return store.claim_runs(owner, clock.now(), lease_seconds=LEASE, limit=limit, workflows={"wf", "other"},
                             limited=limited or {}, stream=stream)
 
