@@ -17,11 +17,11 @@ import sqlalchemy as sa
 
 from connectors import workos
 from simulators.workos import WorkOSSimulator
+from simulators.workos.api import DEFAULT_NOW
 from syncd.contracts import Event, FakeClock
 from syncd.ops.app import App
 from syncd.ops.once import run_once
 from syncd.workflows import Context, Registry
-from simulators.workos.api import DEFAULT_NOW
 from tests.conftest import WORKOS_KEY, settings_for, sim_key
 
 EVENTS = 120

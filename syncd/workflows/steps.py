@@ -6,17 +6,15 @@ again whenever the workflow is re-executed — after a failure, a crash, a sleep
 How, for a run a worker executes (``syncd.engine.executor``): a step that completes while the run has no
 transaction open (it has not written through ``ctx.db`` yet) stores its result at once in a short
 transaction of its own, fenced on the worker's claim, and the code goes on — no re-execution. Writes made
-through ``ctx.db`` before a new step cannot commit early (they commit with the run's status) and must not be
-held open through the step's call (a lock held while waiting on the network): they roll back before the
-step runs, and once its result is stored the run executes again (a *checkpoint*), redoing them. Inside a page's transaction
-(``inline`` workflows, which spans many events) a new step is not run at all: the run is handed to the
-queue right after the page commits. On a checkpoint the engine rolls back the run's SAVEPOINT (its ``ctx.db`` writes
-so far), stores the step result in the run's transaction (``RunTxn.store_steps``), marks the run
-``pending`` and, once that commits, executes the workflow again: completed steps now return their
-stored result, and the code runs on to the next step. A sleep interrupts the run the same way, as
-``sleeping`` until its wake time. Workflow code must therefore be deterministic between steps (the
-usual rule of durable-execution engines); ``ctx.db`` writes made before a step are redone on
-re-execution and commit with the run's final execution.
+through ``ctx.db`` before a new step cannot commit early (they commit with the run's status) and must not
+be held open through the step's call (a lock held while waiting on the network): they roll back before
+the step runs, and once its result is stored the run executes again (a *checkpoint*): completed steps now
+return their stored result, the writes are redone, and the code runs on to the next step.
+
+Inside a page's transaction (``inline`` workflows; it spans many events) a new step is not run at all:
+the run is handed to the queue (``pending``) right after the page commits. A sleep interrupts the run
+too, as ``sleeping`` until its wake time. Workflow code must therefore be deterministic between steps (the
+usual rule of durable-execution engines); ``ctx.db`` writes commit with the run's final execution.
 
 A step that succeeded is never run again, except when the process dies between the step's return and
 the commit of its result: outbound calls carry an ``Idempotency-Key`` for that window.
