@@ -155,3 +155,37 @@ def test_ctx_db_writes_commit_with_the_run_and_a_failure_rolls_them_back(db_url:
         statuses = dict(conn.execute(sa.text("SELECT status, count(*) FROM syncd_runs GROUP BY status")).all())
     assert rows == set(created) - set(failing)  # each success's write once, no failure's
     assert statuses == {"succeeded": len(created) - len(failing), "dead": len(failing)}
+
+
+def test_status_and_metrics_show_the_queue(db_url: str, sim: WorkOSSimulator, apps: list[App]) -> None:
+    from syncd.ops.metrics import collect_metrics, render_metrics
+    from syncd.ops.status import collect, render
+
+    registry = Registry()
+
+    @registry.workflow("later", on=workos.events("user.created"))
+    def later(event: Event, ctx: Context) -> None:
+        pass
+
+    clock = FakeClock(DEFAULT_NOW + timedelta(days=1))
+    app = build(db_url, sim, registry, apps, clock=clock)
+    app.engine.workers = app.workers()  # queue only; nothing drains
+    [tick] = app.tick_all()
+    created = len([e for e in sim.events() if e["event"] == "user.created"])
+    assert tick.ok and created > 1
+    lock = app.engine.store.hold_owner("w1")
+    clock.advance(90)
+    claimed = app.engine.store.claim_runs("w1", clock.now(), lease_seconds=60, limit=1, workflows={"later"},
+                                          limited={})
+    assert len(claimed) == 1 and lock is not None
+    queue = app.reads.queue(clock.now())
+    assert (queue.depth, queue.in_flight, queue.later) == (created - 1, {"later": 1}, 0)
+    assert queue.oldest_age(clock.now()) == 90.0
+    text = render_metrics(collect_metrics(app.reads, ["workos"], now=clock.now(), interval=60))
+    assert f"syncd_run_queue_depth {created - 1}" in text
+    assert 'syncd_runs_in_flight{workflow="later"} 1' in text
+    assert "syncd_run_queue_oldest_age_seconds 90" in text
+    report = collect(app.reads)
+    assert report["queue"]["due"] == created - 1 and report["queue"]["in_flight"] == {"later": 1}
+    assert f"run queue: {created - 1} due now" in render(report) and "1 in flight (later: 1)" in render(report)
+    lock.release()

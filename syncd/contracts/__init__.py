@@ -28,7 +28,7 @@ from syncd.contracts.providers import (
     SystemClock,
     Window,
 )
-from syncd.contracts.reads import FailedRun, Reads, TickRow, TickStats
+from syncd.contracts.reads import FailedRun, QueueStats, Reads, TickRow, TickStats
 from syncd.contracts.records import (
     DUE_STATUSES,
     OPEN_STATUSES,
@@ -47,9 +47,37 @@ from syncd.contracts.records import (
 from syncd.contracts.store import ClaimTxn, Lease, PageTxn, RunTxn, Store
 
 __all__ = [
-    "DUE_STATUSES", "OPEN_STATUSES", "ClaimTxn", "ClaimedRun", "Clock", "Connector", "CursorSpec", "DueRun",
-    "Event", "FailedRun", "FakeClock", "Lease",
-    "Listener", "Page", "PageTxn", "Provider", "Quarantined", "Reads", "Recorded",
-    "RunKey", "RunRecord", "RunStatus", "RunTxn", "Skip",
-    "SkipReason", "SourceRow", "Store", "SystemClock", "TickRecord", "TickRow", "TickStats", "Window"
+    "DUE_STATUSES",
+    "OPEN_STATUSES",
+    "ClaimTxn",
+    "ClaimedRun",
+    "Clock",
+    "Connector",
+    "CursorSpec",
+    "DueRun",
+    "Event",
+    "FailedRun",
+    "FakeClock",
+    "Lease",
+    "Listener",
+    "Page",
+    "PageTxn",
+    "Provider",
+    "Quarantined",
+    "QueueStats",
+    "Reads",
+    "Recorded",
+    "RunKey",
+    "RunRecord",
+    "RunStatus",
+    "RunTxn",
+    "Skip",
+    "SkipReason",
+    "SourceRow",
+    "Store",
+    "SystemClock",
+    "TickRecord",
+    "TickRow",
+    "TickStats",
+    "Window"
 ]

@@ -31,6 +31,21 @@ class TickStats:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueStats:
+    """The run queue at one moment: runs due now and not yet claimed (``depth``), the time the one waiting
+    longest fell due, and the runs in flight per workflow (claimed by a worker)."""
+
+    depth: int
+    oldest_due_at: datetime | None
+    in_flight: dict[str, int]
+    later: int  # queued, pending, sleeping or failed runs due later
+
+    def oldest_age(self, now: datetime) -> float:
+        """Seconds the oldest due run has waited (0 when none is waiting)."""
+        return max(0.0, (now - self.oldest_due_at).total_seconds()) if self.oldest_due_at else 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class TickRow:
     """One recorded tick of a cursor: when it ran, whether it succeeded, and how far behind it was."""
 
@@ -128,6 +143,10 @@ class Reads(Protocol):
 
     def event_count(self) -> int:
         """Events in the ledger."""
+        ...
+
+    def queue(self, now: datetime) -> QueueStats:
+        """The run queue at ``now`` (what ``syncd status``, ``/metrics`` and the dashboard show of it)."""
         ...
 
     def quarantined(self, limit: int = 20, *, streams: Iterable[str] | None = None) -> tuple[int, list[QuarantineRow]]:

@@ -60,6 +60,7 @@ def collect_metrics(reads: Reads, keys: Sequence[str], *, now: datetime, interva
         last_ok = {key: snap.last_tick(key, succeeded=True) for key, last in last_ticks.items()
                    if last is not None and _stale(last, now, limit)}
         states = read_states(snap, keys)
+        queue = snap.queue(now)
     known = sorted({*keys, *(r.key for r in rows)})
     events = {_src(k): 0.0 for k in known} | {_src(r.key): float(r.events_seen) for r in rows}
     last_success = {_src(r.key): r.last_success_at.timestamp() for r in rows if r.last_success_at}
@@ -89,6 +90,13 @@ def collect_metrics(reads: Reads, keys: Sequence[str], *, now: datetime, interva
                 "ticks fail or hang, that of the last successful tick plus the time since it ended.", lags),
         _family("syncd_last_success_timestamp_seconds", "gauge",
                 "Unix time at which the source's last successful tick ended.", last_success),
+        _family("syncd_run_queue_depth", "gauge", "Workflow runs due now that no worker has claimed yet.",
+                {(): float(queue.depth)}),
+        _family("syncd_run_queue_oldest_age_seconds", "gauge",
+                "How long the run due the longest has waited for a worker (0 when none waits).",
+                {(): queue.oldest_age(now)}),
+        _family("syncd_runs_in_flight", "gauge", "Workflow runs being executed by a worker, per workflow.",
+                {(("workflow", w),): float(n) for w, n in sorted(queue.in_flight.items())}),
     ]
 
 

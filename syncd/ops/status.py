@@ -8,14 +8,14 @@ characters in every value (a provider's escape sequence cannot rewrite the termi
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from syncd.contracts import FailedRun, Reads, SourceRow, TickRow
 from syncd.ops.statusparts import Filters, cursor_text, group_item, quarantine_item, render_groups, render_quarantine
 from syncd.redaction import error_summary, printable, safe_error
 
-RUN_STATES = ("succeeded", "failed", "dead", "sleeping")
+RUN_STATES = ("succeeded", "queued", "running", "pending", "failed", "dead", "sleeping")
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -42,7 +42,11 @@ def collect(reads: Reads, *, run_limit: int = 20, jaeger_url: str | None = None,
         groups = snap.failure_groups(run_limit, workflow=f.workflow, streams=streams, status=f.status)
         events = snap.event_count()
         held, quarantined = snap.quarantined(run_limit, streams=streams)
+        queue = snap.queue(datetime.now(UTC))
     return {
+        "queue": {"due": queue.depth, "oldest_due_at": _iso(queue.oldest_due_at),
+                  "oldest_wait_seconds": round(queue.oldest_age(datetime.now(UTC)), 3),
+                  "in_flight": dict(sorted(queue.in_flight.items())), "later": queue.later},
         "sources": [_source(row, last_tick, run_counts) for row, last_tick in rows],
         "problem_runs": [_problem_run(run, jaeger_url) for run in failures],
         "problem_groups": [group_item(group, jaeger_url) for group in groups],
@@ -91,6 +95,7 @@ def render(report: dict[str, Any], *, limit: int = 20) -> str:
     lines: list[str] = []
     for s in report["sources"]:
         lines += _render_source(s)
+    lines += _render_queue(report.get("queue"))
     lines += render_groups(report.get("problem_groups", []), limit)
     lines += render_quarantine(report.get("quarantined"))
     return "\n".join(lines)
@@ -105,7 +110,8 @@ def _render_source(s: dict[str, Any]) -> list[str]:
     if "runs" in s:
         r = s["runs"]
         lines.append(f"  runs:                {r['succeeded']} succeeded, {r['failed']} failed (retrying), "
-                     f"{r['dead']} dead, {r['sleeping']} sleeping")
+                     f"{r['dead']} dead, {r['sleeping']} sleeping, "
+                     f"{r['queued'] + r['pending'] + r['running']} queued or running")
     if "window" in s:
         w = s["window"]
         pct = f"{100 * (w['progress'] or 0):.0f}%"
@@ -120,3 +126,15 @@ def _render_source(s: dict[str, Any]) -> list[str]:
     if s["lease_owner"]:
         lines.append(f"  lease:               {_shown(s['lease_owner'])} until {s['lease_expires_at']}")
     return lines
+
+
+def _render_queue(queue: dict[str, Any] | None) -> list[str]:
+    if not queue:
+        return []
+    flying = sum(queue["in_flight"].values())
+    by_workflow = ", ".join(f"{_shown(w)}: {n}" for w, n in queue["in_flight"].items())
+    line = f"run queue: {queue['due']} due now"
+    if queue["due"]:
+        line += f" (oldest waiting {queue['oldest_wait_seconds']:.0f}s)"
+    line += f", {flying} in flight" + (f" ({by_workflow})" if by_workflow else "")
+    return [line + f", {queue['later']} due later"]

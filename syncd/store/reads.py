@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from syncd.contracts import FailedRun, SourceRow, TickRow, TickStats
+from syncd.contracts import DUE_STATUSES, FailedRun, QueueStats, RunStatus, SourceRow, TickRow, TickStats
 from syncd.contracts.reads import FailureGroup, QuarantineRow
 from syncd.store.db import reading
 from syncd.store.tables import events, quarantine, runs, sources, ticks
@@ -71,6 +72,17 @@ class SqlReads:
         if workflow is not None:
             query = query.where(runs.c.workflow == workflow)
         return {(r.stream, r.status): int(r.n) for r in self._all(query)}
+
+    def queue(self, now: datetime) -> QueueStats:
+        due = [s.value for s in DUE_STATUSES]
+        with self._connection() as conn:
+            depth, oldest = conn.execute(sa.select(sa.func.count(), sa.func.min(runs.c.next_attempt_at)).where(
+                runs.c.status.in_(due), runs.c.next_attempt_at <= now)).one()
+            later = conn.execute(sa.select(sa.func.count()).where(
+                runs.c.status.in_(due), runs.c.next_attempt_at > now)).scalar_one()
+            flying = conn.execute(sa.select(runs.c.workflow, sa.func.count()).where(
+                runs.c.status == RunStatus.RUNNING.value).group_by(runs.c.workflow)).all()
+        return QueueStats(int(depth), oldest, {w: int(n) for w, n in flying}, int(later))
 
     def recent_failures(self, limit: int = 20) -> list[FailedRun]:
         query = _failed_runs().order_by(runs.c.status.desc(), runs.c.finished_at.desc()).limit(limit)
