@@ -148,7 +148,7 @@ def finish(conn: Connection, claimed: ClaimedRun, record: RunRecord) -> bool:
     values = {k: row[k] for k in _FINISHED}
     result = conn.execute(
         sa.update(runs).where(_pk(), runs.c.claim_token == claimed.token, runs.c.status == _RUNNING)
-        .values(**values, claim_owner=None, claimed_until=None),
+        .values(**values, claimed_until=None),  # claim_owner stays: who ran it last (status, dashboard)
         {"w": record.workflow, "s": record.stream, "e": record.event_id})
     return result.rowcount == 1
 

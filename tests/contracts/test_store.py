@@ -357,7 +357,7 @@ def test_a_claim_is_fenced_and_taken_over_once_expired(store: Store) -> None:
     finish(store, theirs, clock)
     with store.db.connect() as conn:
         row = conn.execute(sa.text("SELECT status, attempts, claim_owner FROM syncd_runs")).one()
-    assert tuple(row) == ("succeeded", 2, None)
+    assert tuple(row) == ("succeeded", 2, "w2")  # the owner that ran it last stays
 
 
 def test_a_dead_owners_claims_are_due_at_once(store: Store) -> None:
