@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from syncd.engine import TickResult
+from syncd.engine.results import RunTally
 from syncd.errors import ConfigError
 from syncd.ops.app import App
 from syncd.settings import Settings
@@ -70,12 +71,12 @@ def run_demo(settings: Settings, *, events: int = 3000, live_seconds: float = 0.
                                 log_format=settings.log_format)
         app = App.build(demo_settings, clock=clock)
         try:
-            results = app.tick_all()
+            results = _tick(app)
             _print_ticks(results)
             deadline = time.monotonic() + live_seconds
             while time.monotonic() < deadline:
                 time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
-                _print_ticks(app.tick_all(), live=True)
+                _print_ticks(_tick(app), live=True)
             if welcome is not None:
                 welcome.finish(app, clock)
             _summary(app, time.perf_counter() - started)
@@ -85,6 +86,20 @@ def run_demo(settings: Settings, *, events: int = 3000, live_seconds: float = 0.
         finally:
             app.close()
     return 0 if ok else 1
+
+
+def _tick(app: App) -> list[TickResult]:
+    """Tick every source, then run the runs it queued with the worker pool (as ``syncd once`` does)."""
+    pool = app.workers()
+    app.engine.workers = pool
+    try:
+        results = app.tick_all()
+        drained = pool.drain()
+    finally:
+        app.engine.workers = None
+    for result in results:
+        result.add_runs(drained.by_stream.get(result.source, RunTally()))
+    return results
 
 
 def demo_database(database: str | None) -> Path:
