@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,6 +31,9 @@ log = logging.getLogger("syncd.workers")
 
 #: The longest the dispatcher sleeps without a notification (other processes' runs, clock-driven ones).
 POLL_SECONDS = 1.0
+#: How often an idle dispatcher claims anyway: the runs of a replica that died are due at once (its owner
+#: lock is free) but nothing announces them.
+RECLAIM_SECONDS = 10.0
 
 
 @dataclass
@@ -178,17 +182,27 @@ class WorkerPool:
 
     def _dispatch_loop(self) -> None:
         assert self._pool is not None
+        woken, last_claim = True, 0.0  # claim at once on start: a dead predecessor's runs are due
         while not self._closed.is_set() and not self.stop.is_set():
+            due_in = self._due_in()
+            # Claiming is a write transaction (on SQLite it takes the file's write lock): only when woken,
+            # when a run fell due, or now and then for the runs of a replica that died (due at once, but
+            # not announced by any clock).
+            if woken or due_in <= 0 or time.monotonic() - last_claim >= RECLAIM_SECONDS:
+                last_claim = time.monotonic()
+                claims = self._claim(self.workers - self.in_flight)
+                for claimed in claims:
+                    self._pool.submit(self._execute, claimed)
+                if claims and self.in_flight < self.workers:
+                    continue  # there may be more due now
+                # Runs due but not claimable (waiting for an earlier run of their key, or a concurrency
+                # slot) become claimable when a run finishes: a wake-up here, a poll for other replicas'.
+                due_in = self.poll_seconds
+            woken = self._wake.wait(max(0.01, min(self.poll_seconds, due_in)))
             self._wake.clear()
-            claims = self._claim(self.workers - self.in_flight)
-            for claimed in claims:
-                self._pool.submit(self._execute, claimed)
-            if claims and self.in_flight < self.workers:
-                continue  # there may be more due now
-            self._wake.wait(self._sleep_seconds())
 
-    def _sleep_seconds(self) -> float:
-        """Until the next run falls due, at most ``poll_seconds``."""
+    def _due_in(self) -> float:
+        """Seconds until the next run of ours falls due (0 or less: now; ``poll_seconds`` if unknown)."""
         try:
             workflows, _ = self._limits()
             due = self.store.next_due(workflows)
@@ -196,7 +210,7 @@ class WorkerPool:
             return self.poll_seconds
         if due is None:
             return self.poll_seconds
-        return min(self.poll_seconds, max(0.01, (due - self.clock.now()).total_seconds()))
+        return (due - self.clock.now()).total_seconds()
 
     def _keep_claims(self) -> None:
         every = max(1.0, self.lease_seconds / 3)
