@@ -89,14 +89,17 @@ class WorkerPool:
         """Stop claiming, let the runs in flight finish (at most ``timeout``), let go of the owner lock. Runs
         still in flight after that are taken over by another replica at once (the owner lock goes with the
         process) or when their claims expire."""
+        deadline = time.monotonic() + timeout
         self._closed.set()
         self._wake.set()
         if self._listener is not None:
             self._listener.stop(timeout=1.0)
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
+        while self.in_flight and time.monotonic() < deadline:
+            time.sleep(0.02)
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=False, cancel_futures=True)
         if self._owner_lock is not None and not self._in_flight:
             self._owner_lock.release()
             self._owner_lock = None

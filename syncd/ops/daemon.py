@@ -67,9 +67,11 @@ def run_daemon(settings: Settings) -> None:
         left = STOP_BUDGET_SECONDS - (time.monotonic() - stopping)
         telemetry.shutdown(timeout=max(0.5, min(telemetry.timeout, left)))
     log.info("stopped")
-    if not daemon.idle:
+    if not daemon.idle or workers.in_flight:
         logging.shutdown()
-        os._exit(0)  # a tick is stuck in I/O; its transaction was never committed, so nothing is lost
+        # A tick or a run is stuck in I/O; its transaction was never committed, so nothing is lost (a run's
+        # claim dies with the process: another replica, or the next start, takes it over at once).
+        os._exit(0)
     app.close()
 
 
