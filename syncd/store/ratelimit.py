@@ -18,8 +18,7 @@ given by the caller (wall-clock seconds), so replicas must keep their clocks in 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -38,8 +37,7 @@ integration_slots = sa.Table(
 )
 
 
-@dataclass(frozen=True)
-class Slot:
+class Slot(NamedTuple):
     """What :meth:`Slots.take` decided: ``granted`` — the call starts at ``at`` (now or within the
     horizon; the slot is taken); else the next slot starts at ``at``, beyond the horizon (nothing taken)."""
 

@@ -28,6 +28,7 @@ from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from syncd.errors import ConfigError
 from syncd.settings import INTEGRATION_PREFIX, Integrations, Rate
 from syncd.store.ratelimit import MemorySlots, Slots, SqlSlots
 from syncd.workflows.steps import RunKey, Sleep
@@ -137,6 +138,8 @@ class Outbound:
     def slack(self) -> httpx.Client:
         client = self._clients.get("slack")
         if client is None:
+            if not self.integrations.slack_webhook_url:
+                raise ConfigError("SYNCD_SLACK_WEBHOOK_URL", "is not set (a Slack incoming-webhook URL)")
             from syncd.workflows.integrations import slack_client
 
             client = self._shared("slack", lambda: slack_client(self.integrations.slack_rate, self.limiter))
