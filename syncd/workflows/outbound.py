@@ -11,7 +11,8 @@ request still carries its own ``Idempotency-Key``.
 ``SYNCD_SLACK_RATE``) through shared slots (``syncd.store.ratelimit``): on PostgreSQL the
 ``syncd_integration_slots`` table, one short atomic statement per call, so every replica draws on one
 budget; on SQLite — one process — the same slots in memory (a call must not queue for SQLite's single
-write lock behind a page transaction, nor wait for one its own run holds). A call whose slot starts
+write lock behind a page transaction, nor wait for one its own run holds). An integration without a
+rate is only checked for a pause, read from the table at most once a second per replica. A call whose slot starts
 within :data:`MAX_WAIT` seconds sleeps until it; a later slot raises :class:`Deferred`: the run is due
 again at that time, the attempt not counted. A 429 or 503 with ``Retry-After`` pauses the integration
 (its next slot moves to the end of the wait, for every replica) and raises :class:`Deferred` too; other
@@ -45,6 +46,8 @@ current_run: contextvars.ContextVar[RunKey | None] = contextvars.ContextVar("syn
 
 #: Longest wait for a call's slot inside the worker thread; a later slot defers the run instead.
 MAX_WAIT = 1.0
+#: How long a replica trusts what it read of an integration's pause (integrations without a rate).
+PAUSE_REFRESH = 1.0
 #: Longest pause a ``Retry-After`` from an integration imposes (a longer one is capped).
 MAX_RETRY_AFTER = 3600.0
 
@@ -77,13 +80,14 @@ class RateLimiter:
         self._clock = clock
         self._sleep = sleep
         self.max_wait = max_wait
+        self._pauses: dict[str, tuple[float | None, float]] = {}  # name: (next_at, when read)
 
     def acquire(self, name: str, rate: Rate | None, *, label: str) -> None:
         """Before a call of ``name``: return when it may start (after sleeping up to ``max_wait``), or
         raise :class:`Deferred` with when it may. Without a rate only a pause holds it back (a read)."""
         now = self._clock()
         if rate is None:
-            at = self.slots.next_at(name)
+            at = self._pause_of(name, now)
             if at is None or at <= now:
                 return
             granted = at <= now + self.max_wait
@@ -97,12 +101,23 @@ class RateLimiter:
         if at > now:
             self._sleep(at - now)
 
+    def _pause_of(self, name: str, now: float) -> float | None:
+        """``name``'s shared next_at, read at most every :data:`PAUSE_REFRESH` seconds: a call of an
+        integration without a rate costs no database round trip, and a pause set by another replica
+        holds here within that time (this replica's own pauses at once)."""
+        known = self._pauses.get(name)
+        if known is None or now - known[1] >= PAUSE_REFRESH:
+            known = self._pauses[name] = (self.slots.next_at(name), now)
+        return known[0]
+
     def pause(self, name: str, seconds: float, *, label: str, status: int) -> Deferred:
         """``name`` answered ``status`` with ``Retry-After: seconds``: no call of it from any replica
         before then. Returns the :class:`Deferred` the caller raises."""
         wait = min(max(seconds, 0.0), MAX_RETRY_AFTER)
-        until = self._clock() + wait
+        now = self._clock()
+        until = now + wait
         self.slots.pause(name, until)
+        self._pauses[name] = (until, now)
         return Deferred(_utc(until), f"{label} answered {status} with Retry-After {seconds:g} s"
                                      + (f" (capped at {MAX_RETRY_AFTER:g} s)" if wait < seconds else ""))
 
