@@ -18,15 +18,18 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Engine
 
+from connectors import workos
 from simulators.sink import SinkSimulator
 from syncd.errors import ConfigError
 from syncd.settings import Integrations
 from syncd.store.connect import create_engine
 from syncd.store.ratelimit import MemorySlots, SqlSlots
 from syncd.store.schema import migrate
+from syncd.workflows import Registry
 from syncd.workflows.integrations import IntegrationError
 from syncd.workflows.outbound import MAX_RETRY_AFTER, Deferred, Outbound, RateLimiter, current_run
 from syncd.workflows.steps import RunKey, current_step
+from tests.test_steps import build
 
 #: Slack: milliseconds; clocks of the sink and the test are one clock, but float sums round.
 EPSILON = 0.005
@@ -100,11 +103,28 @@ def test_one_pooled_client_serves_200_calls_from_many_threads_with_a_key_per_run
 def test_a_call_outside_a_run_is_refused_before_it_leaves(sink: SinkSimulator) -> None:
     outbound = Outbound(integrations(SYNCD_INTEGRATION_CRM_URL=sink.url))
     try:
-        with pytest.raises(RuntimeError, match="outside a workflow run"):
-            outbound.http("crm").get("/x")
+        with ThreadPoolExecutor(1) as pool, pytest.raises(RuntimeError, match="outside a workflow run"):
+            pool.submit(lambda: outbound.http("crm").get("/x")).result()  # a thread that never ran a run
     finally:
         outbound.close()
     assert sink.calls == []
+
+
+def test_a_run_that_called_out_is_no_longer_current_once_it_ends(sqlite_url: str, workos_sim: Any,
+                                                                 sink: SinkSimulator) -> None:
+    registry = Registry()
+
+    @registry.workflow("crm", on=workos.events("user.created"))
+    def crm(event: Any, ctx: Any) -> None:
+        ctx.step("crm", lambda: ctx.http("crm").post("/contacts", json={"id": event.id}).status_code)
+
+    app = build(sqlite_url, workos_sim, registry, SYNCD_INTEGRATION_CRM_URL=sink.url)
+    try:
+        app.tick_all()
+    finally:
+        app.close()
+    assert sink.calls and all(c.idempotency_key for c in sink.calls)
+    assert current_run.get() is None  # no later call in this thread goes out under a finished run's key
 
 
 def test_an_unknown_integration_names_its_variable() -> None:

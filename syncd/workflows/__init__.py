@@ -161,7 +161,12 @@ class Context:
         return bound_outbound(self).http(integration)
 
     def close(self) -> None:
-        """Called by the engine after each run. Nothing to release: the integration clients are shared."""
+        """Called by the engine after each run, in its thread. The integration clients are shared (nothing
+        to close); the run stops being this thread's current run (``outbound.current_run``)."""
+        if self._outbound is not None and self._steps is not None:
+            from syncd.workflows.integrations import unbind_run
+
+            unbind_run(self._steps.key)
 
     @property
     def slack(self) -> Any:

@@ -37,7 +37,7 @@ from syncd.http import parse_retry_after, split_base_url
 from syncd.redaction import redact_url, scrub
 from syncd.settings import HttpIntegration, Rate
 from syncd.workflows.outbound import Outbound, RateLimiter, current_run
-from syncd.workflows.steps import current_step
+from syncd.workflows.steps import RunKey, current_step
 
 if TYPE_CHECKING:
     from syncd.workflows import Context
@@ -144,10 +144,16 @@ def _location(response: httpx.Response) -> str:
 
 
 def bound_outbound(ctx: Context) -> Outbound:
-    """``ctx``'s shared clients, with ``ctx``'s run as :data:`current_run` of this thread from now on:
-    right even where the engine does not set it (it is set again by the next run's ``ctx.http``)."""
+    """``ctx``'s shared clients, with ``ctx``'s run as :data:`current_run` of this thread until the run
+    ends (``Context.close``): right even where the engine does not set it."""
     current_run.set(ctx.steps.key)
     return ctx.outbound
+
+
+def unbind_run(key: RunKey) -> None:
+    """The run ``key`` ended in this thread: it is no longer the one outbound calls are made for."""
+    if current_run.get() == key:
+        current_run.set(None)
 
 
 class Slack:

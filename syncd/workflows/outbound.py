@@ -11,10 +11,10 @@ request still carries its own ``Idempotency-Key``.
 ``SYNCD_SLACK_RATE``) through shared slots (``syncd.store.ratelimit``): on PostgreSQL the
 ``syncd_integration_slots`` table, one short atomic statement per call, so every replica draws on one
 budget; on SQLite — one process — the same slots in memory (a call must not queue for SQLite's single
-write lock behind a page transaction, nor wait for one its own run holds). An integration without a
-rate is only checked for a pause, read from the table at most once a second per replica. A call whose slot starts
+write lock behind a page transaction, nor wait for one its own run holds). A call whose slot starts
 within :data:`MAX_WAIT` seconds sleeps until it; a later slot raises :class:`Deferred`: the run is due
-again at that time, the attempt not counted. A 429 or 503 with ``Retry-After`` pauses the integration
+again at that time, the attempt not counted. An integration without a rate is only checked for a pause,
+read from the table at most once a second per replica. A 429 or 503 with ``Retry-After`` pauses the integration
 (its next slot moves to the end of the wait, for every replica) and raises :class:`Deferred` too; other
 integrations go on.
 """
