@@ -272,6 +272,23 @@ def test_a_slot_beyond_the_wait_horizon_defers_without_using_it(engines: Callabl
     assert "rate limit 1/min" in deferred[0].reason and "integration 'crm'" in deferred[0].reason
 
 
+def test_the_slack_webhook_has_its_own_rate(engines: Callable[[], Engine], sink: SinkSimulator) -> None:
+    hook = f"{sink.url}/services/T0/B0/hook-secret-4"
+    config = integrations(SYNCD_SLACK_WEBHOOK_URL=hook, SYNCD_SLACK_RATE="1/h", SYNCD_INTEGRATION_CRM_URL=sink.url,
+                          SYNCD_INTEGRATION_CRM_RATE="1/h")
+    outbound = Outbound(config, RateLimiter(engines()))
+    try:
+        call_as(RunKey("w", "s", "e1"), "slack", lambda: outbound.slack().post(hook, json={"text": "a"}))
+        with pytest.raises(Deferred) as deferred:
+            call_as(RunKey("w", "s", "e2"), "slack", lambda: outbound.slack().post(hook, json={"text": "b"}))
+        # The CRM's budget is its own: its first call goes out.
+        call_as(RunKey("w", "s", "e1"), "crm", lambda: outbound.http("crm").post("/contacts"))
+    finally:
+        outbound.close()
+    assert [c.path for c in sink.calls] == ["/services/T0/B0/hook-secret-4", "/contacts"]
+    assert "the Slack webhook: rate limit 1/h" in deferred.value.reason and "hook-secret-4" not in str(deferred.value)
+
+
 def test_deferred_passes_through_user_code_and_step_retries() -> None:
     until = datetime(2030, 1, 1, tzinfo=UTC)
     try:
