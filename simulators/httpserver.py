@@ -35,6 +35,9 @@ class Server(ThreadingHTTPServer):
     """A ``ThreadingHTTPServer`` that knows its open connections and carries a ``context`` for handlers."""
 
     daemon_threads = True
+    #: socketserver's default backlog of 5 drops connections in a burst (a client then waits a second to
+    #: retry its SYN): a pooled client of many worker threads opens dozens at once.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], context: Any = None,
                  *, quiet_disconnects: bool = True) -> None:

@@ -19,7 +19,7 @@ SYNCD_VARIABLES = frozenset(
         "SYNCD_MAX_ATTEMPTS", "SYNCD_LEASE_SECONDS", "SYNCD_HTTP_PORT", "SYNCD_HTTP_TIMEOUT", "SYNCD_ENV_FILE",
         "SYNCD_PREFETCH_PAGES",
         "SYNCD_REPLICA_ID", "SYNCD_JAEGER_URL", "LOG_LEVEL", "LOG_FORMAT", "EVENTS_RANGE_START", "EVENTS_RANGE_END",
-        "SYNCD_SMTP_URL", "SYNCD_SMTP_FROM", "SYNCD_SLACK_WEBHOOK_URL",
+        "SYNCD_SMTP_URL", "SYNCD_SMTP_FROM", "SYNCD_SLACK_WEBHOOK_URL", "SYNCD_SLACK_RATE",
         "WORKOS_API_KEY", "WORKOS_BASE_URL", "WORKOS_EVENTS",
         "GITHUB_TOKEN", "GITHUB_REPOS", "GITHUB_BASE_URL",
         "SYNCD_SQL_URL", "SYNCD_SQL_TABLES", "SYNCD_SQL_GAP_SECONDS",
@@ -35,7 +35,7 @@ _PREFIXES = ("SYNCD_", "SYNC_", "WORKOS_", "GITHUB_", "EVENTS_", "OTEL_", "DATAB
 #: reported as its typo: ``DATABSE_URL`` is 0.96 from ``DATABASE_URL``; an unrelated ``PGPASSWORD`` is
 #: 0.74 from ``POSTGRES_PASSWORD`` and a ``.env`` may hold other tools' variables.
 NEAR_MISS = 0.85
-_INTEGRATION_VARIABLE = re.compile(r"SYNCD_INTEGRATION_[A-Z0-9_]+_(URL|TOKEN)")
+_INTEGRATION_VARIABLE = re.compile(r"SYNCD_INTEGRATION_[A-Z0-9_]+_(URL|TOKEN|RATE)")
 _INTEGRATION_PREFIX = "SYNCD_INTEGRATION_"
 
 
@@ -62,7 +62,8 @@ def did_you_mean(name: str) -> str:
     if name.upper() in KNOWN_VARIABLES:
         return f" (did you mean {name.upper()}? names are case-sensitive)"
     if name.startswith(_INTEGRATION_PREFIX):
-        return f" (integrations are {_INTEGRATION_PREFIX}<NAME>_URL and {_INTEGRATION_PREFIX}<NAME>_TOKEN)"
+        return (f" (integrations are {_INTEGRATION_PREFIX}<NAME>_URL and {_INTEGRATION_PREFIX}<NAME>_TOKEN, "
+                f"optionally {_INTEGRATION_PREFIX}<NAME>_RATE)")
     cutoff = 0.6 if name.startswith(_PREFIXES) else NEAR_MISS
     close = difflib.get_close_matches(name.upper(), sorted(KNOWN_VARIABLES), n=1, cutoff=cutoff)
     return f" (did you mean {close[0]}?)" if close else ""

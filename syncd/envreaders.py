@@ -8,7 +8,9 @@ only when finite and within the bounds given. :class:`Secret` keeps a value out 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from syncd.errors import ConfigError
@@ -109,6 +111,46 @@ def get_url(environ: Mapping[str, str], name: str, default: str) -> str:
 def get_secret(environ: Mapping[str, str], name: str) -> Secret | None:
     raw = get_str(environ, name)
     return Secret(raw) if raw else None
+
+
+@dataclass(frozen=True)
+class Rate:
+    """At most ``count`` calls per ``per`` seconds, spaced evenly: one every :attr:`interval` seconds."""
+
+    count: int
+    per: float
+
+    @property
+    def interval(self) -> float:
+        return self.per / self.count
+
+    def __str__(self) -> str:
+        unit = {1.0: "s", 60.0: "min", 3600.0: "h"}.get(self.per)
+        return f"{self.count}/{unit}" if unit else f"{self.count}/{self.per:g}s"
+
+
+#: Units of a rate, in seconds.
+RATE_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
+              "h": 3600.0, "hour": 3600.0}
+_RATE = re.compile(r"(\d{1,9})\s*/\s*([a-z]+)")
+#: Most calls per second a rate may allow: beyond this the limiter's bookkeeping costs more than it saves.
+MAX_RATE_PER_SECOND = 10_000
+
+
+def get_rate(environ: Mapping[str, str], name: str) -> Rate | None:
+    """``name`` as a rate, ``N/s``, ``N/min`` or ``N/h`` (N ≥ 1); None when unset."""
+    raw = get_str(environ, name)
+    if raw is None:
+        return None
+    match = _RATE.fullmatch(raw.lower())
+    if match is None or match.group(2) not in RATE_UNITS:
+        raise ConfigError(name, f"expected a rate such as 10/s, 600/min or 2/h, got {shown_value(raw)}")
+    rate = Rate(int(match.group(1)), RATE_UNITS[match.group(2)])
+    if rate.count < 1:
+        raise ConfigError(name, f"must allow at least one call, got {shown_value(raw)}")
+    if rate.count / rate.per > MAX_RATE_PER_SECOND:
+        raise ConfigError(name, f"must be at most {MAX_RATE_PER_SECOND}/s, got {shown_value(raw)}")
+    return rate
 
 
 def normalize_database_url(raw: str) -> str:

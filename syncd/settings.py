@@ -24,10 +24,12 @@ from syncd.envfile import KNOWN_VARIABLES as KNOWN_VARIABLES
 from syncd.envfile import env_file_warnings as env_file_warnings
 
 # The readers live in syncd.envreaders; re-exported here (``X as X``), where connectors import them from.
+from syncd.envreaders import Rate as Rate
 from syncd.envreaders import Secret as Secret
 from syncd.envreaders import get_float as get_float
 from syncd.envreaders import get_int as get_int
 from syncd.envreaders import get_list as get_list
+from syncd.envreaders import get_rate as get_rate
 from syncd.envreaders import get_secret as get_secret
 from syncd.envreaders import get_str as get_str
 from syncd.envreaders import get_url as get_url
@@ -163,14 +165,16 @@ INTEGRATION_PREFIX = "SYNCD_INTEGRATION_"
 
 @dataclass(frozen=True)
 class HttpIntegration:
-    """``SYNCD_INTEGRATION_<NAME>_URL`` and its optional ``_TOKEN`` (sent as a Bearer token). The repr
-    shows the URL's scheme and host only: its path or query may be a secret."""
+    """``SYNCD_INTEGRATION_<NAME>_URL``, its optional ``_TOKEN`` (sent as a Bearer token) and ``_RATE``
+    (calls allowed, shared by every replica). The repr shows the URL's scheme and host only: its path or
+    query may be a secret."""
 
     url: str
     token: Secret | None = None
+    rate: Rate | None = None
 
     def __repr__(self) -> str:
-        return f"HttpIntegration(url={redact_url(self.url)!r}, token={self.token!r})"
+        return f"HttpIntegration(url={redact_url(self.url)!r}, token={self.token!r}, rate={self.rate!r})"
 
 
 @dataclass(frozen=True)
@@ -180,6 +184,7 @@ class Integrations:
 
     http: Mapping[str, HttpIntegration] = field(default_factory=dict)  # by variable stem (INTERCOM)
     slack_webhook_url: Secret | None = None
+    slack_rate: Rate | None = None  # SYNCD_SLACK_RATE
     smtp_url: Secret | None = None  # smtp://user:pass@host:587 or smtps://…
     smtp_from: str = "syncd@localhost"
 
@@ -199,11 +204,27 @@ class Integrations:
     def from_env(cls, environ: Mapping[str, str]) -> Integrations:
         stems = {k[len(INTEGRATION_PREFIX):-len("_URL")] for k in environ
                  if k.startswith(INTEGRATION_PREFIX) and k.endswith("_URL")}
-        http = {stem: HttpIntegration(url, get_secret(environ, f"{INTEGRATION_PREFIX}{stem}_TOKEN"))
+        http = {stem: HttpIntegration(url, get_secret(environ, f"{INTEGRATION_PREFIX}{stem}_TOKEN"),
+                                      get_rate(environ, f"{INTEGRATION_PREFIX}{stem}_RATE"))
                 for stem in sorted(stems) if (url := get_str(environ, f"{INTEGRATION_PREFIX}{stem}_URL"))}
-        return cls(http=http, slack_webhook_url=get_secret(environ, "SYNCD_SLACK_WEBHOOK_URL"),
+        webhook = get_secret(environ, "SYNCD_SLACK_WEBHOOK_URL")
+        _check_rates_have_urls(environ, http, webhook)
+        return cls(http=http, slack_webhook_url=webhook, slack_rate=get_rate(environ, "SYNCD_SLACK_RATE"),
                    smtp_url=get_secret(environ, "SYNCD_SMTP_URL"),
                    smtp_from=get_str(environ, "SYNCD_SMTP_FROM", "syncd@localhost") or "syncd@localhost")
+
+
+def _check_rates_have_urls(environ: Mapping[str, str], http: Mapping[str, HttpIntegration],
+                           webhook: Secret | None) -> None:
+    """A rate for an integration that is not configured is a typo in its name (or a forgotten URL)."""
+    for name in sorted(environ):
+        if name.startswith(INTEGRATION_PREFIX) and name.endswith("_RATE") and get_str(environ, name):
+            stem = name[len(INTEGRATION_PREFIX):-len("_RATE")]
+            if stem not in http:
+                raise ConfigError(name, f"is set but {INTEGRATION_PREFIX}{stem}_URL is not (a rate for which "
+                                        "integration?)")
+    if get_str(environ, "SYNCD_SLACK_RATE") and not webhook:
+        raise ConfigError("SYNCD_SLACK_RATE", "is set but SYNCD_SLACK_WEBHOOK_URL is not")
 
 
 @dataclass(frozen=True)

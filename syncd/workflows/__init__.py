@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span
     from sqlalchemy.engine import Connection
 
+    from syncd.workflows.outbound import Outbound
     from syncd.workflows.steps import StepRuntime
 
 Handler = Callable[[Event, "Context"], Any]
@@ -94,11 +95,13 @@ class Context:
     ``attempt``: 1 on the first try.
     ``integrations``: the outbound integrations configured (``syncd.settings.Integrations``; secrets
     wrapped). A workflow gets these, never the environment.
+    ``outbound``: the process's shared integration clients (``syncd.workflows.outbound.Outbound``); by
+    default the process-wide one of ``integrations``, with rate limits kept in memory.
     """
 
     def __init__(self, *, db: Session | Callable[[], Session], event: Event, workflow: Workflow, span: Span,
                  attempt: int = 1, steps: StepRuntime | None = None, integrations: Integrations | None = None,
-                 connection: Connection | None = None) -> None:
+                 connection: Connection | None = None, outbound: Outbound | None = None) -> None:
         self._db = db
         self.connection = connection
         self.event = event
@@ -107,7 +110,7 @@ class Context:
         self.attempt = attempt
         self._steps = steps
         self.integrations = integrations if integrations is not None else Integrations()
-        self._clients: dict[str, Any] = {}
+        self._outbound = outbound
         self.logger = logging.LoggerAdapter(
             logging.getLogger(f"syncd.workflow.{workflow.name}"),
             {"workflow": workflow.name, "event_id": event.id, "stream": event.stream},
@@ -147,21 +150,29 @@ class Context:
 
     # ---- outbound integrations (see syncd.workflows.integrations) ------------------------------------------
 
-    def http(self, integration: str) -> Any:
-        """An httpx client for ``SYNCD_INTEGRATION_<NAME>_URL`` / ``_TOKEN``, sending an Idempotency-Key
-        derived from this run and the current step. Use it inside ``ctx.step``."""
-        from syncd.workflows.integrations import integration_client
+    @property
+    def outbound(self) -> Outbound:
+        if self._outbound is None:
+            from syncd.workflows.outbound import process_outbound
 
-        client = self._clients.get(integration)
-        if client is None:
-            client = self._clients[integration] = integration_client(integration, self.integrations, self.steps.key)
-        return client
+            self._outbound = process_outbound(self.integrations)
+        return self._outbound
+
+    def http(self, integration: str) -> Any:
+        """The shared httpx client of ``SYNCD_INTEGRATION_<NAME>_URL`` / ``_TOKEN``, sending an Idempotency-Key
+        derived from this run and the current step, held to the integration's ``_RATE``. Use it inside
+        ``ctx.step``."""
+        from syncd.workflows.integrations import bound_outbound
+
+        return bound_outbound(self).http(integration)
 
     def close(self) -> None:
-        """Release what the run opened (outbound HTTP clients). Called by the engine after each run."""
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            client.close()
+        """Called by the engine after each run, in its thread. The integration clients are shared (nothing
+        to close); the run stops being this thread's current run (``outbound.current_run``)."""
+        if self._outbound is not None and self._steps is not None:
+            from syncd.workflows.integrations import unbind_run
+
+            unbind_run(self._steps.key)
 
     @property
     def slack(self) -> Any:

@@ -2,17 +2,21 @@
 
 Configured by environment, read once into ``syncd.settings.Integrations`` (the only part of the
 settings a workflow gets), secrets never logged: ``SYNCD_INTEGRATION_<NAME>_URL`` /
-``SYNCD_INTEGRATION_<NAME>_TOKEN`` (Bearer), ``SYNCD_SLACK_WEBHOOK_URL``, ``SYNCD_SMTP_URL``
-(``smtp://user:pass@host:587`` uses STARTTLS; ``smtps://`` implicit TLS) and ``SYNCD_SMTP_FROM``.
+``SYNCD_INTEGRATION_<NAME>_TOKEN`` (Bearer) / ``SYNCD_INTEGRATION_<NAME>_RATE``, ``SYNCD_SLACK_WEBHOOK_URL``
+/ ``SYNCD_SLACK_RATE``, ``SYNCD_SMTP_URL`` (``smtp://user:pass@host:587`` uses STARTTLS; ``smtps://``
+implicit TLS) and ``SYNCD_SMTP_FROM``.
 
 Every call carries a key derived from the run and the step (``Idempotency-Key`` header, or the email's
 ``Message-ID``), so a receiver can drop the repeat of a call whose result syncd could not record before
-a crash.
+a crash. The HTTP clients are shared by every run of the process (``syncd.workflows.outbound.Outbound``):
+the key is computed as each request is sent, from the run and step executing in that thread.
 
 Every HTTP integration goes through :func:`outbound_client`, which gives the same contract to each:
 only a 2xx answer is a delivery (redirects are not followed; a 3xx, 4xx or 5xx raises
-:class:`IntegrationError`, so the step's retries apply and then the run fails); and no error text holds
-the URL's path or query — a Slack webhook's path is its secret, an integration's query may hold a key
+:class:`IntegrationError`, so the step's retries apply and then the run fails), except a 429 or 503 with
+``Retry-After``, which pauses the integration and defers the run (``outbound.Deferred``); calls wait
+for the integration's rate limit, if it has one; and no error text holds the URL's path or query — a
+Slack webhook's path is its secret, an integration's query may hold a key
 (:func:`syncd.redaction.redact_url`). Transport errors (connect, timeout) are re-raised as
 :class:`IntegrationError` with the same redaction.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+from collections.abc import Callable
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -28,15 +33,21 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from syncd.errors import ConfigError
-from syncd.http import split_base_url
+from syncd.http import parse_retry_after, split_base_url
 from syncd.redaction import redact_url, scrub
-from syncd.settings import Integrations
+from syncd.settings import HttpIntegration, Rate
+from syncd.workflows.outbound import Outbound, RateLimiter, current_run
 from syncd.workflows.steps import RunKey, current_step
 
 if TYPE_CHECKING:
     from syncd.workflows import Context
 
 TIMEOUT = httpx.Timeout(15.0, connect=5.0)
+#: Connections per integration client. One client serves every worker thread and each thread's
+#: ``ctx.parallel`` branches; a request beyond this waits for a free connection (``TIMEOUT``'s pool phase).
+POOL = httpx.Limits(max_connections=64, max_keepalive_connections=64, keepalive_expiry=30.0)
+#: Answers whose ``Retry-After`` pauses the integration instead of failing the call.
+PAUSING_STATUSES = frozenset({429, 503})
 
 
 class IntegrationError(httpx.HTTPError):
@@ -49,14 +60,18 @@ class IntegrationError(httpx.HTTPError):
         self.response = response
 
 
-def outbound_client(key: RunKey, *, base_url: str = "", headers: dict[str, str] | None = None) -> httpx.Client:
-    """The client of every HTTP integration (module docstring): idempotency key on each request,
-    redirects not followed, non-2xx and transport failures raised as :class:`IntegrationError`. A
-    query in ``base_url`` is sent with every request, and relative paths join its path."""
+def outbound_client(*, base_url: str = "", headers: dict[str, str] | None = None,
+                    request_hooks: list[Callable[[httpx.Request], None]] | None = None,
+                    response_hooks: list[Callable[[httpx.Response], None]] | None = None) -> httpx.Client:
+    """The client of every HTTP integration (module docstring), shared by threads: idempotency key on
+    each request, redirects not followed, non-2xx and transport failures raised as
+    :class:`IntegrationError`. A query in ``base_url`` is sent with every request, and relative paths
+    join its path. ``request_hooks`` run before the key is set; ``response_hooks`` before the 2xx check."""
     base, params = split_base_url(base_url) if base_url else ("", None)
     return _OutboundClient(base_url=base, params=params, headers={"User-Agent": "syncd/0.1", **(headers or {})},
-                           timeout=TIMEOUT, follow_redirects=False,
-                           event_hooks={"request": [_idempotency(key)], "response": [_require_success]})
+                           timeout=TIMEOUT, follow_redirects=False, limits=POOL,
+                           event_hooks={"request": [*(request_hooks or ()), _idempotency],
+                                        "response": [*(response_hooks or ()), _require_success]})
 
 
 class _OutboundClient(httpx.Client):
@@ -68,17 +83,45 @@ class _OutboundClient(httpx.Client):
                                    f"{type(exc).__name__}: {scrub(str(exc))}", request=request) from None
 
 
-def integration_client(name: str, integrations: Integrations, key: RunKey) -> httpx.Client:
-    """The client of ``ctx.http(name)`` (:func:`outbound_client` on the integration's URL, its token
-    as a Bearer). ConfigError naming ``SYNCD_INTEGRATION_<NAME>_URL`` when it is not set."""
-    integration = integrations.http_integration(name)
+def integration_client(name: str, integration: HttpIntegration, limiter: RateLimiter, slot: str) -> httpx.Client:
+    """The shared client of ``ctx.http(name)``: :func:`outbound_client` on the integration's URL, its
+    token as a Bearer, its calls held to its rate and its ``Retry-After`` (``slot``: its limiter name)."""
     headers = {"Authorization": f"Bearer {integration.token.reveal()}"} if integration.token else {}
-    return outbound_client(key, base_url=integration.url, headers=headers)
+    label = f"integration {name.lower()!r}"
+    return outbound_client(base_url=integration.url, headers=headers,
+                           request_hooks=[_flow(limiter, slot, integration.rate, label)],
+                           response_hooks=[_retry_after(limiter, slot, label)])
 
 
-def _idempotency(key: RunKey) -> Any:
+def slack_client(rate: Rate | None, limiter: RateLimiter) -> httpx.Client:
+    """The shared client of ``ctx.slack`` (requests name the webhook URL in full)."""
+    return outbound_client(request_hooks=[_flow(limiter, "slack", rate, "the Slack webhook")],
+                           response_hooks=[_retry_after(limiter, "slack", "the Slack webhook")])
+
+
+def _idempotency(request: httpx.Request) -> None:
+    run = current_run.get()
+    if run is None:
+        raise RuntimeError("an integration call outside a workflow run: no run to derive its Idempotency-Key "
+                           "from (use ctx.http or ctx.slack inside the workflow)")
+    request.headers.setdefault("Idempotency-Key", run.idempotency_key(current_step.get() or "http"))
+
+
+def _flow(limiter: RateLimiter, slot: str, rate: Rate | None, label: str) -> Callable[[httpx.Request], None]:
     def hook(request: httpx.Request) -> None:
-        request.headers.setdefault("Idempotency-Key", key.idempotency_key(current_step.get() or "http"))
+        limiter.acquire(slot, rate, label=label)  # may sleep briefly, or raise Deferred
+
+    return hook
+
+
+def _retry_after(limiter: RateLimiter, slot: str, label: str) -> Callable[[httpx.Response], None]:
+    def hook(response: httpx.Response) -> None:
+        if response.status_code not in PAUSING_STATUSES:
+            return
+        wait = parse_retry_after(response.headers.get("Retry-After"))
+        if wait is not None:
+            response.read()  # the connection goes back to the pool
+            raise limiter.pause(slot, wait, label=label, status=response.status_code)
 
     return hook
 
@@ -98,6 +141,19 @@ def _location(response: httpx.Response) -> str:
         return redact_url(str(response.request.url.join(response.headers["Location"])))
     except (KeyError, httpx.InvalidURL):
         return "an unreadable location"
+
+
+def bound_outbound(ctx: Context) -> Outbound:
+    """``ctx``'s shared clients, with ``ctx``'s run as :data:`current_run` of this thread until the run
+    ends (``Context.close``): right even where the engine does not set it."""
+    current_run.set(ctx.steps.key)
+    return ctx.outbound
+
+
+def unbind_run(key: RunKey) -> None:
+    """The run ``key`` ended in this thread: it is no longer the one outbound calls are made for."""
+    if current_run.get() == key:
+        current_run.set(None)
 
 
 class Slack:
@@ -121,8 +177,7 @@ class Slack:
         payload: dict[str, Any] = {"text": text}
         if channel:
             payload["channel"] = channel
-        with outbound_client(self._ctx.steps.key) as client:
-            response = client.post(webhook.reveal(), json=payload)
+        response = bound_outbound(self._ctx).slack().post(webhook.reveal(), json=payload)
         return {"status": response.status_code}
 
 
