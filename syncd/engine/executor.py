@@ -31,6 +31,7 @@ from syncd.engine.tracing import process_attributes, trace_id_of, tracer
 from syncd.errors import ClaimLostError
 from syncd.settings import Integrations
 from syncd.workflows import Context, Registry, Workflow
+from syncd.workflows.outbound import Deferred, Outbound
 from syncd.workflows.steps import Checkpoint, Interrupt, Sleep, StepRuntime
 
 log = logging.getLogger("syncd.engine")
@@ -107,6 +108,7 @@ class Executor:
     max_attempts: int
     integrations: Integrations
     lease_seconds: float
+    outbound: Outbound | None = None  # the process's shared integration clients (None: the default one)
 
     def execute(self, claimed: ClaimedRun) -> RunRecord | None:
         """Run ``claimed`` (possibly several steps of it) and commit its outcome; None if the claim was lost
@@ -162,7 +164,7 @@ class Executor:
             steps = StepRuntime(txn=_StepReader(self.store, scope), key=key, now=self.clock.now,
                                 worker=_WorkerSteps(self, claimed, scope))
             ctx = Context(db=scope.session, event=event, workflow=wf, span=span, attempt=attempt, steps=steps,
-                          integrations=self.integrations)
+                          integrations=self.integrations, outbound=self.outbound)
             try:
                 wf(event, ctx)
             except Checkpoint as checkpoint:  # steps completed after ctx.db writes: store them, run again
@@ -172,6 +174,10 @@ class Executor:
                     return self._finish(claimed, scope, record(status, next_at, checkpoint.error), checkpoint.results)
                 self._store_steps(claimed, checkpoint.results)
                 continue
+            except Deferred as deferred:  # an integration's rate limit or Retry-After: same attempt, later
+                scope.rollback()
+                span.set_attribute("syncd.deferred", deferred.reason)
+                return self._finish(claimed, scope, record(RunStatus.PENDING, deferred.until, None))
             except Sleep as sleep:
                 scope.rollback()
                 stored = {sleep.name: sleep.new} if sleep.new is not None else None

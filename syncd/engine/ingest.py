@@ -59,6 +59,7 @@ from syncd.engine.tracing import page_span, sync_attributes, tick_attributes, tr
 from syncd.engine.workers import WorkerPool
 from syncd.settings import PREFETCH_PAGES, Integrations
 from syncd.workflows import Registry, Workflow
+from syncd.workflows.outbound import Outbound
 
 log = logging.getLogger("syncd.engine")
 
@@ -87,10 +88,12 @@ class SyncEngine:
                  replica_id: str | None = None, lease_seconds: float = 180, max_attempts: int = 5,
                  stop: threading.Event | None = None, max_pages: int | None = None,
                  on_page: Callable[[Target, Page], None] | None = None, integrations: Integrations | None = None,
-                 prefetch_pages: int = PREFETCH_PAGES) -> None:
+                 prefetch_pages: int = PREFETCH_PAGES, outbound: Outbound | None = None) -> None:
         self.store = store
         self.db = store.db  # for ``ops`` readers
         self.integrations = integrations if integrations is not None else Integrations()  # for workflows' calls
+        #: The process's shared integration clients and rate limits (None: the process-wide default one).
+        self.outbound = outbound
         self.registry = registry
         self.clock = clock or SystemClock()
         self.replica_id = replica_id or default_replica_id()
@@ -101,8 +104,10 @@ class SyncEngine:
         self.group_events, self.group_seconds = GROUP_EVENTS, GROUP_SECONDS  # see Pager.group
         self.prefetch_pages = prefetch_pages  # SYNCD_PREFETCH_PAGES; see _page_loop
         self.on_page = on_page
-        self.runner = Runner(now=self.clock.now, max_attempts=max_attempts, integrations=self.integrations)
-        self.executor = Executor(store, registry, self.clock, max_attempts, self.integrations, lease_seconds)
+        self.runner = Runner(now=self.clock.now, max_attempts=max_attempts, integrations=self.integrations,
+                             outbound=outbound)
+        self.executor = Executor(store, registry, self.clock, max_attempts, self.integrations, lease_seconds,
+                                 outbound)
         #: The process's worker pool when it has one (``syncd run``, ``syncd once``): ticks then only record
         #: runs and wake it. Without one, a tick executes its stream's due runs itself before it returns.
         self.workers: WorkerPool | None = None

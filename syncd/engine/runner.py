@@ -24,6 +24,7 @@ from syncd.engine.results import RunTally
 from syncd.engine.tracing import event_spans, process_attributes, trace_id_of, tracer
 from syncd.settings import Integrations
 from syncd.workflows import BatchContext, Context, Workflow
+from syncd.workflows.outbound import Outbound
 from syncd.workflows.steps import Interrupt, RunKey, StepRuntime
 
 log = logging.getLogger("syncd.engine")
@@ -72,6 +73,7 @@ class Runner:
     now: Callable[[], datetime]
     max_attempts: int
     integrations: Integrations
+    outbound: Outbound | None = None  # the process's shared integration clients (None: the default one)
 
     def run(self, txn: RunTxn, wf: Workflow, event: Event, *, attempt: int, now: datetime,
             max_attempts: int | None = None, defer_steps: bool = False) -> RunRecord:
@@ -90,7 +92,7 @@ class Runner:
                                 defer_new=defer_steps)
             interrupt: Interrupt | None = None
             ctx = Context(db=scope.session, event=event, workflow=wf, span=span, attempt=attempt, steps=steps,
-                          integrations=self.integrations, connection=conn)
+                          integrations=self.integrations, connection=conn, outbound=self.outbound)
             try:
                 wf(event, ctx)
                 scope.commit()  # the transaction commits later

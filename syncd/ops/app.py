@@ -19,6 +19,7 @@ from syncd.store.db import create_engine
 from syncd.store.reads import SqlReads
 from syncd.store.schema import migrate
 from syncd.workflows import Registry, default_registry, load_modules
+from syncd.workflows.outbound import Outbound, RateLimiter
 
 log = logging.getLogger("syncd.app")
 
@@ -92,7 +93,8 @@ class App:
         engine = SyncEngine(SqlStore(db), full_registry, clock=clock, replica_id=settings.replica_id,
                             prefetch_pages=settings.prefetch_pages,
                             lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts, stop=stop,
-                            integrations=settings.integrations)
+                            integrations=settings.integrations,
+                            outbound=Outbound(settings.integrations, RateLimiter(db)))
         return cls(settings=settings, db=db, registry=full_registry, connectors=connectors, engine=engine, stop=stop,
                    providers=tuple(providers))
 
@@ -135,4 +137,6 @@ class App:
         for connector in self.connectors:
             connector.close()
         self.engine.store.close()  # the owner-lock session (PostgreSQL): its locks go with it
+        if self.engine.outbound is not None:
+            self.engine.outbound.close()
         self.db.dispose()
