@@ -189,3 +189,27 @@ def test_status_and_metrics_show_the_queue(db_url: str, sim: WorkOSSimulator, ap
     assert report["queue"]["due"] == created - 1 and report["queue"]["in_flight"] == {"later": 1}
     assert f"run queue: {created - 1} due now" in render(report) and "1 in flight (later: 1)" in render(report)
     lock.release()
+
+
+@pytest.mark.postgres
+def test_a_page_that_queues_runs_wakes_every_replicas_workers(pg_server: Any, sim: WorkOSSimulator,
+                                                               apps: list[App]) -> None:
+    registry = Registry()
+
+    @registry.workflow("noted", on=workos.events("user.created"))
+    def noted(event: Event, ctx: Context) -> None:
+        pass
+
+    app = build(pg_server.create_database(), sim, registry, apps)
+    woken = threading.Event()
+    listener = app.engine.store.listen_runs(woken.set)  # another replica's listener, as its pool starts it
+    assert listener is not None
+    try:
+        assert listener.listening.wait(30)  # type: ignore[attr-defined]
+        app.engine.workers = app.workers()  # this replica only queues
+        assert not woken.is_set()
+        [tick] = app.tick_all()
+        assert tick.ok and tick.new_events > 0
+        assert woken.wait(30)  # NOTIFY syncd_runs, delivered when the page committed
+    finally:
+        listener.stop()
