@@ -66,11 +66,11 @@ def outbound_client(*, base_url: str = "", headers: dict[str, str] | None = None
     """The client of every HTTP integration (module docstring), shared by threads: idempotency key on
     each request, redirects not followed, non-2xx and transport failures raised as
     :class:`IntegrationError`. A query in ``base_url`` is sent with every request, and relative paths
-    join its path. ``request_hooks`` run before the key is set; ``response_hooks`` before the 2xx check."""
+    join its path. ``request_hooks`` run after the key is set; ``response_hooks`` before the 2xx check."""
     base, params = split_base_url(base_url) if base_url else ("", None)
     return _OutboundClient(base_url=base, params=params, headers={"User-Agent": "syncd/0.1", **(headers or {})},
                            timeout=TIMEOUT, follow_redirects=False, limits=POOL,
-                           event_hooks={"request": [*(request_hooks or ()), _idempotency],
+                           event_hooks={"request": [_idempotency, *(request_hooks or ())],
                                         "response": [*(response_hooks or ()), _require_success]})
 
 

@@ -21,6 +21,7 @@ integrations go on.
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import threading
 import time
@@ -196,6 +197,16 @@ def process_outbound(integrations: Integrations) -> Outbound:
     if evicted is not None:
         evicted.close()
     return found
+
+
+@atexit.register
+def _close_process_outbounds() -> None:
+    """Close the process-wide clients' connections at exit (not left to the garbage collector)."""
+    with _process_lock:
+        outbounds = list(_process.values())
+        _process.clear()
+    for outbound in outbounds:
+        outbound.close()
 
 
 def _fingerprint(integrations: Integrations) -> Hashable:
