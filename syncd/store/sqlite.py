@@ -155,6 +155,9 @@ CACHE_KIB = 16_384
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
+    # Only takes effect on a new, empty file, and only before journal_mode=WAL writes its header: pruned
+    # pages can then go back to the file system (syncd.store.retention). No-op on an existing database.
+    cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     # The WalCheckpointer thread checkpoints after commits (each one, catching up); a writer checkpoints itself past
