@@ -342,3 +342,28 @@ def test_status_shows_what_retention_keeps(world: World) -> None:
     assert view["last_prune"]["events"] == report.events and view["last_prune_at"] == NOW.isoformat()
     text = status.render(status.collect(app.reads, retention_days=DAYS))
     assert f"Retention: {DAYS} days" in text and f"history before {CUTOFF.isoformat()} pruned" in text
+
+
+def test_syncd_run_schedules_the_prune_beside_the_ticks(world: World) -> None:
+    """``syncd run``'s chore: first within a minute of the start (here at once), in the scheduler's thread."""
+    from syncd.ops.retention import prune_chores
+    from syncd.ops.scheduler import Chore, Daemon
+
+    app = synced(world)
+    [chore] = prune_chores(app)
+    assert chore.first_after_seconds <= 60 and chore.every_seconds <= 24 * 3600
+    reports: list[PruneReport] = []
+    ran, stop = threading.Event(), threading.Event()
+
+    def prune_then_say() -> None:
+        reports.append(chore.fn())
+        ran.set()
+
+    daemon = Daemon([], interval=60, stop=stop, chores=[Chore("prune", prune_then_say, 3600, 0)])
+    daemon.start()
+    try:
+        assert ran.wait(60)
+    finally:
+        stop.set()
+        daemon.wait()
+    assert reports[0].skipped is None and reports[0].events > 0 and reports[0].horizons == ["workos"]

@@ -18,7 +18,7 @@ from syncd.contracts import FailedRun, SourceRow, TickRow, TickStats
 from syncd.contracts.reads import FailureGroup, QuarantineRow, RetentionState, StreamRetention
 from syncd.store import retention
 from syncd.store.db import reading
-from syncd.store.tables import events, quarantine, runs, sources, ticks
+from syncd.store.tables import events, horizons, quarantine, runs, sources, ticks
 
 _SOURCE_COLUMNS = [sources.c[name] for name in SourceRow.__dataclass_fields__]
 
@@ -135,11 +135,11 @@ class SqlReads:
 
     def horizons(self) -> dict[str, datetime]:
         with self._connection() as conn:
-            return retention.all_horizons(conn)
+            return retention.all_horizons(conn) if _has_horizons(conn) else {}
 
     def retention(self) -> RetentionState:
-        with self._connection() as conn:
-            limits = retention.all_horizons(conn)
+        with self._connection() as conn:  # `syncd status` never migrates: a database from before 0008 has none
+            limits = retention.all_horizons(conn) if _has_horizons(conn) else {}
             counts = {stream: (n, oldest) for stream, n, oldest in retention.ledger_by_stream(conn)}
             space = retention.space(conn)
             chore = retention.chore_state(conn, retention.PRUNE_KEY)
@@ -161,6 +161,10 @@ class SqlReads:
         r = found[0]
         return TickRow(started_at=r.started_at, finished_at=r.finished_at, ok=bool(r.ok), error=r.error,
                        lag_seconds=r.lag_seconds)
+
+
+def _has_horizons(conn: Connection) -> bool:
+    return sa.inspect(conn).has_table(horizons.name)
 
 
 def _failed_runs() -> Any:
