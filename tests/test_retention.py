@@ -367,3 +367,29 @@ def test_syncd_run_schedules_the_prune_beside_the_ticks(world: World) -> None:
         stop.set()
         daemon.wait()
     assert reports[0].skipped is None and reports[0].events > 0 and reports[0].horizons == ["workos"]
+
+
+def test_an_older_sqlite_file_is_converted_once_by_prune_vacuum(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A file made before syncd set incremental vacuum (here: one with a table before syncd's first start)
+    keeps SQLite's default mode: the prune says so, and ``syncd prune --vacuum`` converts it."""
+    from syncd import cli
+
+    path = tmp_path / "old.db"
+    raw = sqlite3.connect(path)
+    raw.execute("CREATE TABLE app_notes (id INTEGER PRIMARY KEY, body TEXT)")
+    raw.execute("INSERT INTO app_notes (body) VALUES ('kept as it is')")
+    raw.commit()
+    raw.close()
+    env = {"DATABASE_URL": f"sqlite:///{path}", "SYNCD_HTTP_PORT": "0"}
+    assert cli.main(["prune"], env) == 0
+    assert "run `syncd prune --vacuum` once" in capsys.readouterr().out
+    assert cli.main(["prune", "--vacuum"], env) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("pruned: ") and "--vacuum" not in out
+    raw = sqlite3.connect(path)
+    try:
+        assert raw.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+        assert raw.execute("SELECT body FROM app_notes").fetchall() == [("kept as it is",)]
+    finally:
+        raw.close()

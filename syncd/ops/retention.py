@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -95,6 +96,7 @@ class Pruner:
         self.store, self.days, self.clock, self.owner = store, days, clock, owner
         self.lease_seconds = lease_seconds
         self.stop = stop or threading.Event()
+        self._renewed = 0.0  # time.monotonic() of the last renewal of the prune's lease
 
     @property
     def db(self) -> Engine:
@@ -114,6 +116,7 @@ class Pruner:
             report.skipped = ("another replica is pruning now" if claimed.reason is SkipReason.LEASE_HELD
                               else f"not due yet ({claimed.detail or 'paused'})")
             return report
+        self._renewed = time.monotonic()
         try:
             self._prune(claimed, report)
         except Exception as exc:
@@ -160,12 +163,16 @@ class Pruner:
             report.space_after = sql.space(conn)
 
     def _going(self, lease: Lease, report: PruneReport) -> bool:
-        """Between two transactions: False once stopped (SIGTERM) or fenced out; on SQLite, yield the write lock."""
+        """Between two transactions: False once stopped (SIGTERM) or fenced out (the lease, renewed every third
+        of its length, was taken over); on SQLite, yield the write lock first."""
         if self.db.dialect.name == "sqlite" and self.stop.wait(SQLITE_YIELD_SECONDS):
             pass
+        if not self.stop.is_set() and time.monotonic() - self._renewed < self.lease_seconds / 3:
+            return True
         if self.stop.is_set() or not lease.renew():
             report.stopped = True
             return False
+        self._renewed = time.monotonic()
         return True
 
 
