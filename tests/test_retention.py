@@ -191,7 +191,8 @@ def test_prune_removes_exactly_what_is_older_and_keeps_what_is_still_needed(worl
     with app.db.connect() as conn:
         assert conn.execute(sa.select(sa.func.min(ticks.c.started_at))).scalar_one() >= CUTOFF
         assert conn.execute(sa.select(sa.func.min(tombstones.c.version))).scalar_one() >= CUTOFF
-        assert dict(conn.execute(sa.select(horizons.c.stream, horizons.c.horizon)).all()) == {"workos": CUTOFF}
+        limits = dict(conn.execute(sa.select(horizons.c.stream, horizons.c.horizon)).all())
+    assert limits == {"workos": max(at for i, at in before_ids.items() if at < CUTOFF and i not in kept_ids)}
 
     # The dead run is still replayable: its event stayed.
     world.failing = False
@@ -216,7 +217,7 @@ def test_history_served_again_after_a_prune_runs_nothing(world: World, caplog: p
     across = Target(app.connectors[0], Window(CUTOFF - timedelta(days=3), DEFAULT_NOW))
     assert drive(window_engine(app, None), across).state == "done"
     assert counts(app)["rt_effects"] == effects_before
-    before = Target(app.connectors[0], Window(CUTOFF - timedelta(days=5), CUTOFF))
+    before = Target(app.connectors[0], Window(CUTOFF - timedelta(days=5), CUTOFF - timedelta(days=1)))
     kept, refused = pruned_history(app.reads.horizons(), [across, before])
     assert kept == [across] and len(refused) == 1 and "retention horizon" in refused[0]
 
@@ -337,11 +338,13 @@ def test_status_shows_what_retention_keeps(world: World) -> None:
     report: PruneReport = prune(app)
     view = status.collect(app.reads, retention_days=DAYS)["retention"]
     [stream] = view["streams"]
-    assert stream["stream"] == "workos" and stream["horizon"] == CUTOFF.isoformat()
+    limit = app.reads.horizons()["workos"]
+    assert CUTOFF - timedelta(days=1) < limit < CUTOFF  # the newest pruned event
+    assert stream["stream"] == "workos" and stream["horizon"] == limit.isoformat()
     assert stream["events"] == len(ledger_ids(app)) and view["used_bytes"] > 0
     assert view["last_prune"]["events"] == report.events and view["last_prune_at"] == NOW.isoformat()
     text = status.render(status.collect(app.reads, retention_days=DAYS))
-    assert f"Retention: {DAYS} days" in text and f"history before {CUTOFF.isoformat()} pruned" in text
+    assert f"Retention: {DAYS} days" in text and f"history up to {limit.isoformat()} pruned" in text
 
 
 def test_syncd_run_schedules_the_prune_beside_the_ticks(world: World) -> None:
@@ -393,3 +396,17 @@ def test_an_older_sqlite_file_is_converted_once_by_prune_vacuum(tmp_path: Path,
         assert raw.execute("SELECT body FROM app_notes").fetchall() == [("kept as it is",)]
     finally:
         raw.close()
+
+
+def test_history_just_brought_in_stays_its_full_retention(world: World) -> None:
+    """Events that occurred long ago but were recorded now (a first sync, a backfill) are not pruned yet, and
+    no horizon is set: the next pages of that old history still run."""
+    world.clock.set(NOW)
+    app = world.app()
+    with app.db.begin() as conn:
+        effects_md.create_all(conn)
+    assert all(r.ok for r in app.tick_all())
+    ids = ledger_ids(app)
+    report = prune(app)
+    assert (report.events, report.horizons) == (0, []) and ledger_ids(app) == ids
+    assert app.reads.horizons() == {}

@@ -86,8 +86,8 @@ class QuarantineRow:
 
 @dataclass(frozen=True, slots=True)
 class StreamRetention:
-    """What retention keeps of one stream: its horizon (None: nothing pruned yet), its events in the ledger
-    and the oldest one's time."""
+    """What retention keeps of one stream: its horizon (the newest pruned event's time; None: nothing pruned
+    yet), its events in the ledger and the oldest one's time."""
 
     stream: str
     horizon: datetime | None
@@ -170,7 +170,7 @@ class Reads(Protocol):
         ...
 
     def horizons(self) -> dict[str, datetime]:
-        """Per stream, the time before which its history was pruned (streams never pruned are absent)."""
+        """Per stream, the time up to which its history was pruned (streams never pruned are absent)."""
         ...
 
     def retention(self) -> RetentionState:

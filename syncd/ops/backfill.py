@@ -117,20 +117,21 @@ def retention_warnings(targets: Sequence[Target], now: datetime | None = None) -
 
 
 def pruned_history(horizons: Mapping[str, datetime], targets: Sequence[Target]) -> tuple[list[Target], list[str]]:
-    """The targets whose window is not entirely before its stream's retention horizon, and a message for each
-    of the others (their events were pruned and would all be skipped, never run again). A window across the
-    horizon is kept, with a warning logged: its events before the horizon are skipped."""
+    """The targets whose window is not entirely at or before its stream's retention horizon (the newest pruned
+    event's time), and a message for each of the others (their events were pruned and would all be skipped,
+    never run again). A window across the horizon is kept, with a warning logged: its events up to the
+    horizon are skipped."""
     kept, refused = [], []
     for target in targets:
         limit, window = horizons.get(target.connector.key), target.window
-        if limit is None or window is None or window.start >= limit:
+        if limit is None or window is None or window.start > limit:
             kept.append(target)
         elif window.end <= limit:
-            refused.append(f"backfill {target.key}: the window ends before {limit.isoformat()}, the retention "
+            refused.append(f"backfill {target.key}: the window ends by {limit.isoformat()}, the retention "
                            f"horizon of {target.connector.key}: that history was pruned (SYNCD_RETENTION_DAYS), "
-                           "and events before the horizon are skipped, never run again; choose a later window")
+                           "and events up to the horizon are skipped, never run again; choose a later window")
         else:
-            log.warning("backfill %s: events before %s, the retention horizon of %s, are skipped (that history "
+            log.warning("backfill %s: events up to %s, the retention horizon of %s, are skipped (that history "
                         "was pruned; SYNCD_RETENTION_DAYS)", target.key, limit.isoformat(), target.connector.key)
             kept.append(target)
     return kept, refused

@@ -135,15 +135,17 @@ class Pruner:
         cutoff, now = report.cutoff, self.clock.now()
         with self.db.connect() as conn:
             report.space_before = sql.space(conn)
-        with self.db.begin() as conn:  # first, so nothing deleted below can ever come back as new
-            report.horizons = sql.advance_horizons(conn, cutoff, now)
-        for stream in report.horizons:
+        with self.db.connect() as conn:
+            streams = sql.streams(conn)
+        for stream in streams:
             after: tuple[datetime, str] | None = None
             while self._going(lease, report):
-                with self.db.begin() as conn:
-                    batch = sql.prune_events(conn, stream, cutoff, after)
+                with self.db.begin() as conn:  # the horizon moves in the transaction that deletes
+                    batch = sql.prune_events(conn, stream, cutoff, after, now)
                 report.events += batch.deleted
                 report.kept += batch.kept
+                if batch.deleted and stream not in report.horizons:
+                    report.horizons.append(stream)
                 if batch.after is None:
                     break
                 after = batch.after

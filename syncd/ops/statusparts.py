@@ -170,6 +170,6 @@ def render_retention(item: dict[str, Any] | None) -> list[str]:
         size += "; this SQLite file does not shrink when pruned (run `syncd prune --vacuum` once)"
     lines.append(size)
     for s in item["streams"]:
-        horizon = f"history before {s['horizon']} pruned" if s["horizon"] else "nothing pruned yet"
+        horizon = f"history up to {s['horizon']} pruned" if s["horizon"] else "nothing pruned yet"
         lines.append(f"  {printable(s['stream'])}: {s['events']} events kept (oldest {s['oldest'] or '-'}), {horizon}")
     return lines

@@ -32,7 +32,7 @@ def record_events(conn: Connection, batch: Sequence[Event], now: datetime) -> Re
     their own quarantine rows (fetched again after a fix)."""
     if not batch:
         return Recorded(set())
-    batch, expired = retention.drop_expired(conn, batch)  # before the horizon: history pruned, never run again
+    batch, expired = retention.drop_expired(conn, batch)  # up to the horizon: history pruned, never run again
     refused: list[Quarantined] = []
     refused_ids: list[str] = []
     kept: list[Event] = []

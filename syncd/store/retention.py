@@ -2,16 +2,19 @@
 
 What may go, older than the cutoff (``now - SYNCD_RETENTION_DAYS``), and nothing else:
 
-- an event of the ledger whose ``occurred_at`` is before the cutoff and whose runs all have status
-  ``succeeded`` — with those runs and their steps. An event with any other run (queued, running, pending,
-  sleeping, failed, dead: still to do, or to replay) keeps its ledger row and all its runs;
+- an event of the ledger that occurred before the cutoff and was recorded before it (syncd has held it for
+  the whole retention: history a backfill just brought in stays its full retention too), and whose runs all
+  have status ``succeeded`` — with those runs and their steps. An event with any other run (queued,
+  running, pending, sleeping, failed, dead: still to do, or to replay) keeps its ledger row and all its runs;
 - ticks that started before the cutoff; backfill windows ``done`` (and not leased) since before it;
-- tombstones of objects deleted before it (a stale event older than them is skipped by the horizon).
+- tombstones of objects deleted before the cutoff and at or before every stream's horizon (below).
 
-The horizon: before deleting anything of a stream, its horizon moves to the cutoff (never back), in its own
-transaction. ``record_events`` skips any event of the stream older than its horizon, new or not, so an event
-whose history was pruned is never run again as new. Each batch takes the stream's run-creation lock
-(``ledger.lock_stream``), so a page committing runs for an old event and a prune deleting it never interleave.
+The horizon of a stream: the time of the newest event pruned from it (it never moves back), written in the
+transaction that deletes it. ``record_events`` skips any event of the stream at or before its horizon, new or
+not, so an event whose history was pruned is never run again as new. Each batch takes the stream's
+run-creation lock (``ledger.lock_stream``), so a page committing runs for an old event and a prune deleting it
+never interleave. A tombstone goes only once every stream's horizon has passed its time, so a stale event it
+was stopping is skipped by the horizon instead.
 
 Disk space: on SQLite (created with ``auto_vacuum=INCREMENTAL``; see ``syncd.store.sqlite``) ``vacuum_step``
 gives free pages back to the file system a few megabytes at a time; on PostgreSQL the deletes leave dead rows
@@ -58,34 +61,32 @@ def horizon(conn: Connection, stream: str) -> datetime | None:
 
 
 def drop_expired(conn: Connection, batch: Sequence[Event]) -> tuple[Sequence[Event], frozenset[str]]:
-    """``batch`` (one stream) without its events older than the stream's horizon, and their ids; warns."""
+    """``batch`` (one stream) without its events at or before the stream's horizon, and their ids; warns."""
     limit = horizon(conn, batch[0].stream)
-    if limit is None or all(e.occurred_at >= limit for e in batch):
+    if limit is None or all(e.occurred_at > limit for e in batch):
         return batch, frozenset()
-    expired = [e.id for e in batch if e.occurred_at < limit]
+    expired = [e.id for e in batch if e.occurred_at <= limit]
     log.warning("%s: %d event(s) older than the retention horizon %s skipped, not run again (their history "
                 "was pruned; SYNCD_RETENTION_DAYS): %s", batch[0].stream, len(expired), limit.isoformat(),
                 ", ".join(i[:60] for i in expired[:5]) + (" …" if len(expired) > 5 else ""),
                 extra={"source": batch[0].stream})
-    return [e for e in batch if e.occurred_at >= limit], frozenset(expired)
+    return [e for e in batch if e.occurred_at > limit], frozenset(expired)
 
 
 def all_horizons(conn: Connection) -> dict[str, datetime]:
     return {r.stream: r.horizon for r in conn.execute(sa.select(horizons.c.stream, horizons.c.horizon))}
 
 
-def advance_horizons(conn: Connection, cutoff: datetime, now: datetime) -> list[str]:
-    """Move to ``cutoff`` the horizon of every stream with events before it (never back); those streams."""
-    moved = []
-    for stream in distinct_values(conn, events.name, "stream"):
-        oldest = conn.execute(sa.select(sa.func.min(events.c.occurred_at)).where(events.c.stream == stream)).scalar()
-        if oldest is None or oldest >= cutoff:
-            continue
-        insert_ignore(conn, horizons, [{"stream": stream, "horizon": cutoff, "pruned_at": now}], ["stream"])
-        conn.execute(sa.update(horizons).where(horizons.c.stream == stream, horizons.c.horizon < cutoff)
-                     .values(horizon=cutoff))
-        moved.append(stream)
-    return moved
+def advance_horizon(conn: Connection, stream: str, newest: datetime, now: datetime) -> None:
+    """Move ``stream``'s horizon to ``newest`` (the newest event about to be deleted), never back."""
+    insert_ignore(conn, horizons, [{"stream": stream, "horizon": newest, "pruned_at": now}], ["stream"])
+    conn.execute(sa.update(horizons).where(horizons.c.stream == stream, horizons.c.horizon < newest)
+                 .values(horizon=newest, pruned_at=now))
+
+
+def streams(conn: Connection) -> list[str]:
+    """The streams with events in the ledger."""
+    return distinct_values(conn, events.name, "stream")
 
 
 def distinct_values(conn: Connection, table: str, column: str) -> list[str]:
@@ -111,20 +112,25 @@ class EventBatch:
     after: tuple[datetime, str] | None
 
 
-def prune_events(conn: Connection, stream: str, cutoff: datetime, after: tuple[datetime, str] | None,
+def prune_events(conn: Connection, stream: str, cutoff: datetime, after: tuple[datetime, str] | None, now: datetime,
                  limit: int = BATCH_EVENTS) -> EventBatch:
-    """Delete the next ``limit`` events of ``stream`` before ``cutoff`` (in event order, after ``after``) whose
-    runs all succeeded, with those runs and their steps. Call it in its own transaction."""
+    """Delete, of the next ``limit`` events of ``stream`` that occurred before ``cutoff`` (in event order, after
+    ``after``), those recorded before it whose runs all succeeded, with those runs and their steps; move the
+    stream's horizon past them in the same transaction. Call it in its own transaction."""
     ledger.lock_stream(conn, stream)
-    query = sa.select(events.c.event_id, events.c.occurred_at).where(events.c.stream == stream,
-                                                                     events.c.occurred_at < cutoff)
+    query = sa.select(events.c.event_id, events.c.occurred_at, events.c.recorded_at).where(
+        events.c.stream == stream, events.c.occurred_at < cutoff)
     if after is not None:
         query = query.where(events.c.occurred_at >= after[0],
                             sa.or_(events.c.occurred_at > after[0], events.c.event_id > after[1]))
     found = conn.execute(query.order_by(events.c.occurred_at, events.c.event_id).limit(limit)).all()
     if not found:
         return EventBatch(0, 0, None)
-    ids = [r.event_id for r in found]
+    ids = [r.event_id for r in found if r.recorded_at < cutoff]
+    last = found[-1]
+    following = (last.occurred_at, last.event_id) if len(found) == limit else None
+    if not ids:
+        return EventBatch(0, 0, following)
     dialect = conn.dialect.name
     names = distinct_values(conn, runs.name, "workflow")  # read now: a run of a new workflow counts too
     keep: set[str] = set()
@@ -138,11 +144,12 @@ def prune_events(conn: Connection, stream: str, cutoff: datetime, after: tuple[d
             conn.execute(_delete_of(runs, dialect).where(runs.c.status == "succeeded"), params)
     gone = [i for i in ids if i not in keep]
     if gone:
+        leaving = set(gone)
+        advance_horizon(conn, stream, max(r.occurred_at for r in found if r.event_id in leaving), now)
         conn.execute(sa.delete(events).where(events.c.stream == stream,
                                              one_of(events.c.event_id, "ids", dialect)),
                      {"ids": list_param(gone, dialect)})
-    last = found[-1]
-    return EventBatch(len(gone), len(keep), (last.occurred_at, last.event_id) if len(found) == limit else None)
+    return EventBatch(len(gone), len(keep), following)
 
 
 def _open_runs(dialect: str) -> Any:
@@ -172,8 +179,14 @@ def prune_windows(conn: Connection, cutoff: datetime, now: datetime) -> int:
 
 
 def prune_tombstones(conn: Connection, cutoff: datetime) -> int:
-    """Delete the tombstones of objects deleted before ``cutoff``; how many."""
-    return conn.execute(sa.delete(tombstones).where(tombstones.c.version < cutoff)).rowcount or 0
+    """Delete the tombstones of objects deleted before ``cutoff`` and at or before every stream's horizon (a
+    tombstone does not say its stream); none while a stream with events has no horizon. How many."""
+    limits = all_horizons(conn)
+    if not limits or any(s not in limits for s in streams(conn)):
+        return 0
+    bound = min(limits.values())
+    return conn.execute(sa.delete(tombstones).where(tombstones.c.version <= bound,
+                                                    tombstones.c.version < cutoff)).rowcount or 0
 
 
 # ---- disk space ----------------------------------------------------------------------------------------

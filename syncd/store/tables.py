@@ -129,8 +129,8 @@ quarantine = sa.Table(
     sa.Index("ix_syncd_quarantine_last_seen", "last_seen_at"),
 )
 
-#: Per stream, the retention horizon: its history before it was pruned (``syncd prune``), so an event older than
-#: it that arrives again is skipped rather than run as new. See ``syncd.store.retention``.
+#: Per stream, the retention horizon: the newest event pruned from it (``syncd prune``), so an event that old or
+#: older that arrives again is skipped rather than run as new. See ``syncd.store.retention``.
 horizons = sa.Table(
     "syncd_horizons",
     metadata,
