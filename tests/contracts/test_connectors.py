@@ -151,6 +151,7 @@ class GitHubHarness(_SimulatedHarness):
 
 class StripeHarness(_SimulatedHarness):
     page_size = 20
+    sim: StripeSimulator
 
     def __init__(self) -> None:
         self.sim = StripeSimulator(events=1000, seed=9, api_key=STRIPE_KEY)
