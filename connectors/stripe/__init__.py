@@ -1,4 +1,5 @@
-"""Stripe: the Events API (``GET /v1/events``) as a source and triggers for workflows.
+"""Stripe: the Events API (``GET /v1/events``) as a source, triggers for workflows, and a mirror of customers
+and subscriptions (``workflows``).
 
 ::
 
@@ -76,7 +77,9 @@ class _Provider:
                                 timeout=http_timeout(environ))]
 
     def builtin_workflows(self, registry: Registry) -> None:
-        """None yet: the customers and subscriptions mirror needs its own migration (issue #24, to do)."""
+        from connectors.stripe import workflows
+
+        workflows.register(registry)
 
 
 provider = _Provider()

@@ -80,7 +80,8 @@ _KINDS = {"customer": "customers", "customer.subscription": "subscriptions"}
 
 def mirror_state(events: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
     """What a mirror of customers and subscriptions holds after ``events`` (oldest first): the newest
-    snapshot of every object not deleted, by kind (``customers``, ``subscriptions``)."""
+    snapshot of every object, by kind (``customers``, ``subscriptions``). A deleted customer is gone; an
+    ended subscription (``customer.subscription.deleted``) stays, with its final snapshot."""
     state: dict[str, dict[str, dict[str, Any]]] = {"customers": {}, "subscriptions": {}}
     for event in events:
         prefix, _, verb = str(event.get("type", "")).rpartition(".")
@@ -89,8 +90,8 @@ def mirror_state(events: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, dic
         obj = data.get("object") if isinstance(data, dict) else None
         if kind is None or not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
             continue
-        if verb == "deleted":
+        if verb == "deleted" and kind == "customers":
             state[kind].pop(obj["id"], None)
-        elif verb in ("created", "updated"):
+        else:
             state[kind][obj["id"]] = dict(obj)
     return state
