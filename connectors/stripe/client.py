@@ -140,8 +140,8 @@ class StripeConnector:
         except CursorRejectedError as exc:
             assert state is not None  # only a request with an id cursor can be refused
             healed = cursors.heal(state, bounds)
-            note = (f"cursor healed at {iso(datetime.now(UTC))}: {exc.detail}; "
-                    f"searching again from {'the start' if healed.start is None else healed.start}")
+            since = "the oldest event" if healed.start is None else iso(datetime.fromtimestamp(healed.start, UTC))
+            note = f"cursor healed at {iso(datetime.now(UTC))}: {exc.detail}; walking again from {since}"
             log.warning("%s: %s", self.key, note, extra={"source": self.key})
             return Page(events=(), next_cursor=cursors.dumps(healed), has_more=True, meta={"cursor_healed": note})
         data: list[Any] = body["data"]

@@ -63,6 +63,7 @@ class StripeSimulator(Served):
         self.faults = Faults()
         self.requests: list[tuple[str, int]] = []
         self.on_request: Callable[[int], None] | None = None
+        self._served = 0  # /v1/events requests so far
         self._api_key = api_key
         self._lock = threading.RLock()
         self._ids = random.Random(seed ^ 0x1D5)
@@ -132,7 +133,7 @@ class StripeSimulator(Served):
         if path != "/v1/events":
             return _error(QueryError(404, None, f"Unrecognized request URL (GET: {path[:80]})", "url_invalid"))
         with self._lock:
-            number = sum(1 for p, _ in self.requests if p.startswith("/v1/events"))
+            number, self._served = self._served, self._served + 1
             fault = self._fault()
         if self.faults.latency:
             threading.Event().wait(self.faults.latency)
