@@ -1,0 +1,111 @@
+"""``syncd.testing`` used the way a user's own test suite would use it, on ``tests/kit_flows.py``: real
+simulators over loopback, a real SQLite file, ``syncd once`` through ``syncd.ops``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from syncd.testing import Sandbox
+from tests.kit_flows import SCHEMA
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
+    with Sandbox("tests.kit_flows", path=tmp_path, schema=SCHEMA, repos={"acme/web": 2},
+                 integrations=["crm", "billing", "analytics"]) as box:
+        yield box
+
+
+def test_a_workflow_writes_to_the_users_own_table(sandbox: Sandbox) -> None:
+    first = sandbox.workos_event("user.created", {"id": "user_1", "email": "ada@example.com"})
+    sandbox.workos_event("user.created", {"id": "user_2", "email": "grace@example.com"})
+    result = sandbox.once()
+    assert result.exit_code == 0, result.lines
+    assert sandbox.query("SELECT user_id, email FROM welcome_queue ORDER BY user_id") == [
+        ("user_1", "ada@example.com"), ("user_2", "grace@example.com")]
+    runs = sandbox.runs("kit-welcome")
+    assert (runs[0].event_id, runs[0].status) == (first, "succeeded")
+    assert len(runs) == 2
+    assert sandbox.once().exit_code == 0  # nothing new: nothing runs twice
+    assert len(sandbox.runs("kit-welcome")) == 2
+
+
+def test_a_parallel_fan_out_to_three_integrations_is_recorded_at_the_sink(sandbox: Sandbox) -> None:
+    sandbox.workos_event("organization.created", {"id": "org_1", "name": "Acme"})
+    assert sandbox.once().exit_code == 0
+    calls = sandbox.calls()
+    assert sorted((c.integration, c.method, c.path) for c in calls) == [
+        ("analytics", "POST", "/orgs"), ("billing", "POST", "/orgs"), ("crm", "POST", "/orgs")]
+    assert {c.integration: c.json for c in calls} == {
+        name: {"id": "org_1", "to": name} for name in ("crm", "billing", "analytics")}
+    keys = [c.idempotency_key for c in calls]
+    assert all(keys) and len(set(keys)) == 3  # one per step, the same on every retry of it
+    (run,) = sandbox.runs("kit-fan-out")
+    assert run.status == "succeeded"
+    assert run.steps == {name: {"ok": True} for name in ("crm", "billing", "analytics")}
+
+
+def test_a_failing_workflow_is_failed_then_dead_with_its_error(sandbox: Sandbox) -> None:
+    sandbox.workos_event("user.deleted", {"id": "user_9"})
+    result = sandbox.once()
+    assert result.exit_code == 1
+    (run,) = sandbox.runs("kit-fails")
+    assert (run.status, run.attempts) == ("failed", 1)
+    assert run.error is not None and "RuntimeError: cannot handle user.deleted" in run.error
+    assert run.due is not None
+    sandbox.advance(run.due - sandbox.clock.now())  # the retry's time: the next once retries it
+    sandbox.once()
+    (run,) = sandbox.runs("kit-fails")
+    assert (run.status, run.attempts) == ("dead", 2)  # retries=2: two attempts, then dead-lettered
+
+
+def test_a_thirty_minute_sleep_is_resumed_once_the_clock_moves(sandbox: Sandbox) -> None:
+    sandbox.workos_event("organization_membership.created", {"id": "om_1"})
+    assert sandbox.once().exit_code == 0
+    (run,) = sandbox.runs("kit-nudge")
+    assert run.status == "sleeping" and sandbox.calls() == []
+    sandbox.advance(timedelta(minutes=29))
+    sandbox.once()
+    assert sandbox.runs("kit-nudge")[0].status == "sleeping"  # not yet
+    sandbox.advance(timedelta(minutes=1))
+    assert sandbox.once().exit_code == 0
+    (run,) = sandbox.runs("kit-nudge")
+    assert run.status == "succeeded"
+    assert [(c.integration, c.path, c.json) for c in sandbox.calls()] == [
+        ("crm", "/nudge", {"id": "om_1"}), ("slack", "/", {"text": "nudged om_1"})]
+
+
+def test_realistic_events_from_the_simulators_generators(sandbox: Sandbox) -> None:
+    made = sandbox.workos_events(300)
+    created = [e for e in made if e["event"] == "user.created"]
+    assert created  # the generator's mix of types includes users created
+    changes = sandbox.github_changes("acme/web", 3)
+    result = sandbox.once()
+    assert result.errors == []  # every tick ok (some generated users are deleted: kit-fails fails on them)
+    assert sorted(r[0] for r in sandbox.query("SELECT user_id FROM welcome_queue")) == sorted(
+        e["data"]["id"] for e in created)
+    titles = dict(sandbox.query("SELECT issue_id, title FROM triaged"))
+    assert all(titles[c["id"]] == c["title"] for c in changes if "pull_request" not in c)
+
+
+def test_only_the_given_modules_workflows_run(tmp_path: Path) -> None:
+    """Another test's imported workflows (in the same process) never run in this sandbox."""
+    import tests.kit_flows  # noqa: F401 - registered in the default registry, as other tests would have
+
+    with Sandbox("syncd.examples.welcome_email", path=tmp_path) as box:
+        names = {wf.name for wf in box.registry.all()}
+    assert names and not any(name.startswith("kit-") for name in names)
+
+
+def test_a_failing_integration_fails_the_run_and_is_retried(tmp_path: Path) -> None:
+    with Sandbox("tests.kit_flows", path=tmp_path, schema=SCHEMA, integrations=["crm", "billing", "analytics"],
+                 fail_rate=1.0) as box:
+        box.workos_event("organization.created", {"id": "org_2"})
+        assert box.once().exit_code == 1
+        (run,) = box.runs("kit-fan-out")
+        assert run.status == "failed" and run.error is not None and "answered 503" in run.error
+        assert all(c.status == 503 for c in box.calls())
