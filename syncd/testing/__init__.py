@@ -21,11 +21,13 @@
         assert sandbox.calls("crm")[0].json == {"name": "ada@example.com"}
 
 A ``Sandbox`` holds: the WorkOS simulator (an empty stream; add events with ``workos_event`` or realistic
-ones with ``workos_events(n)``), the GitHub simulator for ``repos`` (``github_changes``), a sink that
-records every outbound call (each integration of ``integrations`` and Slack point at it, and it answers
-200; ``fail_rate`` makes a share fail), a temporary SQLite database with syncd's schema and yours
-(``schema=``: SQL text, a SQLAlchemy ``MetaData``, or a function of the engine), and a fake clock
-(``advance`` moves it, so a 30-minute ``ctx.sleep`` is resumed by the next ``once`` without waiting).
+ones with ``workos_events(n)``), the GitHub simulator for ``repos`` (``github_changes``), a recorder that
+every outbound call goes to instead of the real receiver (each integration of ``integrations``, and Slack;
+answered 200 with ``{}`` unless ``responses`` gives a JSON body or a ``Reply(status, json)``), a recording
+SMTP server for ``ctx.send_email`` (when ``aiosmtpd`` is installed), a temporary SQLite database with
+syncd's schema and yours (``schema=``: SQL text, a SQLAlchemy ``MetaData``, or a function of the engine),
+and a fake clock (``advance`` moves it, so a 30-minute ``ctx.sleep`` is resumed by the next ``once``
+without waiting).
 
 ``once()`` is ``syncd once`` in this process: settings from the sandbox's environment only (never the
 real one, nor ``.env``), ``syncd.ops`` building the app and running every source's tick and the runs due
@@ -47,24 +49,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from syncd.contracts import FakeClock
+from syncd.testing.receivers import Call, Mailbox, Recorder, Reply, mailbox_available
 from syncd.workflows import Registry, default_registry
 
-__all__ = ["Call", "OnceResult", "Run", "Sandbox"]
+__all__ = ["Call", "OnceResult", "Reply", "Run", "Sandbox"]
 
 WORKOS_KEY = "sk_test_syncd_testing"
 Schema = str | sa.MetaData | Callable[[sa.Engine], None]
-
-
-@dataclass(frozen=True)
-class Call:
-    """One outbound call a workflow made, as the sink received it."""
-
-    integration: str  # ``crm`` for SYNCD_INTEGRATION_CRM_URL, ``slack`` for the Slack webhook
-    method: str
-    path: str  # the path below the integration's URL
-    json: Any
-    idempotency_key: str | None
-    status: int  # what the sink answered
 
 
 @dataclass(frozen=True)
@@ -95,11 +86,11 @@ class Sandbox:
 
     def __init__(self, *workflows: str | ModuleType, path: str | Path | None = None,
                  schema: Schema | Sequence[Schema] = (), repos: Mapping[str, int] | Iterable[str] = (),
-                 integrations: Iterable[str] = (), fail_rate: float = 0.0, builtins: str = "none",
+                 integrations: Iterable[str] = (), responses: Mapping[str, Any] | None = None,
+                 email: bool | None = None, builtins: str = "none",
                  env: Mapping[str, str] | None = None, now: datetime | None = None,
                  registry: Registry | None = None) -> None:
         from simulators.github import DEFAULT_TOKEN, GitHubSimulator
-        from simulators.sink import SinkSimulator
         from simulators.workos import WorkOSSimulator
 
         self._own_dir = path is None
@@ -111,17 +102,20 @@ class Sandbox:
         self.workos = WorkOSSimulator(events=0, api_key=WORKOS_KEY)
         repo_counts = dict(repos) if isinstance(repos, Mapping) else dict.fromkeys(repos, 0)
         self.github = GitHubSimulator(repos=repo_counts, now=self.clock.now()) if repo_counts else None
-        self.sink = SinkSimulator(fail_rate=fail_rate)
+        self.recorder = Recorder(responses)
+        self.mailbox = Mailbox(self.recorder.record) if (mailbox_available() if email is None else email) else None
         self._started: list[Any] = []
-        for server in (self.workos, self.github, self.sink):
+        for server in (self.workos, self.github, self.recorder, self.mailbox):
             if server is not None:
                 server.start()
                 self._started.append(server)
         self.integrations = list(integrations)
         self.env = {"DATABASE_URL": self.database_url, "SYNCD_HTTP_PORT": "0", "SYNCD_BUILTINS": builtins,
-                    "SYNCD_SLACK_WEBHOOK_URL": f"{self.sink.url}/slack", "LOG_LEVEL": "WARNING"}
+                    "SYNCD_SLACK_WEBHOOK_URL": f"{self.recorder.url}/slack", "LOG_LEVEL": "WARNING"}
         for name in self.integrations:
-            self.env[f"SYNCD_INTEGRATION_{name.upper().replace('-', '_')}_URL"] = f"{self.sink.url}/{name}"
+            self.env[f"SYNCD_INTEGRATION_{name.upper().replace('-', '_')}_URL"] = f"{self.recorder.url}/{name}"
+        if self.mailbox is not None:
+            self.env.update(SYNCD_SMTP_URL=self.mailbox.url, SYNCD_SMTP_FROM="syncd-test@example.com")
         if any(wf.trigger.provider == "workos" for wf in self.registry.all()) or builtins != "none":
             self.env.update(WORKOS_API_KEY=WORKOS_KEY, WORKOS_BASE_URL=self.workos.url)
         if self.github is not None:
@@ -216,13 +210,8 @@ class Sandbox:
                     stored.get((r.workflow, r.stream, r.event_id), {})) for r in found]
 
     def calls(self, integration: str | None = None) -> list[Call]:
-        """The outbound calls the sink received, in order (``integration``: only that one's)."""
-        made: list[Call] = []
-        for call in list(self.sink.calls):
-            name, _, rest = call.path.lstrip("/").partition("/")
-            if integration is None or name == integration:
-                made.append(Call(name, call.method, "/" + rest, call.body, call.idempotency_key, call.status))
-        return made
+        """The outbound calls received, in order (``integration``: only that one's; ``slack``, ``email``)."""
+        return [c for c in list(self.recorder.calls) if integration is None or c.integration == integration]
 
     # ---- lifecycle --------------------------------------------------------------------------------------------
 
