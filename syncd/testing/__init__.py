@@ -47,6 +47,7 @@ from types import ModuleType, TracebackType
 from typing import Any
 
 import sqlalchemy as sa
+import stamina
 
 from syncd.contracts import FakeClock
 from syncd.testing.receivers import Call, Mailbox, Recorder, Reply, mailbox_available
@@ -55,6 +56,8 @@ from syncd.workflows import Registry, default_registry
 __all__ = ["Call", "OnceResult", "Reply", "Run", "Sandbox"]
 
 WORKOS_KEY = "sk_test_syncd_testing"
+#: Above any attempts syncd configures, so each retry loop keeps its own setting (only the waits go).
+RETRY_ATTEMPTS_CAP = 50
 Schema = str | sa.MetaData | Callable[[sa.Engine], None]
 
 
@@ -168,10 +171,12 @@ class Sandbox:
         from syncd.settings import Settings
 
         app = App.build(Settings.from_env(self.env), registry=self.registry, clock=self.clock)
-        try:
-            report = run_once(app)
-        finally:
-            app.close()
+        # Retries keep their attempts but never wait: a failing step costs a test no real backoff.
+        with stamina.set_testing(True, attempts=RETRY_ATTEMPTS_CAP, cap=True):
+            try:
+                report = run_once(app)
+            finally:
+                app.close()
         lines = [outcome.line() for outcome in report.sources]
         errors = [outcome.error for outcome in report.sources if outcome.error]
         return OnceResult(report.exit_code, lines, errors)
