@@ -110,3 +110,15 @@ def test_a_failing_integration_fails_the_run_and_is_retried(tmp_path: Path) -> N
         assert run.status == "failed" and run.error is not None and "answered 503" in run.error
         assert {c.integration: c.status for c in box.calls()} == {"crm": 200, "billing": 503, "analytics": 200}
         assert set(run.steps) == {"crm", "analytics"}  # the others' results stay stored
+
+
+def test_a_run_error_keeps_the_message_but_not_the_users_values(tmp_path: Path) -> None:
+    """The README's first example without its table: the stored error says what is wrong, and the SQL
+    parameters (the user's e-mail) are not in it."""
+    with Sandbox("tests.kit_flows", path=tmp_path) as box:
+        box.workos_event("user.created", {"id": "user_5", "email": "zoe.private@example.com"})
+        assert box.once().exit_code == 1
+        (run,) = box.runs("kit-welcome")
+    assert run.status == "failed" and run.error is not None
+    assert "OperationalError" in run.error and "no such table: welcome_queue" in run.error
+    assert "zoe.private@example.com" not in run.error and "[parameters" not in run.error
