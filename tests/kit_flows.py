@@ -1,4 +1,8 @@
-"""A user's workflow module, as their own test suite would test it with ``syncd.testing`` (test_testing_kit)."""
+"""A user's workflow module, as their own test suite would test it with ``syncd.testing`` (test_testing_kit).
+
+It registers into a registry of its own, not ``syncd.workflow``'s default one: the suite's other tests
+build apps from the default registry in the same process. (``test_readme_examples`` runs modules using
+``@syncd.workflow`` itself, in a process of their own.)"""
 
 from __future__ import annotations
 
@@ -7,7 +11,10 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from connectors import github, workos
-from syncd import workflow
+from syncd.workflows import Registry
+
+registry = Registry()
+workflow = registry.workflow
 
 SCHEMA = """
 CREATE TABLE welcome_queue (user_id TEXT PRIMARY KEY, email TEXT NOT NULL);

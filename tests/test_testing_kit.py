@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from syncd.testing import Reply, Sandbox
-from tests.kit_flows import SCHEMA
+from tests.kit_flows import SCHEMA, registry
 
 
 @pytest.fixture
 def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
-    with Sandbox("tests.kit_flows", path=tmp_path, schema=SCHEMA, repos={"acme/web": 2},
+    with Sandbox(registry=registry, path=tmp_path, schema=SCHEMA, repos={"acme/web": 2},
                  integrations=["crm", "billing", "analytics"]) as box:
         yield box
 
@@ -92,17 +92,8 @@ def test_realistic_events_from_the_simulators_generators(sandbox: Sandbox) -> No
     assert all(titles[c["id"]] == c["title"] for c in changes if "pull_request" not in c)
 
 
-def test_only_the_given_modules_workflows_run(tmp_path: Path) -> None:
-    """Another test's imported workflows (in the same process) never run in this sandbox."""
-    import tests.kit_flows  # noqa: F401 - registered in the default registry, as other tests would have
-
-    with Sandbox("syncd.examples.welcome_email", path=tmp_path) as box:
-        names = {wf.name for wf in box.registry.all()}
-    assert names and not any(name.startswith("kit-") for name in names)
-
-
 def test_a_failing_integration_fails_the_run_and_is_retried(tmp_path: Path) -> None:
-    with Sandbox("tests.kit_flows", path=tmp_path, schema=SCHEMA, integrations=["crm", "billing", "analytics"],
+    with Sandbox(registry=registry, path=tmp_path, schema=SCHEMA, integrations=["crm", "billing", "analytics"],
                  responses={"billing": Reply(503)}) as box:
         box.workos_event("organization.created", {"id": "org_2"})
         assert box.once().exit_code == 1
@@ -115,7 +106,7 @@ def test_a_failing_integration_fails_the_run_and_is_retried(tmp_path: Path) -> N
 def test_a_run_error_keeps_the_message_but_not_the_users_values(tmp_path: Path) -> None:
     """The README's first example without its table: the stored error says what is wrong, and the SQL
     parameters (the user's e-mail) are not in it."""
-    with Sandbox("tests.kit_flows", path=tmp_path) as box:
+    with Sandbox(registry=registry, path=tmp_path) as box:
         box.workos_event("user.created", {"id": "user_5", "email": "zoe.private@example.com"})
         assert box.once().exit_code == 1
         (run,) = box.runs("kit-welcome")
