@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.testing import Reply, Sandbox
+from syncd.testing import Reply, Sandbox, run
 from tests.kit_flows import SCHEMA, registry
 
 
@@ -113,3 +113,32 @@ def test_a_run_error_keeps_the_message_but_not_the_users_values(tmp_path: Path) 
     assert run.status == "failed" and run.error is not None
     assert "OperationalError" in run.error and "no such table: welcome_queue" in run.error
     assert "zoe.private@example.com" not in run.error and "[parameters" not in run.error
+
+
+def test_run_one_workflow_on_one_event_and_resume_its_sleep() -> None:
+    """``syncd.testing.run``: the unit-test form, one workflow and one event."""
+    nudge = registry.get("kit-nudge")
+    assert nudge is not None
+    result = run(nudge, type="organization_membership.created", data={"id": "om_7"}, integrations=["crm"])
+    try:
+        assert (result.status, result.calls, result.steps) == ("sleeping", [], {"wait": result.steps["wait"]})
+        later = result.resume(after=timedelta(minutes=30))
+        assert later.status == "succeeded" and later.error is None
+        assert [(c.integration, c.json) for c in later.calls] == [
+            ("crm", {"id": "om_7"}), ("slack", {"text": "nudged om_7"})]
+        assert set(later.steps) == {"wait", "ping", "slack"}
+    finally:
+        result.close()
+
+
+def test_run_with_canned_replies_and_a_failing_integration() -> None:
+    fan_out = registry.get("kit-fan-out")
+    assert fan_out is not None
+    result = run(fan_out, type="organization.created", data={"id": "org_3"},
+                 integrations={"crm": {"id": "c_1"}, "billing": Reply(500, {"error": "down"}), "analytics": None})
+    try:
+        assert result.status == "failed" and result.error is not None and "answered 500" in result.error
+        assert result.steps["crm"] == {"id": "c_1"} and "billing" not in result.steps
+        assert {c.integration for c in result.calls} == {"crm", "billing", "analytics"}
+    finally:
+        result.close()

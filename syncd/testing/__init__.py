@@ -39,6 +39,7 @@ from __future__ import annotations
 import importlib
 import shutil
 import tempfile
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -53,7 +54,7 @@ from syncd.contracts import FakeClock
 from syncd.testing.receivers import Call, Mailbox, Recorder, Reply, mailbox_available
 from syncd.workflows import Registry, default_registry
 
-__all__ = ["Call", "OnceResult", "Reply", "Run", "Sandbox"]
+__all__ = ["Call", "OnceResult", "Reply", "Run", "RunResult", "Sandbox", "run"]
 
 WORKOS_KEY = "sk_test_syncd_testing"
 #: Above any attempts syncd configures, so each retry loop keeps its own setting (only the waits go).
@@ -108,6 +109,8 @@ class Sandbox:
         self.recorder = Recorder(responses)
         self.mailbox = Mailbox(self.recorder.record) if (mailbox_available() if email is None else email) else None
         self._started: list[Any] = []
+        self._finalizer = weakref.finalize(self, _shutdown, self._started, self.db,
+                                           self.path if self._own_dir else None)
         for server in (self.workos, self.github, self.recorder, self.mailbox):
             if server is not None:
                 server.start()
@@ -221,12 +224,9 @@ class Sandbox:
     # ---- lifecycle --------------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        for server in reversed(self._started):
-            server.stop()
-        self._started.clear()
-        self.db.dispose()
-        if self._own_dir:
-            shutil.rmtree(self.path, ignore_errors=True)
+        """Stop the servers, close the database, remove the directory made for it (idempotent; also done
+        when a sandbox nobody closed is garbage-collected)."""
+        self._finalizer()
 
     def __enter__(self) -> Sandbox:
         return self
@@ -250,6 +250,15 @@ class Sandbox:
             schema(self.db)
 
 
+def _shutdown(started: list[Any], db: sa.Engine, own_dir: Path | None) -> None:
+    for server in reversed(started):
+        server.stop()
+    started.clear()
+    db.dispose()
+    if own_dir is not None:
+        shutil.rmtree(own_dir, ignore_errors=True)
+
+
 def _registry_of(modules: Sequence[str | ModuleType]) -> Registry:
     """The workflows registered by ``modules`` (imported now), and no others a test process imported."""
     names = []
@@ -262,3 +271,6 @@ def _registry_of(modules: Sequence[str | ModuleType]) -> Registry:
         if any(home == name or home.startswith(name + ".") for name in names):
             chosen.add(wf)
     return chosen
+
+
+from syncd.testing.single import RunResult, run  # noqa: E402 - built on Sandbox, defined above
