@@ -1,4 +1,4 @@
-"""The Stripe mirror tables, filled by the built-in ``stripe.mirror.*`` workflows (revision 0007_stripe).
+"""The Stripe mirror tables, filled by the built-in ``stripe.mirror.*`` workflows (revision 0009).
 
 One row per customer and per subscription, keyed by Stripe's id. ``updated_at`` is the ``created`` time of
 the event that wrote the row (Stripe's objects carry no update time of their own), ``event_id`` that
