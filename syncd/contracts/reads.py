@@ -190,12 +190,13 @@ class Reads(Protocol):
 
     def runs(self, *, statuses: Iterable[str] | None = None, workflow: str | None = None,
              streams: Iterable[str] | None = None, limit: int = 50, offset: int = 0) -> list[RunRow]:
-        """A page of runs (only of ``statuses``, ``workflow`` and ``streams`` when given). With ``statuses``:
-        the soonest due first (the status index's order), then by key; without: by key."""
+        """A page of runs (only of ``statuses``, ``workflow`` and ``streams`` when given), by (workflow,
+        stream, event id)."""
         ...
 
-    def workflow_run_counts(self, statuses: Iterable[str]) -> dict[tuple[str, str], int]:
-        """Number of runs per (workflow, status) among ``statuses`` (the open ones and dead are indexed)."""
+    def workflow_run_counts(self, statuses: Iterable[str]) -> dict[tuple[str, str, str], int]:
+        """Number of runs per (workflow, stream, status) among ``statuses``, found by the status index (cheap
+        for the open statuses and dead; not for succeeded). Triples without runs are absent."""
         ...
 
     def event_history(self, needle: str, limit: int = 100) -> list[EventHistory]:

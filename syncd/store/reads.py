@@ -18,6 +18,8 @@ from syncd.contracts.reads import EventHistory, FailureGroup, QuarantineRow, Run
 from syncd.store.db import reading
 from syncd.store.tables import events, quarantine, runs, sources, steps, ticks
 
+#: Statuses most runs have: a page of them is read in key order without the status index.
+COMMON_STATUSES = {"succeeded"}
 _SOURCE_COLUMNS = [sources.c[name] for name in SourceRow.__dataclass_fields__]
 
 
@@ -146,10 +148,15 @@ class SqlReads:
     def runs(self, *, statuses: Iterable[str] | None = None, workflow: str | None = None,
              streams: Iterable[str] | None = None, limit: int = 50, offset: int = 0) -> list[RunRow]:
         where: list[sa.ColumnElement[bool]] = []
+        # By key (the primary key's order): a page of a common status (succeeded) walks the key index and
+        # stops, a rare one (dead, failed) is found by the status index and sorted, few rows.
         order: list[Any] = [runs.c.workflow, runs.c.stream, runs.c.event_id]
         if statuses is not None:
-            where.append(runs.c.status.in_(list(statuses)))
-            order = [runs.c.status, runs.c.next_attempt_at, *order]
+            wanted = list(statuses)
+            # Succeeded runs are most runs: filtered while walking the key index, not found by the status
+            # index and sorted whole (SQLite, without statistics, picks the status index: 1.2 s at 500k runs).
+            status = sa.func.lower(runs.c.status) if set(wanted) <= COMMON_STATUSES else runs.c.status
+            where.append(status.in_(wanted))
         if workflow is not None:
             where.append(runs.c.workflow == workflow)
         if streams is not None:
@@ -157,10 +164,10 @@ class SqlReads:
         query = _run_rows().where(*where).order_by(*order).limit(limit).offset(offset)
         return [_run_row(r) for r in self._all(query)]
 
-    def workflow_run_counts(self, statuses: Iterable[str]) -> dict[tuple[str, str], int]:
-        query = (sa.select(runs.c.workflow, runs.c.status, sa.func.count().label("n"))
-                 .where(runs.c.status.in_(list(statuses))).group_by(runs.c.workflow, runs.c.status))
-        return {(r.workflow, r.status): int(r.n) for r in self._all(query)}
+    def workflow_run_counts(self, statuses: Iterable[str]) -> dict[tuple[str, str, str], int]:
+        query = (sa.select(runs.c.workflow, runs.c.stream, runs.c.status, sa.func.count().label("n"))
+                 .where(runs.c.status.in_(list(statuses))).group_by(runs.c.workflow, runs.c.stream, runs.c.status))
+        return {(r.workflow, r.stream, r.status): int(r.n) for r in self._all(query)}
 
     def event_history(self, needle: str, limit: int = 100) -> list[EventHistory]:
         e = events.c

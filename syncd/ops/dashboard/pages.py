@@ -81,10 +81,9 @@ class Pages:
             rows = snap.runs(statuses=statuses, workflow=workflow, streams=streams, limit=PAGE_SIZE + 1,
                              offset=offset)
             queue = snap.workflow_run_counts(QUEUE_STATUSES)
-            dead = sum(n for (stream, _), n in snap.run_counts(["dead"], workflow=workflow).items()
-                       if source in (None, stream))
             keys = [row.key for row in snap.sources() if row.kind == "live"]
-        workflows = sorted({w.name for w in self.dash.engine.registry.all()} | {w for w, _ in queue})
+        dead = _dead(queue, workflow, source)
+        workflows = sorted({w.name for w in self.dash.engine.registry.all()} | {w for w, _, _ in queue})
         query = {k: v for k, v in (("status", status), ("workflow", workflow), ("source", source)) if v}
         return page("runs.html", **self._common(
             request, runs=rows[:PAGE_SIZE], more=len(rows) > PAGE_SIZE, page=offset // PAGE_SIZE, query=query,
@@ -97,8 +96,7 @@ class Pages:
 
     def confirm_replay_all(self, request: Request) -> Response:
         workflow, source = _first(request, "workflow"), _first(request, "source")
-        dead = sum(n for (stream, _), n in self.dash.reads.run_counts(["dead"], workflow=workflow).items()
-                   if source in (None, stream))
+        dead = _dead(self.dash.reads.workflow_run_counts(["dead"]), workflow, source)
         return page("confirm.html", **self._common(request, workflow=workflow, source=source, dead=dead))
 
     def events(self, request: Request) -> Response:
@@ -112,9 +110,16 @@ class Pages:
         return page("quarantine.html", **self._common(request, total=total, rows=rows))
 
 
-def _queue_table(counts: dict[tuple[str, str], int]) -> list[tuple[str, dict[str, int]]]:
-    """(workflow, {status: runs}) by workflow name."""
+def _queue_table(counts: dict[tuple[str, str, str], int]) -> list[tuple[str, dict[str, int]]]:
+    """(workflow, {status: runs of every stream}) by workflow name."""
     table: dict[str, dict[str, int]] = {}
-    for (workflow, status), n in counts.items():
-        table.setdefault(workflow, {})[status] = n
+    for (workflow, _, status), n in counts.items():
+        per_status = table.setdefault(workflow, {})
+        per_status[status] = per_status.get(status, 0) + n
     return sorted(table.items())
+
+
+def _dead(counts: dict[tuple[str, str, str], int], workflow: str | None, source: str | None) -> int:
+    """Dead runs of ``workflow`` and ``source`` (None: any) in ``workflow_run_counts``' answer."""
+    return sum(n for (w, stream, status), n in counts.items()
+               if status == "dead" and workflow in (None, w) and source in (None, stream))
