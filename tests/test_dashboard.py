@@ -385,3 +385,37 @@ def test_pages_render_json_of_steps(served: Fixture) -> None:
     import html
 
     assert json.loads(html.unescape(body.group(1)))["object"] == "user"
+
+
+def test_syncd_run_serves_the_dashboard_beside_the_probes(workos_sim: WorkOSSimulator, tmp_path: Path) -> None:
+    import socket
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": f"sqlite:///{tmp_path / 'run.db'}", "LOG_FORMAT": "text",
+           "SYNCD_HTTP_HOST": "127.0.0.1", "SYNCD_HTTP_PORT": str(port), "SYNCD_UI_TOKEN": UI_TOKEN,
+           **workos_env(workos_sim)}
+    proc = subprocess.Popen([sys.executable, "-m", "syncd", "run"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        client = client_for(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 60
+        while True:  # until the first tick has succeeded
+            try:
+                if client.get("/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "syncd run did not become healthy"
+            time.sleep(0.1)
+        assert client.get("/").status_code == 401
+        page = client.get("/", headers={"Authorization": f"Bearer {UI_TOKEN}"})
+        assert page.status_code == 200 and "Pause workos" in page.text
+        assert "syncd_source_healthy" in client.get("/metrics").text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and UI_TOKEN not in err
