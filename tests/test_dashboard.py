@@ -419,3 +419,22 @@ def test_syncd_run_serves_the_dashboard_beside_the_probes(workos_sim: WorkOSSimu
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "Traceback" not in err and UI_TOKEN not in err
+
+
+def test_sources_page_shows_backfill_windows_with_progress(served: Fixture) -> None:
+    from syncd.contracts import Window
+    from syncd.engine import Target
+    from syncd.ops.backfill import drive, window_engine
+
+    app = served.app
+    with app.db.connect() as conn:
+        times = sorted(conn.execute(sa.select(ledger.c.occurred_at)).scalars())
+    window = Window(times[100], times[200])
+    result = drive(window_engine(app, None), Target(app.connectors[0], window, "welcome"))
+    assert result.state == "done"
+    page = signed_in(served).get("/").text
+    row = re.search(r"<tr>\s*<td><code>(workos[^<]+)</code></td>(.*?)</tr>", page, re.S)
+    assert row is not None, page
+    assert row.group(1).startswith("workos") and row.group(1) != "workos"  # the window's own cursor key
+    assert window.start.strftime("%Y-%m-%d %H:%M:%S") in row.group(2) and "welcome" in row.group(2)
+    assert 'value="100"' in row.group(2) and "100%" in row.group(2) and "<td>done</td>" in row.group(2)
