@@ -184,6 +184,8 @@ class SimHost:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
 
     @property
     def workos(self) -> str:
