@@ -324,6 +324,10 @@ def lines(f: dict[str, Any], table: Callable[[dict[str, list[Sample]]], list[str
            *rows, ""]
     if "skipped" in cluster:
         out += [f"Replicas: skipped: {cluster['skipped']}", ""]
+    spread = [f"{n} replica(s): {cluster[n]['sink'].get('by_replica')}" for n in ("1", "3") if n in cluster]
+    if spread:
+        out += ["Calls made per replica (the sink counts the workflow's `X-Bench-Replica` header): "
+                + "; ".join(spread), ""]
     catchup = f.get("catchup")
     if catchup:
         out += [f"Catch-up of {catchup['events']:,} events, this tree against {catchup['baseline'][:9]}:", "",

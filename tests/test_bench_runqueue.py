@@ -18,10 +18,11 @@ from bench.simhost import WORKOS_KEY
 
 def test_the_latency_sink_counts_calls_distinct_keys_and_calls_held_at_once() -> None:
     with LatencySink(latency=0.0) as sink:
-        for key in ("a", "b", "a"):
-            assert httpx.post(f"{sink.url}/crm", json={}, headers={"Idempotency-Key": key}).status_code == 200
-        assert {k: sink.stats()[k] for k in ("calls", "keys", "max_in_flight", "in_flight")} == {
-            "calls": 3, "keys": 2, "max_in_flight": 1, "in_flight": 0}
+        for key, replica in (("a", "r1"), ("b", "r2"), ("a", "r1")):
+            headers = {"Idempotency-Key": key, "X-Bench-Replica": replica}
+            assert httpx.post(f"{sink.url}/crm", json={}, headers=headers).status_code == 200
+        assert {k: sink.stats()[k] for k in ("calls", "keys", "max_in_flight", "in_flight", "by_replica")} == {
+            "calls": 3, "keys": 2, "max_in_flight": 1, "in_flight": 0, "by_replica": {"r1": 2, "r2": 1}}
 
     entered = threading.Event()
     with LatencySink(latency=3600) as slow, ThreadPoolExecutor(3) as pool:  # held until the sink stops
