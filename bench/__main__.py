@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller streams (about a tenth)")
     parser.add_argument("--only", default="A,B,C,D,E,F", help="comma list of scenarios (default all)")
     parser.add_argument("--runs", type=int, default=None, help="alternated runs per contender (default 3)")
-    parser.add_argument("--events", type=int, default=None, help="events of scenarios A and D (development)")
+    parser.add_argument("--events", type=int, default=None,
+                        help="events of scenarios A and D and of F's catch-up (development)")
     parser.add_argument("--profile", action="store_true", help="also profile syncd with pyinstrument")
     parser.add_argument("--runs-sizes", default=None, help="F: comma list of run counts on one replica")
     parser.add_argument("--replica-runs", type=int, default=None, help="F: runs for 1 vs 3 replicas")
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs is not None:
         config = dataclasses.replace(config, runs=args.runs, d_runs=args.runs)
     if args.events is not None:
-        config = dataclasses.replace(config, a_events=args.events, d_events=args.events)
+        config = dataclasses.replace(config, a_events=args.events, d_events=args.events,
+                                     f_catchup_events=args.events)
     if args.runs_sizes:
         config = dataclasses.replace(config, f_runs=tuple(int(n) for n in args.runs_sizes.split(",") if n.strip()))
     if args.replica_runs is not None:

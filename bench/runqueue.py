@@ -42,7 +42,7 @@ import psycopg
 
 from bench.fanout_workflow import NAME as WORKFLOW
 from bench.fanout_workflow import TARGETS
-from bench.harness import PYTHON, ROOT, BenchError, SimHost, base_env, checked, measure
+from bench.harness import PYTHON, ROOT, BenchError, SimHost, base_env, checked, measure, tree_cpu
 from bench.scenarios import Config, Sample, alternate
 from bench.simhost import WORKOS_KEY
 
@@ -95,7 +95,7 @@ def single(runs: int, timeout: float, progress: Progress, **extra: str) -> dict[
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     outcome.update(cpu=round(result.cpu, 2), peak_rss_mb=round(result.peak_rss_mb), settings=extra)
-    progress(f"  {runs:,} runs, syncd once {extra or ''}: {outcome['wall']:.1f}s, "
+    progress(f"  {runs:,} runs, syncd once {extra or ''}: {outcome['wall']:.1f}s, CPU {outcome['cpu']:.1f}s, "
              f"{outcome['succeeded']:,} succeeded, sink {outcome['sink']}")
     return outcome
 
@@ -171,7 +171,8 @@ def cluster(database_url: str, replicas: int, runs: int, timeout: float, workdir
         sim.add_users(runs)
         done = _wait(lambda: _count(database_url) >= runs, timeout, f"{runs:,} succeeded runs", logs)
         outcome = _outcome(runs, done - began, _count(database_url), sim)
-    outcome.update(replicas=replicas, exit_codes=codes)
+        cpu = sum(tree_cpu(proc.pid) for proc in procs)  # start-up included; read before they exit
+    outcome.update(replicas=replicas, exit_codes=codes, cpu=round(cpu, 2))
     outcome["complete"] = outcome["complete"] and codes == [0] * replicas
     return outcome
 
@@ -195,6 +196,7 @@ def replicas(config: Config, progress: Progress) -> dict[str, Any]:
                 shutil.rmtree(workdir, ignore_errors=True)
             result = out[str(count)]
             progress(f"  {count} replica(s) x SYNCD_WORKERS=4, {runs:,} runs: {result['wall']:.1f}s, "
+                     f"CPU {result['cpu']:.1f}s, "
                      f"{result['succeeded']:,} succeeded, sink {result['sink']}, exits {result['exit_codes']}")
     return out
 
@@ -309,7 +311,7 @@ def targets(f: dict[str, Any]) -> list[tuple[str, str, bool]]:
 def lines(f: dict[str, Any], table: Callable[[dict[str, list[Sample]]], list[str]]) -> list[str]:
     """The Markdown section of ``bench/results/latest.md`` (``table``: report's table of samples)."""
     rows = ["| setting | runs | wall s | one at a time s | speed-up | succeeded | sink calls (keys) "
-            "| most calls in flight | sink busy s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "| most calls in flight | sink busy s | syncd CPU s |", "|---" + "|---:" * 9 + "|"]
     measured = [("syncd once, SQLite, " + (", ".join(f"{k}={v}" for k, v in one["settings"].items())
                                            or "default settings"), one)
                 for one in [*f["single"], *([f["workers_1"]] if f.get("workers_1") else [])]]
@@ -319,7 +321,7 @@ def lines(f: dict[str, Any], table: Callable[[dict[str, list[Sample]]], list[str
         bound, sink = one["runs"] * f["latency"], one["sink"]
         rows.append(f"| {name} | {one['runs']:,} | {one['wall']:.1f} | {bound:,.0f} | {bound / one['wall']:.1f}x "
                     f"| {one['succeeded']:,} | {sink['calls']:,} ({sink['keys']:,}) | {sink['max_in_flight']} "
-                    f"| {sink['span']:.1f} |")
+                    f"| {sink['span']:.1f} | {one['cpu']:.1f} |")
     out = [f"## F — workflow runs: 3 parallel calls of {f['latency'] * 1000:.0f} ms per user.created event", "",
            *rows, ""]
     if "skipped" in cluster:
