@@ -303,8 +303,11 @@ def targets(f: dict[str, Any]) -> list[tuple[str, str, bool]]:
     catchup = f.get("catchup")
     if catchup:
         before, after = (_median(catchup["samples"][n]) for n in ("before", "after"))
+        cpu_before, cpu_after = (statistics.median(s.cpu_per_10k for s in catchup["samples"][n])
+                                 for n in ("before", "after"))
         out.append((f"F: catch-up ≥ {CATCHUP_FLOOR:.0%} of the events/s before ({catchup['baseline'][:9]})",
-                    f"{after:,.0f} vs {before:,.0f} = {after / before:.0%}", after >= CATCHUP_FLOOR * before))
+                    f"{after:,.0f} vs {before:,.0f} = {after / before:.0%} (CPU s per 10k events: "
+                    f"{cpu_after:.2f} vs {cpu_before:.2f})", after >= CATCHUP_FLOOR * before))
     return out
 
 
