@@ -335,7 +335,7 @@ class SyncEngine:
             self._own_workers = WorkerPool(self.store, self.registry, self.executor, workers=1, clock=self.clock,
                                            lease_seconds=self.lease_seconds, replica_id=self.replica_id,
                                            stop=self.stop)
-        drained = self._own_workers.drain(stream=stream)
+        drained = self._own_workers.drain(stream=stream, wait_within=0)
         result.add_runs(drained.by_stream.get(stream, RunTally()))
 
     # ---- bookkeeping --------------------------------------------------------------------------

@@ -31,6 +31,8 @@ log = logging.getLogger("syncd.workers")
 
 #: The longest the dispatcher sleeps without a notification (other processes' runs, clock-driven ones).
 POLL_SECONDS = 1.0
+#: A drain (``syncd once``) waits for runs due this soon: deferred by an integration's rate limit.
+DRAIN_WAIT_SECONDS = 5.0
 #: How often an idle dispatcher claims anyway: the runs of a replica that died are due at once (its owner
 #: lock is free) but nothing announces them.
 RECLAIM_SECONDS = 10.0
@@ -111,22 +113,24 @@ class WorkerPool:
 
     # ---- one process's queue, until it is empty (``syncd once``, ticks without a pool) --------------------
 
-    def drain(self, *, stream: str | None = None, max_rounds: int = 10_000) -> Drained:
+    def drain(self, *, stream: str | None = None, max_rounds: int = 10_000,
+              wait_within: float = DRAIN_WAIT_SECONDS) -> Drained:
         """Claim and execute runs due now (of ``stream`` only, if given), ``workers`` at a time, until none is
-        due or the stop event is set; returns what ran. Runs that fall due later (a retry's backoff, a
-        sleep) are left for the next ``once`` or ``run``."""
+        due or the stop event is set; returns what ran. A run due within ``wait_within`` seconds (one an
+        integration's rate limit or ``Retry-After`` deferred) is waited for; runs due later (a retry's
+        backoff, a sleep) are left for the next ``once`` or ``run``."""
         held = self._owner_lock is not None
         self._ensure_owner()
         drained = Drained()
         try:
-            self._drain(drained, stream, max_rounds)
+            self._drain(drained, stream, max_rounds, wait_within)
         finally:
             if not held and self._owner_lock is not None:  # nothing in flight now: let go of it
                 self._owner_lock.release()
                 self._owner_lock = None
         return drained
 
-    def _drain(self, drained: Drained, stream: str | None, max_rounds: int) -> None:
+    def _drain(self, drained: Drained, stream: str | None, max_rounds: int, wait_within: float) -> None:
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="syncd-worker") as pool:
             futures: set[Future[RunRecord | None]] = set()
             for _ in range(max_rounds):
@@ -135,7 +139,12 @@ class WorkerPool:
                 claims = self._claim(self.workers - len(futures), stream)
                 futures |= {pool.submit(self._execute, c) for c in claims}
                 if not futures:
-                    break
+                    # Waiting is bounded in real time (a fake clock in tests never brings the run due).
+                    due_in = self._due_in()
+                    if not 0 < due_in <= wait_within or self.stop.wait(due_in + 0.05):
+                        break
+                    wait_within -= due_in + 0.05
+                    continue
                 done = next(iter(_first_done(futures)))
                 futures.discard(done)
                 record = done.result()
