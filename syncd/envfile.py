@@ -23,7 +23,7 @@ SYNCD_VARIABLES = frozenset(
         "WORKOS_API_KEY", "WORKOS_BASE_URL", "WORKOS_EVENTS",
         "GITHUB_TOKEN", "GITHUB_REPOS", "GITHUB_BASE_URL",
         "SYNCD_SQL_URL", "SYNCD_SQL_TABLES", "SYNCD_SQL_GAP_SECONDS",
-        "SYNCD_HTTP_HOST",
+        "SYNCD_HTTP_HOST", "SYNCD_RETENTION_DAYS",
     }
 )
 #: Read from the same ``.env`` by Docker Compose (docker-compose.yml and its override files).

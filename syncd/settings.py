@@ -223,6 +223,11 @@ def _check_rates_have_urls(environ: Mapping[str, str], http: Mapping[str, HttpIn
         raise ConfigError("SYNCD_SLACK_RATE", "is set but SYNCD_SLACK_WEBHOOK_URL is not")
 
 
+#: SYNCD_RETENTION_DAYS: longer than WorkOS's 30-day event retention, so a live cursor never meets pruned history.
+RETENTION_DAYS = 35
+MAX_RETENTION_DAYS = 36_500
+
+
 @dataclass(frozen=True)
 class Settings:
     """Core settings. Build with :meth:`from_env`; the repr hides the database password."""
@@ -234,6 +239,7 @@ class Settings:
     builtins: tuple[str, ...] | None = None  # None: every provider's built-in mirror workflows
     max_attempts: int = 5
     lease_seconds: int = 180
+    retention_days: int = RETENTION_DAYS  # `syncd prune` (and `syncd run` daily) removes history older than this
     http_port: int = 8080
     http_host: str = "0.0.0.0"  # where /healthz and /metrics listen
     prefetch_pages: int = PREFETCH_PAGES  # pages fetched ahead of the commits (PostgreSQL, slow providers); 0: none
@@ -291,6 +297,7 @@ class Settings:
             max_attempts=get_int(env, "SYNCD_MAX_ATTEMPTS", 5, minimum=1, maximum=MAX_ATTEMPTS),
             lease_seconds=get_int(env, "SYNCD_LEASE_SECONDS", max(3 * interval, 30), minimum=5,
                                   maximum=MAX_LEASE_SECONDS),
+            retention_days=get_int(env, "SYNCD_RETENTION_DAYS", RETENTION_DAYS, minimum=1, maximum=MAX_RETENTION_DAYS),
             http_port=get_int(env, "SYNCD_HTTP_PORT", 8080, minimum=0, maximum=65_535),
             http_host=get_str(env, "SYNCD_HTTP_HOST", "0.0.0.0") or "0.0.0.0",
             prefetch_pages=get_int(env, "SYNCD_PREFETCH_PAGES", PREFETCH_PAGES, minimum=0,

@@ -88,7 +88,8 @@ def test_failures_are_grouped_with_counts_and_filtered(tmp_path: Path, sim: Work
     assert lines[head + 3].startswith("  failed audit ← workos ")
     assert lines[head + 3].endswith("ValueError: audit log is read-only")
     assert lines[head + 4] == f"         … and {audit_runs - 1} more like it"
-    assert len(lines) == head + 5  # two groups, not hundreds of lines
+    assert lines[head + 6].startswith("Retention: ")  # two groups, not hundreds of lines; then retention's
+    assert len(lines) == head + 9  # head, size, one stream
 
     code, out, _ = status(capsys, url, "--workflow", "audit", "--json")
     report = json.loads(out)

@@ -59,6 +59,11 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--status", choices=["failed", "dead"], help="only failed (retrying) or dead runs")
     st.add_argument("--all", action="store_true", dest="everything",
                     help="also backfill windows that finished more than a day ago")
+    pr = sub.add_parser("prune", help="remove history older than SYNCD_RETENTION_DAYS: old events with their "
+                                      "succeeded runs, ticks, finished windows (`syncd run` prunes daily)")
+    pr.add_argument("--vacuum", action="store_true",
+                    help="SQLite, once: rewrite a file created before syncd used incremental vacuum, so pruning "
+                         "shrinks it (blocks syncs while it runs; needs as much free disk as the file)")
     sub.add_parser("check", help="exit 0 if every source had a successful tick within 3 intervals, else 1 "
                                  "(the container's health check; same rule as /healthz)")
     rp = sub.add_parser("replay", help="re-run dead runs from the ledger (exit 1 if any fails again)")

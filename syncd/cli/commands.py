@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +34,8 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
                                           everything=args.everything))
     if args.command == "check":
         return cmd_check(settings)
+    if args.command == "prune":
+        return cmd_prune(settings, vacuum=args.vacuum)
     if args.command == "replay":
         return cmd_replay(settings, args)
     if args.command == "once":
@@ -85,7 +88,8 @@ def cmd_status(settings: Settings, *, as_json: bool, filters: Filters | None = N
     db = create_engine(settings.database_url)
     try:
         require_tables(db)
-        report = status.collect(SqlReads(db), jaeger_url=settings.jaeger_url, filters=filters)
+        report = status.collect(SqlReads(db), jaeger_url=settings.jaeger_url, filters=filters,
+                                retention_days=settings.retention_days)
     except NoMatch as exc:
         print(f"syncd status: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -138,6 +142,19 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         telemetry.shutdown()
     print(render(report))
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def cmd_prune(settings: Settings, *, vacuum: bool) -> int:
+    """``syncd prune``: 0 pruned (or another replica is pruning right now), 1 on a database error."""
+    from syncd.ops.retention import run_command
+    from syncd.ops.scheduler import install_signal_handlers
+
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    report = run_command(settings.database_url, days=settings.retention_days, lease_seconds=settings.lease_seconds,
+                         replica_id=settings.replica_id, vacuum=vacuum, stop=stop)
+    print(report.text())
+    return EXIT_OK
 
 
 def cmd_check(settings: Settings) -> int:

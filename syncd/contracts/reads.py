@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from syncd.contracts.records import SourceRow
 
@@ -84,6 +84,32 @@ class QuarantineRow:
     times_seen: int
 
 
+@dataclass(frozen=True, slots=True)
+class StreamRetention:
+    """What retention keeps of one stream: its horizon (the newest pruned event's time; None: nothing pruned
+    yet), its events in the ledger and the oldest one's time."""
+
+    stream: str
+    horizon: datetime | None
+    events: int
+    oldest: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionState:
+    """What retention keeps (``syncd status``): per stream, the size of syncd's data (SQLite: the file;
+    ``free_bytes`` of it unused pages), whether freed space goes back to the file system, and the prunes'
+    schedule (``last_prune`` holds the last one's counts)."""
+
+    streams: tuple[StreamRetention, ...]
+    used_bytes: int
+    free_bytes: int
+    returns_space: bool
+    last_prune_at: datetime | None
+    next_prune_at: datetime | None
+    last_prune: dict[str, Any] | None
+
+
 class Reads(Protocol):
     """Read-only answers about syncd's own state (cursors, ledger, runs, ticks) for ``syncd status``, the
     health rule and ``/metrics``, backfill progress, the demo's summary and the dashboard.
@@ -141,6 +167,14 @@ class Reads(Protocol):
 
     def tick_stats(self) -> dict[str, TickStats]:
         """Totals of the recorded ticks per cursor key; cursors without a recorded tick are absent."""
+        ...
+
+    def horizons(self) -> dict[str, datetime]:
+        """Per stream, the time up to which its history was pruned (streams never pruned are absent)."""
+        ...
+
+    def retention(self) -> RetentionState:
+        """What retention keeps: streams in name order (those with events or a horizon)."""
         ...
 
     def last_tick(self, key: str, *, succeeded: bool = False) -> TickRow | None:

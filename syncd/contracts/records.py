@@ -192,7 +192,9 @@ class TickRecord:
 @dataclass(frozen=True, slots=True)
 class Recorded:
     """What ``PageTxn.record_events`` did with a batch: the ids ``new`` to the ledger, and the ids it
-    ``quarantined`` instead of storing (values the database cannot hold; see ``PageTxn.record_events``)."""
+    ``quarantined`` instead of storing (values the database cannot hold; see ``PageTxn.record_events``), and
+    the ids ``expired``: older than the stream's retention horizon, skipped (their history was pruned)."""
 
     new: set[str]
     quarantined: frozenset[str] = frozenset()
+    expired: frozenset[str] = frozenset()

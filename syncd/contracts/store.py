@@ -65,6 +65,8 @@ class PageTxn(RunTxn, Protocol):
         column, a payload nested deeper than the store's limit) is quarantined as by ``quarantine`` instead,
         its id in ``Recorded.quarantined``; the caller must not run workflows on it. The check is the same
         on every database. An event that lands removes its own quarantine entry (fetched again after a fix).
+        An event older than its stream's retention horizon (its history was pruned) is neither stored nor
+        new: its id is in ``Recorded.expired``, and the caller must not run workflows on it either.
         """
         ...
 

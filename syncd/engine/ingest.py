@@ -236,7 +236,8 @@ class SyncEngine:
                 recorded = txn.record_events(batch, now)
             with purpose("quarantine insert", [q.event_id or "?" for q in held]):
                 txn.quarantine(held, now)
-            stored = [e for e in batch if e.id not in recorded.quarantined] if recorded.quarantined else batch
+            dropped = recorded.quarantined | recorded.expired  # no workflow runs on these
+            stored = [e for e in batch if e.id not in dropped] if dropped else batch
             note_quarantined(target.key, held, recorded.quarantined)
             runs = self._dispatch(txn, target, stored, recorded.new, now, span_of)
             progress = window_progress(target.window, batch[-1].occurred_at) if target.window and batch else None
@@ -244,7 +245,7 @@ class SyncEngine:
                 txn.advance(last_cursor(None, pages), meta=next((p.meta for p in reversed(pages) if p.meta), None),
                             new_events=len(recorded.new), progress=progress)
         return PageResult(pages=len(group), events=len(batch), new_events=len(recorded.new),
-                          skipped=sum(p.skipped for p in pages) + len(recorded.quarantined), runs=runs,
+                          skipped=sum(p.skipped for p in pages) + len(dropped), runs=runs,
                           lag_seconds=max(0.0, (now - batch[-1].occurred_at).total_seconds()) if batch else None)
 
     def _dispatch(self, txn: PageTxn, target: Target, batch: Sequence[Event], new_ids: set[str], now: datetime,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, TYPE_CHECKING
@@ -114,6 +114,36 @@ def retention_warnings(targets: Sequence[Target], now: datetime | None = None) -
         if message:
             out.append(f"backfill {target.key}: {message}")
     return out
+
+
+def pruned_history(horizons: Mapping[str, datetime], targets: Sequence[Target]) -> tuple[list[Target], list[str]]:
+    """The targets whose window is not entirely at or before its stream's retention horizon (the newest pruned
+    event's time), and a message for each of the others (their events were pruned and would all be skipped,
+    never run again). A window across the horizon is kept, with a warning logged: its events up to the
+    horizon are skipped."""
+    kept, refused = [], []
+    for target in targets:
+        limit, window = horizons.get(target.connector.key), target.window
+        if limit is None or window is None or window.start > limit:
+            kept.append(target)
+        elif window.end <= limit:
+            refused.append(f"backfill {target.key}: the window ends by {limit.isoformat()}, the retention "
+                           f"horizon of {target.connector.key}: that history was pruned (SYNCD_RETENTION_DAYS), "
+                           "and events up to the horizon are skipped, never run again; choose a later window")
+        else:
+            log.warning("backfill %s: events up to %s, the retention horizon of %s, are skipped (that history "
+                        "was pruned; SYNCD_RETENTION_DAYS)", target.key, limit.isoformat(), target.connector.key)
+            kept.append(target)
+    return kept, refused
+
+
+def unpruned(app: App, targets: Sequence[Target]) -> list[Target]:
+    """``pruned_history`` for the windows of ``EVENTS_RANGE_*`` (``syncd once``, ``syncd run``): a window
+    entirely before the horizon is left out with a warning, so a setting left in place never stops syncd."""
+    kept, refused = pruned_history(app.reads.horizons(), targets)
+    for message in refused:
+        log.warning("%s (EVENTS_RANGE_START/END); skipped", message)
+    return kept
 
 
 # ---- driving a window ----------------------------------------------------------------------------
@@ -243,7 +273,10 @@ def run_command(settings: Settings, *, start: str, end: str, source: str | None 
     telemetry = setup_telemetry(settings.telemetry)
     app = App.build(settings)
     try:
-        targets = targets_for(app.connectors, app.registry, window, source=source, workflow=workflow)
+        targets, refused = pruned_history(app.reads.horizons(), targets_for(
+            app.connectors, app.registry, window, source=source, workflow=workflow))
+        if refused:
+            raise ConfigError("--end", "; ".join(refused))
         install_signal_handlers(app.stop)
         results = drive_all(app, targets, make_progress(stream))
     finally:
@@ -273,7 +306,7 @@ def drive_settings_windows(app: App, stream: IO[str] | None = None) -> list[Back
     window = settings_window(app.settings)
     if window is None:
         return []
-    return drive_all(app, targets_for(app.connectors, app.registry, window), make_progress(stream))
+    return drive_all(app, unpruned(app, targets_for(app.connectors, app.registry, window)), make_progress(stream))
 
 
 def report(results: Sequence[BackfillResult], *, out: IO[str]) -> int:
@@ -325,7 +358,7 @@ def window_jobs(app: App) -> list[WindowJob]:
     window = settings_window(app.settings)
     if window is None:
         return []
-    targets = targets_for(app.connectors, app.registry, window)
+    targets = unpruned(app, targets_for(app.connectors, app.registry, window))
     for warning in retention_warnings(targets):
         log.warning("%s", warning)
     progress = LogProgress()
@@ -335,6 +368,6 @@ def window_jobs(app: App) -> list[WindowJob]:
 
 __all__ = [
     "BackfillResult", "LogProgress", "Progress", "RichProgress", "WindowJob", "drive", "drive_all",
-    "drive_settings_windows", "make_progress", "parse_flags", "retention_warnings", "run_command",
+    "drive_settings_windows", "make_progress", "parse_flags", "pruned_history", "retention_warnings", "run_command",
     "settings_window", "targets_for", "window_engine", "window_jobs",
 ]

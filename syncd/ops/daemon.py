@@ -19,6 +19,7 @@ from syncd.ops.app import App
 from syncd.ops.backfill import window_jobs
 from syncd.ops.health import database_id
 from syncd.ops.http import HealthServer, Monitor
+from syncd.ops.retention import prune_chores
 from syncd.ops.scheduler import Daemon, install_signal_handlers
 from syncd.settings import Settings
 from syncd.telemetry import setup_telemetry
@@ -41,7 +42,7 @@ def run_daemon(settings: Settings) -> None:
     jobs: list[tuple[str, Callable[[], object]]] = [(c.key, functools.partial(app.tick, c))
                                                     for c in app.connectors]
     jobs += [(job.key, job) for job in window_jobs(app)]  # EVENTS_RANGE_*: one job per window
-    daemon = Daemon(jobs, interval=settings.interval_seconds, stop=app.stop)
+    daemon = Daemon(jobs, interval=settings.interval_seconds, stop=app.stop, chores=prune_chores(app))
     log.info("syncd running: sources %s, workflows %s", ", ".join(c.key for c in app.connectors),
              ", ".join(sorted(w.name for w in app.registry.all())))
     health = start_health_server(settings, app)

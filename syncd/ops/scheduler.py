@@ -14,7 +14,8 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
@@ -29,13 +30,26 @@ log = logging.getLogger("syncd.scheduler")
 STOP_DEADLINE_SECONDS = 8.0
 
 
+@dataclass(frozen=True)
+class Chore:
+    """Housekeeping beside the ticks (the daily prune): ``fn`` every ``every_seconds``, the first time
+    ``first_after_seconds`` after the start. Never overlaps itself; a raise is logged, not fatal."""
+
+    name: str
+    fn: Callable[[], Any]
+    every_seconds: float
+    first_after_seconds: float
+
+
 class Daemon:
-    """Runs ``jobs`` (name → callable) every ``interval`` seconds until stopped."""
+    """Runs ``jobs`` (name → callable) every ``interval`` seconds, and ``chores`` on their own schedule,
+    until stopped."""
 
     def __init__(self, jobs: Sequence[tuple[str, Callable[[], Any]]], *, interval: float,
                  stop: threading.Event, jitter: float | None = None,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, chores: Sequence[Chore] = ()) -> None:
         self.jobs = list(jobs)
+        self.chores = list(chores)
         self.monotonic = monotonic  # tests pass a fake one to overrun an interval
         quiet_overlap_warnings()
         self.interval = interval
@@ -45,7 +59,7 @@ class Daemon:
         self._lock = threading.Lock()
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
-            executors={"default": ThreadPoolExecutor(max_workers=max(1, len(self.jobs)))},
+            executors={"default": ThreadPoolExecutor(max_workers=max(1, len(self.jobs) + len(self.chores)))},
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": int(max(1, interval))},
         )
 
@@ -68,7 +82,8 @@ class Daemon:
             finally:
                 with self._lock:
                     self._running -= 1
-                self._overran(name, self.monotonic() - started)
+                if name not in {c.name for c in self.chores}:
+                    self._overran(name, self.monotonic() - started)
 
         return job
 
@@ -83,6 +98,10 @@ class Daemon:
         for name, fn in self.jobs:
             self.scheduler.add_job(self._wrap(name, fn), IntervalTrigger(seconds=self.interval, jitter=self.jitter),
                                    id=name, name=name, next_run_time=now)
+        for chore in self.chores:
+            self.scheduler.add_job(self._wrap(chore.name, chore.fn), IntervalTrigger(seconds=chore.every_seconds),
+                                   id=chore.name, name=chore.name,
+                                   next_run_time=now + timedelta(seconds=chore.first_after_seconds))
         self.scheduler.start()
         log.info("scheduler started: %d source(s) every %ss", len(self.jobs), self.interval)
 

@@ -12,7 +12,16 @@ from datetime import datetime
 from typing import Any
 
 from syncd.contracts import FailedRun, Reads, SourceRow, TickRow
-from syncd.ops.statusparts import Filters, cursor_text, group_item, quarantine_item, render_groups, render_quarantine
+from syncd.ops.statusparts import (
+    Filters,
+    cursor_text,
+    group_item,
+    quarantine_item,
+    render_groups,
+    render_quarantine,
+    render_retention,
+    retention_item,
+)
 from syncd.redaction import error_summary, printable, safe_error
 
 RUN_STATES = ("succeeded", "failed", "dead", "sleeping")
@@ -27,10 +36,10 @@ def _error(text: str | None) -> str | None:
 
 
 def collect(reads: Reads, *, run_limit: int = 20, jaeger_url: str | None = None,
-            filters: Filters | None = None) -> dict[str, Any]:
+            filters: Filters | None = None, retention_days: int | None = None) -> dict[str, Any]:
     """The report ``syncd status --json`` prints: the cursors, the failed and dead runs (the newest, and
-    grouped by error with counts), totals; only what ``filters`` pick. Raises ``statusparts.NoMatch``
-    when ``--source`` matches no cursor."""
+    grouped by error with counts), totals, what retention keeps (``retention_days``: the setting shown);
+    only what ``filters`` pick. Raises ``statusparts.NoMatch`` when ``--source`` matches no cursor."""
     f = filters or Filters()
     with reads.snapshot() as snap:
         run_counts = snap.run_counts(workflow=f.workflow)
@@ -42,11 +51,13 @@ def collect(reads: Reads, *, run_limit: int = 20, jaeger_url: str | None = None,
         groups = snap.failure_groups(run_limit, workflow=f.workflow, streams=streams, status=f.status)
         events = snap.event_count()
         held, quarantined = snap.quarantined(run_limit, streams=streams)
+        kept = snap.retention()
     return {
         "sources": [_source(row, last_tick, run_counts) for row, last_tick in rows],
         "problem_runs": [_problem_run(run, jaeger_url) for run in failures],
         "problem_groups": [group_item(group, jaeger_url) for group in groups],
         "quarantined": {"total": held, "events": [quarantine_item(row) for row in quarantined]},
+        "retention": retention_item(kept, retention_days),
         "totals": {"events": events,
                    "runs": {s: sum(n for (_, st), n in run_counts.items() if st == s) for s in RUN_STATES}},
     }
@@ -93,6 +104,7 @@ def render(report: dict[str, Any], *, limit: int = 20) -> str:
         lines += _render_source(s)
     lines += render_groups(report.get("problem_groups", []), limit)
     lines += render_quarantine(report.get("quarantined"))
+    lines += render_retention(report.get("retention"))
     return "\n".join(lines)
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from syncd.contracts import SourceRow
-from syncd.contracts.reads import FailureGroup, QuarantineRow
+from syncd.contracts.reads import FailureGroup, QuarantineRow, RetentionState
 from syncd.redaction import error_summary, printable, safe_error
 
 #: Run states ``--status`` may pick (those ``syncd status`` lists run by run).
@@ -137,4 +137,39 @@ def render_quarantine(held: dict[str, Any] | None) -> list[str]:
     if held["total"] > len(held["events"]):
         lines.append(f"  … and {held['total'] - len(held['events'])} more (syncd status --json)")
     lines.append("  after a fix, fetch them again: syncd cursor reset SOURCE --to TIME (before the first)")
+    return lines
+
+
+# ---- retention ----------------------------------------------------------------------------------------
+
+
+def retention_item(state: RetentionState, days: int | None) -> dict[str, Any]:
+    """What retention keeps, for ``--json``: per stream its horizon, events and oldest event; the size."""
+    def iso(value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return {"days": days, "used_bytes": state.used_bytes, "free_bytes": state.free_bytes,
+            "returns_space": state.returns_space, "last_prune_at": iso(state.last_prune_at),
+            "next_prune_at": iso(state.next_prune_at), "last_prune": state.last_prune,
+            "streams": [{"stream": s.stream, "horizon": iso(s.horizon), "events": s.events, "oldest": iso(s.oldest)}
+                        for s in state.streams]}
+
+
+def render_retention(item: dict[str, Any] | None) -> list[str]:
+    """The text of ``retention_item``."""
+    if not item:
+        return []
+    days = f"{item['days']} days (SYNCD_RETENTION_DAYS)" if item["days"] else "SYNCD_RETENTION_DAYS"
+    last = item["last_prune_at"] or "never"
+    lines = ["", f"Retention: {days}; last prune {last}"
+                 + (f", next after {item['next_prune_at']}" if item["next_prune_at"] else "")]
+    size = f"  database: {item['used_bytes'] / 1_000_000:.1f} MB"
+    if item["free_bytes"]:
+        size += f" ({item['free_bytes'] / 1_000_000:.1f} MB free inside)"
+    if not item["returns_space"]:
+        size += "; this SQLite file does not shrink when pruned (run `syncd prune --vacuum` once)"
+    lines.append(size)
+    for s in item["streams"]:
+        horizon = f"history up to {s['horizon']} pruned" if s["horizon"] else "nothing pruned yet"
+        lines.append(f"  {printable(s['stream'])}: {s['events']} events kept (oldest {s['oldest'] or '-'}), {horizon}")
     return lines

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 from syncd import jsoncodec
 from syncd.contracts import DUE_STATUSES, DueRun, Event, Quarantined, Recorded, RunKey, RunRecord, RunStatus
-from syncd.store import quarantine
+from syncd.store import quarantine, retention
 from syncd.store.bulk import insert_ignore, list_param, one_of
 from syncd.store.tables import events, runs, steps
 
@@ -28,9 +28,11 @@ from syncd.store.tables import events, runs, steps
 
 def record_events(conn: Connection, batch: Sequence[Event], now: datetime) -> Recorded:
     """Insert the events not in the ledger yet; quarantine those it cannot hold (``quarantine.unstorable``)
-    instead. Events that land remove their own quarantine rows (fetched again after a fix)."""
+    instead; skip those older than the stream's retention horizon (``Recorded.expired``). Events that land remove
+    their own quarantine rows (fetched again after a fix)."""
     if not batch:
         return Recorded(set())
+    batch, expired = retention.drop_expired(conn, batch)  # up to the horizon: history pruned, never run again
     refused: list[Quarantined] = []
     refused_ids: list[str] = []
     kept: list[Event] = []
@@ -46,7 +48,7 @@ def record_events(conn: Connection, batch: Sequence[Event], now: datetime) -> Re
     new = _insert_new(conn, kept, now) if kept else set()
     if new:
         quarantine.release(conn, batch[0].stream, new)
-    return Recorded(new, frozenset(refused_ids))
+    return Recorded(new, frozenset(refused_ids), expired)
 
 
 def _insert_new(conn: Connection, batch: Sequence[Event], now: datetime) -> set[str]:

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from syncd.contracts import FailedRun, SourceRow, TickRow, TickStats
-from syncd.contracts.reads import FailureGroup, QuarantineRow
+from syncd.contracts.reads import FailureGroup, QuarantineRow, RetentionState, StreamRetention
+from syncd.store import retention
 from syncd.store.db import reading
-from syncd.store.tables import events, quarantine, runs, sources, ticks
+from syncd.store.tables import events, horizons, quarantine, runs, sources, ticks
 
 _SOURCE_COLUMNS = [sources.c[name] for name in SourceRow.__dataclass_fields__]
 
@@ -53,7 +55,8 @@ class SqlReads:
         return found[0] if found else None
 
     def sources(self, keys: Iterable[str] | None = None) -> list[SourceRow]:
-        query = sa.select(*_SOURCE_COLUMNS).order_by(sources.c.kind.desc(), sources.c.key)
+        query = (sa.select(*_SOURCE_COLUMNS).where(sources.c.kind != retention.CHORE_KIND)  # the prune's lease
+                 .order_by(sources.c.kind.desc(), sources.c.key))
         if keys is not None:
             wanted = list(keys)
             if not wanted:
@@ -130,6 +133,22 @@ class SqlReads:
                                     runs_ok=int(r.runs_ok or 0), runs_failed=int(r.runs_failed or 0))
                 for r in self._all(query)}
 
+    def horizons(self) -> dict[str, datetime]:
+        with self._connection() as conn:
+            return retention.all_horizons(conn) if _has_horizons(conn) else {}
+
+    def retention(self) -> RetentionState:
+        with self._connection() as conn:  # `syncd status` never migrates: a database from before 0008 has none
+            limits = retention.all_horizons(conn) if _has_horizons(conn) else {}
+            counts = {stream: (n, oldest) for stream, n, oldest in retention.ledger_by_stream(conn)}
+            space = retention.space(conn)
+            chore = retention.chore_state(conn, retention.PRUNE_KEY)
+        streams = tuple(StreamRetention(s, limits.get(s), *counts.get(s, (0, None)))
+                        for s in sorted({*limits, *counts}))
+        return RetentionState(streams, space.used, space.free, space.returns_space,
+                              chore.last_success_at if chore else None, chore.next_at if chore else None,
+                              chore.meta if chore else None)
+
     def last_tick(self, key: str, *, succeeded: bool = False) -> TickRow | None:
         query = (sa.select(ticks.c.started_at, ticks.c.finished_at, ticks.c.ok, ticks.c.error,
                            ticks.c.lag_seconds)
@@ -142,6 +161,10 @@ class SqlReads:
         r = found[0]
         return TickRow(started_at=r.started_at, finished_at=r.finished_at, ok=bool(r.ok), error=r.error,
                        lag_seconds=r.lag_seconds)
+
+
+def _has_horizons(conn: Connection) -> bool:
+    return sa.inspect(conn).has_table(horizons.name)
 
 
 def _failed_runs() -> Any:

@@ -155,6 +155,11 @@ CACHE_KIB = 16_384
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
+    # A new, empty file (nothing written yet, not even by journal_mode=WAL) is made in incremental-vacuum mode,
+    # so pruned pages can go back to the file system (syncd.store.retention). Only then: setting it takes the
+    # write lock, even when it changes nothing, and a reader must never wait for a catch-up's lock.
+    if cursor.execute("PRAGMA page_count").fetchone()[0] == 0:
+        cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     # The WalCheckpointer thread checkpoints after commits (each one, catching up); a writer checkpoints itself past

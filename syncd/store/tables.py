@@ -128,3 +128,13 @@ quarantine = sa.Table(
     sa.Column("times_seen", sa.Integer, nullable=False, server_default="1"),
     sa.Index("ix_syncd_quarantine_last_seen", "last_seen_at"),
 )
+
+#: Per stream, the retention horizon: the newest event pruned from it (``syncd prune``), so an event that old or
+#: older that arrives again is skipped rather than run as new. See ``syncd.store.retention``.
+horizons = sa.Table(
+    "syncd_horizons",
+    metadata,
+    sa.Column("stream", sa.String(200), primary_key=True),
+    sa.Column("horizon", UTCDateTime, nullable=False),
+    sa.Column("pruned_at", UTCDateTime, nullable=False),
+)
