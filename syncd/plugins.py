@@ -23,7 +23,7 @@ GROUP = "syncd.connectors"
 
 #: The order the built-in providers' sources have always been listed (and ticked) in; other plugins
 #: follow, by entry-point name. Names only: nothing here imports a connector.
-_FIRST = ("workos", "github", "sql")
+_FIRST = ("workos", "github", "sql", "stripe")
 
 
 def _order(entry: EntryPoint) -> tuple[int, str]:
@@ -31,7 +31,7 @@ def _order(entry: EntryPoint) -> tuple[int, str]:
 
 
 def load_providers(group: str = GROUP) -> list[Provider]:
-    """Every provider registered in ``group``, built-ins first (WorkOS, GitHub, SQL), then by name.
+    """Every provider registered in ``group``, built-ins first (WorkOS, GitHub, SQL, Stripe), then by name.
 
     Raises ``ConfigError`` when an entry point fails to import, is not a provider, or when two
     distributions register the same name.

@@ -15,6 +15,7 @@ import pytest
 
 import connectors.github
 import connectors.sql
+import connectors.stripe
 import connectors.workos
 from syncd import cli
 from syncd.errors import ConfigError
@@ -55,16 +56,17 @@ def install_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str,
 
 def test_the_builtin_connectors_register_through_the_entry_point_group() -> None:
     providers = load_providers()
-    assert [p.name for p in providers] == ["workos", "github", "sql"]
+    assert [p.name for p in providers] == ["workos", "github", "sql", "stripe"]
     assert providers[0] is connectors.workos.provider
     assert providers[1] is connectors.github.provider
     assert providers[2] is connectors.sql.provider
+    assert providers[3] is connectors.stripe.provider
 
 
 def test_a_third_party_plugin_is_found_after_the_builtins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     install_plugin(tmp_path, monkeypatch, GOOD_PLUGIN, entry="acme")
     install_plugin(tmp_path, monkeypatch, GOOD_PLUGIN.replace('"acme"', '"aardvark"'), entry="aardvark")
-    assert [p.name for p in load_providers()] == ["workos", "github", "sql", "aardvark", "acme"]
+    assert [p.name for p in load_providers()] == ["workos", "github", "sql", "stripe", "aardvark", "acme"]
 
 
 @pytest.mark.parametrize(("source", "attribute", "expected"), [

@@ -33,9 +33,11 @@ import sqlalchemy as sa
 from connectors.github.client import GitHubConnector
 from connectors.sql.client import TableConnector, TableSpec
 from connectors.sql.values import canonical
+from connectors.stripe.client import StripeConnector
 from connectors.workos.client import WorkOSConnector
 from simulators.github import GitHubSimulator
 from simulators.httpserver import LoopbackServer, Server
+from simulators.stripe import StripeSimulator
 from simulators.workos import Faults, WorkOSSimulator, parse_timestamp
 from syncd.contracts import Connector, Page, Window
 from syncd.errors import AuthError, RetryableError
@@ -43,6 +45,7 @@ from syncd.settings import Secret
 
 WORKOS_KEY = "sk_test_contract_5e1d"
 GITHUB_TOKEN = "ghp_contract_7b2c"
+STRIPE_KEY = "sk_test_contract_93af"
 REPO = "acme/web"
 
 Truth = list[tuple[str, datetime]]  # (event id, event time) of every valid event, in listing order
@@ -74,7 +77,7 @@ class Harness(Protocol):
 class _SimulatedHarness:
     """What the two HTTP connectors' harnesses share: a simulator, the connectors made, an unreachable one."""
 
-    sim: WorkOSSimulator | GitHubSimulator
+    sim: WorkOSSimulator | GitHubSimulator | StripeSimulator
     _made: list[Connector]
 
     def connector(self, *, good_credentials: bool = True, base_url: str | None = None) -> Connector:
@@ -145,6 +148,32 @@ class GitHubHarness(_SimulatedHarness):
         self.sim.corrupt(REPO, 11, updated_at=None)
         return 2
 
+
+class StripeHarness(_SimulatedHarness):
+    page_size = 20
+    sim: StripeSimulator
+
+    def __init__(self) -> None:
+        self.sim = StripeSimulator(events=1000, seed=9, api_key=STRIPE_KEY)
+        self.sim.start()
+        self._made: list[Connector] = []
+
+    def connector(self, *, good_credentials: bool = True, base_url: str | None = None) -> Connector:
+        made = StripeConnector(api_key=Secret(STRIPE_KEY if good_credentials else "sk_test_wrong_key_0000"),
+                               base_url=base_url or self.sim.url, timeout=5, page_size=self.page_size)
+        self._made.append(made)
+        return made
+
+    def truth(self) -> Truth:
+        return [(e["id"], datetime.fromtimestamp(e["created"], UTC)) for e in self.sim.events()
+                if isinstance(e.get("data"), dict) and isinstance(e.get("created"), int)]
+
+    def add_malformed(self) -> int:
+        self.sim.append_raw({"id": "evt_malformed_data", "object": "event", "type": "customer.created",
+                             "created": self.sim.now, "data": "not an object"})
+        self.sim.append_raw({"id": "evt_malformed_time", "object": "event", "type": "customer.updated",
+                             "created": "not a time", "data": {"object": {"id": "cus_x"}}})
+        return 2
 
 
 def canonical_second(moment: datetime) -> str:
@@ -220,16 +249,18 @@ def closed_port_url() -> str:
     return url
 
 
-ALL = ["workos", "github", "sql-insert", "sql-update",
+ALL = ["workos", "github", "stripe", "sql-insert", "sql-update",
        *(pytest.param(kind, marks=pytest.mark.postgres) for kind in ("sql-insert-pg", "sql-update-pg"))]
-HTTP = ["workos", "github"]
-WITH_MALFORMED = ["workos", "github", "sql-update"]  # a table row is always a valid insert event
+HTTP = ["workos", "github", "stripe"]
+WITH_MALFORMED = ["workos", "github", "stripe", "sql-update"]  # a table row is always a valid insert event
 
 
 def make_harness(kind: str, tmp_path: Path,
-                 pg_url: str | None = None) -> WorkOSHarness | GitHubHarness | TableHarness:
+                 pg_url: str | None = None) -> WorkOSHarness | GitHubHarness | StripeHarness | TableHarness:
     if kind == "workos":
         return WorkOSHarness()
+    if kind == "stripe":
+        return StripeHarness()
     if kind == "github":
         return GitHubHarness()
     return TableHarness(tmp_path, kind.removeprefix("sql-").removesuffix("-pg"), url=pg_url)
@@ -364,6 +395,8 @@ def test_rejected_credentials_are_an_auth_error(harness: Harness) -> None:
 def test_a_rate_limit_is_retryable_after_what_the_provider_said(harness: Harness) -> None:
     if isinstance(harness, WorkOSHarness):
         harness.sim.faults = Faults(rate_limit_rate=1.0, retry_after=7)
+    elif isinstance(harness, StripeHarness):
+        harness.sim.faults.rate_limit_rate, harness.sim.faults.retry_after = 1.0, 7
     else:
         assert isinstance(harness, GitHubHarness)
         harness.sim.rate_limit_next(10, status=429, retry_after=7)
@@ -429,7 +462,7 @@ POLICY = [
 def test_status_codes_map_to_what_the_caller_should_do(kind: str, tmp_path: Path, canned: Canned,
                                                        error: type[Exception], retry_after: float | None) -> None:
     harness = make_harness(kind, tmp_path)
-    assert isinstance(harness, WorkOSHarness | GitHubHarness)
+    assert isinstance(harness, WorkOSHarness | GitHubHarness | StripeHarness)
     try:
         with LoopbackServer(_CannedHandler, context=canned) as provider, pytest.raises(error) as caught:
             harness.connector(base_url=provider.url).fetch_page(None)
