@@ -110,9 +110,10 @@ def test_the_cli_exits_2_naming_a_broken_plugin(tmp_path: Path, monkeypatch: pyt
 # ---- who may import whom ---------------------------------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
-#: The composition roots, which offer the built-in connectors and simulators, and the shipped example
-#: workflows (user code that happens to live in the package).
-COMPOSITION_ROOTS = ("syncd/cli/", "syncd/ops/demo.py", "syncd/examples/")
+#: The composition roots, which offer the built-in connectors and simulators, the shipped example
+#: workflows (user code that happens to live in the package), and ``syncd.testing`` (the simulators, for
+#: users' own tests).
+COMPOSITION_ROOTS = ("syncd/cli/", "syncd/ops/demo.py", "syncd/examples/", "syncd/testing/")
 
 
 def imported_packages(path: Path) -> set[str]:

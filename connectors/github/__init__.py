@@ -61,6 +61,8 @@ def issues(repo: str | Iterable[str] | None = None, *, pull_requests: bool | Non
             return False
         return where is None or bool(where(event))
 
+    if where is not None and not callable(where):  # left as given: the start-up check names the workflow
+        return Trigger(provider=NAME, types=frozenset({EVENT_TYPE}), streams=streams, where=where)
     plain = pull_requests is None and chosen is None and where is None
     return Trigger(provider=NAME, types=frozenset({EVENT_TYPE}), streams=streams,
                    where=None if plain else matches)
@@ -68,6 +70,10 @@ def issues(repo: str | Iterable[str] | None = None, *, pull_requests: bool | Non
 
 class _Provider:
     name = NAME
+
+    def known_types(self, environ: Mapping[str, str]) -> frozenset[str]:
+        """The one type this connector emits (the action is ``event.action``: see ``ACTIONS``)."""
+        return frozenset({EVENT_TYPE})
 
     def sources(self, environ: Mapping[str, str], registry: Registry) -> list[Connector]:
         """One connector per repository in ``GITHUB_REPOS``; [] when it is unset."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,8 +94,10 @@ def valid_actions(actions: Iterable[str]) -> frozenset[str]:
     chosen = frozenset(actions)
     unknown = chosen - ACTIONS
     if unknown:
+        close = [m for u in sorted(unknown) for m in difflib.get_close_matches(u, sorted(ACTIONS), n=1)]
+        hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
         raise ValueError(f"unknown GitHub issue action(s) {sorted(unknown)}; "
-                         f"expected some of {sorted(ACTIONS)}")
+                         f"expected some of {sorted(ACTIONS)}{hint}")
     return chosen
 
 

@@ -21,7 +21,7 @@ using ``rows()``), ``SYNCD_SQL_GAP_SECONDS`` (how long a skipped integer key is 
 
 from __future__ import annotations
 
-import contextlib
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -42,6 +42,7 @@ from syncd.settings import MAX_INTERVAL_SECONDS, get_float, get_list, get_str, n
 from syncd.workflows import Registry, Trigger
 
 NAME = "sql"
+log = logging.getLogger("syncd.sql")
 
 
 @dataclass(frozen=True)
@@ -141,9 +142,12 @@ class _Provider:
                 connector = TableConnector(spec, url=spec.url or default_url, key=key,
                                            gap_seconds=gap_seconds)
                 built.append(connector)
-                # A missing table/column or a database that is down: this source's ticks fail and say why.
-                with contextlib.suppress(ConnectorError):
+                # A missing table/column or a database that is down: this source's ticks fail and say why;
+                # said at start-up too, as a warning (the other sources run).
+                try:
                     connector.reflect()
+                except ConnectorError as exc:
+                    log.warning("%s", exc)
         except Exception:
             for made in built:
                 made.close()

@@ -22,6 +22,7 @@ again on the next tick, so creating it later heals the source.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -146,8 +147,8 @@ class TableConnector:
         try:
             table = sa.Table(spec.name, sa.MetaData(), schema=spec.schema, autoload_with=self._engine)
         except NoSuchTableError:
-            raise FatalError(self.key, f"table {spec.table!r} does not exist in {safe_url(self.url)}; "
-                                       "create it or fix the trigger") from None
+            raise FatalError(self.key, f"table {spec.table!r} does not exist in {safe_url(self.url)}"
+                                       f"{self._near(spec)}; create it or fix the trigger") from None
         except DBAPIError as exc:
             raise RetryableError(self.key, f"cannot read the table {spec.table!r}: {_db_error(exc)}"
                                  ) from None
@@ -160,6 +161,15 @@ class TableConnector:
             stamp = found if found is not None and isinstance(found.type, sa.DateTime) else None
         self._reflected = Reflected(table, key, key_kind(key, spec.monotonic), updated, stamp)
         return self._reflected
+
+    def _near(self, spec: TableSpec) -> str:
+        """`` (did you mean 'users'?)`` when a table of that schema has a close name, else nothing."""
+        try:
+            names = sa.inspect(self._engine).get_table_names(schema=spec.schema)
+        except DBAPIError:
+            return ""
+        close = difflib.get_close_matches(spec.name, names, n=1)
+        return f" (did you mean {close[0]!r}?)" if close else ""
 
     def _column(self, table: sa.Table, name: str, role: str) -> sa.Column[Any]:
         column = table.columns.get(name)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from connectors.workos.client import WorkOSConnector
+from connectors.workos.types import KNOWN_TYPES, known_types
 from syncd.contracts import Connector, Event
 from syncd.errors import ConfigError
 from syncd.settings import get_list, get_secret, get_url, http_timeout
@@ -32,6 +33,10 @@ def events(*types: str, where: Callable[[Event], bool] | None = None) -> Trigger
 
 class _Provider:
     name = NAME
+
+    def known_types(self, environ: Mapping[str, str]) -> frozenset[str]:
+        """The event types WorkOS sends (``connectors.workos.types``), checked at start-up."""
+        return known_types(environ)
 
     def sources(self, environ: Mapping[str, str], registry: Registry) -> list[Connector]:
         api_key = get_secret(environ, "WORKOS_API_KEY")
@@ -61,4 +66,4 @@ class _Provider:
 
 provider = _Provider()
 
-__all__ = ["DEFAULT_BASE_URL", "NAME", "WorkOSConnector", "events", "provider"]
+__all__ = ["DEFAULT_BASE_URL", "KNOWN_TYPES", "NAME", "WorkOSConnector", "events", "provider"]

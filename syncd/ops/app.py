@@ -17,7 +17,7 @@ from syncd.store import SqlStore
 from syncd.store.db import create_engine
 from syncd.store.reads import SqlReads
 from syncd.store.schema import migrate
-from syncd.workflows import Registry, default_registry, load_modules
+from syncd.workflows import Registry, default_registry, load_modules, validate
 
 log = logging.getLogger("syncd.app")
 
@@ -35,6 +35,7 @@ def build_registry(settings: Settings, providers: Sequence[Provider], extra: Reg
     load_modules(settings.workflow_modules)
     for wf in (extra if extra is not None else default_registry).all():
         registry.add(wf)
+    validate.check(registry, providers, settings.environ)  # exit 2 naming the workflow, before any tick
     return registry
 
 
@@ -81,6 +82,8 @@ class App:
         full_registry = build_registry(settings, providers, registry)
         if connectors is None:
             connectors = build_connectors(settings, providers, full_registry)
+        for warning in validate.unconfigured(full_registry, connectors):
+            log.warning("%s", warning)
         if require_sources and not connectors:
             raise ConfigError("SYNCD_SOURCES", "no source is configured: set WORKOS_API_KEY (WorkOS) "
                               "or GITHUB_REPOS (GitHub), or run `syncd demo`")
