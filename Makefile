@@ -4,12 +4,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install postgres lint bench clean
+.PHONY: demo test install postgres chromium lint bench clean
 
 demo: $(STAMP)
 	$(BIN)/syncd demo
 
-test: $(STAMP) postgres
+test: $(STAMP) postgres chromium
 	$(BIN)/pytest -n 2
 
 install: $(STAMP)
@@ -25,6 +25,11 @@ $(STAMP): pyproject.toml
 # the Postgres tests skip locally; with CI=true they must run, so a missing server fails here.
 postgres:
 	@bash scripts/ensure-postgres.sh || [ "$${CI:-}" != "true" ]
+
+# Debian's Chromium for the dashboard's browser tests (Playwright drives it), the same way: installed when
+# root; without it the browser tests skip locally, and with CI=true they must run.
+chromium:
+	@bash scripts/ensure-chromium.sh || [ "$${CI:-}" != "true" ]
 
 lint: $(STAMP)
 	$(BIN)/ruff check syncd connectors simulators migrations tests

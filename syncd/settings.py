@@ -249,6 +249,7 @@ class Settings:
     range_start: datetime | None = None
     range_end: datetime | None = None
     jaeger_url: str | None = None  # links from `syncd status` to a run's trace
+    ui_token: Secret | None = None  # SYNCD_UI_TOKEN: the dashboard's sign-in token (syncd.ops.dashboard)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     integrations: Integrations = field(default_factory=Integrations)
     #: The raw environment, for the connector packages only: each reads its own variables (WORKOS_*…).
@@ -308,6 +309,7 @@ class Settings:
             range_start=range_start,
             range_end=range_end,
             jaeger_url=get_str(env, "SYNCD_JAEGER_URL"),
+            ui_token=ui_token(env),
             telemetry=TelemetrySettings.from_env(env),
             integrations=Integrations.from_env(env),
             environ=env,
@@ -321,6 +323,19 @@ def check_driver(backend: str, driver: str) -> None:
     if driver not in DRIVERS[backend]:
         hint = "postgresql:// (psycopg 3)" if backend == "postgresql" else "sqlite:///path.db"
         raise ConfigError("DATABASE_URL", f"unsupported driver {backend}+{driver}; use {hint}")
+
+
+#: A shorter dashboard token could be guessed by trying (each try is one cheap HTTP request).
+MIN_UI_TOKEN_LENGTH = 16
+
+
+def ui_token(env: Mapping[str, str]) -> Secret | None:
+    """``SYNCD_UI_TOKEN``: at least :data:`MIN_UI_TOKEN_LENGTH` characters, or unset."""
+    token = get_secret(env, "SYNCD_UI_TOKEN")
+    if token is not None and len(token.reveal()) < MIN_UI_TOKEN_LENGTH:
+        raise ConfigError("SYNCD_UI_TOKEN", f"too short: use at least {MIN_UI_TOKEN_LENGTH} characters "
+                                            "(e.g. the output of `openssl rand -hex 16`)")
+    return token
 
 
 def replica_id(env: Mapping[str, str]) -> str | None:

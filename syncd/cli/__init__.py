@@ -85,6 +85,10 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--examples", action="store_true",
                       help="also run the shipped example workflows against a local sink (account federation)")
+    ui = sub.add_parser("ui", help="serve the dashboard against DATABASE_URL without syncing (Ctrl-C stops)")
+    ui.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080; 0: any free port)")
+    ui.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default 127.0.0.1; any other needs SYNCD_UI_TOKEN)")
     cursor.add_parser(sub)
     sn = sub.add_parser("sql-notify", help="PostgreSQL: install/remove the LISTEN/NOTIFY trigger that wakes "
                                            "table sources at once (opt-in; polling works without it)")

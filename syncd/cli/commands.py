@@ -52,6 +52,8 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
                            workflow=args.workflow)
     if args.command == "run":
         return cmd_run(settings)
+    if args.command == "ui":
+        return cmd_ui(settings, host=args.host, port=args.port)
     if args.command == "cursor":
         from syncd.cli.cursor import command as cursor_command
 
@@ -183,6 +185,24 @@ def cmd_once(settings: Settings) -> int:
         telemetry.shutdown()
     report.print()
     return report.exit_code
+
+
+def cmd_ui(settings: Settings, *, host: str, port: int) -> int:
+    """``syncd ui``: the dashboard of DATABASE_URL until SIGTERM/SIGINT; read-only on the schema (never migrates)."""
+    from syncd.ops.dashboard.serve import serve_dashboard
+    from syncd.store.db import create_engine
+
+    if not 0 <= port <= 65_535:
+        print(f"syncd ui: --port must be 0 to 65535, got {port}", file=sys.stderr)
+        return EXIT_USAGE
+    require_database(settings.database_url)
+    db = create_engine(settings.database_url)
+    try:
+        require_tables(db)
+    finally:
+        db.dispose()
+    serve_dashboard(settings, host=host, port=port)
+    return EXIT_OK
 
 
 def cmd_run(settings: Settings) -> int:

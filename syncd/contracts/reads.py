@@ -110,6 +110,46 @@ class RetentionState:
     last_prune: dict[str, Any] | None
 
 
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    """One workflow run, as the dashboard lists it. ``event_type`` is None when the event has left the ledger."""
+
+    workflow: str
+    stream: str
+    event_id: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    error: str | None
+    trace_id: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    event_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StepRow:
+    """A durable step's stored result (``syncd_steps``) in one run."""
+
+    workflow: str
+    step: str
+    result: Any
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EventHistory:
+    """One event of the ledger with its runs (by workflow) and their stored steps (by workflow, then step)."""
+
+    stream: str
+    event_id: str
+    type: str
+    occurred_at: datetime
+    payload: Any
+    runs: tuple[RunRow, ...]
+    steps: tuple[StepRow, ...]
+
+
 class Reads(Protocol):
     """Read-only answers about syncd's own state (cursors, ledger, runs, ticks) for ``syncd status``, the
     health rule and ``/metrics``, backfill progress, the demo's summary and the dashboard.
@@ -180,4 +220,22 @@ class Reads(Protocol):
     def last_tick(self, key: str, *, succeeded: bool = False) -> TickRow | None:
         """The cursor's tick that started last (of equal starts, the one recorded last), or None.
         ``succeeded``: the last of its successful ticks."""
+        ...
+
+    def runs(self, *, statuses: Iterable[str] | None = None, workflow: str | None = None,
+             streams: Iterable[str] | None = None, limit: int = 50, offset: int = 0) -> list[RunRow]:
+        """A page of runs (only of ``statuses``, ``workflow`` and ``streams`` when given), by (workflow,
+        stream, event id)."""
+        ...
+
+    def workflow_run_counts(self, statuses: Iterable[str]) -> dict[tuple[str, str, str], int]:
+        """Number of runs per (workflow, stream, status) among ``statuses``, found by the status index (cheap
+        for the open statuses and dead; not for succeeded). Triples without runs are absent."""
+        ...
+
+    def event_history(self, needle: str, limit: int = 100) -> list[EventHistory]:
+        """Every event whose id is ``needle`` or whose payload holds ``needle`` as a whole value: a string,
+        or, when ``needle`` is a number, the number of an ``id`` or ``number`` key. That is an object id
+        (a user, an organization, an issue number, a row key). At most ``limit`` events, oldest first, each
+        with its runs and their steps. The payload match scans the ledger (no index covers payload values)."""
         ...

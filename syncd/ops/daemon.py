@@ -17,6 +17,7 @@ from syncd import retrylog
 from syncd.errors import ConfigError
 from syncd.ops.app import App
 from syncd.ops.backfill import window_jobs
+from syncd.ops.dashboard import dashboard_for
 from syncd.ops.health import database_id
 from syncd.ops.http import HealthServer, Monitor
 from syncd.ops.retention import prune_chores
@@ -76,7 +77,8 @@ def start_health_server(settings: Settings, app: App) -> HealthServer | None:
     monitor = Monitor(app.reads, [c.key for c in app.connectors], interval=settings.interval_seconds,
                       now=app.engine.clock.now, started_at=datetime.now(UTC),
                       database=database_id(settings.database_url))
-    server = HealthServer(monitor, host=settings.http_host, port=settings.http_port)
+    server = HealthServer(monitor, host=settings.http_host, port=settings.http_port,
+                          dashboard=dashboard_for(settings, app))
     try:
         server.start()
     except ConfigError:

@@ -1,29 +1,44 @@
-"""``/healthz`` and ``/metrics`` over HTTP, from a daemon thread of ``syncd run``.
+"""``/healthz``, ``/metrics`` and the dashboard over HTTP, from a daemon thread of ``syncd run`` (and ``syncd ui``).
 
-A :class:`Monitor` answers both for one set of sources (the rule: :mod:`syncd.ops.health`; the
-families: :mod:`syncd.ops.metrics`); :class:`HealthServer` serves it.
+A :class:`Monitor` answers the two probes for one set of sources (the rule: :mod:`syncd.ops.health`; the
+families: :mod:`syncd.ops.metrics`); :class:`HealthServer` serves them, and the dashboard
+(:mod:`syncd.ops.dashboard`) when one is given, from one Starlette application run by uvicorn.
+
+The socket is bound here, before uvicorn starts, so a port in use is a ``ConfigError`` in the caller (uvicorn
+itself would log it and exit its thread), and ``port=0`` gives the chosen port at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 
 from syncd.contracts import Reads
 from syncd.errors import ConfigError
 from syncd.ops.health import DATABASE_HEADER, HealthReport, assess, untraced
 from syncd.ops.metrics import CONTENT_TYPE_METRICS, collect_metrics, render_metrics
 
+if TYPE_CHECKING:
+    from syncd.ops.dashboard import Dashboard
+
 log = logging.getLogger("syncd.health")
 
 TEXT = "text/plain; charset=utf-8"
+#: How long a stop waits for requests in hand (the daemon's SIGTERM budget is 9 s in all).
+STOP_SECONDS = 2.0
 
 Now = Callable[[], datetime]
 
@@ -61,87 +76,104 @@ class Monitor:
         return render_metrics(families)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    disable_nagle_algorithm = True  # one small response per request; no Nagle stall on loopback
-    timeout = 10  # a client that stops sending cannot hold a thread forever
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/healthz":
-            report = self.server.monitor.health()
-            database = self.server.monitor.database
-            self._reply(200 if report.healthy else 503, report.text(), TEXT,
-                        {DATABASE_HEADER: database} if database else None)
-        elif path == "/metrics":
-            try:
-                body = self.server.monitor.metrics()
-            except sa.exc.SQLAlchemyError as exc:
-                log.warning("metrics could not read the database: %s", type(exc).__name__)
-                self._reply(503, f"database unavailable ({type(exc).__name__})\n", TEXT)
-                return
-            self._reply(200, body, CONTENT_TYPE_METRICS)
-        else:
-            self._reply(404, "not found: try /healthz or /metrics\n", TEXT)
-
-    def _reply(self, status: int, text: str, content_type: str, headers: dict[str, str] | None = None) -> None:
-        payload = text.encode()
-        self.send_response(status)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # probes every few seconds would drown the daemon's own log lines
+def text_reply(status: int, text: str, content_type: str = TEXT, headers: dict[str, str] | None = None) -> Response:
+    """A plain answer that no cache keeps (probes and scrapes must see the database as it is now)."""
+    return Response(text, status, headers={**(headers or {}), "Cache-Control": "no-store"}, media_type=content_type)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+def probe_routes(monitor: Monitor) -> list[BaseRoute]:
+    """``GET /healthz`` (200 healthy, 503 not; the database's fingerprint in a header) and ``GET /metrics``.
+    Plain functions: Starlette runs them in its thread pool, so their blocking reads never stall the loop."""
 
-    def __init__(self, address: tuple[str, int], monitor: Monitor) -> None:
-        self.monitor = monitor
-        super().__init__(address, _Handler)
+    def healthz(request: Request) -> Response:
+        report = monitor.health()
+        headers = {DATABASE_HEADER: monitor.database} if monitor.database else None
+        return text_reply(200 if report.healthy else 503, report.text(), TEXT, headers)
+
+    def metrics(request: Request) -> Response:
+        try:
+            body = monitor.metrics()
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("metrics could not read the database: %s", type(exc).__name__)
+            return text_reply(503, f"database unavailable ({type(exc).__name__})\n")
+        return text_reply(200, body, CONTENT_TYPE_METRICS)
+
+    return [Route("/healthz", healthz), Route("/metrics", metrics)]
+
+
+def build_app(monitor: Monitor, dashboard: Dashboard | None = None) -> Starlette:
+    """The whole HTTP surface: the probes, then the dashboard's pages when ``dashboard`` is on."""
+    routes = probe_routes(monitor)
+    if dashboard is not None and dashboard.enabled:
+        routes += dashboard.routes()
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return text_reply(404, "not found: try /healthz or /metrics\n")
+
+    async def database_error(request: Request, exc: Exception) -> Response:
+        # The type only: SQLAlchemy's text quotes SQL parameters (payload values) and may hold a URL.
+        log.warning("%s could not read the database: %s", request.url.path, type(exc).__name__)
+        return text_reply(503, f"database unavailable ({type(exc).__name__})\n")
+
+    return Starlette(routes=routes, exception_handlers={404: not_found, sa.exc.SQLAlchemyError: database_error})
 
 
 class HealthServer:
-    """``/healthz`` and ``/metrics`` served from a daemon thread. ``port=0`` picks a free port (tests)."""
+    """The HTTP server, from a daemon thread. ``port=0`` picks a free port (tests).
 
-    def __init__(self, monitor: Monitor, *, host: str = "0.0.0.0", port: int = 8080) -> None:
+    ``dashboard``: served beside the probes when it is enabled (see :mod:`syncd.ops.dashboard` for when).
+    """
+
+    def __init__(self, monitor: Monitor, *, host: str = "0.0.0.0", port: int = 8080,
+                 dashboard: Dashboard | None = None) -> None:
         self.monitor = monitor
         self.host = host
         self.port = port
-        self._server: _Server | None = None
+        self.dashboard = dashboard
+        self._server: uvicorn.Server | None = None
+        self._socket: socket.socket | None = None
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        if self._server is None:
+        if self._socket is None:
             raise RuntimeError("health server not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        host, port = self._socket.getsockname()[:2]
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
     def start(self) -> str:
         """Bind and serve; returns the base URL. ConfigError (naming SYNCD_HTTP_PORT) if it cannot bind."""
-        try:
-            self._server = _Server((self.host, self.port), self.monitor)
-        except OSError as exc:
-            raise ConfigError("SYNCD_HTTP_PORT", f"cannot listen on {self.host}:{self.port} "
-                              f"({exc.strerror or exc}); choose another port or 0 to disable") from None
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="syncd-health", daemon=True)
+        self._socket = _bind(self.host, self.port)
+        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # not "Started server process" every start
+        off = self.dashboard.off_reason() if self.dashboard is not None else None
+        if off:
+            log.warning("%s", off)
+        config = uvicorn.Config(build_app(self.monitor, self.dashboard), http="h11", loop="asyncio", ws="none",
+                                lifespan="off", log_config=None, access_log=False, server_header=False,
+                                timeout_graceful_shutdown=int(STOP_SECONDS), timeout_keep_alive=5)
+        self._server = server = uvicorn.Server(config)
+        ready = threading.Event()
+
+        def serve() -> None:
+            asyncio.run(_serve(server, self._socket, ready))  # type: ignore[arg-type]
+
+        self._thread = threading.Thread(target=serve, name="syncd-http", daemon=True)
         self._thread.start()
-        log.info("health and metrics on %s (/healthz, /metrics)", self.url)
+        while not ready.wait(0.05):
+            if not self._thread.is_alive():
+                raise RuntimeError("the HTTP server stopped while starting (see the log)")
+        pages = ", dashboard /" if self.dashboard is not None and self.dashboard.enabled else ""
+        log.info("health and metrics on %s (/healthz, /metrics%s)", self.url, pages)
         return self.url
 
     def stop(self) -> None:
         server, self._server = self._server, None
         if server is not None:
-            server.shutdown()
-            server.server_close()
+            server.should_exit = True
+            if self._thread is not None:
+                self._thread.join(STOP_SECONDS + 1.0)
+        if self._socket is not None:
+            self._socket.close()
 
     def __enter__(self) -> HealthServer:
         self.start()
@@ -150,3 +182,26 @@ class HealthServer:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> None:
         self.stop()
+
+
+async def _serve(server: uvicorn.Server, sock: socket.socket, ready: threading.Event) -> None:
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started and not task.done():
+        await asyncio.sleep(0.01)
+    ready.set()
+    await task
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError("SYNCD_HTTP_PORT", f"cannot listen on {host}:{port} "
+                          f"({exc.strerror or exc}); choose another port or 0 to disable") from None
+    sock.setblocking(False)
+    return sock
