@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only A,B,C,D] [--profile]``: run the scenarios, print PASS/FAIL, write
+"""``python -m bench [--quick] [--only A,B,C,D,E,F] [--profile]``: run the scenarios, print PASS/FAIL, write
 ``bench/results/latest.md`` (and ``latest.json``). Exit 0 when every target passes, 1 otherwise."""
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from typing import Any
 
 from bench.harness import PYTHON, ROOT, SimHost, base_env, measure
 from bench.report import render, verdicts
+from bench.runqueue import scenario_f
 from bench.scenarios import Config, Sample, scenario_a, scenario_b, scenario_c, scenario_d, scenario_e
 from bench.simhost import WORKOS_KEY
 
 RESULTS = ROOT / "bench" / "results"
-SCENARIOS = {"A": scenario_a, "B": scenario_b, "C": scenario_c, "D": scenario_d, "E": scenario_e}
+SCENARIOS = {"A": scenario_a, "B": scenario_b, "C": scenario_c, "D": scenario_d, "E": scenario_e, "F": scenario_f}
 
 
 def progress(text: str) -> None:
@@ -70,16 +71,27 @@ def _plain(value: Any) -> Any:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller streams (about a tenth)")
-    parser.add_argument("--only", default="A,B,C,D,E", help="comma list of scenarios (default all)")
+    parser.add_argument("--only", default="A,B,C,D,E,F", help="comma list of scenarios (default all)")
     parser.add_argument("--runs", type=int, default=None, help="alternated runs per contender (default 3)")
-    parser.add_argument("--events", type=int, default=None, help="events of scenarios A and D (development)")
+    parser.add_argument("--events", type=int, default=None,
+                        help="events of scenarios A and D and of F's catch-up (development)")
     parser.add_argument("--profile", action="store_true", help="also profile syncd with pyinstrument")
+    parser.add_argument("--runs-sizes", default=None, help="F: comma list of run counts on one replica")
+    parser.add_argument("--replica-runs", type=int, default=None, help="F: runs for 1 vs 3 replicas")
+    parser.add_argument("--baseline", default=None, help="F: git revision of the code before the run queue")
     args = parser.parse_args(argv)
     config = Config.quick() if args.quick else Config.full()
     if args.runs is not None:
         config = dataclasses.replace(config, runs=args.runs, d_runs=args.runs)
     if args.events is not None:
-        config = dataclasses.replace(config, a_events=args.events, d_events=args.events)
+        config = dataclasses.replace(config, a_events=args.events, d_events=args.events,
+                                     f_catchup_events=args.events)
+    if args.runs_sizes:
+        config = dataclasses.replace(config, f_runs=tuple(int(n) for n in args.runs_sizes.split(",") if n.strip()))
+    if args.replica_runs is not None:
+        config = dataclasses.replace(config, f_replica_runs=args.replica_runs)
+    if args.baseline:
+        config = dataclasses.replace(config, f_baseline=args.baseline)
     wanted = [name.strip().upper() for name in args.only.split(",") if name.strip()]
     unknown = [name for name in wanted if name not in SCENARIOS]
     if unknown:

@@ -139,6 +139,8 @@ class SimHost:
         seed: int = 1,
         startup_timeout: float = 600,
         workos_latency: float = 0.0,
+        users: int | None = None,
+        sink_latency: float | None = None,
     ) -> None:
         self.args = [
             "--workos-events",
@@ -149,6 +151,8 @@ class SimHost:
             str(seed),
             "--workos-latency",
             str(workos_latency),
+            *(["--users", str(users)] if users is not None else []),
+            *(["--sink-latency", str(sink_latency)] if sink_latency is not None else []),
         ]
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen[bytes] | None = None
@@ -180,6 +184,8 @@ class SimHost:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
 
     @property
     def workos(self) -> str:
@@ -189,10 +195,20 @@ class SimHost:
     def github(self) -> str:
         return str(self.urls["github"])
 
-    def requests(self) -> dict[str, int | None]:
-        """API requests each simulator has answered so far."""
+    @property
+    def sink(self) -> str:
+        return str(self.urls["sink"])
+
+    def add_users(self, count: int) -> None:
+        """Append ``count`` ``user.created`` events to the WorkOS stream (a host started with ``users``)."""
+        request = urllib.request.Request(f"{self.urls['stats']}/users?n={count}", data=b"", method="POST")
+        with urllib.request.urlopen(request, timeout=60) as response:  # loopback only
+            response.read()
+
+    def requests(self) -> dict[str, Any]:
+        """API requests each simulator has answered so far (and the sink's counters, if it has one)."""
         with urllib.request.urlopen(self.urls["stats"], timeout=10) as response:  # loopback only
-            counts: dict[str, int | None] = json.loads(response.read())
+            counts: dict[str, Any] = json.loads(response.read())
         return counts
 
     def cpu(self) -> float:

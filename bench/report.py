@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench import runqueue
 from bench.harness import Spread
 from bench.scenarios import Sample
 
@@ -134,6 +135,9 @@ def verdicts(results: dict[str, Any]) -> list[Verdict]:
                 all(v["median"] <= 20 for v in per_source.values()),
             )
         )
+    f = results.get("F")
+    if f:
+        out += [Verdict(*target) for target in runqueue.targets(f)]
     return out
 
 
@@ -211,5 +215,7 @@ def render(results: dict[str, Any], *, mode: str, started: datetime, load: tuple
         ]
     elif e:
         lines += ["## E — slow provider", "", f"skipped: {e['skipped']}", ""]
+    if results.get("F"):
+        lines += runqueue.lines(results["F"], table)
     lines += ["## Targets", "", "```", *(v.line() for v in verdicts(results)), "```", ""]
     return "\n".join(lines)

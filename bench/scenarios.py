@@ -37,6 +37,10 @@ class Config:
     timeout: float  # per contender run, seconds
     e_events: int = 20_000
     e_latency: float = 0.05  # seconds per page of the slow provider
+    f_runs: tuple[int, ...] = (300, 3_000)  # F (bench.runqueue): workflow runs on one replica
+    f_replica_runs: int = 3_000  # F: runs for 1 vs 3 replicas on PostgreSQL
+    f_catchup_events: int = 100_000  # F: the catch-up A/B against the code before the run queue
+    f_baseline: str | None = None  # F: that code's git revision (None: bench.runqueue.BASELINE)
 
     @classmethod
     def full(cls) -> Config:
@@ -64,6 +68,9 @@ class Config:
             d_runs=3,
             timeout=900,
             e_events=5_000,
+            f_runs=(300,),
+            f_replica_runs=300,
+            f_catchup_events=20_000,
         )
 
 
