@@ -13,11 +13,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from bench.fanout_names import NAME, TARGETS
 from connectors import workos
 from syncd.workflows import Context, workflow
 
-NAME = "bench.fanout"
-TARGETS = ("crm", "chat", "support")
 REPLICA = {"X-Bench-Replica": os.environ.get("SYNCD_REPLICA_ID", "")}
 
 

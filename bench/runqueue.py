@@ -40,8 +40,8 @@ from typing import Any
 
 import psycopg
 
-from bench.fanout_workflow import NAME as WORKFLOW
-from bench.fanout_workflow import TARGETS
+from bench.fanout_names import NAME as WORKFLOW
+from bench.fanout_names import TARGETS
 from bench.harness import PYTHON, ROOT, BenchError, SimHost, base_env, checked, measure, tree_cpu
 from bench.scenarios import Config, Sample, alternate
 from bench.simhost import WORKOS_KEY
