@@ -17,6 +17,7 @@ import httpx
 from connectors.stripe import cursor as cursors
 from connectors.stripe.cursor import Bounds, Listed, State
 from syncd.contracts import Event, Page, Quarantined, Window
+from syncd.contracts.providers import storable_id
 from syncd.errors import AuthError, FatalError, RetryableError
 from syncd.http import decode_json, make_client, parse_retry_after, send, with_retries
 from syncd.jsoncodec import safe_raw
@@ -195,15 +196,6 @@ class StripeConnector:
                 events.append(event)
 
 
-def _fit_id(raw_id: Any) -> bool:
-    """An id that can be a cursor: text a database stores (no NUL, no lone surrogate), not huge."""
-    if not isinstance(raw_id, str) or not raw_id or len(raw_id) > 255 or "\x00" in raw_id:
-        return False
-    try:
-        raw_id.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _created(raw: Any) -> int | None:
@@ -213,7 +205,7 @@ def _created(raw: Any) -> int | None:
 
 def _listed(raw: Any) -> Listed:
     raw_id = raw.get("id") if isinstance(raw, dict) else None
-    return Listed(raw_id if _fit_id(raw_id) else None, _created(raw))
+    return Listed(raw_id if storable_id(raw_id, 255) else None, _created(raw))
 
 
 def _time_or_none(raw: Any) -> datetime | None:

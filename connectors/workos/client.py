@@ -15,12 +15,16 @@ import httpx
 
 from connectors.workos import cursor as cursors
 from syncd.contracts import Event, Page, Quarantined, Window
+from syncd.contracts.providers import storable_id
 from syncd.errors import AuthError, ConnectorError, FatalError, RetryableError
 from syncd.http import decode_json, make_client, parse_retry_after, send, status_error_text, with_retries
 from syncd.jsoncodec import safe_raw
 from syncd.redaction import printable
 from syncd.settings import Secret
 from syncd.timefmt import iso, parse_time
+
+#: The longest event id that may become the cursor.
+MAX_CURSOR_ID = 1000
 
 log = logging.getLogger("connectors.workos")
 
@@ -167,7 +171,7 @@ class WorkOSConnector:
         past_window = False
         for raw in body["data"]:
             raw_id = raw.get("id") if isinstance(raw, dict) else None
-            if _cursor_fit(raw_id):
+            if storable_id(raw_id, MAX_CURSOR_ID):
                 moved = cursors.later(last_id, raw_id)
                 stale += moved != raw_id
                 last_id = moved
@@ -193,7 +197,8 @@ class WorkOSConnector:
         after = (body.get("list_metadata") or {}).get("after")
         has_more = bool(after) and not past_window and bool(body["data"])
         next_cursor = last_id if last_id is not None else cursor
-        if has_more and next_cursor == cursor and _cursor_fit(after):  # no usable id listed: the provider's own
+        fit = storable_id(after, MAX_CURSOR_ID)
+        if has_more and next_cursor == cursor and fit:  # no usable id listed: the provider's own
             next_cursor = cursors.later(cursor, after)
         return Page(events=tuple(events), next_cursor=next_cursor,
                     has_more=has_more, skipped=len(held), quarantined=tuple(held))
@@ -207,16 +212,6 @@ def _time_or_none(raw: Any) -> datetime | None:
         return None
 
 
-def _cursor_fit(raw_id: Any) -> bool:
-    """An id that can become the cursor: text a database stores (no NUL, no lone surrogate), not huge. An
-    unfit id does not move the cursor (its event is quarantined; the next fit id moves it past)."""
-    if not isinstance(raw_id, str) or not raw_id or len(raw_id) > 1000 or "\x00" in raw_id:
-        return False
-    try:
-        raw_id.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def parse_event(stream: str, raw: Any) -> Event:

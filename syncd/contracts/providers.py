@@ -159,3 +159,16 @@ class FakeClock:
 
     def set(self, moment: datetime) -> None:
         self._now = moment
+
+
+def storable_id(raw_id: Any, max_length: int) -> bool:
+    """An id a connector may make its cursor of: non-empty text a database stores (no NUL, no lone
+    surrogate) of at most ``max_length`` characters. An unfit id does not move the cursor (its event is
+    quarantined; the next fit id moves it past)."""
+    if not isinstance(raw_id, str) or not raw_id or len(raw_id) > max_length or "\x00" in raw_id:
+        return False
+    try:
+        raw_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
