@@ -48,7 +48,9 @@ def probe_registry(hook: Hook | None = None) -> Registry:
     """A registry with the probe workflow (on every mirrored WorkOS type); ``hook`` runs inside it first."""
     registry = Registry()
 
-    @registry.workflow(PROBE, on=workos.events(*MIRROR_TYPES))
+    # inline: its effects commit in the page's transaction, which is what these tests fence; runs executed
+    # by the workers are fenced by their claim token instead (tests/test_run_queue.py, test_queue_crash.py).
+    @registry.workflow(PROBE, on=workos.events(*MIRROR_TYPES), inline=True)
     def probe(event: Event, ctx: Context) -> None:
         if hook is not None:
             hook(event, ctx)

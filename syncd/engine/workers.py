@@ -56,6 +56,9 @@ class WorkerPool:
                  poll_seconds: float = POLL_SECONDS) -> None:
         self.store, self.registry, self.executor, self.clock = store, registry, executor, clock
         self.workers = max(1, workers)
+        # Claim in batches: a claim is a write transaction, so refilling one slot per finished run would
+        # cost one claim per run; waiting for a quarter of the slots to free up costs one per ~quarter.
+        self._refill = max(1, self.workers // 4)
         self.lease_seconds = lease_seconds
         self.owner = f"{replica_id}/{uuid.uuid4().hex[:8]}"  # a restarted process never mistakes old claims
         self.stop = stop or threading.Event()
@@ -136,7 +139,8 @@ class WorkerPool:
             for _ in range(max_rounds):
                 if self.stop.is_set():
                     break
-                claims = self._claim(self.workers - len(futures), stream)
+                room = self.workers - len(futures)
+                claims = self._claim(room, stream) if not futures or room >= self._refill else []
                 futures |= {pool.submit(self._execute, c) for c in claims}
                 if not futures:
                     # Waiting is bounded in real time (a fake clock in tests never brings the run due).
@@ -202,10 +206,11 @@ class WorkerPool:
             # not announced by any clock).
             if woken or due_in <= 0 or time.monotonic() - last_claim >= RECLAIM_SECONDS:
                 last_claim = time.monotonic()
-                claims = self._claim(self.workers - self.in_flight)
+                room = self.workers - self.in_flight
+                claims = self._claim(room) if room >= self._refill or not self.in_flight else []
                 for claimed in claims:
                     self._pool.submit(self._execute, claimed)
-                if claims and self.in_flight < self.workers:
+                if claims and self.workers - self.in_flight >= self._refill:
                     continue  # there may be more due now
                 # Runs due but not claimable (waiting for an earlier run of their key, or a concurrency
                 # slot) become claimable when a run finishes: a wake-up here, a poll for other replicas'.

@@ -83,29 +83,50 @@ def claim(conn: Connection, *, owner: str, now: datetime, lease_seconds: float, 
 
 def _candidates(conn: Connection, workflows: Collection[str], now: datetime, dead_owners: Collection[str],
                 limit: int, stream: str | None) -> list[sa.RowMapping]:
+    """The first ``limit`` claimable runs, earliest due first: due ones, and running ones whose claim
+    expired or whose owner died. Two queries, so that each reads an index range and stops at its limit
+    (one query with an OR of both had to sort every open run on every claim: O(n^2) over a backlog)."""
+    postgres = conn.dialect.name == "postgresql"
+    params: dict[str, Any] = {"names": sorted(workflows), "now": now, "lim": limit, "stream": stream,
+                              "dead": sorted(dead_owners)}
+    found = list(conn.execute(_candidate_statement(False, stream is not None, bool(dead_owners), postgres),
+                              params).mappings())
+    found += conn.execute(_candidate_statement(True, stream is not None, False, postgres), params).mappings()
+    found.sort(key=lambda r: (r["next_attempt_at"] or now, r["seq"] or 0, r["event_id"]))
+    return found[:limit]
+
+
+@functools.cache
+def _candidate_statement(due: bool, by_stream: bool, dead: bool, postgres: bool) -> Any:
+    """Built once per shape (building and cache-keying the statement cost more than running it)."""
     earlier = runs.alias("earlier")
     blocked = sa.exists().where(earlier.c.workflow == runs.c.workflow, earlier.c.run_key == runs.c.run_key,
                                 earlier.c.seq < runs.c.seq, earlier.c.status.in_(_OPEN))
-    reclaim = [runs.c.claimed_until < now]
-    if dead_owners:
-        reclaim.append(runs.c.claim_owner.in_(sorted(dead_owners)))
+    names = sa.bindparam("names", expanding=True)
+    if due:
+        # ``status || ''`` and ``workflow || ''``: terms no index can serve (SQLite's documented way is a
+        # unary ``+``, which PostgreSQL lacks), so the planner walks ix_syncd_runs_due in the ORDER BY's
+        # order and stops at the limit, instead of gathering every open run by status or workflow and
+        # sorting them all (what SQLite chose otherwise: O(backlog) per claim).
+        where = [runs.c.workflow.concat("").in_(names), runs.c.next_attempt_at <= sa.bindparam("now"),
+                 runs.c.status.concat("").in_(_DUE)]
+    else:
+        reclaim = [runs.c.claimed_until < sa.bindparam("now")]
+        if dead:
+            reclaim.append(runs.c.claim_owner.in_(sa.bindparam("dead", expanding=True)))
+        where = [runs.c.workflow.in_(names), runs.c.status == _RUNNING, sa.or_(*reclaim)]
+    if by_stream:
+        where.append(runs.c.stream == sa.bindparam("stream"))
     query = (
         sa.select(runs.c.workflow, runs.c.stream, runs.c.event_id, runs.c.status, runs.c.attempts,
-                  runs.c.claim_token, runs.c.next_attempt_at, runs.c.run_key, events.c.type, events.c.action,
-                  events.c.occurred_at, events.c.payload)
+                  runs.c.claim_token, runs.c.next_attempt_at, runs.c.run_key, runs.c.seq, events.c.type,
+                  events.c.action, events.c.occurred_at, events.c.payload)
         .join(events, sa.and_(events.c.stream == runs.c.stream, events.c.event_id == runs.c.event_id))
-        .where(runs.c.workflow.in_(sorted(workflows)),
-               sa.or_(sa.and_(runs.c.status.in_(_DUE), runs.c.next_attempt_at <= now),
-                      sa.and_(runs.c.status == _RUNNING, sa.or_(*reclaim))),
-               sa.or_(runs.c.run_key.is_(None), ~blocked))
+        .where(*where, sa.or_(runs.c.run_key.is_(None), ~blocked))
         .order_by(runs.c.next_attempt_at, runs.c.seq, runs.c.event_id)
-        .limit(limit)
+        .limit(sa.bindparam("lim"))
     )
-    if stream is not None:
-        query = query.where(runs.c.stream == stream)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True, of=runs)
-    return list(conn.execute(query).mappings())
+    return query.with_for_update(skip_locked=True, of=runs) if postgres else query
 
 
 def _in_flight(conn: Connection, workflow: str, now: datetime, dead_owners: Collection[str]) -> int:

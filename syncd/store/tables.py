@@ -75,6 +75,7 @@ runs = sa.Table(
     sa.Column("claimed_until", UTCDateTime, nullable=True),
     sa.Index("ix_syncd_runs_status_next", "status", "next_attempt_at"),
     sa.Index("ix_syncd_runs_key_seq", "workflow", "run_key", "seq"),
+    sa.Index("ix_syncd_runs_due", "next_attempt_at", "seq", "event_id"),
 )
 
 #: History of ticks, for ``syncd status``, health and metrics.
