@@ -145,6 +145,10 @@ def tune_gc() -> None:
 
 
 def entrypoint() -> None:  # pragma: no cover
+    if sys.argv[1:2] == ["run"]:  # the console script's way in (python -m syncd does it before its imports)
+        from syncd.stopping import catch_early
+
+        catch_early()
     tune_gc()
     try:
         code = main()

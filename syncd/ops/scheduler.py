@@ -146,3 +146,8 @@ def install_signal_handlers(stop: threading.Event) -> None:
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+    from syncd.stopping import requested
+
+    if requested.is_set():  # a SIGTERM arrived while starting (syncd.stopping)
+        log.info("received SIGTERM while starting")
+        stop.set()

@@ -1,0 +1,25 @@
+"""A stop asked for while ``syncd run`` is still starting.
+
+Python's default SIGTERM handler kills the process (exit -15), and the daemon installs its own only once the
+app is built (imports, migrations: a second or more). A container stopped or rolled during that second
+would be killed rather than stopped. ``catch_early`` notes the request instead; the daemon's own handlers
+(``syncd.ops.scheduler.install_signal_handlers``) pick it up and stop at once, exit 0.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+#: Set by a SIGTERM received before the command's own handlers were installed.
+requested = threading.Event()
+
+
+def catch_early() -> None:
+    """Until the daemon installs its handlers, SIGTERM only sets ``requested``."""
+
+    def note(_signum: int, _frame: FrameType | None) -> None:
+        requested.set()
+
+    signal.signal(signal.SIGTERM, note)
