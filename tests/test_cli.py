@@ -154,7 +154,8 @@ def test_once_then_status_json(tmp_path: Path, sim: WorkOSSimulator) -> None:
     assert source["key"] == "workos"
     assert source["cursor"] == ids[-1]
     assert source["events_processed"] == len(ids)
-    assert source["runs"] == {"succeeded": len(ids), "failed": 0, "dead": 0, "sleeping": 0}
+    assert source["runs"] == {"succeeded": len(ids), "failed": 0, "dead": 0, "sleeping": 0, "queued": 0,
+                             "running": 0, "pending": 0}
     assert source["last_success_at"] is not None and source["last_error"] is None
     assert report["totals"]["events"] == len(ids)
     assert report["problem_runs"] == []

@@ -94,7 +94,8 @@ def test_failures_are_grouped_with_counts_and_filtered(tmp_path: Path, sim: Work
     code, out, _ = status(capsys, url, "--workflow", "audit", "--json")
     report = json.loads(out)
     assert code == 0 and [(g["workflow"], g["runs"]) for g in report["problem_groups"]] == [("audit", audit_runs)]
-    assert report["sources"][0]["runs"] == {"succeeded": 0, "failed": audit_runs, "dead": 0, "sleeping": 0}
+    assert report["sources"][0]["runs"] == {"succeeded": 0, "failed": audit_runs, "dead": 0, "sleeping": 0,
+                                            "queued": 0, "running": 0, "pending": 0}
     assert {r["workflow"] for r in report["problem_runs"]} == {"audit"}
 
     code, out, _ = status(capsys, url, "--status", "dead", "--source", "workos", "--json")
