@@ -5,6 +5,6 @@ if sys.argv[1:2] == ["run"]:  # before the imports: a SIGTERM during start-up st
 
     catch_early()
 
-from syncd.cli import entrypoint  # noqa: E402
+from syncd.cli import entrypoint
 
 entrypoint()

@@ -173,6 +173,7 @@ def test_a_restart_after_sigkill_resumes_at_once_and_loses_or_repeats_nothing(
             "SELECT status FROM syncd_runs WHERE workflow = 'probe.effects'")).scalars())
         row = conn.execute(sa.text("SELECT lease_owner, cursor FROM syncd_sources WHERE key = 'workos'")).one()
     assert ledger == sorted(wanted)  # no event lost
-    assert set(effects) == set(wanted) and set(effects.values()) == {1}, (statuses, log.read_text()[-3000:])  # none run twice
+    # none run twice
+    assert set(effects) == set(wanted) and set(effects.values()) == {1}, (statuses, log.read_text()[-3000:])
     assert statuses == {"succeeded": len(wanted)}
     assert row.lease_owner is None and row.cursor == wanted[-1]  # released on the way out

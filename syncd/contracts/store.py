@@ -223,8 +223,9 @@ class Store(Protocol):
         ...
 
     def hold_owner(self, owner: str) -> Any:
-        """Take the owner lock of worker ``owner`` (``release()`` to let go); others see its runs' claims
-        dead at once when it is free. None if someone holds it already."""
+        """Take the owner lock of worker ``owner`` (``release()`` to let go; ``held()`` is False once it is
+        gone without a release, e.g. with the database session that held it); others see its runs'
+        claims dead at once when it is free. None if someone holds it already."""
         ...
 
     def renew_claims(self, claims: Sequence[ClaimedRun], until: datetime) -> int:

@@ -158,8 +158,10 @@ class SyncEngine:
         finally:
             keeper.stop()
             self._release(lease)
-        if self.workers is None and not self.stop.is_set():
-            self._drain(target.connector.key, result)
+            # The runs of the pages committed before a failure are due as well (the tick's error stays the
+            # one reported; a drain that fails on top of it only logs).
+            if self.workers is None and not self.stop.is_set():
+                self._drain(target.connector.key, result)
 
     def _release(self, lease: Lease) -> None:
         """Give the lease back. Best effort: if the database is down, the owner lock still goes (so the next
@@ -335,7 +337,11 @@ class SyncEngine:
             self._own_workers = WorkerPool(self.store, self.registry, self.executor, workers=1, clock=self.clock,
                                            lease_seconds=self.lease_seconds, replica_id=self.replica_id,
                                            stop=self.stop)
-        drained = self._own_workers.drain(stream=stream, wait_within=0)
+        try:
+            drained = self._own_workers.drain(stream=stream, wait_within=0)
+        except Exception as exc:  # the database went away: the runs stay queued for the next tick
+            log.warning("could not run the queued runs of %s: %s", stream, error_text(exc))
+            return
         result.add_runs(drained.by_stream.get(stream, RunTally()))
 
     # ---- bookkeeping --------------------------------------------------------------------------

@@ -162,8 +162,15 @@ class WorkerPool:
     # ---- internals ------------------------------------------------------------------------------
 
     def _ensure_owner(self) -> None:
-        if self._owner_lock is None:
-            self._owner_lock = self.store.hold_owner(self.owner)
+        """Hold this pool's owner lock, taking it again if it was lost: a database outage ends the session
+        that held it, and without it every replica would see this pool's claims as a dead owner's and take
+        them over, again and again, each takeover spending an attempt of the run."""
+        if self._owner_lock is not None and self._owner_lock.held():
+            return
+        if self._owner_lock is not None:
+            log.warning("the worker owner lock of %s was lost (database session ended); taking it again",
+                        self.owner)
+        self._owner_lock = self.store.hold_owner(self.owner)
 
     def _limits(self) -> tuple[set[str], dict[str, int]]:
         workflows = {wf.name for wf in self.registry.all()}
@@ -175,6 +182,9 @@ class WorkerPool:
             return []
         workflows, limited = self._limits()
         try:
+            self._ensure_owner()
+            if self._owner_lock is None:  # its old session's lock not yet freed by the server: claim later
+                return []
             claims = self.store.claim_runs(self.owner, self.clock.now(), lease_seconds=self.lease_seconds,
                                            limit=room, workflows=workflows, limited=limited, stream=stream)
         except Exception as exc:  # the database is down: try again at the next wake-up or poll

@@ -48,9 +48,12 @@ KEEPALIVES = {"tcp_keepalives_idle": 10, "tcp_keepalives_interval": 5, "tcp_keep
 
 
 class OwnerLock(Protocol):
-    """A held owner lock. ``release`` is idempotent and never raises."""
+    """A held owner lock. ``release`` is idempotent and never raises. ``held`` is False once the lock is gone:
+    released, or (PostgreSQL) lost with its session, which a database outage ends."""
 
     def release(self) -> None: ...
+
+    def held(self) -> bool: ...
 
 
 class OwnerLocks(Protocol):
@@ -131,6 +134,12 @@ class AdvisoryLocks:
                 log.warning("could not release an owner lock: %s", exc)
                 self._drop()
 
+    def holds(self, ident: int, session: int) -> bool:
+        """Whether the lock ``ident`` taken in ``session`` is still ours (as far as this process knows: a
+        session that died unnoticed is found out, and dropped, by its next statement)."""
+        with self._mutex:
+            return session == self._session and ident in self._held
+
     def close(self) -> None:
         with self._mutex:
             self._drop()
@@ -179,6 +188,9 @@ class _AdvisoryLock:
 
     def release(self) -> None:
         self._locks.unlock(self._ident, self._session)
+
+    def held(self) -> bool:
+        return self._locks.holds(self._ident, self._session)
 
 
 def _close_quietly(conn: Any) -> None:
@@ -254,6 +266,9 @@ class _FileLock:
                 self._path.unlink()  # before unlocking: whoever opens it next finds it gone, or locked
             self._finalizer()
 
+    def held(self) -> bool:
+        return self._finalizer.alive  # a file lock lives as long as its descriptor, i.e. this process
+
 
 class NoLocks:
     """No owner locks (in-memory SQLite): leases are taken over once they expire."""
@@ -271,3 +286,6 @@ class NoLocks:
 class _NoLock:
     def release(self) -> None:
         pass
+
+    def held(self) -> bool:
+        return True

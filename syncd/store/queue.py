@@ -102,7 +102,7 @@ def _candidate_statement(due: bool, by_stream: bool, dead: bool, postgres: bool)
     earlier = runs.alias("earlier")
     blocked = sa.exists().where(earlier.c.workflow == runs.c.workflow, earlier.c.run_key == runs.c.run_key,
                                 earlier.c.seq < runs.c.seq, earlier.c.status.in_(_OPEN))
-    names = sa.bindparam("names", expanding=True)
+    names: Any = sa.bindparam("names", expanding=True)
     if due:
         # ``status || ''`` and ``workflow || ''``: terms no index can serve (SQLite's documented way is a
         # unary ``+``, which PostgreSQL lacks), so the planner walks ix_syncd_runs_due in the ORDER BY's
