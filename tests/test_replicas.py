@@ -139,8 +139,9 @@ def run_count(db: Engine) -> int:
         return int(conn.execute(query).scalar_one())
 
 
-def assert_exact(db: Engine, expected: Expected) -> None:
-    """Every (workflow, event) run exactly once and succeeded, each probe effect once, mirrors equal."""
+def assert_exact(db: Engine, expected: Expected, *, interrupted: int = 0) -> None:
+    """Every (workflow, event) run exactly once and succeeded, each probe effect once, mirrors equal.
+    ``interrupted``: how many runs may have a second attempt (their first lost the database mid-run)."""
     with db.connect() as conn:
         runs = conn.execute(sa.text(
             "SELECT workflow, stream, event_id, status, attempts FROM syncd_runs")).all()
@@ -157,7 +158,8 @@ def assert_exact(db: Engine, expected: Expected) -> None:
         )).scalar_one()
 
     assert {r.status for r in runs} == {"succeeded"}
-    assert {r.attempts for r in runs} == {1}  # no run failed and was retried either
+    retried = [r for r in runs if r.attempts != 1]
+    assert len(retried) <= interrupted and {r.attempts for r in retried} <= {2}, retried[:5]
     keys = {(r.workflow, r.stream, r.event_id) for r in runs}
     assert len(keys) == len(runs) == expected.total_runs
     assert {k for k in keys if k[1] == "workos"} == expected.runs
@@ -365,7 +367,8 @@ def test_a_killed_replicas_sources_are_taken_over_at_once(
     assert first_takeover < orphan.lease_expires_at
     assert victim not in cluster.alive() and codes[victim] == -signal.SIGKILL
     assert all(codes[n] == 0 for n in cluster.replicas if n != victim)
-    assert_exact(db, expected)
+    # The runs the victim was executing (at most its 16 workers') lost that attempt and ran again elsewhere.
+    assert_exact(db, expected, interrupted=16)
     print(f"\nkilled {victim} at {killed:%H:%M:%S.%f}; "
           f"its lease would have expired {orphan.lease_expires_at:%H:%M:%S.%f}, "
           f"taken over {first_takeover:%H:%M:%S.%f}; done {time.monotonic() - killed_at:.1f}s after the kill")

@@ -88,7 +88,8 @@ class SyncEngine:
                  replica_id: str | None = None, lease_seconds: float = 180, max_attempts: int = 5,
                  stop: threading.Event | None = None, max_pages: int | None = None,
                  on_page: Callable[[Target, Page], None] | None = None, integrations: Integrations | None = None,
-                 prefetch_pages: int = PREFETCH_PAGES, outbound: Outbound | None = None) -> None:
+                 prefetch_pages: int = PREFETCH_PAGES, outbound: Outbound | None = None,
+                 drain_workers: int = 1) -> None:
         self.store = store
         self.db = store.db  # for ``ops`` readers
         self.integrations = integrations if integrations is not None else Integrations()  # for workflows' calls
@@ -103,6 +104,7 @@ class SyncEngine:
         self.max_pages = max_pages  # tests: stop after N pages, as a crash would
         self.group_events, self.group_seconds = GROUP_EVENTS, GROUP_SECONDS  # see Pager.group
         self.prefetch_pages = prefetch_pages  # SYNCD_PREFETCH_PAGES; see _page_loop
+        self.drain_workers = drain_workers  # SYNCD_WORKERS: runs in flight when a tick runs its own (see _drain)
         self.on_page = on_page
         self.runner = Runner(now=self.clock.now, max_attempts=max_attempts, integrations=self.integrations,
                              outbound=outbound)
@@ -332,9 +334,11 @@ class SyncEngine:
     # ---- runs, without a worker pool ----------------------------------------------------------------
 
     def _drain(self, stream: str, result: TickResult) -> None:
-        """Execute the stream's runs due now, one at a time, as a worker pool would (a tick without one)."""
+        """Execute the stream's runs due now, ``drain_workers`` at a time, as the worker pool would (a tick
+        without one: ``syncd backfill``, tests)."""
         if self._own_workers is None:
-            self._own_workers = WorkerPool(self.store, self.registry, self.executor, workers=1, clock=self.clock,
+            self._own_workers = WorkerPool(self.store, self.registry, self.executor, workers=self.drain_workers,
+                                           clock=self.clock,
                                            lease_seconds=self.lease_seconds, replica_id=self.replica_id,
                                            stop=self.stop)
         try:

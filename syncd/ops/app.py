@@ -97,7 +97,8 @@ class App:
                             prefetch_pages=settings.prefetch_pages,
                             lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts, stop=stop,
                             integrations=settings.integrations,
-                            outbound=Outbound(settings.integrations, RateLimiter(db)))
+                            outbound=Outbound(settings.integrations, RateLimiter(db)),
+                            drain_workers=settings.workers)
         return cls(settings=settings, db=db, registry=full_registry, connectors=connectors, engine=engine, stop=stop,
                    providers=tuple(providers))
 

@@ -177,7 +177,8 @@ def window_engine(app: App, on_page: Callable[[Target, Page], None] | None) -> S
     base = app.engine
     return SyncEngine(base.store, app.registry, clock=base.clock, replica_id=base.replica_id,
                       lease_seconds=base.lease_seconds, max_attempts=base.max_attempts, stop=app.stop,
-                      on_page=on_page, integrations=base.integrations, prefetch_pages=base.prefetch_pages)
+                      on_page=on_page, integrations=base.integrations, prefetch_pages=base.prefetch_pages,
+                      outbound=base.outbound, drain_workers=base.drain_workers)
 
 
 def stored_fraction(engine: SyncEngine, target: Target) -> tuple[str | None, float]:
