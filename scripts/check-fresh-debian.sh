@@ -25,6 +25,7 @@ if ! command -v debootstrap >/dev/null 2>&1; then
 fi
 
 root=$(mktemp -d /tmp/syncd-fresh-debian.XXXXXX)
+chmod 755 "$root"  # mktemp's 0700 would be the chroot's /, which the unprivileged user of step 1 cannot enter
 mounted=()
 cleanup() {
     local m
