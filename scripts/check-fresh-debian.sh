@@ -5,6 +5,8 @@
 # Run by hand, as root, with network access to a Debian mirror and to PyPI; not part of the suite.
 #   scripts/check-fresh-debian.sh [SUITE] [MIRROR]     (default: bookworm, http://deb.debian.org/debian)
 #   DEMO_ONLY=1 scripts/check-fresh-debian.sh          (steps 1 and 2 only: the whole suite takes long)
+#   HOST_CA=/etc/ssl/certs/ca-certificates.crt …       (behind a TLS-intercepting proxy: pip in the root
+#                                                       trusts that bundle; nothing else of the host goes in)
 # Checks, in order:
 #   1. as an unprivileged user, `make demo` stops with one line naming the package to install;
 #   2. as root, `make demo` installs python3-venv itself and the demo exits 0;
@@ -50,7 +52,12 @@ git -C "$repo" archive HEAD | tar -x -C "$root/src"
 chroot "$root" useradd --create-home --shell /bin/bash checker
 chroot "$root" chown -R checker /src
 
-in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root "$@"; }
+pip_env=()
+if [[ -n ${HOST_CA:-} ]]; then
+    cp "$HOST_CA" "$root/etc/ssl/host-ca.pem"
+    pip_env=(PIP_CERT=/etc/ssl/host-ca.pem)
+fi
+in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root "${pip_env[@]}" "$@"; }
 
 echo "== 1. make demo as a user, without python3-venv: one line naming the package"
 set +e
