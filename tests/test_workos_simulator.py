@@ -285,9 +285,11 @@ def test_append_and_generate_extend_the_stream() -> None:
 def test_live_traffic_appears_over_time() -> None:
     with WorkOSSimulator(events=10, seed=1, live_rate=200) as simulator, \
             httpx.Client(base_url=simulator.url, headers=AUTH) as http:
-        first = walk(http)
-        time.sleep(0.3)
-        second = walk(http)
+        first = second = walk(http)
+        deadline = time.monotonic() + 10  # generous on a loaded machine: 200 events/s arrive within ms
+        while len(second) <= len(first) and time.monotonic() < deadline:  # wait for the traffic itself
+            time.sleep(0.05)
+            second = walk(http)
     assert len(second) > len(first) and second[:len(first)] == first
 
 
