@@ -21,7 +21,9 @@ Contract:
   them into the process environment before this runs. Header values are never logged; a malformed
   ``…_HEADERS`` is a ``ConfigError`` that does not show the value (the SDK would log it whole).
 - Root spans of kind CLIENT (a SQL statement or HTTP call outside any tick: migrations at start-up,
-  health probes) are dropped, so Jaeger shows ticks, not thousands of orphan ``SELECT`` traces.
+  health probes, workers claiming runs) are dropped, so Jaeger shows ticks and events, not thousands of
+  orphan ``SELECT`` traces. Which SQL statements inside them become spans is ``SYNCD_TRACE_SQL``'s choice
+  (:mod:`syncd.telemetry_spans`); spans lost on the way are counted there too.
 """
 
 from __future__ import annotations
@@ -38,14 +40,16 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider, sampling
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter, SpanExportResult
 from opentelemetry.trace import Link, SpanKind, Status
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
+from syncd import telemetry_spans
 from syncd.errors import ConfigError
 from syncd.redaction import scrub
 from syncd.settings import TelemetrySettings
+from syncd.telemetry_spans import COUNTS, CountingProcessor, SqlSampler
 
 log = logging.getLogger("syncd.telemetry")
 
@@ -71,6 +75,7 @@ class Telemetry:
         timeout), even when the collector is down; never raises. True if everything was exported."""
         if self.provider is None:
             return True
+        telemetry_spans.uninstall()
         budget = self.timeout if timeout is None else max(0.0, timeout)
         provider = self.provider
         done = threading.Event()
@@ -127,7 +132,10 @@ class ScrubbingExporter(SpanExporter):
         self.inner = inner
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return self.inner.export([scrub_span(span) for span in spans])
+        result = self.inner.export([scrub_span(span) for span in spans])
+        if result is not SpanExportResult.SUCCESS:
+            COUNTS.add(failed=len(spans))
+        return result
 
     def shutdown(self) -> None:
         self.inner.shutdown()
@@ -180,17 +188,19 @@ def setup_telemetry(settings: TelemetrySettings, *, instrument: bool = True) -> 
         exporter = OTLPSpanExporter(endpoint=settings.endpoint, timeout=settings.timeout)
     from syncd import __version__
 
+    resource = Resource.create({"service.name": settings.service_name, "service.version": __version__})
     provider = TracerProvider(
-        resource=Resource.create({"service.name": settings.service_name, "service.version": __version__}),
+        resource=resource,
         sampler=DropOrphanClientSpans(_configured_sampler()),
         shutdown_on_exit=False,  # Telemetry.shutdown bounds the wait; the SDK's atexit hook would not
     )
-    provider.add_span_processor(BatchSpanProcessor(
-        ScrubbingExporter(exporter), export_timeout_millis=settings.timeout * 1000,
-        max_queue_size=settings.max_queue_size))
+    processor = CountingProcessor(ScrubbingExporter(exporter), export_timeout_millis=settings.timeout * 1000,
+                                  max_queue_size=settings.max_queue_size)
+    provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
+    telemetry_spans.install(processor, resource)
     if instrument:
-        _instrument(settings)
+        _instrument(settings, sql_provider(provider, resource, settings.sql))
     log.debug("tracing: exporter %s, service %s", settings.exporter, settings.service_name)
     return Telemetry(provider=provider, exporter=settings.exporter, timeout=settings.timeout)
 
@@ -214,7 +224,14 @@ def _configured_sampler() -> sampling.Sampler:
         return sampling.ParentBased(sampling.ALWAYS_ON)
 
 
-def _instrument(settings: TelemetrySettings) -> None:
+def sql_provider(provider: TracerProvider, resource: Resource, mode: str) -> TracerProvider:
+    """The tracer provider of SQL statement spans: ``provider``'s pipeline, sampled by ``SYNCD_TRACE_SQL``."""
+    return TracerProvider(resource=resource, shutdown_on_exit=False,
+                          sampler=DropOrphanClientSpans(SqlSampler(_configured_sampler(), mode)),
+                          active_span_processor=provider._active_span_processor)
+
+
+def _instrument(settings: TelemetrySettings, sql: TracerProvider) -> None:
     # The instrumentations read these from the process environment when they are set up.
     os.environ[_SEMCONV_VAR] = settings.semconv_opt_in
     os.environ[_SANITIZE_VAR] = ",".join(p for p in (settings.sanitize_headers, *SENSITIVE_HEADERS) if p)
@@ -224,7 +241,7 @@ def _instrument(settings: TelemetrySettings) -> None:
 
     if not HTTPXClientInstrumentor().is_instrumented_by_opentelemetry:
         HTTPXClientInstrumentor().instrument()
-    if not SQLAlchemyInstrumentor().is_instrumented_by_opentelemetry:
+    if settings.sql != "none" and not SQLAlchemyInstrumentor().is_instrumented_by_opentelemetry:
         # Patches create_engine: the App's engine, built after this, is traced. No SQL comments: the
         # statements stay cacheable and the spans carry the text.
-        SQLAlchemyInstrumentor().instrument(enable_commenter=False)
+        SQLAlchemyInstrumentor().instrument(enable_commenter=False, tracer_provider=sql)

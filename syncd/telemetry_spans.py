@@ -1,0 +1,192 @@
+"""The parts of the span pipeline syncd shapes itself: event traces' ids, spans built without the SDK's
+per-span machinery, which SQL statements become spans, and how many spans were lost.
+
+Contract:
+
+- **Event traces.** An event's trace has a root span (``event.process``) whose span id is the low 64 bits
+  of its trace id (:func:`root_span_id`). So a run row stores only the trace id (``syncd_runs.trace_id``)
+  and every later attempt of the run, on any replica, continues the trace under that root
+  (:func:`continue_trace`).
+- **Emitted spans.** :func:`emit` hands finished spans built by the engine straight to the export
+  pipeline (``event.process`` for every event of a catch-up costs a fifth of a span started through the
+  SDK); it is a no-op unless :func:`install` was called (``setup_telemetry``), and :func:`emitting` says so.
+- **SQL spans** (``SYNCD_TRACE_SQL``): ``some`` (the default) keeps the statements that explain something
+  — a page's ledger insert, run insert and cursor move, a lease claim, a run's own and its user's
+  statements — and drops the transaction bookkeeping (``SAVEPOINT``, ``RELEASE``, ``ROLLBACK TO``,
+  ``BEGIN``, ``COMMIT``, ``PRAGMA``); ``all`` keeps every statement; ``none`` makes no SQL span.
+- **Lost spans** are counted (:data:`COUNTS`): ``dropped`` when the export queue was full
+  (``OTEL_BSP_MAX_QUEUE_SIZE``), ``failed`` when the collector refused or could not be reached.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, sampling
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
+
+_MASK64 = (1 << 64) - 1
+SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+SQL_MODES = ("some", "all", "none")
+#: First words of the statements ``SYNCD_TRACE_SQL=some`` makes no span for: transaction bookkeeping.
+BOOKKEEPING = frozenset({"SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN", "COMMIT", "PRAGMA"})
+
+
+def root_span_id(trace_id: int) -> int:
+    """The span id of the root of the event trace ``trace_id`` (never 0, which would be invalid)."""
+    return (trace_id & _MASK64) or 1
+
+
+def new_trace_id() -> int:
+    return random.getrandbits(128) or 1
+
+
+def root_context(trace_id: int) -> SpanContext:
+    """The span context of the root (``event.process``) of the event trace ``trace_id``."""
+    return SpanContext(trace_id, root_span_id(trace_id), is_remote=False, trace_flags=SAMPLED)
+
+
+def continue_trace(trace_id_hex: str | None) -> Context | None:
+    """A context whose current span is the root of the stored event trace ``trace_id_hex``, for a later
+    attempt of its run to start under; None when there is none (or it is not a trace id)."""
+    if not trace_id_hex:
+        return None
+    try:
+        trace_id = int(trace_id_hex, 16)
+    except ValueError:
+        return None
+    if not 0 < trace_id <= (1 << 128) - 1:
+        return None
+    parent = SpanContext(trace_id, root_span_id(trace_id), is_remote=True, trace_flags=SAMPLED)
+    return trace.set_span_in_context(trace.NonRecordingSpan(parent), Context())
+
+
+# ---- spans built by the engine -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Sink:
+    processor: SpanProcessor
+    resource: Resource
+    scope: InstrumentationScope
+
+
+_sink: _Sink | None = None
+
+
+def install(processor: SpanProcessor, resource: Resource) -> None:
+    """Where :func:`emit` sends spans (``setup_telemetry``, once per process)."""
+    global _sink
+    from syncd import __version__
+
+    _sink = _Sink(processor, resource, InstrumentationScope("syncd", __version__))
+
+
+def uninstall() -> None:
+    global _sink
+    _sink = None
+
+
+def emitting() -> bool:
+    """True when spans built by the engine go somewhere (syncd's own tracing set-up is installed)."""
+    return _sink is not None
+
+
+def make_span(name: str, context: SpanContext, *, parent: SpanContext | None, kind: SpanKind,
+              attributes: Attributes, links: Sequence[Link], start_ns: int, end_ns: int,
+              status: trace.Status | None = None) -> ReadableSpan | None:
+    """A finished span as the SDK would export it (None when nothing is installed)."""
+    sink = _sink
+    if sink is None:
+        return None
+    return ReadableSpan(name=name, context=context, parent=parent, resource=sink.resource, attributes=attributes,
+                        links=links, kind=kind, start_time=start_ns, end_time=end_ns,
+                        status=status or trace.Status(trace.StatusCode.UNSET), instrumentation_scope=sink.scope)
+
+
+def emit(spans: Sequence[ReadableSpan]) -> None:
+    """Queue finished ``spans`` for export, as if they had just ended."""
+    sink = _sink
+    if sink is None:
+        return
+    on_end = sink.processor.on_end
+    for span in spans:
+        on_end(span)
+
+
+# ---- lost spans ---------------------------------------------------------------------------------
+
+
+class SpanCounts:
+    """Spans lost since the process started: ``dropped`` (the export queue was full), ``failed`` (the
+    collector refused them or could not be reached). Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.dropped = 0
+        self.failed = 0
+
+    def add(self, *, dropped: int = 0, failed: int = 0) -> None:
+        with self._lock:
+            self.dropped += dropped
+            self.failed += failed
+
+    @property
+    def lost(self) -> int:
+        return self.dropped + self.failed
+
+
+COUNTS = SpanCounts()
+
+
+class CountingProcessor(BatchSpanProcessor):
+    """A ``BatchSpanProcessor`` that counts the spans it drops because its queue is full."""
+
+    def on_end(self, span: ReadableSpan) -> None:
+        queue = getattr(getattr(self, "_batch_processor", None), "_queue", None)
+        if queue is not None and queue.maxlen is not None and len(queue) >= queue.maxlen:
+            COUNTS.add(dropped=1)
+        super().on_end(span)
+
+
+# ---- SQL statements --------------------------------------------------------------------------------
+
+
+class SqlSampler(sampling.Sampler):
+    """Samples SQL statement spans by ``mode`` (one of :data:`SQL_MODES`), then as ``delegate`` says."""
+
+    def __init__(self, delegate: sampling.Sampler, mode: str) -> None:
+        self._delegate, self._mode = delegate, mode
+
+    def should_sample(self, parent_context: Context | None, trace_id: int, name: str,
+                      kind: SpanKind | None = None, attributes: Attributes = None,
+                      links: Sequence[Link] | None = None, trace_state: TraceState | None = None,
+                      ) -> sampling.SamplingResult:
+        if self._mode == "none" or (self._mode == "some" and name.split(" ", 1)[0].upper() in BOOKKEEPING):
+            return sampling.SamplingResult(sampling.Decision.DROP)
+        return self._delegate.should_sample(parent_context, trace_id, name, kind, attributes, links,
+                                            trace_state)
+
+    def get_description(self) -> str:
+        return f"SqlSampler{{{self._mode},{self._delegate.get_description()}}}"
+
+
+def attach(ctx: Context | None) -> object | None:
+    """``otel_context.attach(ctx)`` when there is one; pair with :func:`detach`."""
+    return otel_context.attach(ctx) if ctx is not None else None
+
+
+def detach(token: object | None) -> None:
+    if token is not None:
+        otel_context.detach(token)  # type: ignore[arg-type]
