@@ -14,8 +14,9 @@ Contract:
   ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*``, and even then credential headers are redacted
   (:data:`SENSITIVE_HEADERS` is always added to the sanitize list). Connectors send credentials only in
   headers, but an integration's URL may be a secret itself (a Slack webhook's path, a key in a query):
-  every span goes through :class:`ScrubbingExporter`, which cuts every URL in its attributes (``url.full``),
-  event attributes (``exception.message``) and status to scheme and host (:func:`syncd.redaction.scrub`).
+  every URL in a span's attributes (``url.full``), event attributes (``exception.message``) and status is
+  cut to scheme and host (:func:`syncd.redaction.scrub`) as the OTLP exporter encodes it
+  (:mod:`syncd.telemetry_otlp`), or by :class:`ScrubbingExporter` on the console.
 - ``OTEL_*`` variables the SDK reads itself (``OTEL_EXPORTER_OTLP_HEADERS`` for a hosted collector, its
   certificates, compression, ``OTEL_RESOURCE_ATTRIBUTES``…) may come from ``.env``: ``syncd.cli`` exports
   them into the process environment before this runs. Header values are never logged; a malformed
@@ -40,7 +41,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider, sampling
-from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter, SpanExportResult
 from opentelemetry.trace import Link, SpanKind, Status
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
@@ -49,7 +50,7 @@ from syncd import telemetry_spans
 from syncd.errors import ConfigError
 from syncd.redaction import scrub
 from syncd.settings import TelemetrySettings
-from syncd.telemetry_spans import COUNTS, CountingProcessor, SqlSampler
+from syncd.telemetry_spans import COUNTS
 
 log = logging.getLogger("syncd.telemetry")
 
@@ -76,8 +77,18 @@ class Telemetry:
         if self.provider is None:
             return True
         telemetry_spans.uninstall()
+        try:
+            return self._shutdown(timeout)
+        finally:
+            if COUNTS.lost:  # the bench and operators read this line; /metrics has the counters
+                log.warning("%d span(s) dropped: %d with the export queue full (OTEL_BSP_MAX_QUEUE_SIZE), "
+                            "%d refused by or not delivered to the collector", COUNTS.lost, COUNTS.dropped,
+                            COUNTS.failed)
+
+    def _shutdown(self, timeout: float | None) -> bool:
         budget = self.timeout if timeout is None else max(0.0, timeout)
         provider = self.provider
+        assert provider is not None
         done = threading.Event()
 
         def stop() -> None:
@@ -119,6 +130,46 @@ class DropOrphanClientSpans(sampling.Sampler):
 
     def get_description(self) -> str:
         return f"DropOrphanClientSpans{{{self._delegate.get_description()}}}"
+
+
+class CountingProcessor(BatchSpanProcessor):
+    """A ``BatchSpanProcessor`` that counts the spans it drops because its queue is full."""
+
+    def __init__(self, exporter: SpanExporter, **options: Any) -> None:
+        super().__init__(exporter, **options)
+        # The SDK's queue drops the oldest span when full; it has no public length (a private attribute,
+        # read defensively: without it nothing is counted, nothing breaks).
+        queue = getattr(getattr(self, "_batch_processor", None), "_queue", None)
+        self._queue: Any = queue if queue is not None and getattr(queue, "maxlen", None) else None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        queue = self._queue
+        if queue is not None and len(queue) >= queue.maxlen:
+            COUNTS.add(dropped=1)
+        super().on_end(span)
+
+
+
+
+class SqlSampler(sampling.Sampler):
+    """Samples SQL statement spans by ``mode`` (``SYNCD_TRACE_SQL``: see :mod:`syncd.telemetry_spans`),
+    then as ``delegate`` says."""
+
+    def __init__(self, delegate: sampling.Sampler, mode: str) -> None:
+        self._delegate, self._mode = delegate, mode
+
+    def should_sample(self, parent_context: Context | None, trace_id: int, name: str,
+                      kind: SpanKind | None = None, attributes: Attributes = None,
+                      links: Sequence[Link] | None = None, trace_state: TraceState | None = None,
+                      ) -> sampling.SamplingResult:
+        first_word = name.split(" ", 1)[0].upper()
+        if self._mode == "none" or (self._mode == "some" and first_word in telemetry_spans.BOOKKEEPING):
+            return sampling.SamplingResult(sampling.Decision.DROP)
+        return self._delegate.should_sample(parent_context, trace_id, name, kind, attributes, links,
+                                            trace_state)
+
+    def get_description(self) -> str:
+        return f"SqlSampler{{{self._mode},{self._delegate.get_description()}}}"
 
 
 class ScrubbingExporter(SpanExporter):
@@ -180,12 +231,12 @@ def setup_telemetry(settings: TelemetrySettings, *, instrument: bool = True) -> 
         return Telemetry(provider=None, exporter=settings.exporter, timeout=settings.timeout)
     exporter: SpanExporter
     if settings.exporter == "console":
-        exporter = ConsoleSpanExporter()
+        exporter = ScrubbingExporter(ConsoleSpanExporter())
     else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from syncd.telemetry_otlp import FastOTLPExporter
 
         check_otlp_headers(os.environ)
-        exporter = OTLPSpanExporter(endpoint=settings.endpoint, timeout=settings.timeout)
+        exporter = FastOTLPExporter(endpoint=settings.endpoint, timeout=settings.timeout)  # scrubs as it encodes
     from syncd import __version__
 
     resource = Resource.create({"service.name": settings.service_name, "service.version": __version__})
@@ -194,7 +245,7 @@ def setup_telemetry(settings: TelemetrySettings, *, instrument: bool = True) -> 
         sampler=DropOrphanClientSpans(_configured_sampler()),
         shutdown_on_exit=False,  # Telemetry.shutdown bounds the wait; the SDK's atexit hook would not
     )
-    processor = CountingProcessor(ScrubbingExporter(exporter), export_timeout_millis=settings.timeout * 1000,
+    processor = CountingProcessor(exporter, export_timeout_millis=settings.timeout * 1000,
                                   max_queue_size=settings.max_queue_size)
     provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)

@@ -24,21 +24,20 @@ import random
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, sampling
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
-from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
+
+if TYPE_CHECKING:  # the SDK is imported by syncd.telemetry, only when tracing is on
+    from opentelemetry.sdk.trace import ReadableSpan
 
 _MASK64 = (1 << 64) - 1
 SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-SQL_MODES = ("some", "all", "none")
+_UNSET = trace.Status(trace.StatusCode.UNSET)
 #: First words of the statements ``SYNCD_TRACE_SQL=some`` makes no span for: transaction bookkeeping.
 BOOKKEEPING = frozenset({"SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN", "COMMIT", "PRAGMA"})
 
@@ -77,20 +76,24 @@ def continue_trace(trace_id_hex: str | None) -> Context | None:
 
 @dataclass(frozen=True)
 class _Sink:
-    processor: SpanProcessor
-    resource: Resource
-    scope: InstrumentationScope
+    processor: Any  # an SDK SpanProcessor
+    resource: Any  # the SDK Resource of every span
+    scope: Any  # the SDK InstrumentationScope "syncd"
+    span_class: Any  # the SDK's ReadableSpan
 
 
 _sink: _Sink | None = None
 
 
-def install(processor: SpanProcessor, resource: Resource) -> None:
+def install(processor: Any, resource: Any) -> None:
     """Where :func:`emit` sends spans (``setup_telemetry``, once per process)."""
     global _sink
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
     from syncd import __version__
 
-    _sink = _Sink(processor, resource, InstrumentationScope("syncd", __version__))
+    _sink = _Sink(processor, resource, InstrumentationScope("syncd", __version__), ReadableSpan)
 
 
 def uninstall() -> None:
@@ -110,9 +113,10 @@ def make_span(name: str, context: SpanContext, *, parent: SpanContext | None, ki
     sink = _sink
     if sink is None:
         return None
-    return ReadableSpan(name=name, context=context, parent=parent, resource=sink.resource, attributes=attributes,
-                        links=links, kind=kind, start_time=start_ns, end_time=end_ns,
-                        status=status or trace.Status(trace.StatusCode.UNSET), instrumentation_scope=sink.scope)
+    span: ReadableSpan = sink.span_class(
+        name=name, context=context, parent=parent, resource=sink.resource, attributes=attributes, links=links,
+        kind=kind, start_time=start_ns, end_time=end_ns, status=status or _UNSET, instrumentation_scope=sink.scope)
+    return span
 
 
 def emit(spans: Sequence[ReadableSpan]) -> None:
@@ -148,38 +152,6 @@ class SpanCounts:
 
 
 COUNTS = SpanCounts()
-
-
-class CountingProcessor(BatchSpanProcessor):
-    """A ``BatchSpanProcessor`` that counts the spans it drops because its queue is full."""
-
-    def on_end(self, span: ReadableSpan) -> None:
-        queue = getattr(getattr(self, "_batch_processor", None), "_queue", None)
-        if queue is not None and queue.maxlen is not None and len(queue) >= queue.maxlen:
-            COUNTS.add(dropped=1)
-        super().on_end(span)
-
-
-# ---- SQL statements --------------------------------------------------------------------------------
-
-
-class SqlSampler(sampling.Sampler):
-    """Samples SQL statement spans by ``mode`` (one of :data:`SQL_MODES`), then as ``delegate`` says."""
-
-    def __init__(self, delegate: sampling.Sampler, mode: str) -> None:
-        self._delegate, self._mode = delegate, mode
-
-    def should_sample(self, parent_context: Context | None, trace_id: int, name: str,
-                      kind: SpanKind | None = None, attributes: Attributes = None,
-                      links: Sequence[Link] | None = None, trace_state: TraceState | None = None,
-                      ) -> sampling.SamplingResult:
-        if self._mode == "none" or (self._mode == "some" and name.split(" ", 1)[0].upper() in BOOKKEEPING):
-            return sampling.SamplingResult(sampling.Decision.DROP)
-        return self._delegate.should_sample(parent_context, trace_id, name, kind, attributes, links,
-                                            trace_state)
-
-    def get_description(self) -> str:
-        return f"SqlSampler{{{self._mode},{self._delegate.get_description()}}}"
 
 
 def attach(ctx: Context | None) -> object | None:

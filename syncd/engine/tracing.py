@@ -65,13 +65,17 @@ class EventTraces:
         page = first.get_span_context() if first is not None else trace.INVALID_SPAN_CONTEXT
         self.on = page.is_valid and page.trace_flags.sampled and telemetry_spans.emitting()
         self._roots: dict[str, tuple[Event, int, list[str], list[trace.Link]]] = {}
+        self._links: dict[int, trace.Link] = {}  # one link per page span, shared by its events
         self._start_ns = time.time_ns()
 
     def _root(self, event: Event) -> tuple[Event, int, list[str], list[trace.Link]]:
         root = self._roots.get(event.id)
         if root is None:
-            links = [trace.Link(self._pages[event.id].get_span_context())]
-            root = self._roots[event.id] = (event, telemetry_spans.new_trace_id(), [], links)
+            page = self._pages[event.id]
+            link = self._links.get(id(page))
+            if link is None:
+                link = self._links[id(page)] = trace.Link(page.get_span_context())
+            root = self._roots[event.id] = (event, telemetry_spans.new_trace_id(), [], [link])
         return root
 
     def trace_id(self, event: Event, workflow: str) -> str | None:
