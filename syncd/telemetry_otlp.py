@@ -84,10 +84,10 @@ def _key_value(key: str, value: Any) -> bytes:
     return _field(1, key.encode()) + _field(2, _any(value))
 
 
-#: Encoded (and scrubbed) string attributes seen recently, per field number: most values repeat from span
-#: to span (a workflow's name, a stream, an operation). Cleared when full: unique values (event ids) cannot
-#: grow it.
-_seen: list[dict[tuple[str, str], bytes]] = [{} for _ in range(16)]
+#: Encoded (and scrubbed) attributes seen recently, per field number, when their value is a string or a
+#: tuple of strings: most values repeat from span to span (a workflow's name, a stream, an operation).
+#: Cleared when full: unique values (event ids) cannot grow it.
+_seen: list[dict[tuple[str, Any], bytes]] = [{} for _ in range(16)]
 _SEEN_MAX = 4096
 
 
@@ -97,7 +97,8 @@ def _attributes(number: int, attributes: Mapping[str, Any] | None) -> bytes:
     parts = []
     tag, seen = _TAGS[number], _seen[number]
     for item in attributes.items():
-        cacheable = type(item[1]) is str
+        value = item[1]
+        cacheable = type(value) is str or (type(value) is tuple and all(type(v) is str for v in value))
         encoded = seen.get(item) if cacheable else None
         if encoded is None:
             payload = _key_value(*item)

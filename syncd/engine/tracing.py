@@ -95,9 +95,9 @@ class EventTraces:
         """``events`` were applied by ``workflow``'s batch, whose span is ``batch``."""
         if not self.on:
             return
-        link = trace.Link(batch)
+        link, roots, root = trace.Link(batch), self._roots, self._root
         for event in events:
-            _, _, workflows, links = self._root(event)
+            _, _, workflows, links = roots.get(event.id) or root(event)
             workflows.append(workflow)
             links.append(link)
 
