@@ -57,6 +57,9 @@ log = logging.getLogger("syncd.telemetry")
 #: Header names redacted in spans even if someone asks the httpx instrumentation to capture headers.
 SENSITIVE_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
                      ".*token.*", ".*secret.*", ".*api-key.*")
+#: Spans per OTLP request (unless OTEL_BSP_MAX_EXPORT_BATCH_SIZE says): four times the SDK's 512, a
+#: catch-up's spans in a quarter of the requests (bench/README.md, "T").
+EXPORT_BATCH = 2048
 _SANITIZE_VAR = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS"
 _SEMCONV_VAR = "OTEL_SEMCONV_STABILITY_OPT_IN"
 #: One OTLP header as the SDK's lenient parser takes it: an HTTP token, ``=``, a value.
@@ -246,7 +249,8 @@ def setup_telemetry(settings: TelemetrySettings, *, instrument: bool = True) -> 
         shutdown_on_exit=False,  # Telemetry.shutdown bounds the wait; the SDK's atexit hook would not
     )
     processor = CountingProcessor(exporter, export_timeout_millis=settings.timeout * 1000,
-                                  max_queue_size=settings.max_queue_size)
+                                  max_queue_size=settings.max_queue_size,
+                                  max_export_batch_size=_export_batch(settings.max_queue_size))
     provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
     telemetry_spans.install(processor, resource)
@@ -254,6 +258,14 @@ def setup_telemetry(settings: TelemetrySettings, *, instrument: bool = True) -> 
         _instrument(settings, sql_provider(provider, resource, settings.sql))
     log.debug("tracing: exporter %s, service %s", settings.exporter, settings.service_name)
     return Telemetry(provider=provider, exporter=settings.exporter, timeout=settings.timeout)
+
+
+def _export_batch(queue: int) -> int | None:
+    """The batch size to give the SDK: None (it reads OTEL_BSP_MAX_EXPORT_BATCH_SIZE) when that is set,
+    else :data:`EXPORT_BATCH`; never more than the queue (the SDK refuses that, with a traceback)."""
+    if os.environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"):
+        return None
+    return min(EXPORT_BATCH, queue)
 
 
 def check_otlp_headers(environ: Mapping[str, str]) -> None:

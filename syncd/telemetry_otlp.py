@@ -115,8 +115,23 @@ def _count(number: int, value: int) -> bytes:
     return _varint(number << 3) + _varint(value) if value else b""
 
 
-def encode_span(span: ReadableSpan) -> bytes:
-    """One ``Span`` message's bytes (without its tag)."""
+_UNSET_STATUS = _field(15, b"")
+_FLAGS = {False: b"\x85\x01" + _fixed32(_HAS_IS_REMOTE), True: b"\x85\x01" + _fixed32(_HAS_IS_REMOTE | _IS_REMOTE)}
+#: Encoded span names (few: a SQL span's is its verb and database), cleared when full.
+_names: dict[str, bytes] = {}
+
+
+def _link(link: Any) -> bytes:
+    linked = link.context
+    return _field(13, b"\x0a\x10" + linked.trace_id.to_bytes(16, "big") + b"\x12\x08"
+                  + linked.span_id.to_bytes(8, "big") + _attributes(4, link.attributes)
+                  + _count(5, link.dropped_attributes) + b"\x35"
+                  + _fixed32(_HAS_IS_REMOTE | (_IS_REMOTE if linked.is_remote else 0)))
+
+
+def encode_span(span: ReadableSpan, links: dict[int, bytes] | None = None) -> bytes:
+    """One ``Span`` message's bytes (without its tag). ``links``: encoded links by ``id()``, shared by the
+    spans of one request (every event of a page links to the same page span)."""
     context = span.context
     assert context is not None
     parts = [b"\x0a\x10" + context.trace_id.to_bytes(16, "big"), b"\x12\x08" + context.span_id.to_bytes(8, "big")]
@@ -125,7 +140,12 @@ def encode_span(span: ReadableSpan) -> bytes:
     parent = span.parent
     if parent is not None:
         parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
-    parts += [_text(5, span.name), b"\x30" + _varint(span.kind.value + 1),
+    name = _names.get(span.name)
+    if name is None:
+        if len(_names) >= _SEEN_MAX:
+            _names.clear()
+        name = _names[span.name] = _text(5, span.name)
+    parts += [name, b"\x30" + _SMALL[span.kind.value + 1],
               b"\x39" + _fixed64(span.start_time or 0), b"\x41" + _fixed64(span.end_time or 0),
               _attributes(9, span.attributes), _count(10, span.dropped_attributes)]
     for event in span.events:
@@ -133,28 +153,43 @@ def encode_span(span: ReadableSpan) -> bytes:
                             + _attributes(3, event.attributes) + _count(4, event.dropped_attributes)))
     parts.append(_count(12, span.dropped_events))
     for link in span.links:
-        linked = link.context
-        flags = _HAS_IS_REMOTE | (_IS_REMOTE if linked.is_remote else 0)
-        parts.append(_field(13, b"\x0a\x10" + linked.trace_id.to_bytes(16, "big") + b"\x12\x08"
-                            + linked.span_id.to_bytes(8, "big") + _attributes(4, link.attributes)
-                            + _count(5, link.dropped_attributes) + b"\x35" + _fixed32(flags)))
+        if links is None:
+            parts.append(_link(link))
+            continue
+        encoded = links.get(id(link))
+        if encoded is None:
+            encoded = links[id(link)] = _link(link)
+        parts.append(encoded)
     parts.append(_count(14, span.dropped_links))
     status = span.status
-    parts.append(_field(15, _text(2, status.description or "") + _count(3, status.status_code.value)))
-    flags = _HAS_IS_REMOTE | (_IS_REMOTE if parent is not None and parent.is_remote else 0)
-    parts.append(b"\x85\x01" + _fixed32(flags))
+    if status.description or status.status_code.value:
+        parts.append(_field(15, _text(2, status.description or "") + _count(3, status.status_code.value)))
+    else:
+        parts.append(_UNSET_STATUS)
+    parts.append(_FLAGS[parent is not None and parent.is_remote])
     return b"".join(parts)
 
 
 def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
     """The ``ExportTraceServiceRequest`` of ``spans``: grouped by resource, then instrumentation scope, in
     the order they come (as the SDK's encoder does)."""
-    groups: dict[Any, dict[Any, list[bytes]]] = {}
+    # A Resource hashes by serialising its attributes: spans are grouped by the id of the first equal
+    # resource object instead, comparing each new object once.
+    groups: dict[int, dict[Any, list[bytes]]] = {}
+    same: dict[int, int] = {}  # id(resource) -> id of the first equal one
+    resources: dict[int, Any] = {}
+    links: dict[int, bytes] = {}  # the links in this request (kept alive by its spans: ids stay unique)
     for span in spans:
-        groups.setdefault(span.resource, {}).setdefault(span.instrumentation_scope, []).append(
-            _field(2, encode_span(span)))
+        key = same.get(id(span.resource))
+        if key is None:
+            resource = span.resource
+            key = same[id(resource)] = next((k for k, r in resources.items() if r == resource), id(resource))
+            resources.setdefault(key, resource)
+        groups.setdefault(key, {}).setdefault(span.instrumentation_scope, []).append(
+            _field(2, encode_span(span, links)))
     out = []
-    for resource, scopes in groups.items():
+    for key, scopes in groups.items():
+        resource = resources[key]
         body = [_field(1, _attributes(1, resource.attributes))]
         for scope, encoded in scopes.items():
             head = b""

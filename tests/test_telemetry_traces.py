@@ -153,3 +153,42 @@ def test_a_retried_run_and_a_resumed_sleep_keep_their_trace(tmp_path: Path, db_u
     outcomes = Counter(s.attributes["syncd.outcome"] for s in by_trace[after[sleeper][1]]
                        if s.name == "workflow.run")
     assert outcomes == {"sleeping": 1, "succeeded": 1}
+
+
+# ---- SYNCD_TRACE_SQL ---------------------------------------------------------------------------------
+
+
+def test_trace_sql_switch_shows_every_statement_or_none(tmp_path: Path) -> None:
+    """``some`` (the default, above) leaves out the SAVEPOINT bookkeeping; ``all`` shows it; ``none`` makes
+    no SQL span; anything else exits 2 naming the variable."""
+    names: dict[str, list[str]] = {}
+    with WorkOSSimulator(events=120, seed=3, api_key=KEY) as sim:
+        for mode in ("all", "none"):
+            with OTLPReceiver() as rx:
+                env = base_env(tmp_path, DATABASE_URL=f"sqlite:///{tmp_path / mode}.db", WORKOS_API_KEY=KEY,
+                               WORKOS_BASE_URL=sim.url, OTEL_EXPORTER_OTLP_ENDPOINT=rx.url, SYNCD_TRACE_SQL=mode)
+                proc = syncd_once(tmp_path, env)
+                assert proc.returncode == 0, proc.stderr
+                names[mode] = [s.name.split()[0].upper() for s in rx.spans if "db.system.name" in s.attributes]
+                assert any(s.name == "event.process" for s in rx.spans)
+        bad = syncd_once(tmp_path, {**env, "SYNCD_TRACE_SQL": "everything"})
+    assert "SAVEPOINT" in names["all"] and "RELEASE" in names["all"] and "INSERT" in names["all"]
+    assert names["none"] == []
+    assert bad.returncode == 2 and "SYNCD_TRACE_SQL" in bad.stderr
+
+
+# ---- lost spans ----------------------------------------------------------------------------------------
+
+
+def test_spans_dropped_by_a_full_queue_are_counted_and_said(tmp_path: Path) -> None:
+    """A queue of one span cannot hold a catch-up's spans: ``syncd once`` says how many were lost."""
+    with WorkOSSimulator(events=300, seed=3, api_key=KEY) as sim, OTLPReceiver() as rx:
+        env = base_env(tmp_path, DATABASE_URL=f"sqlite:///{tmp_path / 'q.db'}", WORKOS_API_KEY=KEY,
+                       WORKOS_BASE_URL=sim.url, OTEL_EXPORTER_OTLP_ENDPOINT=rx.url, OTEL_BSP_MAX_QUEUE_SIZE="1")
+        proc = syncd_once(tmp_path, env)
+        received = len(rx.spans)
+    assert proc.returncode == 0, proc.stderr
+    [line] = [json.loads(x) for x in proc.stderr.splitlines() if "span(s) dropped" in x]
+    dropped = int(line["message"].split()[0])
+    assert line["level"] == "warning" and dropped > 0
+    assert received + dropped >= 300  # every event's root was either exported or counted
