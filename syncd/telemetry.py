@@ -148,7 +148,7 @@ class CountingProcessor(BatchSpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         queue = self._queue
         if queue is not None and len(queue) >= queue.maxlen:
-            COUNTS.add(dropped=1)
+            COUNTS.add(dropped=getattr(queue[-1], "count", 1))  # the oldest goes (a bundle: all its spans)
         super().on_end(span)
 
 
@@ -253,7 +253,7 @@ def setup_telemetry(settings: TelemetrySettings, *, instrument: bool = True) -> 
                                   max_export_batch_size=_export_batch(settings.max_queue_size))
     provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
-    telemetry_spans.install(processor, resource)
+    telemetry_spans.install(processor, resource, encoded=getattr(exporter, "takes_encoded", False))
     if instrument:
         _instrument(settings, sql_provider(provider, resource, settings.sql))
     log.debug("tracing: exporter %s, service %s", settings.exporter, settings.service_name)

@@ -8,8 +8,10 @@ Contract:
   and every later attempt of the run, on any replica, continues the trace under that root
   (:func:`continue_trace`).
 - **Emitted spans.** :func:`emit` hands finished spans built by the engine straight to the export
-  pipeline (``event.process`` for every event of a catch-up costs a fifth of a span started through the
-  SDK); it is a no-op unless :func:`install` was called (``setup_telemetry``), and :func:`emitting` says so.
+  pipeline, and :func:`emit_encoded` spans encoded already (the ``event.process`` roots of a page
+  transaction, in one piece: see :mod:`syncd.telemetry_wire`), at a small part of the cost of spans
+  started through the SDK; both are no-ops unless :func:`install` was called (``setup_telemetry``), and
+  :func:`emitting` says so.
 - **SQL spans** (``SYNCD_TRACE_SQL``): ``some`` (the default) keeps the statements that explain something
   — a page's ledger insert, run insert and cursor move, a lease claim, a run's own and its user's
   statements — and drops the transaction bookkeeping (``SAVEPOINT``, ``RELEASE``, ``ROLLBACK TO``,
@@ -80,20 +82,22 @@ class _Sink:
     resource: Any  # the SDK Resource of every span
     scope: Any  # the SDK InstrumentationScope "syncd"
     span_class: Any  # the SDK's ReadableSpan
+    encoded: bool  # the exporter takes spans encoded already (syncd.telemetry_wire.EncodedSpans)
 
 
 _sink: _Sink | None = None
 
 
-def install(processor: Any, resource: Any) -> None:
-    """Where :func:`emit` sends spans (``setup_telemetry``, once per process)."""
+def install(processor: Any, resource: Any, *, encoded: bool = False) -> None:
+    """Where :func:`emit` sends spans (``setup_telemetry``, once per process); ``encoded``: its exporter
+    takes :class:`syncd.telemetry_wire.EncodedSpans` (OTLP), so :func:`emit_encoded` may be used."""
     global _sink
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
     from syncd import __version__
 
-    _sink = _Sink(processor, resource, InstrumentationScope("syncd", __version__), ReadableSpan)
+    _sink = _Sink(processor, resource, InstrumentationScope("syncd", __version__), ReadableSpan, encoded)
 
 
 def uninstall() -> None:
@@ -117,6 +121,22 @@ def make_span(name: str, context: SpanContext, *, parent: SpanContext | None, ki
         name=name, context=context, parent=parent, resource=sink.resource, attributes=attributes, links=links,
         kind=kind, start_time=start_ns, end_time=end_ns, status=status or _UNSET, instrumentation_scope=sink.scope)
     return span
+
+
+def encodes() -> bool:
+    """True when spans may be handed over encoded already (:func:`emit_encoded`)."""
+    sink = _sink
+    return sink is not None and sink.encoded
+
+
+def emit_encoded(payload: bytes, count: int) -> None:
+    """Queue ``count`` spans of syncd's scope, encoded as ``ScopeSpans.spans`` fields, for export."""
+    sink = _sink
+    if sink is None or not sink.encoded or not count:
+        return
+    from syncd.telemetry_wire import EncodedSpans
+
+    sink.processor.on_end(EncodedSpans(payload, count, sink.resource, sink.scope))
 
 
 def emit(spans: Sequence[ReadableSpan]) -> None:

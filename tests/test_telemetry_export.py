@@ -7,8 +7,10 @@ scrubbed spans (``syncd.telemetry.scrub_span``).
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -36,7 +38,7 @@ def _spans() -> Sequence[ReadableSpan]:
     syncd, other = provider.get_tracer("syncd", "1.2"), provider.get_tracer("opentelemetry.x")
     remote = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1),
                          trace_state=TraceState([("vendor", "v1")]))
-    attributes = {"s": "plain", "neg": -5, "big": 2**40, "yes": True, "ratio": 1.5, "tags": ("a", "b"),
+    attributes: dict[str, Any] = {"s": "plain", "neg": -5, "big": 2**40, "yes": True, "ratio": 1.5, "tags": ("a", "b"),
                   "ids": [1, 2], "flags": (True, False), "url.full": "https://hooks.example/services/T/B/x?k=1",
                   "auth": f"Bearer {SECRET}", "text": "naïve ✓ ümlaut", "empty": ""}
     with syncd.start_as_current_span("event.process", kind=SpanKind.CONSUMER, attributes=attributes,
@@ -97,3 +99,51 @@ def test_a_full_queue_counts_its_dropped_spans_in_metrics() -> None:
     text = render_metrics(span_families())
     assert "# TYPE syncd_spans_dropped_total counter" in text
     assert f'syncd_spans_dropped_total{{reason="queue_full"}} {COUNTS.dropped}' in text
+
+
+class _Capture:
+    """A span processor keeping what ends (the sink's processor, for one test)."""
+
+    def __init__(self) -> None:
+        self.ended: list[object] = []
+
+    def on_end(self, span: object) -> None:
+        self.ended.append(span)
+
+
+def _event_roots(encoded: bool) -> list[object]:
+    from datetime import UTC, datetime
+
+    from syncd import telemetry_spans
+    from syncd.contracts import Event
+    from syncd.engine.tracing import EventTraces
+
+    random.seed(21)  # the same ids both times (the SDK's ids and the event traces' come from random)
+    provider = TracerProvider(shutdown_on_exit=False)
+    page = provider.get_tracer("t").start_span("page.fetch")
+    batch = provider.get_tracer("t").start_span("workflow.batch").get_span_context()
+    events = [Event("workos", f"event_{i:04d}", "user.created" if i % 3 else "user.deleted",
+                    datetime(2026, 1, 1, tzinfo=UTC), {}) for i in range(7)]
+    capture = _Capture()
+    telemetry_spans.install(capture, Resource.create({"service.name": "enc"}), encoded=encoded)
+    try:
+        traces = EventTraces({e.id: page for e in events})
+        traces.batched("workos.users", events[:4], batch)
+        assert traces.trace_id(events[5], "my.flow") is not None
+        traces.finish("RuntimeError: the page transaction rolled back")
+    finally:
+        telemetry_spans.uninstall()
+    return capture.ended
+
+
+def test_event_roots_encoded_in_one_piece_are_the_spans_the_sdk_would_send() -> None:
+    [bundle] = _event_roots(encoded=True)
+    spans = _event_roots(encoded=False)
+    ours = ExportTraceServiceRequest.FromString(encode_request([bundle]))  # type: ignore[list-item]
+    theirs = encode_spans([scrub_span(s) for s in spans])  # type: ignore[arg-type]
+    for request in (ours, theirs):
+        for resource_spans in request.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    span.start_time_unix_nano = span.end_time_unix_nano = 0
+    assert len(spans) == 5 and ours == theirs
