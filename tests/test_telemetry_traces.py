@@ -150,8 +150,9 @@ def test_a_retried_run_and_a_resumed_sleep_keep_their_trace(tmp_path: Path, db_u
         assert [a.attributes["syncd.attempt"] for a in attempts] == attempts_expected
         assert all(a.parent_span_id == root.span_id for a in attempts)
         assert len(trace) <= MAX_TRACE_SPANS
-    outcomes = Counter(s.attributes["syncd.outcome"] for s in by_trace[after[sleeper][1]]
-                       if s.name == "workflow.run")
+    sleeper_trace = after[sleeper][1]
+    assert sleeper_trace is not None
+    outcomes = Counter(s.attributes["syncd.outcome"] for s in by_trace[sleeper_trace] if s.name == "workflow.run")
     assert outcomes == {"sleeping": 1, "succeeded": 1}
 
 
