@@ -455,7 +455,7 @@ def test_text_logs_on_a_terminal_show_the_trace_of_warnings() -> None:
     with provider.get_tracer("t").start_as_current_span("work") as span:
         record = logging.LogRecord("syncd.x", logging.WARNING, __file__, 1, "careful", (), None)
         trace_id = format(span.get_span_context().trace_id, "032x")
-        record.trace_id = trace_id  # type: ignore[attr-defined]  # as TraceContextFilter sets it
+        record.trace_id = trace_id  # as TraceContextFilter sets it
     assert fmt.format(record).endswith(f"[trace {trace_id}]")
     # JSON lines carry the trace id as a field instead (a log pipeline joins on it), not in the text
     line = json.loads(JsonFormatter().format(record))
