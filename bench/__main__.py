@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only A,B,C,D,E,F] [--profile]``: run the scenarios, print PASS/FAIL, write
+"""``python -m bench [--quick] [--only A,B,C,D,E,F,T] [--profile]``: run the scenarios, print PASS/FAIL, write
 ``bench/results/latest.md`` (and ``latest.json``). Exit 0 when every target passes, 1 otherwise."""
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from bench.report import render, verdicts
 from bench.runqueue import scenario_f
 from bench.scenarios import Config, Sample, scenario_a, scenario_b, scenario_c, scenario_d, scenario_e
 from bench.simhost import WORKOS_KEY
+from bench.tracing import scenario_t
 
 RESULTS = ROOT / "bench" / "results"
-SCENARIOS = {"A": scenario_a, "B": scenario_b, "C": scenario_c, "D": scenario_d, "E": scenario_e, "F": scenario_f}
+SCENARIOS = {"A": scenario_a, "B": scenario_b, "C": scenario_c, "D": scenario_d, "E": scenario_e, "F": scenario_f,
+             "T": scenario_t}
 
 
 def progress(text: str) -> None:
@@ -71,10 +73,10 @@ def _plain(value: Any) -> Any:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller streams (about a tenth)")
-    parser.add_argument("--only", default="A,B,C,D,E,F", help="comma list of scenarios (default all)")
+    parser.add_argument("--only", default="A,B,C,D,E,F,T", help="comma list of scenarios (default all)")
     parser.add_argument("--runs", type=int, default=None, help="alternated runs per contender (default 3)")
     parser.add_argument("--events", type=int, default=None,
-                        help="events of scenarios A and D and of F's catch-up (development)")
+                        help="events of scenarios A, D and T and of F's catch-up (development)")
     parser.add_argument("--profile", action="store_true", help="also profile syncd with pyinstrument")
     parser.add_argument("--runs-sizes", default=None, help="F: comma list of run counts on one replica")
     parser.add_argument("--replica-runs", type=int, default=None, help="F: runs for 1 vs 3 replicas")

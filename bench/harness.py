@@ -39,6 +39,7 @@ class Measured:
     peak_rss_mb: float
     stdout: str
     stderr: str
+    user: float = 0.0  # user seconds alone
 
     def report(self) -> dict[str, Any]:
         """The contender's JSON report line (its last stdout line that parses as a JSON object), or {}."""
@@ -80,6 +81,7 @@ def measure(command: Sequence[str], *, env: Mapping[str, str], cwd: Path, timeou
             peak_rss_mb=usage.ru_maxrss / 1024,
             stdout=out.read().decode(errors="replace"),
             stderr=err.read().decode(errors="replace"),
+            user=usage.ru_utime,
         )
 
 

@@ -24,7 +24,7 @@ SYNCD_VARIABLES = frozenset(
         "GITHUB_TOKEN", "GITHUB_REPOS", "GITHUB_BASE_URL",
         "STRIPE_API_KEY", "STRIPE_BASE_URL", "STRIPE_EVENTS",
         "SYNCD_SQL_URL", "SYNCD_SQL_TABLES", "SYNCD_SQL_GAP_SECONDS",
-        "SYNCD_HTTP_HOST", "SYNCD_RETENTION_DAYS", "SYNCD_WORKERS",
+        "SYNCD_HTTP_HOST", "SYNCD_RETENTION_DAYS", "SYNCD_WORKERS", "SYNCD_TRACE_SQL",
     }
 )
 #: Read from the same ``.env`` by Docker Compose (docker-compose.yml and its override files).

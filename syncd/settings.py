@@ -139,6 +139,7 @@ class TelemetrySettings:
     max_queue_size: int = SPAN_QUEUE
     semconv_opt_in: str = "http,database"  # OTEL_SEMCONV_STABILITY_OPT_IN for the instrumentations
     sanitize_headers: str = ""  # header names the user asks to redact, besides syncd's own list
+    sql: str = "some"  # SYNCD_TRACE_SQL: which SQL statements become spans (syncd.telemetry_spans)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> TelemetrySettings:
@@ -155,7 +156,16 @@ class TelemetrySettings:
                                    maximum=MAX_SPAN_QUEUE),
             semconv_opt_in=get_str(environ, "OTEL_SEMCONV_STABILITY_OPT_IN", "http,database") or "http,database",
             sanitize_headers=get_str(environ, "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS") or "",
+            sql=trace_sql(environ),
         )
+
+
+def trace_sql(environ: Mapping[str, str]) -> str:
+    """``SYNCD_TRACE_SQL``: ``some`` (default), ``all`` or ``none``; anything else is a ConfigError."""
+    value = (get_str(environ, "SYNCD_TRACE_SQL", "some") or "some").strip().lower()
+    if value not in ("some", "all", "none"):
+        raise ConfigError("SYNCD_TRACE_SQL", f"expected some, all or none, got {value!r}")
+    return value
 
 
 # ---- what workflows may reach outside the database ---------------------------------------------------

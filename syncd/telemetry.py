@@ -14,14 +14,17 @@ Contract:
   ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*``, and even then credential headers are redacted
   (:data:`SENSITIVE_HEADERS` is always added to the sanitize list). Connectors send credentials only in
   headers, but an integration's URL may be a secret itself (a Slack webhook's path, a key in a query):
-  every span goes through :class:`ScrubbingExporter`, which cuts every URL in its attributes (``url.full``),
-  event attributes (``exception.message``) and status to scheme and host (:func:`syncd.redaction.scrub`).
+  every URL in a span's attributes (``url.full``), event attributes (``exception.message``) and status is
+  cut to scheme and host (:func:`syncd.redaction.scrub`) as the OTLP exporter encodes it
+  (:mod:`syncd.telemetry_otlp`), or by :class:`ScrubbingExporter` on the console.
 - ``OTEL_*`` variables the SDK reads itself (``OTEL_EXPORTER_OTLP_HEADERS`` for a hosted collector, its
   certificates, compression, ``OTEL_RESOURCE_ATTRIBUTES``…) may come from ``.env``: ``syncd.cli`` exports
   them into the process environment before this runs. Header values are never logged; a malformed
   ``…_HEADERS`` is a ``ConfigError`` that does not show the value (the SDK would log it whole).
 - Root spans of kind CLIENT (a SQL statement or HTTP call outside any tick: migrations at start-up,
-  health probes) are dropped, so Jaeger shows ticks, not thousands of orphan ``SELECT`` traces.
+  health probes, workers claiming runs) are dropped, so Jaeger shows ticks and events, not thousands of
+  orphan ``SELECT`` traces. Which SQL statements inside them become spans is ``SYNCD_TRACE_SQL``'s choice
+  (:mod:`syncd.telemetry_spans`); spans lost on the way are counted there too.
 """
 
 from __future__ import annotations
@@ -43,15 +46,20 @@ from opentelemetry.trace import Link, SpanKind, Status
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
+from syncd import telemetry_spans
 from syncd.errors import ConfigError
 from syncd.redaction import scrub
 from syncd.settings import TelemetrySettings
+from syncd.telemetry_spans import COUNTS
 
 log = logging.getLogger("syncd.telemetry")
 
 #: Header names redacted in spans even if someone asks the httpx instrumentation to capture headers.
 SENSITIVE_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
                      ".*token.*", ".*secret.*", ".*api-key.*")
+#: Spans per OTLP request (unless OTEL_BSP_MAX_EXPORT_BATCH_SIZE says): four times the SDK's 512, a
+#: catch-up's spans in a quarter of the requests (bench/README.md, "T").
+EXPORT_BATCH = 2048
 _SANITIZE_VAR = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS"
 _SEMCONV_VAR = "OTEL_SEMCONV_STABILITY_OPT_IN"
 #: One OTLP header as the SDK's lenient parser takes it: an HTTP token, ``=``, a value.
@@ -71,8 +79,19 @@ class Telemetry:
         timeout), even when the collector is down; never raises. True if everything was exported."""
         if self.provider is None:
             return True
+        telemetry_spans.uninstall()
+        try:
+            return self._shutdown(timeout)
+        finally:
+            if COUNTS.lost:  # the bench and operators read this line; /metrics has the counters
+                log.warning("%d span(s) dropped: %d with the export queue full (OTEL_BSP_MAX_QUEUE_SIZE), "
+                            "%d refused by or not delivered to the collector", COUNTS.lost, COUNTS.dropped,
+                            COUNTS.failed)
+
+    def _shutdown(self, timeout: float | None) -> bool:
         budget = self.timeout if timeout is None else max(0.0, timeout)
         provider = self.provider
+        assert provider is not None
         done = threading.Event()
 
         def stop() -> None:
@@ -116,6 +135,46 @@ class DropOrphanClientSpans(sampling.Sampler):
         return f"DropOrphanClientSpans{{{self._delegate.get_description()}}}"
 
 
+class CountingProcessor(BatchSpanProcessor):
+    """A ``BatchSpanProcessor`` that counts the spans it drops because its queue is full."""
+
+    def __init__(self, exporter: SpanExporter, **options: Any) -> None:
+        super().__init__(exporter, **options)
+        # The SDK's queue drops the oldest span when full; it has no public length (a private attribute,
+        # read defensively: without it nothing is counted, nothing breaks).
+        queue = getattr(getattr(self, "_batch_processor", None), "_queue", None)
+        self._queue: Any = queue if queue is not None and getattr(queue, "maxlen", None) else None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        queue = self._queue
+        if queue is not None and len(queue) >= queue.maxlen:
+            COUNTS.add(dropped=getattr(queue[-1], "count", 1))  # the oldest goes (a bundle: all its spans)
+        super().on_end(span)
+
+
+
+
+class SqlSampler(sampling.Sampler):
+    """Samples SQL statement spans by ``mode`` (``SYNCD_TRACE_SQL``: see :mod:`syncd.telemetry_spans`),
+    then as ``delegate`` says."""
+
+    def __init__(self, delegate: sampling.Sampler, mode: str) -> None:
+        self._delegate, self._mode = delegate, mode
+
+    def should_sample(self, parent_context: Context | None, trace_id: int, name: str,
+                      kind: SpanKind | None = None, attributes: Attributes = None,
+                      links: Sequence[Link] | None = None, trace_state: TraceState | None = None,
+                      ) -> sampling.SamplingResult:
+        first_word = name.split(" ", 1)[0].upper()
+        if self._mode == "none" or (self._mode == "some" and first_word in telemetry_spans.BOOKKEEPING):
+            return sampling.SamplingResult(sampling.Decision.DROP)
+        return self._delegate.should_sample(parent_context, trace_id, name, kind, attributes, links,
+                                            trace_state)
+
+    def get_description(self) -> str:
+        return f"SqlSampler{{{self._mode},{self._delegate.get_description()}}}"
+
+
 class ScrubbingExporter(SpanExporter):
     """Exports through ``inner`` copies of the spans whose text was scrubbed: every string attribute of
     the span and of its events, its name and its status description (:func:`syncd.redaction.scrub`).
@@ -127,7 +186,10 @@ class ScrubbingExporter(SpanExporter):
         self.inner = inner
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return self.inner.export([scrub_span(span) for span in spans])
+        result = self.inner.export([scrub_span(span) for span in spans])
+        if result is not SpanExportResult.SUCCESS:
+            COUNTS.add(failed=len(spans))
+        return result
 
     def shutdown(self) -> None:
         self.inner.shutdown()
@@ -172,27 +234,38 @@ def setup_telemetry(settings: TelemetrySettings, *, instrument: bool = True) -> 
         return Telemetry(provider=None, exporter=settings.exporter, timeout=settings.timeout)
     exporter: SpanExporter
     if settings.exporter == "console":
-        exporter = ConsoleSpanExporter()
+        exporter = ScrubbingExporter(ConsoleSpanExporter())
     else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from syncd.telemetry_otlp import FastOTLPExporter
 
         check_otlp_headers(os.environ)
-        exporter = OTLPSpanExporter(endpoint=settings.endpoint, timeout=settings.timeout)
+        exporter = FastOTLPExporter(endpoint=settings.endpoint, timeout=settings.timeout)  # scrubs as it encodes
     from syncd import __version__
 
+    resource = Resource.create({"service.name": settings.service_name, "service.version": __version__})
     provider = TracerProvider(
-        resource=Resource.create({"service.name": settings.service_name, "service.version": __version__}),
+        resource=resource,
         sampler=DropOrphanClientSpans(_configured_sampler()),
         shutdown_on_exit=False,  # Telemetry.shutdown bounds the wait; the SDK's atexit hook would not
     )
-    provider.add_span_processor(BatchSpanProcessor(
-        ScrubbingExporter(exporter), export_timeout_millis=settings.timeout * 1000,
-        max_queue_size=settings.max_queue_size))
+    processor = CountingProcessor(exporter, export_timeout_millis=settings.timeout * 1000,
+                                  max_queue_size=settings.max_queue_size,
+                                  max_export_batch_size=_export_batch(settings.max_queue_size))
+    provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
+    telemetry_spans.install(processor, resource, encoded=getattr(exporter, "takes_encoded", False))
     if instrument:
-        _instrument(settings)
+        _instrument(settings, sql_provider(provider, resource, settings.sql))
     log.debug("tracing: exporter %s, service %s", settings.exporter, settings.service_name)
     return Telemetry(provider=provider, exporter=settings.exporter, timeout=settings.timeout)
+
+
+def _export_batch(queue: int) -> int | None:
+    """The batch size to give the SDK: None (it reads OTEL_BSP_MAX_EXPORT_BATCH_SIZE) when that is set,
+    else :data:`EXPORT_BATCH`; never more than the queue (the SDK refuses that, with a traceback)."""
+    if os.environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"):
+        return None
+    return min(EXPORT_BATCH, queue)
 
 
 def check_otlp_headers(environ: Mapping[str, str]) -> None:
@@ -214,7 +287,14 @@ def _configured_sampler() -> sampling.Sampler:
         return sampling.ParentBased(sampling.ALWAYS_ON)
 
 
-def _instrument(settings: TelemetrySettings) -> None:
+def sql_provider(provider: TracerProvider, resource: Resource, mode: str) -> TracerProvider:
+    """The tracer provider of SQL statement spans: ``provider``'s pipeline, sampled by ``SYNCD_TRACE_SQL``."""
+    return TracerProvider(resource=resource, shutdown_on_exit=False,
+                          sampler=DropOrphanClientSpans(SqlSampler(_configured_sampler(), mode)),
+                          active_span_processor=provider._active_span_processor)
+
+
+def _instrument(settings: TelemetrySettings, sql: TracerProvider) -> None:
     # The instrumentations read these from the process environment when they are set up.
     os.environ[_SEMCONV_VAR] = settings.semconv_opt_in
     os.environ[_SANITIZE_VAR] = ",".join(p for p in (settings.sanitize_headers, *SENSITIVE_HEADERS) if p)
@@ -224,7 +304,7 @@ def _instrument(settings: TelemetrySettings) -> None:
 
     if not HTTPXClientInstrumentor().is_instrumented_by_opentelemetry:
         HTTPXClientInstrumentor().instrument()
-    if not SQLAlchemyInstrumentor().is_instrumented_by_opentelemetry:
+    if settings.sql != "none" and not SQLAlchemyInstrumentor().is_instrumented_by_opentelemetry:
         # Patches create_engine: the App's engine, built after this, is traced. No SQL comments: the
         # statements stay cacheable and the spans carry the text.
-        SQLAlchemyInstrumentor().instrument(enable_commenter=False)
+        SQLAlchemyInstrumentor().instrument(enable_commenter=False, tracer_provider=sql)

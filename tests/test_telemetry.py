@@ -1,10 +1,11 @@
 """Traces as Jaeger would receive them: ``syncd`` runs as a subprocess (a fresh global tracer provider)
 against the WorkOS simulator and exports over OTLP/HTTP to a real receiver on loopback.
 
-Shown here: the span tree and its attributes, the ERROR span of a failing workflow and the trace id
-stored on its run, stable semantic-convention names, that no credential reaches the exported bytes or
-the logs (even with every request header captured), JSON logs carrying trace ids, and that SIGTERM exits
-within 10 s while the collector refuses connections or hangs.
+Shown here: the span trees (a tick's trace, one small trace per event linked to its page: issue 21) and
+their attributes, the ERROR span of a failing workflow and the trace id stored on its run, stable
+semantic-convention names, that no credential reaches the exported bytes or the logs (even with every
+request header captured), JSON logs carrying trace ids, and that SIGTERM exits within 10 s while the
+collector refuses connections or hangs.
 """
 
 from __future__ import annotations
@@ -106,13 +107,18 @@ def test_one_sync_exports_the_span_tree_without_secrets(tmp_path: Path, db_url: 
     [tick] = named["syncd.tick"]
     [sync] = named["source.sync"]
     assert tick.parent_span_id == "" and sync.parent_span_id == tick.span_id
-    assert {s.trace_id for s in spans} == {tick.trace_id}  # one tick, one trace; no orphan spans
-    assert all(s.parent_span_id in by_id for s in spans if s is not tick)
     assert tick.resource["service.name"] == "syncd-test"
+    # two kinds of trace (issue 21): the tick's, and one per event; no orphan span in either
+    processes = named["event.process"]
+    event_traces = {p.trace_id for p in processes}
+    assert {s.trace_id for s in spans} == {tick.trace_id} | event_traces
+    assert len(event_traces) == len(processes) and tick.trace_id not in event_traces
+    assert all(s.parent_span_id in by_id for s in spans if s is not tick and s not in processes)
+    assert all(p.parent_span_id == "" for p in processes)
 
-    # -- source.sync > page.fetch > (GET, event.process > workflow.run)
+    # -- the tick: source.sync > page.fetch > (GET, page.transaction > SQL)
     pages = named["page.fetch"]
-    assert pages and all(p.parent_span_id == sync.span_id for p in pages)
+    assert pages and all(p.parent_span_id == sync.span_id and p.trace_id == tick.trace_id for p in pages)
     http = [s for s in spans if s.kind == "client" and "http.request.method" in s.attributes]
     assert len(http) == len(pages)
     for page in pages:
@@ -126,24 +132,31 @@ def test_one_sync_exports_the_span_tree_without_secrets(tmp_path: Path, db_url: 
         assert get.attributes.get("http.request.header.authorization", redacted) == redacted  # …not this
         assert page.attributes["messaging.system"] == "workos"
         assert page.attributes["messaging.operation.type"] == "receive"
-    processes = named["event.process"]
-    assert all(by_id[p.parent_span_id].name == "page.fetch" for p in processes)
+    transactions = named["page.transaction"]
+    assert transactions and all(by_id[t.parent_span_id].name == "page.fetch" for t in transactions)
     batch_sizes = [p.attributes["messaging.batch.message_count"] for p in pages]
     assert sum(batch_sizes) == sync.attributes["syncd.events"]
+
+    # -- each event: event.process (linked to its page.fetch) > workflow.run > the user's SQL
+    page_ids = {(p.trace_id, p.span_id) for p in pages}
+    assert all(any(link in page_ids for link in p.links) for p in processes)
     assert {p.attributes["messaging.message.id"] for p in processes} == set(user_events)
     assert {(p.kind, p.attributes["messaging.operation.type"]) for p in processes} == {("consumer",
                                                                                          "process")}
     runs = named["workflow.run"]
     assert len(runs) == len(processes)
     assert all(by_id[r.parent_span_id].name == "event.process" for r in runs)
+    assert all(r.trace_id == by_id[r.parent_span_id].trace_id for r in runs)
     assert {r.attributes["syncd.workflow"] for r in runs} == {"tele.users"}
     assert {r.attributes["syncd.workflow.version"] for r in runs} == {"2.1"}
+    assert max(len([s for s in spans if s.trace_id == t]) for t in event_traces) <= 50
 
-    # -- SQL statements are child spans (stable database semconv), inside the tick
+    # -- SQL statements are child spans (stable database semconv); no SAVEPOINT bookkeeping (issue 21)
     sql = [s for s in spans if "db.system.name" in s.attributes]
     assert {s.attributes["db.system.name"] for s in sql} == {db_url.split(":", 1)[0].split("+")[0]}
-    assert any(by_id[s.parent_span_id].name == "workflow.run" for s in sql)  # the SAVEPOINT of a run
-    assert any(by_id[s.parent_span_id].name == "page.fetch" for s in sql)  # ledger and cursor writes
+    assert any(by_id[s.parent_span_id].name == "workflow.run" for s in sql)  # the user's SELECT 1
+    assert any(by_id[s.parent_span_id].name == "page.transaction" for s in sql)  # ledger and cursor writes
+    assert not [s.name for s in sql if s.name.split()[0].upper() in ("SAVEPOINT", "RELEASE", "ROLLBACK")]
 
     # -- source.sync attributes match the database
     engine = sa.create_engine(db_url)
@@ -161,10 +174,10 @@ def test_one_sync_exports_the_span_tree_without_secrets(tmp_path: Path, db_url: 
     assert sync.attributes["syncd.pages"] == len(pages)
     assert sync.attributes["syncd.events"] == seen == len(user_events)
     assert sync.attributes["syncd.cursor.after"] == cursor
-    assert sync.attributes["syncd.runs_failed"] == 1 and "syncd.lag_seconds" in sync.attributes
+    assert "syncd.lag_seconds" in sync.attributes
     assert not tick.is_error and not sync.is_error
 
-    # -- the failing workflow: one ERROR span with the exception, its trace id on the run row
+    # -- the failing workflow: one ERROR span with the exception, its event's trace id on the run row
     failed = [r for r in runs if r.is_error]
     assert len(failed) == 1
     [bad] = failed
@@ -174,14 +187,14 @@ def test_one_sync_exports_the_span_tree_without_secrets(tmp_path: Path, db_url: 
     [(event_name, exception)] = bad.events
     assert event_name == "exception" and exception["exception.type"] == "RuntimeError"
     assert status == "failed" and trace_id == bad.trace_id
-    assert ok_trace_ids == {tick.trace_id}
+    assert ok_trace_ids == event_traces - {bad.trace_id}
     assert all(r.attributes["syncd.outcome"] == "succeeded" for r in runs if r is not bad)
 
-    # -- logs: JSON lines; the failure's line carries the failing span's ids; no httpx request lines
+    # -- logs: JSON lines; the failure's line carries its run's span ids; no httpx request lines
     lines = [json.loads(line) for line in proc.stderr.splitlines() if line.strip()]
     [warning] = [rec for rec in lines if rec.get("event_id") == fail_id]
     assert warning["level"] == "warning" and warning["trace_id"] == bad.trace_id
-    assert warning["span_id"] == by_id[bad.parent_span_id].parent_span_id  # logged by the page, after the run
+    assert warning["span_id"] == bad.span_id  # logged inside the run's span
     assert not any(rec["logger"].startswith(("httpx", "httpcore")) for rec in lines)
 
 
@@ -195,8 +208,8 @@ def _by_name(spans: list[ReceivedSpan]) -> dict[str, list[ReceivedSpan]]:
 def test_batched_mirrors_and_prefetched_pages_keep_one_span_per_event_and_request(
         tmp_path: Path, db_url: str) -> None:
     """The built-in mirrors apply a page in one batch, and on PostgreSQL a slow provider's next page is
-    fetched while one commits: still one ``event.process › workflow.run`` per event (linked to its
-    ``workflow.batch``), and every GET under the ``page.fetch`` of the page it brought."""
+    fetched while one commits: still one ``event.process`` per event (a trace of its own, linked to its
+    page and its ``workflow.batch``), and every GET under the ``page.fetch`` of the page it brought."""
     # 3,500 events: more than one catch-up transaction (3,000 events or 1 s of pages), so a page is prefetched
     with WorkOSSimulator(events=3500, seed=5, api_key=KEY, faults=Faults(latency=0.03)) as slow, \
             OTLPReceiver() as rx:
@@ -214,15 +227,17 @@ def test_batched_mirrors_and_prefetched_pages_keep_one_span_per_event_and_reques
     gets = [s for s in spans if s.kind == "client" and "http.request.method" in s.attributes]
     assert sorted(by_id[g.parent_span_id].span_id for g in gets) == sorted(p.span_id for p in pages)
     batches = named["workflow.batch"]
-    assert all(by_id[b.parent_span_id].name == "page.fetch" for b in batches)
+    assert all(by_id[b.parent_span_id].name == "page.transaction" for b in batches)
     assert sum(b.attributes["messaging.batch.message_count"] for b in batches) == len(mirrored)
+    # issue 21: each mirrored event is a trace of its own (one root span), linked to its page and its batch
     processes = named["event.process"]
     assert sorted(p.attributes["messaging.message.id"] for p in processes) == sorted(mirrored)
-    assert all(by_id[p.parent_span_id].name == "page.fetch" for p in processes)
-    runs = named["workflow.run"]
-    assert len(runs) == len(processes) and all(by_id[r.parent_span_id].name == "event.process" for r in runs)
+    assert all(p.parent_span_id == "" for p in processes)
+    page_ids = {(p.trace_id, p.span_id) for p in pages}
     batch_ids = {(b.trace_id, b.span_id) for b in batches}
-    assert all(r.attributes["syncd.batch"] and r.links[0] in batch_ids for r in runs)
+    assert all(len(p.links) == 2 and p.links[0] in page_ids and p.links[1] in batch_ids for p in processes)
+    assert len({p.trace_id for p in processes}) == len(processes)
+    assert "workflow.run" not in named  # a batch's events get no span each beyond their root
     # every page is a child of source.sync, prefetched or not (not of the page committing meanwhile)
     [sync] = named["source.sync"]
     assert {p.parent_span_id for p in pages} == {sync.span_id}
@@ -236,6 +251,7 @@ def test_batched_mirrors_and_prefetched_pages_keep_one_span_per_event_and_reques
             trace_ids = {t for (t,) in conn.execute(sa.text("SELECT DISTINCT trace_id FROM syncd_runs"))}
     finally:
         engine.dispose()
+    # a batch's runs store the trace holding their one attempt, the batch (the tick's trace)
     assert trace_ids == {named["syncd.tick"][0].trace_id}
 
 
@@ -438,8 +454,9 @@ def test_text_logs_on_a_terminal_show_the_trace_of_warnings() -> None:
     fmt = TextFormatter()
     with provider.get_tracer("t").start_as_current_span("work") as span:
         record = logging.LogRecord("syncd.x", logging.WARNING, __file__, 1, "careful", (), None)
-        record.trace_id = format(span.get_span_context().trace_id, "032x")
-    assert fmt.format(record).endswith(f"[trace {record.trace_id}]")
+        trace_id = format(span.get_span_context().trace_id, "032x")
+        record.trace_id = trace_id  # as TraceContextFilter sets it
+    assert fmt.format(record).endswith(f"[trace {trace_id}]")
     # JSON lines carry the trace id as a field instead (a log pipeline joins on it), not in the text
     line = json.loads(JsonFormatter().format(record))
-    assert (line["message"], line["level"], line["trace_id"]) == ("careful", "warning", record.trace_id)
+    assert (line["message"], line["level"], line["trace_id"]) == ("careful", "warning", trace_id)

@@ -198,6 +198,8 @@ class ClaimedRun:
     token: int
     due_at: datetime | None
     run_key: str | None = None
+    #: The event trace its attempts join (``syncd.telemetry_spans.continue_trace``); None: tracing was off.
+    trace_id: str | None = None
 
     @property
     def key(self) -> RunKey:

@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Status, StatusCode
 from sqlalchemy.orm import Session
 
+from syncd import telemetry_spans
 from syncd.contracts import ClaimedRun, ClaimTxn, Clock, RunKey, RunRecord, RunStatus, Store
 from syncd.engine.decisions import error_text, run_outcome
 from syncd.engine.runner import MAX_RESUME_ROUNDS, RunScope
-from syncd.engine.tracing import process_attributes, trace_id_of, tracer
+from syncd.engine.tracing import attempt_context, trace_id_of, tracer
 from syncd.errors import ClaimLostError
 from syncd.settings import Integrations
 from syncd.workflows import Context, Registry, Workflow
@@ -116,6 +117,8 @@ class Executor:
         wf = self.registry.get(claimed.due.workflow)
         if wf is None:  # not ours any more (claims only name registered workflows): let it expire
             return None
+        parent, root = attempt_context(claimed.due.event, claimed.trace_id)
+        token = telemetry_spans.attach(parent)  # every line logged about the run carries its event's trace
         try:
             return self._execute(wf, claimed)
         except ClaimLostError as exc:
@@ -123,6 +126,10 @@ class Executor:
         except Exception as exc:  # the database, not the workflow: the claim expires and the run is due again
             log.error("could not record run %s on %s: %s", wf.name, claimed.due.event.id, error_text(exc),
                       extra={"workflow": wf.name, "event_id": claimed.due.event.id})
+        finally:
+            telemetry_spans.detach(token)
+            if root is not None:
+                root.end()
         return None
 
     def _execute(self, wf: Workflow, claimed: ClaimedRun) -> RunRecord:
@@ -130,12 +137,11 @@ class Executor:
         limit = wf.retries or self.max_attempts
         started_at, started = self.clock.now(), time.perf_counter()
         attributes: dict[str, Any] = {"syncd.workflow": wf.name, "syncd.workflow.version": wf.version,
-                                      "syncd.attempt": attempt}
+                                      "syncd.attempt": attempt, "messaging.message.id": event.id}
         if claimed.due_at is not None:
             attributes["syncd.queue.wait_ms"] = max(0.0, (started_at - claimed.due_at).total_seconds() * 1000)
-        with tracer.start_as_current_span("event.process", kind=SpanKind.CONSUMER,
-                                          attributes=process_attributes(event)), \
-                tracer.start_as_current_span("workflow.run", attributes=attributes) as span:
+        # Under the root of the event's trace (attached by ``execute``): every attempt, on any replica.
+        with tracer.start_as_current_span("workflow.run", attributes=attributes) as span:
             trace_id = trace_id_of(span.get_span_context())
 
             def record(status: RunStatus, next_at: datetime | None, error: str | None) -> RunRecord:
@@ -151,9 +157,9 @@ class Executor:
             span.set_attribute("syncd.outcome", outcome.status.value)
             if outcome.last_error is not None:
                 span.set_status(Status(StatusCode.ERROR, outcome.last_error))
-        if outcome.last_error is not None and not outcome.status.suspended:
-            log.warning("workflow %s failed on %s (attempt %d, now %s): %s", wf.name, event.id, attempt,
-                        outcome.status, outcome.last_error, extra={"workflow": wf.name, "event_id": event.id})
+            if outcome.last_error is not None and not outcome.status.suspended:
+                log.warning("workflow %s failed on %s (attempt %d, now %s): %s", wf.name, event.id, attempt,
+                            outcome.status, outcome.last_error, extra={"workflow": wf.name, "event_id": event.id})
         return outcome
 
     def _rounds(self, wf: Workflow, claimed: ClaimedRun, span: Any, record: Any, limit: int) -> RunRecord:

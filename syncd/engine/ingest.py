@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -55,7 +55,7 @@ from syncd.engine.results import PageResult, RunTally, TickResult
 from syncd.engine.runner import Runner, tally_batch
 from syncd.engine.statements import note_quarantined, purpose
 from syncd.engine.ticklog import TickLog
-from syncd.engine.tracing import page_span, sync_attributes, tick_attributes, tracer
+from syncd.engine.tracing import EventTraces, page_span, sync_attributes, tick_attributes, tracer
 from syncd.engine.workers import WorkerPool
 from syncd.settings import PREFETCH_PAGES, Integrations
 from syncd.workflows import Registry, Workflow
@@ -247,7 +247,10 @@ class SyncEngine:
         pages = [page for _, page in group]
         held = [entry for page in pages for entry in page.quarantined]
         ids = [event.id for event in batch]
-        with lease.page(target.connector.key) as txn:
+        traces = EventTraces(span_of)  # each event's own trace, linked to its page's span
+        with traces.finishing(), tracer.start_as_current_span("page.transaction", attributes={
+                "syncd.pages": len(group), "messaging.batch.message_count": len(batch)}), \
+                lease.page(target.connector.key) as txn:
             with purpose("ledger insert", ids):
                 recorded = txn.record_events(batch, now)
             with purpose("quarantine insert", [q.event_id or "?" for q in held]):
@@ -255,7 +258,7 @@ class SyncEngine:
             dropped = recorded.quarantined | recorded.expired  # no workflow runs on these
             stored = [e for e in batch if e.id not in dropped] if dropped else batch
             note_quarantined(target.key, held, recorded.quarantined)
-            runs = self._dispatch(txn, target, stored, recorded.new, now, span_of)
+            runs = self._dispatch(txn, target, stored, recorded.new, now, traces)
             progress = window_progress(target.window, batch[-1].occurred_at) if target.window and batch else None
             with purpose("cursor update", ids[-1:]):
                 txn.advance(last_cursor(None, pages), meta=next((p.meta for p in reversed(pages) if p.meta), None),
@@ -267,7 +270,7 @@ class SyncEngine:
                           lag_seconds=max(0.0, (now - batch[-1].occurred_at).total_seconds()) if batch else None)
 
     def _dispatch(self, txn: PageTxn, target: Target, batch: Sequence[Event], new_ids: set[str], now: datetime,
-                  span_of: Mapping[str, trace.Span]) -> RunTally:
+                  traces: EventTraces) -> RunTally:
         """Run the matching workflows without a run yet on ``batch``'s events, and write their runs."""
         matching = [(event, self._workflows_for(event, target)) for event in batch]
         # Runs are only ever created in the transaction that records their event, or after it: an event
@@ -292,7 +295,7 @@ class SyncEngine:
         # Batch workflows (the built-in mirrors) apply all the events first, so per-event workflows
         # that read the mirrors see every event of the transaction applied.
         for wf, events in batches.values():
-            template, fallback = self.runner.run_batch(txn, wf, events, now=now, span_of=span_of)
+            template, fallback = self.runner.run_batch(txn, wf, events, now=now, traces=traces)
             tally += tally_batch(template, fallback, len(events))
             records.extend(fallback)
             if template is not None:
@@ -302,12 +305,14 @@ class SyncEngine:
         for wf, event in singles:
             seq += 1
             if not wf.inline:  # the default: the workers run it, in its own transaction
-                records.append(queued_run(wf, event, now, seq))
+                queued = queued_run(wf, event, now, seq)
+                # its attempts join the event's trace, whenever and wherever they run
+                records.append(queued._replace(trace_id=traces.trace_id(event, wf.name)) if traces.on else queued)
                 continue
             # A page's transaction spans many events: a step's side effect is not run inside it (its
             # stored result would only commit with the whole page). It is deferred to the queue.
-            with trace.use_span(span_of[event.id], end_on_exit=False):
-                records.append(self.runner.run(txn, wf, event, attempt=1, now=now, defer_steps=True))
+            records.append(self.runner.run(txn, wf, event, attempt=1, now=now, defer_steps=True,
+                                           parent=traces.context(event, wf.name)))
         with purpose("run insert", [r.event_id for r in records]):
             txn.write_runs(records)
         return tally + RunTally.of(records[singles_from:])

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from opentelemetry import trace
+from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session
 from syncd.contracts import Event, RunRecord, RunStatus, RunTxn
 from syncd.engine.decisions import error_text, interrupt_outcome, run_outcome
 from syncd.engine.results import RunTally
-from syncd.engine.tracing import event_spans, process_attributes, trace_id_of, tracer
+from syncd.engine.tracing import EventTraces, process_attributes, trace_id_of, tracer
 from syncd.settings import Integrations
 from syncd.workflows import BatchContext, Context, Workflow
 from syncd.workflows.outbound import Outbound
@@ -76,13 +77,14 @@ class Runner:
     outbound: Outbound | None = None  # the process's shared integration clients (None: the default one)
 
     def run(self, txn: RunTxn, wf: Workflow, event: Event, *, attempt: int, now: datetime,
-            max_attempts: int | None = None, defer_steps: bool = False) -> RunRecord:
+            max_attempts: int | None = None, defer_steps: bool = False,
+            parent: otel_context.Context | None = None) -> RunRecord:
         """Run one workflow on one event in a SAVEPOINT of ``txn``; return its run (never raises for the
-        handler). ``max_attempts`` overrides the workflow's retries (a replay's failure is final: dead again)."""
+        handler). ``max_attempts`` overrides the workflow's retries (a replay's failure is final: dead again).
+        ``parent``: the event's trace to run in (``EventTraces``); else an ``event.process`` of its own."""
         started = time.perf_counter()
         conn = txn.conn
-        with tracer.start_as_current_span("event.process", kind=SpanKind.CONSUMER,
-                                          attributes=process_attributes(event)), \
+        with _process_span(event, parent), \
                 tracer.start_as_current_span("workflow.run", attributes={
                     "syncd.workflow": wf.name, "syncd.workflow.version": wf.version, "syncd.attempt": attempt,
                 }) as span:
@@ -119,14 +121,14 @@ class Runner:
                 if error is not None:
                     span.set_status(Status(StatusCode.ERROR, error))
             span.set_attribute("syncd.outcome", status.value)
-        if error is not None and not status.suspended:
-            log.warning("workflow %s failed on %s (attempt %d, now %s): %s", wf.name, event.id, attempt, status,
-                        error, extra={"workflow": wf.name, "event_id": event.id})
+            if error is not None and not status.suspended:  # in the span: the line carries the event's trace
+                log.warning("workflow %s failed on %s (attempt %d, now %s): %s", wf.name, event.id, attempt,
+                            status, error, extra={"workflow": wf.name, "event_id": event.id})
         return RunRecord(wf.name, event.stream, event.id, wf.version, status, attempt, next_at, error, trace_id,
                          now, self.now(), (time.perf_counter() - started) * 1000)
 
     def run_batch(self, txn: RunTxn, wf: Workflow, events: list[Event], *, now: datetime,
-                  span_of: Mapping[str, trace.Span]) -> tuple[RunRecord | None, list[RunRecord]]:
+                  traces: EventTraces) -> tuple[RunRecord | None, list[RunRecord]]:
         """Run ``wf``'s batch handler on a page's new events for it, in one SAVEPOINT of ``txn``.
 
         Returns ``(template, [])`` when it succeeded: every event's run is ``template`` with its event id.
@@ -136,7 +138,7 @@ class Runner:
         """
         assert wf.batch is not None
         conn = txn.conn
-        started, started_ns = time.perf_counter(), time.time_ns()
+        started = time.perf_counter()
         with tracer.start_as_current_span("workflow.batch", attributes={
             "syncd.workflow": wf.name, "syncd.workflow.version": wf.version,
             "messaging.batch.message_count": len(events),
@@ -162,13 +164,12 @@ class Runner:
                      error_text(failure), len(events), extra={"workflow": wf.name})
             records = []
             for event in events:
-                with trace.use_span(span_of[event.id], end_on_exit=False):
-                    records.append(self.run(txn, wf, event, attempt=1, now=now, defer_steps=True))
+                records.append(self.run(txn, wf, event, attempt=1, now=now, defer_steps=True,
+                                        parent=traces.context(event, wf.name)))
             return None, records
         finished = self.now()
         share_ms = (time.perf_counter() - started) * 1000 / len(events)
-        if span_context.is_valid and span_context.trace_flags.sampled:  # only when traces go somewhere
-            event_spans(wf, events, span_context, started_ns, time.time_ns(), span_of)
+        traces.batched(wf.name, events, span_context)
         # One stream: a transaction is one target's pages.
         return RunRecord(wf.name, events[0].stream, "", wf.version, RunStatus.SUCCEEDED, 1, None, None,
                          trace_id_of(span_context), now, finished, share_ms), []
@@ -184,6 +185,21 @@ class Runner:
             if outcome.status is not RunStatus.PENDING:
                 break
         return outcome
+
+
+@contextmanager
+def _process_span(event: Event, parent: otel_context.Context | None) -> Iterator[None]:
+    """Inside the event's trace (``parent``), or else inside an ``event.process`` span of its own."""
+    if parent is None:
+        with tracer.start_as_current_span("event.process", kind=SpanKind.CONSUMER,
+                                          attributes=process_attributes(event)):
+            yield
+        return
+    token = otel_context.attach(parent)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def tally_batch(template: RunRecord | None, fallback: list[RunRecord], events: int) -> RunTally:

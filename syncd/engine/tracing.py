@@ -1,17 +1,23 @@
-"""The engine's spans: their names and attributes in one place (a tick, a page fetch, an event's run)."""
+"""The engine's spans: their names and attributes in one place (a tick, a page fetch, an event's trace).
+
+Two kinds of trace: a tick's (``syncd.tick › source.sync › page.fetch › (GET, page.transaction › SQL,
+workflow.batch)``) and an event's (``event.process`` › one ``workflow.run`` per attempt of each of its runs ›
+steps, SQL), linked to the ``page.fetch`` that brought the event. See README, "Tracing"."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from syncd.contracts import Event, RunStatus
+from syncd import telemetry_spans, telemetry_wire
+from syncd.contracts import Event
 from syncd.engine.results import TickResult
-from syncd.workflows import Workflow
 
 tracer = trace.get_tracer("syncd")
 
@@ -44,22 +50,131 @@ def trace_id_of(span_context: trace.SpanContext) -> str | None:
     return format(span_context.trace_id, "032x") if span_context.is_valid else None
 
 
-def event_spans(wf: Workflow, events: Sequence[Event], batch: trace.SpanContext, start_ns: int,
-                end_ns: int, parents: Mapping[str, trace.Span]) -> None:
-    """Each event of a batch gets its ``event.process › workflow.run`` spans under its page's span, as a
-    per-event run would, so Jaeger finds every event by its id. They cover the batch's time and link to its
-    ``workflow.batch``."""
-    links = [trace.Link(batch)]
-    for event in events:
-        process = tracer.start_span("event.process", context=trace.set_span_in_context(parents[event.id]),
-                                    kind=SpanKind.CONSUMER, start_time=start_ns, attributes=process_attributes(event))
-        run = tracer.start_span("workflow.run", context=trace.set_span_in_context(process), start_time=start_ns,
-                                links=links, attributes={
-                                    "syncd.workflow": wf.name, "syncd.workflow.version": wf.version,
-                                    "syncd.attempt": 1, "syncd.batch": True,
-                                    "syncd.outcome": RunStatus.SUCCEEDED.value})
-        run.end(end_time=end_ns)
-        process.end(end_time=end_ns)
+class EventTraces:
+    """The ``event.process`` spans of one page transaction: each event given a run here starts a trace of
+    its own, linked to the ``page.fetch`` span that brought it (the tick's trace keeps the fetches and the
+    page transactions). A queued run stores the trace id (``syncd_runs.trace_id``), and its attempts join
+    the trace under that root (``syncd.telemetry_spans.continue_trace``); an inline run and a batch's
+    fallback run under it now (``context``). A batch workflow's events get no span each beyond their root:
+    it links to the ``workflow.batch`` span. The spans are built and queued in ``finish``, without the SDK's
+    per-span machinery; all of this is a no-op when tracing is off."""
+
+    def __init__(self, pages: Mapping[str, trace.Span]) -> None:
+        self._pages = pages
+        first = next(iter(pages.values()), None)
+        page = first.get_span_context() if first is not None else trace.INVALID_SPAN_CONTEXT
+        self.on = page.is_valid and page.trace_flags.sampled and telemetry_spans.emitting()
+        self._roots: dict[str, tuple[Event, int, list[str], list[trace.Link]]] = {}
+        self._links: dict[int, trace.Link] = {}  # one link per page span, shared by its events
+        self._start_ns = time.time_ns()
+
+    def _root(self, event: Event) -> tuple[Event, int, list[str], list[trace.Link]]:
+        root = self._roots.get(event.id)
+        if root is None:
+            page = self._pages[event.id]
+            link = self._links.get(id(page))
+            if link is None:
+                link = self._links[id(page)] = trace.Link(page.get_span_context())
+            root = self._roots[event.id] = (event, telemetry_spans.new_trace_id(), [], [link])
+        return root
+
+    def trace_id(self, event: Event, workflow: str) -> str | None:
+        """The trace id a run of ``workflow`` on ``event`` stores (None when tracing is off)."""
+        if not self.on:
+            return None
+        _, trace_id, workflows, _ = self._root(event)
+        workflows.append(workflow)
+        return format(trace_id, "032x")
+
+    def context(self, event: Event, workflow: str) -> otel_context.Context | None:
+        """The context to run ``workflow`` on ``event`` under now (None when tracing is off)."""
+        trace_id = self.trace_id(event, workflow)
+        return telemetry_spans.continue_trace(trace_id)
+
+    def batched(self, workflow: str, events: Sequence[Event], batch: trace.SpanContext) -> None:
+        """``events`` were applied by ``workflow``'s batch, whose span is ``batch``."""
+        if not self.on:
+            return
+        link, roots, root = trace.Link(batch), self._roots, self._root
+        for event in events:
+            _, _, workflows, links = roots.get(event.id) or root(event)
+            workflows.append(workflow)
+            links.append(link)
+
+    @contextmanager
+    def finishing(self) -> Iterator[None]:
+        """``finish`` when the block ends: with the error if it raised."""
+        try:
+            yield
+        except BaseException as exc:
+            self.finish(f"{type(exc).__name__}: the page transaction rolled back")
+            raise
+        self.finish()
+
+    def finish(self, error: str | None = None) -> None:
+        """End every root now (with ``error``: the transaction failed, the runs it gave were not stored)."""
+        if not self.on or not self._roots:
+            return
+        end_ns = time.time_ns()
+        if telemetry_spans.encodes():
+            self._finish_encoded(end_ns, error)
+            return
+        status = trace.Status(trace.StatusCode.ERROR, error) if error else None
+        spans = []
+        for event, trace_id, workflows, links in self._roots.values():
+            attributes = process_attributes(event)
+            attributes["syncd.workflows"] = tuple(workflows)
+            span = telemetry_spans.make_span(
+                "event.process", telemetry_spans.root_context(trace_id), parent=None, kind=SpanKind.CONSUMER,
+                attributes=attributes, links=links, start_ns=self._start_ns, end_ns=end_ns, status=status)
+            if span is not None:
+                spans.append(span)
+        self._roots.clear()
+        telemetry_spans.emit(spans)
+
+    def _finish_encoded(self, end_ns: int, error: str | None) -> None:
+        """As ``finish``, the spans encoded here in one piece: the same attributes (in the same order) and
+        links, written once for all the events that share them."""
+        shared: dict[tuple[str, str, tuple[str, ...]], dict[str, Any]] = {}
+        rows = []
+        for event, trace_id, workflows, links in self._roots.values():
+            key = (event.type, event.stream, tuple(workflows))
+            common = shared.get(key)
+            if common is None:
+                common = shared[key] = process_attributes(event)
+                del common["messaging.message.id"]
+                common["syncd.workflows"] = key[2]
+            rows.append((trace_id, telemetry_spans.root_span_id(trace_id), {"messaging.message.id": event.id},
+                         common, links))
+        self._roots.clear()
+        status = (trace.StatusCode.ERROR.value, error) if error else None
+        telemetry_spans.emit_encoded(telemetry_wire.encode_roots(
+            "event.process", SpanKind.CONSUMER.value, self._start_ns, end_ns, rows, status), len(rows))
+
+
+def attempt_context(event: Event, stored_trace_id: str | None) -> tuple[otel_context.Context | None, Any]:
+    """Where a worker's attempt of a run on ``event`` starts its ``workflow.run``: under the root of the
+    trace stored on the run, or (none stored: enqueued while tracing was off) under a new root, returned
+    second, for the caller to ``end`` when the attempt does. ``(None, None)`` when tracing is off."""
+    parent = telemetry_spans.continue_trace(stored_trace_id)
+    if parent is not None or not telemetry_spans.emitting():
+        return parent, None
+    root = _LateRoot(event)
+    return telemetry_spans.continue_trace(format(root.trace_id, "032x")), root
+
+
+class _LateRoot:
+    """The root of an event trace begun by a worker (its run was enqueued while tracing was off)."""
+
+    def __init__(self, event: Event) -> None:
+        self.event, self.trace_id, self.start_ns = event, telemetry_spans.new_trace_id(), time.time_ns()
+
+    def end(self) -> None:
+        span = telemetry_spans.make_span(
+            "event.process", telemetry_spans.root_context(self.trace_id), parent=None, kind=SpanKind.CONSUMER,
+            attributes=process_attributes(self.event), links=(), start_ns=self.start_ns, end_ns=time.time_ns())
+        if span is not None:
+            telemetry_spans.emit([span])
 
 
 def tick_attributes(result: TickResult) -> dict[str, Any]:

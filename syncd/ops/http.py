@@ -29,7 +29,7 @@ from starlette.routing import BaseRoute, Route
 from syncd.contracts import Reads
 from syncd.errors import ConfigError
 from syncd.ops.health import DATABASE_HEADER, HealthReport, assess, untraced
-from syncd.ops.metrics import CONTENT_TYPE_METRICS, collect_metrics, render_metrics
+from syncd.ops.metrics import CONTENT_TYPE_METRICS, collect_metrics, render_metrics, span_families
 
 if TYPE_CHECKING:
     from syncd.ops.dashboard import Dashboard
@@ -73,7 +73,7 @@ class Monitor:
         with untraced():
             families = collect_metrics(self.reads, self.keys, now=self.now(), interval=self.interval,
                                        started_at=self.started_at)
-        return render_metrics(families)
+        return render_metrics([*families, *span_families()])
 
 
 def text_reply(status: int, text: str, content_type: str = TEXT, headers: dict[str, str] | None = None) -> Response:

@@ -44,6 +44,18 @@ def _src(key: str, **labels: str) -> Labels:
     return (("source", key), *sorted(labels.items()))
 
 
+def span_families() -> list[MetricFamily]:
+    """This process's spans lost on the way to the collector (``syncd.telemetry_spans.COUNTS``). Unlike
+    the families read from the database, a per-replica count since the process started."""
+    from syncd.telemetry_spans import COUNTS
+
+    return [_family("syncd_spans_dropped_total", "counter",
+                    "Spans this process could not export: queue_full (OTEL_BSP_MAX_QUEUE_SIZE) or "
+                    "export_failed (the collector refused them or could not be reached).",
+                    {(("reason", "queue_full"),): float(COUNTS.dropped),
+                     (("reason", "export_failed"),): float(COUNTS.failed)})]
+
+
 def collect_metrics(reads: Reads, keys: Sequence[str], *, now: datetime, interval: float,
                     started_at: datetime | None = None) -> list[MetricFamily]:
     """Every metric family, from one snapshot of the database. ``keys``: the configured live sources

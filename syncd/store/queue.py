@@ -77,7 +77,7 @@ def claim(conn: Connection, *, owner: str, now: datetime, lease_seconds: float, 
             "w": due.workflow, "s": due.event.stream, "e": due.event.id, "old": row["claim_token"],
             "token": token, "owner": owner, "until": until, "attempts": due.next_attempt})
         due_at = None if due.status is RunStatus.RUNNING else row["next_attempt_at"]
-        claimed.append(ClaimedRun(due, token, due_at, row["run_key"]))
+        claimed.append(ClaimedRun(due, token, due_at, row["run_key"], row["trace_id"]))
     return claimed
 
 
@@ -119,8 +119,8 @@ def _candidate_statement(due: bool, by_stream: bool, dead: bool, postgres: bool)
         where.append(runs.c.stream == sa.bindparam("stream"))
     query = (
         sa.select(runs.c.workflow, runs.c.stream, runs.c.event_id, runs.c.status, runs.c.attempts,
-                  runs.c.claim_token, runs.c.next_attempt_at, runs.c.run_key, runs.c.seq, events.c.type,
-                  events.c.action, events.c.occurred_at, events.c.payload)
+                  runs.c.claim_token, runs.c.next_attempt_at, runs.c.run_key, runs.c.seq, runs.c.trace_id,
+                  events.c.type, events.c.action, events.c.occurred_at, events.c.payload)
         .join(events, sa.and_(events.c.stream == runs.c.stream, events.c.event_id == runs.c.event_id))
         .where(*where, sa.or_(runs.c.run_key.is_(None), ~blocked))
         .order_by(runs.c.next_attempt_at, runs.c.seq, runs.c.event_id)
