@@ -127,7 +127,8 @@ class RetentionState:
 
 @dataclass(frozen=True, slots=True)
 class RunRow:
-    """One workflow run, as the dashboard lists it. ``event_type`` is None when the event has left the ledger."""
+    """One workflow run, as the dashboard lists it. ``event_type`` is None when the event has left the ledger.
+    ``claim_owner``: the worker that claimed it last (running: the one running it, until ``claimed_until``)."""
 
     workflow: str
     stream: str
@@ -140,6 +141,8 @@ class RunRow:
     started_at: datetime
     finished_at: datetime | None
     event_type: str | None
+    claim_owner: str | None = None
+    claimed_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

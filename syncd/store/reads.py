@@ -258,7 +258,7 @@ def _run_rows() -> Any:
     """Runs with their event's type (None once the event has left the ledger)."""
     return (sa.select(runs.c.workflow, runs.c.stream, runs.c.event_id, runs.c.status, runs.c.attempts,
                       runs.c.next_attempt_at, runs.c.last_error, runs.c.trace_id, runs.c.started_at,
-                      runs.c.finished_at, events.c.type)
+                      runs.c.finished_at, runs.c.claim_owner, runs.c.claimed_until, events.c.type)
             .join(events, sa.and_(events.c.stream == runs.c.stream, events.c.event_id == runs.c.event_id),
                   isouter=True))
 
@@ -266,7 +266,8 @@ def _run_rows() -> Any:
 def _run_row(r: Any) -> RunRow:
     return RunRow(workflow=r.workflow, stream=r.stream, event_id=r.event_id, status=r.status, attempts=r.attempts,
                   next_attempt_at=r.next_attempt_at, error=r.last_error, trace_id=r.trace_id,
-                  started_at=r.started_at, finished_at=r.finished_at, event_type=r.type)
+                  started_at=r.started_at, finished_at=r.finished_at, event_type=r.type,
+                  claim_owner=r.claim_owner, claimed_until=r.claimed_until)
 
 
 def _has_horizons(conn: Connection) -> bool:

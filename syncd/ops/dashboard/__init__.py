@@ -104,6 +104,7 @@ class Dashboard:
             Route("/signin", posted(gate, actions.sign_in, signed_in=False), methods=["POST"]),
             Route("/signout", posted(gate, actions.sign_out), methods=["POST"]),
             Route("/actions/replay", posted(gate, actions.replay), methods=["POST"]),
+            Route("/actions/retry", posted(gate, actions.retry), methods=["POST"]),
             Route("/actions/replay-all", posted(gate, actions.replay_all), methods=["POST"]),
             Route("/actions/pause", posted(gate, actions.pause), methods=["POST"]),
             Route("/actions/resume", posted(gate, actions.resume), methods=["POST"]),
