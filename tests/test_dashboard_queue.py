@@ -8,6 +8,7 @@ rows of a synced database to them: the state a ``syncd run`` replica leaves betw
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -81,6 +82,12 @@ def statuses(app: App) -> dict[tuple[str, str, str], tuple[str, int, datetime | 
 
 @pytest.fixture
 def queue(db_url: str, workos_sim: WorkOSSimulator, apps: list[App]) -> Iterator[Queue]:
+    with queue_on(db_url, workos_sim, apps) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def queue_on(db_url: str, workos_sim: WorkOSSimulator, apps: list[App]) -> Iterator[Queue]:
     """A synced database with runs in every status: failed, dead and succeeded from the sync; then, of the
     audit runs, 6 queued (due 5 minutes ago), 3 pending (due now), 2 sleeping (due in an hour), and one of the
     queued ones claimed by ``OWNER`` (running)."""
