@@ -256,8 +256,8 @@ class Reads(Protocol):
         ...
 
     def event_history(self, needle: str, limit: int = 100) -> list[EventHistory]:
-        """Every event whose id is ``needle`` or whose payload holds ``needle`` as a whole value: a string,
-        or, when ``needle`` is a number, the number of an ``id`` or ``number`` key. That is an object id
-        (a user, an organization, an issue number, a row key). At most ``limit`` events, oldest first, each
-        with its runs and their steps. The payload match scans the ledger (no index covers payload values)."""
+        """Every event whose id is ``needle`` or whose object id is ``needle`` (``syncd.store.objects``: the
+        user or customer it concerns, else the issue number, else the object's own id, else the row key). At
+        most ``limit`` events, oldest first, each with its runs and their steps. Found by index (never a scan
+        of the ledger): the cost does not grow with the ledger."""
         ...
