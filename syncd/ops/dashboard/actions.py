@@ -1,7 +1,8 @@
 """The dashboard's actions (POST, behind the gate and the origin rule of ``access``): sign in and out,
-replay one dead run or all those a filter picks (``syncd.ops.replay``, the path of ``syncd replay``),
-pause and resume a cursor. Without JavaScript each answers 303 to the page it came from; a Replay
-button sent by htmx gets its run's new row instead."""
+replay one dead run or all those a filter picks (``syncd.ops.replay``, the path of ``syncd replay``), bring a
+failed run's retry forward (``replay.retry_now``: the queue runs it next), pause and resume a cursor.
+Without JavaScript each answers 303 to the page it came from; a Replay button sent by htmx gets its run's
+new row instead."""
 
 from __future__ import annotations
 
