@@ -16,6 +16,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from syncd.payloads import without_emails
 from syncd.redaction import printable, scrub
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
@@ -36,8 +37,9 @@ _QUIET = (
 
 
 def redact(text: str) -> str:
-    """``text`` with outbound URLs cut to scheme and host and credential shapes replaced by ``***``."""
-    return scrub(text)
+    """``text`` with outbound URLs cut to scheme and host and credential shapes replaced by ``***``; e-mail
+    addresses masked too unless ``SYNCD_LOG_PAYLOADS`` is on (``syncd.payloads``)."""
+    return without_emails(scrub(text))
 
 
 class TraceContextFilter(logging.Filter):

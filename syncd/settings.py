@@ -37,7 +37,7 @@ from syncd.envreaders import normalize_database_url as normalize_database_url
 from syncd.envreaders import parse_time_ms as parse_time_ms
 from syncd.envreaders import shown_value
 from syncd.errors import ConfigError
-from syncd.redaction import redact_url
+from syncd.redaction import printable, redact_url
 
 #: Pages fetched ahead of the commits by default (``SYNCD_PREFETCH_PAGES``; see ``SyncEngine._page_loop``).
 #: ``SYNCD_WORKERS``: runs in flight per process. Most runs wait on the network (integrations), so many
@@ -265,6 +265,7 @@ class Settings:
     range_end: datetime | None = None
     jaeger_url: str | None = None  # links from `syncd status` to a run's trace
     ui_token: Secret | None = None  # SYNCD_UI_TOKEN: the dashboard's sign-in token (syncd.ops.dashboard)
+    log_payloads: bool = False  # SYNCD_LOG_PAYLOADS: payload values may appear in logs, spans, errors (syncd.payloads)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     integrations: Integrations = field(default_factory=Integrations)
     #: The raw environment, for the connector packages only: each reads its own variables (WORKOS_*…).
@@ -326,10 +327,19 @@ class Settings:
             range_end=range_end,
             jaeger_url=get_str(env, "SYNCD_JAEGER_URL"),
             ui_token=ui_token(env),
+            log_payloads=log_payloads(env),
             telemetry=TelemetrySettings.from_env(env),
             integrations=Integrations.from_env(env),
             environ=env,
         )
+
+
+def log_payloads(environ: Mapping[str, str]) -> bool:
+    """``SYNCD_LOG_PAYLOADS``: true or false (default false); anything else is a ConfigError naming it."""
+    raw = (get_str(environ, "SYNCD_LOG_PAYLOADS", "false") or "false").strip().lower()
+    if raw not in ("true", "false"):
+        raise ConfigError("SYNCD_LOG_PAYLOADS", f"expected true or false, got {printable(raw[:40])!r}")
+    return raw == "true"
 
 
 def check_driver(backend: str, driver: str) -> None:

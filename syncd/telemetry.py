@@ -48,7 +48,8 @@ from opentelemetry.util.types import Attributes
 
 from syncd import telemetry_spans
 from syncd.errors import ConfigError
-from syncd.redaction import scrub
+from syncd.payloads import without_emails
+from syncd.redaction import scrub as scrub_text
 from syncd.settings import TelemetrySettings
 from syncd.telemetry_spans import COUNTS
 
@@ -196,6 +197,12 @@ class ScrubbingExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return self.inner.force_flush(timeout_millis)
+
+
+def scrub(text: str) -> str:
+    """Span text as it may leave: :func:`syncd.redaction.scrub`, and e-mail addresses masked unless
+    ``SYNCD_LOG_PAYLOADS`` is on (``syncd.payloads``)."""
+    return without_emails(scrub_text(text))
 
 
 def scrub_span(span: ReadableSpan) -> ReadableSpan:

@@ -25,7 +25,10 @@ from simulators.workos import WorkOSSimulator
 from syncd.ops.app import App
 from syncd.store.tables import events as ledger
 from syncd.store.tables import runs
-from tests.test_dashboard import UI_TOKEN, WORKOS_KEY, Fixture, _strings, dead_runs, paused, start_dashboard
+from tests.conftest import WORKOS_KEY
+from tests.test_dashboard import UI_TOKEN, Fixture, _strings, dead_runs, paused, start_dashboard
+from tests.test_dashboard_queue import Queue, queue_on, statuses
+from tests.test_dashboard_trace import FakeJaeger, fake_jaeger, serve, stored_traces, traced_database
 
 CHROMIUM = os.environ.get("SYNCD_CHROMIUM", "/usr/bin/chromium")
 #: Headless, no sandbox (containers run as root), and nothing that reaches beyond loopback on its own.
@@ -74,6 +77,18 @@ def served(sqlite_url: str, workos_sim: WorkOSSimulator, apps: list[App]) -> Ite
     fixture = start_dashboard(sqlite_url, workos_sim, apps)
     yield fixture
     fixture.server.stop()
+
+
+@pytest.fixture
+def queue(sqlite_url: str, workos_sim: WorkOSSimulator, apps: list[App]) -> Iterator[Queue]:
+    with queue_on(sqlite_url, workos_sim, apps) as served:
+        yield served
+
+
+@pytest.fixture
+def jaeger() -> Iterator[FakeJaeger]:
+    with fake_jaeger() as fake:
+        yield fake
 
 
 class _Attacker(BaseHTTPRequestHandler):
@@ -209,3 +224,59 @@ def _busiest_user(app: App) -> tuple[str, list[tuple[Any, str]]]:
             if value.startswith("user_"):
                 about.setdefault(value, []).append((occurred_at, event_id))
     return max(about.items(), key=lambda item: len(item[1]))
+
+
+def sign_in(page: Any, url: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(url + "/")
+    page.get_by_label("Token").fill(UI_TOKEN)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Sources")).to_be_visible()
+
+
+def test_a_trace_link_opens_the_runs_trace_in_jaeger(browser: Any, sqlite_url: str, workos_sim: WorkOSSimulator,
+                                                     apps: list[App], jaeger: FakeJaeger, tmp_path: Path) -> None:
+    """Real trace ids (``syncd once`` exporting to an OTLP receiver); the link goes to the stand-in Jaeger."""
+    from playwright.sync_api import expect
+
+    traced_database(sqlite_url, workos_sim, tmp_path)
+    served = serve(sqlite_url, workos_sim, apps, jaeger.url)
+    try:
+        stored = stored_traces(sqlite_url)
+        event_id = sorted(stored)[0]
+        page = browser.new_page()
+        sign_in(page, served.url)
+        page.get_by_label("Search").fill(event_id)
+        page.get_by_label("Search").press("Enter")
+        expect(page.locator("article.event")).to_have_count(1)
+        page.get_by_role("link", name="trace").click()
+        expect(page.get_by_role("heading", name="a trace")).to_be_visible()
+        assert [p for p in jaeger.paths if p != "/favicon.ico"] == [f"/jaeger/trace/{stored[event_id]}"]
+        assert page.url == f"{jaeger.url}/trace/{stored[event_id]}"
+    finally:
+        served.server.stop()
+
+
+def test_operator_replays_a_failed_run_now(browser: Any, queue: Queue) -> None:
+    """A failed run's Replay brings its retry forward; once a worker has run it, the page shows it succeeded."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page()
+    sign_in(page, queue.server.url)
+    page.get_by_role("link", name="Runs").click()
+    page.get_by_label("Status").select_option("failed")
+    page.get_by_role("button", name="Filter").click()
+    button = page.get_by_role("button", name=re.compile(r"^Replay welcome on .* now$")).first
+    event_id = (button.text_content() or "").removeprefix("Replay welcome on ").removesuffix(" now").strip()
+    before = statuses(queue.app)[("welcome", "workos", event_id)]
+    button.click()
+    row = page.locator("tr", has_text=event_id)
+    expect(row.locator(".status")).to_have_text("due now")
+    status, attempts, due = statuses(queue.app)[("welcome", "workos", event_id)]
+    assert (status, attempts) == ("failed", before[1]) and due is not None and before[2] is not None
+    assert due < before[2]
+    queue.broken["on"] = False
+    queue.app.workers().drain()
+    page.goto(queue.server.url + f"/events?q={event_id}")
+    expect(page.locator("article.event .status").first).to_have_text("succeeded")

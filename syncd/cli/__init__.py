@@ -110,6 +110,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         from syncd.logs import setup_logging
 
         setup_logging(settings.log_level, settings.log_format)
+        from syncd import payloads
+
+        payloads.enable(settings.log_payloads)
         return dispatch(args, settings)
     except ConfigError as exc:
         print(f"syncd: configuration error: {exc}", file=sys.stderr)

@@ -127,7 +127,8 @@ class RetentionState:
 
 @dataclass(frozen=True, slots=True)
 class RunRow:
-    """One workflow run, as the dashboard lists it. ``event_type`` is None when the event has left the ledger."""
+    """One workflow run, as the dashboard lists it. ``event_type`` is None when the event has left the ledger.
+    ``claim_owner``: the worker that claimed it last (running: the one running it, until ``claimed_until``)."""
 
     workflow: str
     stream: str
@@ -140,6 +141,8 @@ class RunRow:
     started_at: datetime
     finished_at: datetime | None
     event_type: str | None
+    claim_owner: str | None = None
+    claimed_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,8 +256,8 @@ class Reads(Protocol):
         ...
 
     def event_history(self, needle: str, limit: int = 100) -> list[EventHistory]:
-        """Every event whose id is ``needle`` or whose payload holds ``needle`` as a whole value: a string,
-        or, when ``needle`` is a number, the number of an ``id`` or ``number`` key. That is an object id
-        (a user, an organization, an issue number, a row key). At most ``limit`` events, oldest first, each
-        with its runs and their steps. The payload match scans the ledger (no index covers payload values)."""
+        """Every event whose id is ``needle`` or whose object id is ``needle`` (``syncd.store.objects``: the
+        user or customer it concerns, else the issue number, else the object's own id, else the row key). At
+        most ``limit`` events, oldest first, each with its runs and their steps. Found by index (never a scan
+        of the ledger): the cost does not grow with the ledger."""
         ...

@@ -260,6 +260,13 @@ class Store(Protocol):
         a provider name, for all its streams), in event order."""
         ...
 
+    def retry_now(self, key: RunKey, now: datetime) -> bool:
+        """Bring the retry of run ``key`` forward: if it is ``failed`` (waiting for its next attempt), it is due at
+        ``now``, attempts and claim token unchanged, and workers are woken (PostgreSQL: ``NOTIFY syncd_runs``);
+        the next claim runs it, fenced like any run. True if it was failed; a run in any other status (running,
+        dead, succeeded, gone) is left as it is and False is returned."""
+        ...
+
     def dead_letters(self, keys: Sequence[RunKey]) -> AbstractContextManager[
             tuple[RunTxn, dict[RunKey, tuple[int, Event | None]]]]:
         """A transaction holding those of ``keys`` still dead, each with its attempts and event (None if gone

@@ -30,6 +30,7 @@ from syncd.engine.decisions import error_text, run_outcome
 from syncd.engine.runner import MAX_RESUME_ROUNDS, RunScope
 from syncd.engine.tracing import attempt_context, trace_id_of, tracer
 from syncd.errors import ClaimLostError
+from syncd.payloads import exception_attributes, without_payload
 from syncd.settings import Integrations
 from syncd.workflows import Context, Registry, Workflow
 from syncd.workflows.outbound import Deferred, Outbound
@@ -197,8 +198,8 @@ class Executor:
                 raise
             except Exception as exc:  # the handler's failure is data: recorded, retried, dead-lettered
                 scope.rollback()
-                span.record_exception(exc)
-                error = error_text(exc)
+                span.record_exception(exc, attributes=exception_attributes(exc, event.data))
+                error = without_payload(error_text(exc), event.data)  # SYNCD_LOG_PAYLOADS (syncd.payloads)
                 status, next_at = run_outcome(error, attempt, limit, self.clock.now())
                 return self._finish(claimed, scope, record(status, next_at, error))
             finally:

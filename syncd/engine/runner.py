@@ -23,6 +23,7 @@ from syncd.contracts import Event, RunRecord, RunStatus, RunTxn
 from syncd.engine.decisions import error_text, interrupt_outcome, run_outcome
 from syncd.engine.results import RunTally
 from syncd.engine.tracing import EventTraces, process_attributes, trace_id_of, tracer
+from syncd.payloads import exception_attributes, without_payload
 from syncd.settings import Integrations
 from syncd.workflows import BatchContext, Context, Workflow
 from syncd.workflows.outbound import Outbound
@@ -106,8 +107,8 @@ class Runner:
                 if conn.invalidated:  # unless the page's connection died (outage, server timeout): not the
                     raise  # handler's fault, and the page cannot commit; fail it now, it is fetched again
                 scope.rollback()
-                error = error_text(exc)
-                span.record_exception(exc)
+                error = without_payload(error_text(exc), event.data)  # SYNCD_LOG_PAYLOADS (syncd.payloads)
+                span.record_exception(exc, attributes=exception_attributes(exc, event.data))
                 span.set_status(Status(StatusCode.ERROR, error))
             finally:
                 scope.close()

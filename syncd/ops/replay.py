@@ -12,6 +12,11 @@ asked, and no cursor moves. Contract:
   once never run the same dead letter twice; SQLite's single writer gives the same.
 - A run whose workflow is no longer registered, or whose event is gone from the ledger, is left as it is
   and reported as not replayed.
+
+A ``failed`` run is not replayed here: it is still the queue's, waiting for its next attempt. ``retry_now``
+brings that attempt forward instead (the dashboard's Replay button on a failed run): the run is due at once and
+the next worker to claim it runs it, fenced like any run — never two executions of one attempt, and nothing run
+outside the queue.
 """
 
 from __future__ import annotations
@@ -92,6 +97,18 @@ def replay_dead(engine: SyncEngine, selection: Selection = Selection(), *,
         span.set_attribute("syncd.replayed", len(report.runs))
         span.set_attribute("syncd.runs_failed", len(report.still_failing))
     return report
+
+
+def retry_now(engine: SyncEngine, key: RunKey) -> bool:
+    """Make the failed run ``key`` due now and wake this process's workers, if it has any (``Store.retry_now``);
+    False, nothing changed, if the run is not failed (running, finished, dead or gone)."""
+    due = engine.store.retry_now(key, engine.clock.now())
+    if due:
+        log.info("retry of %s on %s %s brought forward: due now", key.workflow, key.stream, key.event_id,
+                 extra={"workflow": key.workflow, "event_id": key.event_id})
+        if engine.workers is not None:
+            engine.workers.wake()
+    return due
 
 
 def dead_run_keys(engine: SyncEngine, selection: Selection) -> list[RunKey]:

@@ -21,6 +21,7 @@ from syncd import jsoncodec
 from syncd.contracts import Event, Quarantined, Recorded, RunKey, RunRecord, RunStatus
 from syncd.store import quarantine, retention
 from syncd.store.bulk import insert_ignore, list_param, one_of
+from syncd.store.objects import object_id
 from syncd.store.tables import events, runs, steps
 
 # ---- the ledger ---------------------------------------------------------------------------------------
@@ -62,7 +63,7 @@ def _insert_new(conn: Connection, batch: Sequence[Event], now: datetime) -> set[
 
 def ledger_row(event: Event, now: datetime) -> dict[str, Any]:
     return {"stream": event.stream, "event_id": event.id, "type": event.type, "action": event.action,
-            "occurred_at": event.occurred_at, "recorded_at": now,
+            "occurred_at": event.occurred_at, "recorded_at": now, "object_id": object_id(event),
             "payload": event.data if type(event.data) is dict else dict(event.data)}
 
 

@@ -24,7 +24,7 @@ from syncd.contracts.reads import (
     StepRow,
     StreamRetention,
 )
-from syncd.store import retention
+from syncd.store import retention, search
 from syncd.store.db import reading
 from syncd.store.tables import events, horizons, quarantine, runs, sources, steps, ticks
 
@@ -208,12 +208,8 @@ class SqlReads:
         return {(r.workflow, r.stream, r.status): int(r.n) for r in self._all(query)}
 
     def event_history(self, needle: str, limit: int = 100) -> list[EventHistory]:
-        e = events.c
-        query = (sa.select(e.stream, e.event_id, e.type, e.occurred_at, e.payload)
-                 .where(sa.or_(e.event_id == needle, *_payload_holds(needle)))
-                 .order_by(e.occurred_at, e.stream, e.event_id).limit(limit))
         with self._connection() as conn:
-            found = list(conn.execute(query))
+            found = search.find(conn, needle, limit)
             keys = [(r.stream, r.event_id) for r in found]
             run_rows = _by_event(conn, _run_rows(), runs, keys, [runs.c.workflow])
             step_rows = _by_event(conn, sa.select(steps), steps, keys, [steps.c.workflow, steps.c.step])
@@ -223,23 +219,6 @@ class SqlReads:
                              steps=tuple(StepRow(x.workflow, x.step, x.result, x.created_at)
                                          for x in step_rows.get((r.stream, r.event_id), ())))
                 for r in found]
-
-
-#: The payload keys whose number an object id search matches (a bare number anywhere would match counts).
-NUMERIC_KEYS = ("number", "id")
-
-
-def _payload_holds(needle: str) -> list[sa.ColumnElement[bool]]:
-    """The payload holds ``needle`` as a whole JSON string (or as the number of a key in
-    :data:`NUMERIC_KEYS`, when it is a number): ``user_12`` does not
-    match ``user_123``. Both JSON spellings are matched (SQLite's compact text, PostgreSQL's ``": "``)."""
-    text = sa.cast(events.c.payload, sa.Text)
-    escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace('"', '\\\\"')
-    patterns = [f'%"{escaped}"%']
-    if needle.isdigit():  # a GitHub issue number, a table row's numeric key: only as "number" or "id"
-        patterns += [f'%"{key}"{sep}{escaped}{end}%' for key in NUMERIC_KEYS for sep in (":", ": ")
-                     for end in (",", "}")]
-    return [text.like(p, escape="\\") for p in patterns]
 
 
 def _by_event(conn: Connection, query: Any, table: sa.Table, keys: list[tuple[str, str]],
@@ -258,7 +237,7 @@ def _run_rows() -> Any:
     """Runs with their event's type (None once the event has left the ledger)."""
     return (sa.select(runs.c.workflow, runs.c.stream, runs.c.event_id, runs.c.status, runs.c.attempts,
                       runs.c.next_attempt_at, runs.c.last_error, runs.c.trace_id, runs.c.started_at,
-                      runs.c.finished_at, events.c.type)
+                      runs.c.finished_at, runs.c.claim_owner, runs.c.claimed_until, events.c.type)
             .join(events, sa.and_(events.c.stream == runs.c.stream, events.c.event_id == runs.c.event_id),
                   isouter=True))
 
@@ -266,7 +245,8 @@ def _run_rows() -> Any:
 def _run_row(r: Any) -> RunRow:
     return RunRow(workflow=r.workflow, stream=r.stream, event_id=r.event_id, status=r.status, attempts=r.attempts,
                   next_attempt_at=r.next_attempt_at, error=r.last_error, trace_id=r.trace_id,
-                  started_at=r.started_at, finished_at=r.finished_at, event_type=r.type)
+                  started_at=r.started_at, finished_at=r.finished_at, event_type=r.type,
+                  claim_owner=r.claim_owner, claimed_until=r.claimed_until)
 
 
 def _has_horizons(conn: Connection) -> bool:

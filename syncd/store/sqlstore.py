@@ -32,7 +32,7 @@ from syncd.contracts import (
     TickRecord,
 )
 from syncd.errors import ClaimLostError, LeaseLostError
-from syncd.store import cursors, dead, ledger, notify, quarantine, queue
+from syncd.store import cursors, dead, ledger, notify, quarantine, queue, retry
 from syncd.store.connect import reading
 from syncd.store.owners import OwnerLock, owner_locks
 
@@ -267,6 +267,11 @@ class SqlStore:
             cursors.record_tick(conn, tick)
 
     # ---- replay ----------------------------------------------------------------------------------------
+
+    def retry_now(self, key: RunKey, now: datetime) -> bool:
+        """Make the failed run ``key`` due at ``now`` (``syncd.store.retry``); True if it was failed."""
+        with self.db.begin() as conn:
+            return retry.retry_now(conn, key, now)
 
     def dead_runs(self, *, workflow: str | None = None, source: str | None = None,
                   event_id: str | None = None) -> list[RunKey]:

@@ -47,7 +47,10 @@ events = sa.Table(
     sa.Column("occurred_at", UTCDateTime, nullable=False),
     sa.Column("payload", json_type(), nullable=False),
     sa.Column("recorded_at", UTCDateTime, nullable=False),
+    # the object the event is about (syncd.store.objects): the dashboard's search by object id, by index
+    sa.Column("object_id", sa.String(200), nullable=True),
     sa.Index("ix_syncd_events_stream_occurred", "stream", "occurred_at"),
+    sa.Index("ix_syncd_events_object_id", "object_id"),
 )
 
 #: One row per (workflow, event): the idempotency key of every effect.

@@ -5,7 +5,8 @@ that happened to one object — server-rendered pages on the HTTP server of ``sy
 Stack: Starlette routes (sync handlers run in its thread pool, so database reads never block the event
 loop), Jinja2 templates with autoescaping, and htmx (vendored: ``static/htmx.min.js``, htmx.org 2.0.11,
 0BSD licence; no CDN, no build step) for the partial updates — the sources table refreshes itself, a
-Replay button swaps its run's row for the outcome. Every page works without JavaScript for reading, and
+Replay button swaps its run's row for the outcome (a dead run: replayed at once; a failed run: its retry
+brought forward, due now for the run queue's workers). Every page works without JavaScript for reading, and
 every form posts without it.
 
 Access (``access`` module docstring): with ``SYNCD_UI_TOKEN`` every page, fragment and action needs a
@@ -104,6 +105,7 @@ class Dashboard:
             Route("/signin", posted(gate, actions.sign_in, signed_in=False), methods=["POST"]),
             Route("/signout", posted(gate, actions.sign_out), methods=["POST"]),
             Route("/actions/replay", posted(gate, actions.replay), methods=["POST"]),
+            Route("/actions/retry", posted(gate, actions.retry), methods=["POST"]),
             Route("/actions/replay-all", posted(gate, actions.replay_all), methods=["POST"]),
             Route("/actions/pause", posted(gate, actions.pause), methods=["POST"]),
             Route("/actions/resume", posted(gate, actions.resume), methods=["POST"]),

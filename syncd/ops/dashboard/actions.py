@@ -1,7 +1,8 @@
 """The dashboard's actions (POST, behind the gate and the origin rule of ``access``): sign in and out,
-replay one dead run or all those a filter picks (``syncd.ops.replay``, the path of ``syncd replay``),
-pause and resume a cursor. Without JavaScript each answers 303 to the page it came from; a Replay
-button sent by htmx gets its run's new row instead."""
+replay one dead run or all those a filter picks (``syncd.ops.replay``, the path of ``syncd replay``), bring a
+failed run's retry forward (``replay.retry_now``: the queue runs it next), pause and resume a cursor.
+Without JavaScript each answers 303 to the page it came from; a Replay button sent by htmx gets its run's
+new row instead."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from syncd.contracts import RunKey
 from syncd.ops.dashboard.access import COOKIE, session_value, token_matches
 from syncd.ops.dashboard.render import SECURITY_HEADERS, page
-from syncd.ops.replay import Selection, replay_dead
+from syncd.ops.replay import Selection, replay_dead, retry_now
 from syncd.store.pause import pause_source, resume_source
 
 if TYPE_CHECKING:
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("syncd.dashboard")
 
-NOTICE_PARAMS = ("replayed", "succeeded")
+NOTICE_PARAMS = ("replayed", "succeeded", "retried")
 
 
 def see_other(target: str, **notice: int) -> Response:
@@ -72,6 +74,17 @@ class Actions:
         if request.headers.get("hx-request"):
             return page("replayed_row.html", workflow=workflow, stream=stream, event_id=event_id, outcome=outcome)
         return see_other(form.get("back", "/runs"), replayed=len(report.runs), succeeded=report.succeeded)
+
+    def retry(self, request: Request, form: Form) -> Response:
+        """Replay a failed run now: its retry, which the queue holds, is brought forward (``replay.retry_now``);
+        the page then shows it due now (or already run by a worker)."""
+        workflow, stream, event_id = form.get("workflow", ""), form.get("stream", ""), form.get("event_id", "")
+        if not (workflow and stream and event_id):
+            return Response("workflow, stream and event_id are required\n", 400, headers=SECURITY_HEADERS)
+        due = retry_now(self.dash.engine, RunKey(workflow, stream, event_id))
+        if request.headers.get("hx-request"):
+            return page("retried_row.html", workflow=workflow, stream=stream, event_id=event_id, due=due)
+        return see_other(form.get("back", "/runs"), retried=int(due))
 
     def replay_all(self, request: Request, form: Form) -> Response:
         """Replay every dead run of the confirmed filter (workflow and source; none: every dead run)."""

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from syncd.contracts import SourceRow
+from syncd.contracts import QueueStats, SourceRow
 from syncd.ops.dashboard.render import page
 from syncd.ops.health import SourceHealth, read_states, verdicts
 
@@ -23,7 +23,7 @@ SEARCH_LIMIT = 100
 #: The status filter: what people ask for → the run statuses it means.
 STATUS_CHOICES: dict[str, tuple[str, ...]] = {
     "failed": ("failed",), "dead": ("dead",), "sleeping": ("sleeping",), "due": ("pending", "queued"),
-    "in-flight": ("running",), "succeeded": ("succeeded",),
+    "queued": ("queued",), "pending": ("pending",), "in-flight": ("running",), "succeeded": ("succeeded",),
 }
 #: The queue's statuses (all indexed by status), shown per workflow.
 QUEUE_STATUSES = ("queued", "running", "pending", "sleeping", "failed", "dead")
@@ -54,22 +54,25 @@ class Pages:
     def _common(self, request: Request, **context: Any) -> dict[str, Any]:
         return {"signed_in_with_token": self.dash.token is not None, "path": request.url.path, **context}
 
-    def _sources(self) -> tuple[list[SourceView], list[SourceRow]]:
+    def _sources(self) -> tuple[list[SourceView], list[SourceRow], QueueStats]:
         dash = self.dash
         with dash.reads.snapshot() as snap:
+            queue = snap.queue(dash.now())
             rows = snap.sources()
             lags = {row.key: (tick.lag_seconds if (tick := snap.last_tick(row.key)) else None) for row in rows}
             health = {h.key: h for h in verdicts(read_states(snap, dash.keys), dash.keys, now=dash.now(),
                                                  interval=dash.interval)}
         live = [SourceView(r, lags[r.key], health.get(r.key)) for r in rows if r.kind == "live"]
-        return live, [r for r in rows if r.kind != "live"]
+        return live, [r for r in rows if r.kind != "live"], queue
 
     def sources(self, request: Request) -> Response:
-        live, windows = self._sources()
-        return page("sources.html", **self._common(request, sources=live, windows=windows, now=self.dash.now()))
+        live, windows, queue = self._sources()
+        now = self.dash.now()
+        return page("sources.html", **self._common(request, sources=live, windows=windows, now=now, queue=queue,
+                                                   oldest_age=queue.oldest_age(now)))
 
     def sources_fragment(self, request: Request) -> Response:
-        live, _ = self._sources()
+        live, _, _ = self._sources()
         return page("sources_table.html", sources=live, now=self.dash.now())
 
     def runs(self, request: Request) -> Response:
@@ -91,6 +94,7 @@ class Pages:
             workflow=workflow, source=source, choices=list(STATUS_CHOICES), workflows=workflows, streams=keys,
             queue=_queue_table(queue), queue_statuses=QUEUE_STATUSES, dead=dead,
             replayed=_first(request, "replayed"), succeeded=_first(request, "succeeded"),
+            retried=_first(request, "retried"),
             jaeger_url=self.dash.jaeger_url, back=str(request.url.path) + (f"?{request.url.query}" if
                                                                          request.url.query else "")))
 
