@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import runqueue
+from bench import manysources, runqueue
 from bench.harness import Spread
 from bench.scenarios import Sample
 
@@ -138,6 +138,8 @@ def verdicts(results: dict[str, Any]) -> list[Verdict]:
     f = results.get("F")
     if f:
         out += [Verdict(*target) for target in runqueue.targets(f)]
+    if results.get("G"):
+        out += [Verdict(*target) for target in manysources.targets(results["G"])]
     return out
 
 
@@ -217,5 +219,7 @@ def render(results: dict[str, Any], *, mode: str, started: datetime, load: tuple
         lines += ["## E — slow provider", "", f"skipped: {e['skipped']}", ""]
     if results.get("F"):
         lines += runqueue.lines(results["F"], table)
+    if results.get("G"):
+        lines += manysources.lines(results["G"])
     lines += ["## Targets", "", "```", *(v.line() for v in verdicts(results)), "```", ""]
     return "\n".join(lines)
