@@ -8,7 +8,9 @@ together (``syncd.ops.scheduler`` asks :meth:`CredentialBudget.allow` how many m
 - the usable budget is ``remaining`` minus a reserve of ``RESERVE`` of the limit, which routine polls
   never spend (a person's manual re-run, a backfill still can); it is spread evenly until the reset:
   ``rate = usable / (reset - now)`` requests a second;
-- a poll costs ``cost`` requests: measured in the window as (limit - remaining) / syncd's requests (a 304
+- a poll costs ``cost`` requests: measured in the window as the fall of ``remaining`` since syncd's
+  first answer of the window over syncd's requests since (all replicas; other users of the token count
+  too, which only makes syncd more careful) (a 304
   to a conditional request is free on GitHub when authorised, so an idle token costs little), at least
   ``MIN_COST`` (secondary limits count every request), and 1 until ``MIN_SAMPLE`` requests are seen;
 - every source of the credential then polls every ``interval = max(base, sources * cost / rate)``
@@ -18,8 +20,9 @@ together (``syncd.ops.scheduler`` asks :meth:`CredentialBudget.allow` how many m
   whichever replica takes them, so replicas together never poll faster than one would.
 
 Worst case between two polls of one repository, with the token used only by syncd: ``interval`` plus
-the scheduler's walk period (``WALK_SECONDS``), where ``interval <= max(base, sources * 3600 / (limit *
-(1 - RESERVE)))`` (cost 1); with k replicas polling in different orders, k times that at most. If
+two of the scheduler's walk periods (``WALK_SECONDS``: a poll starts at a walk, on a slot), where
+``interval <= max(base, sources * 3600 / (limit * (1 - RESERVE)))`` (cost 1); with k replicas polling
+in different orders, k times that at most. If
 something else drains the token below the reserve, no routine poll starts until GitHub's reset.
 
 The planner (:func:`plan`) is pure and tested by tables; :class:`CredentialBudget` keeps the headers
@@ -73,15 +76,17 @@ class Plan:
 
 def merge(row: Budget, seen: Observation | None, requests: int, now: float) -> Budget:
     """``row`` with this replica's latest headers and its ``requests`` since the last merge folded in."""
+    if seen is not None and seen.reset_at <= now:  # an answer from a window that is over says nothing now
+        seen = None
     if seen is not None and seen.reset_at > row.reset_at + 1:  # a new window (GitHub moves reset only then)
         return replace(row, limit=seen.limit, remaining=seen.remaining, reset_at=seen.reset_at,
-                       requests=requests, window_start=now, observed_at=now)
+                       requests=requests, opening=seen.remaining + 1, window_start=now, observed_at=now)
     if seen is not None:  # the same window: the lowest remaining any replica saw is the latest
         return replace(row, limit=seen.limit, remaining=min(row.remaining, seen.remaining),
                        requests=row.requests + requests, observed_at=now)
     if row.limit and now >= row.reset_at:  # the window is over: full again until an answer says otherwise
         return replace(row, remaining=row.limit, reset_at=now + WINDOW_SECONDS, requests=requests,
-                       window_start=now, observed_at=now)
+                       opening=row.limit, window_start=now, observed_at=now)
     return replace(row, requests=row.requests + requests, observed_at=now)
 
 
@@ -89,7 +94,7 @@ def cost(row: Budget) -> float:
     """Requests a poll costs, as measured in this window (see the module docstring)."""
     if row.requests < MIN_SAMPLE:
         return 1.0
-    return min(1.0, max(MIN_COST, (row.limit - row.remaining) / row.requests))
+    return min(1.0, max(MIN_COST, (row.opening - row.remaining) / row.requests))
 
 
 def interval(row: Budget, *, base: float, sources: int, now: float) -> float:
@@ -107,10 +112,10 @@ def plan(row: Budget, *, seen: Observation | None, requests: int, now: float, ba
          wanted: int, horizon: float) -> tuple[Budget, Plan]:
     """Merge what this replica saw, then grant up to ``wanted`` poll slots starting by ``now + horizon``."""
     row = merge(row, seen, requests, now)
-    if not row.limit:  # nothing known yet: one poll at a time until an answer carries the headers
-        granted = min(1, wanted) if row.next_at <= now + horizon else 0
-        return replace(row, next_at=max(row.next_at, now) + (base if granted else 0), interval=base,
-                       sources=sources), Plan(granted, base)
+    if not row.limit and row.requests:  # answers without rate-limit headers: no budget to keep
+        return replace(row, interval=base, sources=sources), Plan(wanted, base)
+    if not row.limit:  # nothing known yet: one poll, whose answer tells the budget
+        return replace(row, interval=base, sources=sources), Plan(min(1, wanted), base)
     every = interval(row, base=base, sources=sources, now=now)
     spacing = every / max(1, sources)
     usable = row.remaining - math.ceil(row.limit * RESERVE)

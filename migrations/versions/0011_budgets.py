@@ -25,6 +25,7 @@ def upgrade() -> None:
         sa.Column("remaining", sa.Integer(), nullable=False),
         sa.Column("reset_at", sa.Float(), nullable=False),
         sa.Column("requests", sa.BigInteger(), nullable=False),
+        sa.Column("opening", sa.Integer(), nullable=False),
         sa.Column("window_start", sa.Float(), nullable=False),
         sa.Column("next_at", sa.Float(), nullable=False),
         sa.Column("interval", sa.Float(), nullable=False),

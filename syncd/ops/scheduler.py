@@ -84,7 +84,7 @@ class Walker:
                       and (k not in self.last or now - self.last[k] >= self.interval - self.walk_seconds / 2)]
         waited.sort()
         chosen = [k for _, k in waited]
-        if self.pacer is not None and chosen:
+        if self.pacer is not None:  # also when none is due: a budget that recovered shortens the interval
             plan = self.pacer.allow(now=now, base=self.base, sources=len(self.keys), wanted=len(chosen),
                                     horizon=self.walk_seconds)
             self.interval = max(self.base, plan.interval)

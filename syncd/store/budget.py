@@ -38,6 +38,7 @@ budgets = sa.Table(
     sa.Column("remaining", sa.Integer, nullable=False),
     sa.Column("reset_at", sa.Float, nullable=False),  # unix seconds: when the provider's window resets
     sa.Column("requests", sa.BigInteger, nullable=False),  # syncd's requests in this window, all replicas
+    sa.Column("opening", sa.Integer, nullable=False),  # remaining at syncd's first answer of this window
     sa.Column("window_start", sa.Float, nullable=False),  # unix seconds: first observation of this window
     sa.Column("next_at", sa.Float, nullable=False),  # unix seconds: the next routine poll's earliest start
     sa.Column("interval", sa.Float, nullable=False),  # seconds: effective poll interval of each source
@@ -55,6 +56,7 @@ class Budget:
     remaining: int
     reset_at: float
     requests: int
+    opening: int
     window_start: float
     next_at: float
     interval: float
@@ -63,13 +65,13 @@ class Budget:
 
     @classmethod
     def new(cls, credential: str, now: float) -> Budget:
-        return cls(credential, 0, 0, 0.0, 0, now, now, 0.0, 0, now)
+        return cls(credential, 0, 0, 0.0, 0, 0, now, now, 0.0, 0, now)
 
     @property
     def spend_per_hour(self) -> float:
-        """Requests the provider counted per hour in this window so far (``limit - remaining`` over its age)."""
+        """Requests the provider counted per hour since syncd's first answer of this window (all callers)."""
         elapsed = self.observed_at - self.window_start
-        return (self.limit - self.remaining) * 3600 / elapsed if self.limit and elapsed >= 1 else 0.0
+        return (self.opening - self.remaining) * 3600 / elapsed if self.limit and elapsed >= 1 else 0.0
 
 
 class SqlBudgets:
