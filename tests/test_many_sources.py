@@ -191,3 +191,26 @@ def test_status_shows_each_credentials_budget(sqlite_url: str, sim: GitHubSimula
     text = capsys.readouterr().out
     assert f"budget {budget['credential']}: {budget['remaining']:,} of 5,000 requests left" in text
     assert "each of its 2 sources polled every 60s" in text
+
+
+def test_table_sources_on_one_database_share_one_pool(sqlite_url: str) -> None:
+    import sqlalchemy as sa
+
+    from connectors import sql
+
+    names = [f"t{n}" for n in range(30)]
+    engine = sa.create_engine(sqlite_url)
+    with engine.begin() as conn:
+        for name in names:
+            conn.execute(sa.text(f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, v TEXT)"))
+    engine.dispose()
+    registry = Registry()
+    for name in names:
+        registry.workflow(f"on-{name}", on=sql.table(name))(lambda event, ctx: None)
+    connectors = sql.provider.sources({"DATABASE_URL": sqlite_url}, registry)
+    try:
+        assert len(connectors) == len(names)
+        assert len({id(c._engine) for c in connectors}) == 1  # type: ignore[attr-defined]
+    finally:
+        for connector in connectors:
+            connector.close()

@@ -38,6 +38,8 @@ log = logging.getLogger("syncd.scheduler")
 STOP_DEADLINE_SECONDS = 8.0
 #: How often each group looks for due sources (a poll starts at most this late).
 WALK_SECONDS = 1.0
+#: Longest time between two questions to a group's pacer when none of its sources is due.
+REPLAN_SECONDS = 10.0
 #: Ticks running at once in the process (more would only queue for the database's connections).
 TICK_THREADS = 8
 
@@ -70,6 +72,7 @@ class Walker:
     pacer: Pacer | None = None
     walk_seconds: float = WALK_SECONDS
     interval: float = 0.0
+    asked_at: float = float("-inf")  # when the pacer was last asked
     last: dict[str, float] = field(default_factory=dict)
     running: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -84,7 +87,10 @@ class Walker:
                       and (k not in self.last or now - self.last[k] >= self.interval - self.walk_seconds / 2)]
         waited.sort()
         chosen = [k for _, k in waited]
-        if self.pacer is not None:  # also when none is due: a budget that recovered shortens the interval
+        # Asked when some are due, and every REPLAN_SECONDS besides (one short transaction each): a budget that
+        # recovered (a new window) shortens a stretched interval within that time.
+        if self.pacer is not None and (chosen or now - self.asked_at >= REPLAN_SECONDS):
+            self.asked_at = now
             plan = self.pacer.allow(now=now, base=self.base, sources=len(self.keys), wanted=len(chosen),
                                     horizon=self.walk_seconds)
             self.interval = max(self.base, plan.interval)
@@ -158,7 +164,10 @@ class Daemon:
         if self.stop.is_set():
             return
         for name in walker.due(self.wall()):
-            future = self._pool.submit(self._fns[name])
+            try:
+                future = self._pool.submit(self._fns[name])
+            except RuntimeError:  # stopping: the pool takes no more ticks
+                return
             future.add_done_callback(lambda _f, name=name: walker.done(name))  # type: ignore[misc]
 
     def _wrap(self, name: str, fn: Callable[[], Any]) -> Callable[[], None]:
