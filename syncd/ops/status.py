@@ -73,12 +73,18 @@ def _budgets(reads: Reads) -> list[dict[str, Any]]:
     db = getattr(reads, "db", None)
     if db is None:
         return []
+    from sqlalchemy.exc import DBAPIError
+
     from syncd.store.budget import SqlBudgets
 
+    try:
+        found = SqlBudgets(db).all()
+    except DBAPIError:  # a database not yet migrated to 0011 (status does not migrate): no budget to show
+        return []
     return [{"credential": b.credential, "limit": b.limit, "remaining": b.remaining,
              "reset_at": _iso(datetime.fromtimestamp(b.reset_at, UTC)) if b.limit else None,
              "spend_per_hour": round(b.spend_per_hour), "poll_interval_seconds": round(b.interval, 1),
-             "sources": b.sources} for b in SqlBudgets(db).all()]
+             "sources": b.sources} for b in found]
 
 
 def _source(row: SourceRow, last_tick: TickRow | None, run_counts: dict[tuple[str, str], int]) -> dict[str, Any]:
