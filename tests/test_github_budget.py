@@ -157,7 +157,8 @@ def row(limit: int = 5000, remaining: int = 5000, reset_in: float = 3600, reques
     (row(), 10, BASE),  # plenty: the base interval
     (row(), 500, 500 * 3600 / 4750),  # 500 polls must fit 4,750 usable requests in the hour
     (row(remaining=250 + 475, reset_in=360), 500, 500 * 360 / 475),  # low and late: slower together
-    (row(remaining=250), 500, 3600),  # the reserve is left: wait for the reset
+    (row(remaining=250), 500, 3600 + 500 * 3600 / 4750),  # the reserve is left: the reset, then a full window
+    (row(remaining=251, reset_in=1), 500, 1 + 500 * 3600 / 4750),  # the reset is near: not 500 s for 1 request
     (row(remaining=5000 - 100, requests=1000), 500, BASE),  # 304s mostly free: cost 0.1 a poll
     (Budget.new("github:x", NOW), 500, BASE),  # nothing known yet
 ])

@@ -15,7 +15,8 @@ together (``syncd.ops.scheduler`` asks :meth:`CredentialBudget.allow` how many m
   ``MIN_COST`` (secondary limits count every request), and 1 until ``MIN_SAMPLE`` requests are seen;
 - every source of the credential then polls every ``interval = max(base, sources * cost / rate)``
   seconds: when the budget runs low, all of them slow down together (no single one hits a 403);
-  with nothing usable left, none polls until the reset;
+  with nothing usable left, none polls until the reset; an interval is never longer than waiting for
+  the reset and then pacing a full window (near the reset, a ratio of small numbers would stretch it);
 - polls are spaced ``interval / sources`` apart (GCRA slots on the shared row, ``syncd.store.budget``),
   whichever replica takes them, so replicas together never poll faster than one would.
 
@@ -102,10 +103,12 @@ def interval(row: Budget, *, base: float, sources: int, now: float) -> float:
     if not row.limit:
         return base
     usable = row.remaining - math.ceil(row.limit * RESERVE)
-    left = max(1.0, row.reset_at - now)
-    if usable <= 0:
-        return max(base, left)
-    return max(base, sources * cost(row) * left / usable)
+    left = max(0.0, row.reset_at - now)
+    # Never longer than waiting for the reset and then pacing a full window: near the reset, what is left
+    # of a window is small and a ratio of small numbers would stretch every source's interval for nothing.
+    after_reset = left + sources * cost(row) * WINDOW_SECONDS / (row.limit * (1 - RESERVE))
+    within = sources * cost(row) * max(1.0, left) / usable if usable > 0 else after_reset
+    return max(base, min(within, after_reset))
 
 
 def plan(row: Budget, *, seen: Observation | None, requests: int, now: float, base: float, sources: int,
