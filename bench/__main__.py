@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only A,B,C,D,E,F,T] [--profile]``: run the scenarios, print PASS/FAIL, write
+"""``python -m bench [--quick] [--only A,B,C,D,E,F,G,T] [--profile]``: run the scenarios, print PASS/FAIL, write
 ``bench/results/latest.md`` (and ``latest.json``). Exit 0 when every target passes, 1 otherwise."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench.harness import PYTHON, ROOT, SimHost, base_env, measure
+from bench.manysources import scenario_g
 from bench.report import render, verdicts
 from bench.runqueue import scenario_f
 from bench.scenarios import Config, Sample, scenario_a, scenario_b, scenario_c, scenario_d, scenario_e
@@ -21,7 +22,7 @@ from bench.tracing import scenario_t
 
 RESULTS = ROOT / "bench" / "results"
 SCENARIOS = {"A": scenario_a, "B": scenario_b, "C": scenario_c, "D": scenario_d, "E": scenario_e, "F": scenario_f,
-             "T": scenario_t}
+             "G": scenario_g, "T": scenario_t}
 
 
 def progress(text: str) -> None:
@@ -73,7 +74,7 @@ def _plain(value: Any) -> Any:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller streams (about a tenth)")
-    parser.add_argument("--only", default="A,B,C,D,E,F,T", help="comma list of scenarios (default all)")
+    parser.add_argument("--only", default="A,B,C,D,E,F,G,T", help="comma list of scenarios (default all)")
     parser.add_argument("--runs", type=int, default=None, help="alternated runs per contender (default 3)")
     parser.add_argument("--events", type=int, default=None,
                         help="events of scenarios A, D and T and of F's catch-up (development)")

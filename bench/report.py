@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import runqueue, tracing
+from bench import manysources, runqueue, tracing
 from bench.harness import Spread
 from bench.scenarios import Sample
 
@@ -138,6 +138,8 @@ def verdicts(results: dict[str, Any]) -> list[Verdict]:
     f = results.get("F")
     if f:
         out += [Verdict(*target) for target in runqueue.targets(f)]
+    if results.get("G"):
+        out += [Verdict(*target) for target in manysources.targets(results["G"])]
     if results.get("T"):
         out += [Verdict(*target) for target in tracing.targets(results["T"])]
     return out
@@ -219,6 +221,8 @@ def render(results: dict[str, Any], *, mode: str, started: datetime, load: tuple
         lines += ["## E — slow provider", "", f"skipped: {e['skipped']}", ""]
     if results.get("F"):
         lines += runqueue.lines(results["F"], table)
+    if results.get("G"):
+        lines += manysources.lines(results["G"])
     if results.get("T"):
         lines += tracing.lines(results["T"], table)
     lines += ["## Targets", "", "```", *(v.line() for v in verdicts(results)), "```", ""]

@@ -40,14 +40,15 @@ def split_base_url(url: str) -> tuple[str, httpx.QueryParams]:
 
 
 def make_client(base_url: str, *, headers: dict[str, str], timeout: float,
-                transport: httpx.BaseTransport | None = None) -> httpx.Client:
+                transport: httpx.BaseTransport | None = None, max_connections: int = 4) -> httpx.Client:
     """An httpx client with explicit timeouts on every phase and keep-alive; redirects are not followed.
-    A query in ``base_url`` is sent with every request (:func:`split_base_url`)."""
+    A query in ``base_url`` is sent with every request (:func:`split_base_url`). ``max_connections``: more
+    for a client shared by many sources."""
     base, params = split_base_url(base_url)
     return httpx.Client(
         base_url=base, params=params, headers=headers, transport=transport, follow_redirects=False,
         timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-        limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
     )
 
 

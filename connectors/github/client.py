@@ -42,6 +42,8 @@ from connectors.github.policy import (
     status_policy,
     throttle_wait,
 )
+from connectors.github.pool import MAX_CONNECTIONS, clients, credential_id
+from connectors.github.ratebudget import CredentialBudget, budget_for
 from syncd.contracts import Event, Page, Quarantined, Window
 from syncd.errors import FatalError, RetryableError
 from syncd.http import decode_json, make_client, send, with_retries
@@ -64,7 +66,7 @@ class GitHubConnector:
 
     def __init__(self, *, repo: str, base_url: str, token: Secret | None = None, timeout: float = 30.0,
                  page_size: int = PAGE_SIZE, transport: httpx.BaseTransport | None = None, attempts: int = 4,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, budget: CredentialBudget | None = None) -> None:
         if not 1 <= page_size <= PAGE_SIZE:
             raise ValueError(f"page_size must be 1..{PAGE_SIZE}")
         self.repo = repo.lower()
@@ -77,17 +79,33 @@ class GitHubConnector:
         self._memory = StateMemory()
         #: Provider faults worth showing in status while they last (shown with every page's meta).
         self._notes: dict[str, str] = {}
+        #: Which budget this repository spends (``pool.credential_id``: a hash, never the token).
+        self.credential = credential_id(base_url, token)
+        #: The credential's request budget, shared by its repositories (the scheduler paces them with it).
+        self.budget = budget if budget is not None else budget_for(self.credential)
         headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28",
                    "User-Agent": "syncd/0.1"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token.reveal()}"
-        self._client = make_client(base_url, timeout=timeout, transport=transport, headers=headers)
+        self._shared: tuple[str, ...] | None = None  # the pool's key when the client is shared
+        self._released = False
+        if transport is None:  # one client per credential in the process (see pool)
+            self._shared = (self.credential, base_url, repr(timeout))
+            self._client = clients.acquire(self._shared, lambda: make_client(
+                base_url, timeout=timeout, headers=headers, max_connections=MAX_CONNECTIONS))
+        else:
+            self._client = make_client(base_url, timeout=timeout, transport=transport, headers=headers)
 
     def __repr__(self) -> str:
         return f"GitHubConnector(key={self.key!r}, base_url={str(self._client.base_url)!r})"
 
     def close(self) -> None:
-        self._client.close()
+        """Let go of the HTTP client (a shared one closes with its last repository). Idempotent."""
+        if self._shared is None:
+            self._client.close()
+        elif not self._released:
+            self._released = True
+            clients.release(self._shared)
 
     def cursor_at(self, moment: datetime) -> str:
         """The cursor that lists every issue version from ``moment`` on (``syncd cursor reset --to``)."""
@@ -134,6 +152,7 @@ class GitHubConnector:
             headers = {"If-None-Match": state.etag} if state.etag else {}
             response = send(self._client, self.key, "GET", f"/repos/{self.repo}/issues",
                             params=self._listing_params(state.since), headers=headers)
+        self.budget.seen(response.headers)
         try:
             status_policy(self.key, self.repo, response, now=self._clock(), strikes=self._strikes,
                           anonymous=self.anonymous)

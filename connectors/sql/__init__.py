@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
 
 from connectors.sql.client import (
@@ -34,6 +34,7 @@ from connectors.sql.client import (
     TableConnector,
     TableSpec,
     json_safe,
+    read_engine,
     source_key,
 )
 from syncd.contracts import Connector, Event, Listener
@@ -137,10 +138,12 @@ class _Provider:
         gap_seconds = get_float(environ, "SYNCD_SQL_GAP_SECONDS", GAP_SECONDS, minimum=0.0,
                                 maximum=MAX_INTERVAL_SECONDS)
         built: list[Connector] = []
+        engines: dict[str, Engine] = {}  # one pool per database, not per table (many tables, few connections)
         try:
             for key, spec in wanted:
-                connector = TableConnector(spec, url=spec.url or default_url, key=key,
-                                           gap_seconds=gap_seconds)
+                url = spec.url or default_url
+                engine = engines[url] if url in engines else engines.setdefault(url, read_engine(url))
+                connector = TableConnector(spec, url=url, key=key, gap_seconds=gap_seconds, engine=engine)
                 built.append(connector)
                 # A missing table/column or a database that is down: this source's ticks fail and say why;
                 # said at start-up too, as a warning (the other sources run).

@@ -1,7 +1,7 @@
 """the object an event is about, indexed: syncd_events.object_id (the dashboard's search by object id)
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 
 Events already in the ledger get their object id here, in batches (``syncd.store.objects`` is the rule; new
 events get it when they are recorded).
@@ -19,7 +19,7 @@ from syncd.store.objects import object_id_of
 from syncd.store.types import json_type
 
 revision: str = "0012"
-down_revision: str | None = "0010"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

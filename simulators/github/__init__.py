@@ -17,7 +17,8 @@ Contract served (GET only):
 - Every 200 has a weak ``ETag`` (a hash of the body and the Link header); ``If-None-Match``
   with it gives a 304 without a body that does not count against the rate limit.
 - Rate limits per token, or per client IP without one: 5000 / 60 per hour-long window that
-  starts at the window's first request; ``x-ratelimit-limit/remaining/used/reset/resource``
+  starts at the window's first request (knobs: ``token_limit``, and ``count_not_modified`` to count
+  304s too, as secondary limits do); ``x-ratelimit-limit/remaining/used/reset/resource``
   on every API response. An exhausted window gives 403 "API rate limit exceeded" until reset.
   ``rate_limit_next`` injects throttling responses (403 or 429, with or without retry-after).
 - ``Authorization: Bearer <t>`` or ``token <t>``; an unknown token is a 401, no header is

@@ -67,8 +67,16 @@ class GitHubSimulator:
         host: str = "127.0.0.1",
         port: int = 0,
         now: datetime | None = None,
+        token_limit: int = TOKEN_LIMIT,
+        count_not_modified: bool = False,
     ) -> None:
+        if token_limit < 1:
+            raise ValueError("token_limit must be >= 1")
         self._tokens = frozenset(tokens)
+        #: Rate-limit knobs: a token's requests per hour-long window, and whether a 304 to a conditional
+        #: request counts against it (GitHub: not when authorised; secondary limits count it anyway).
+        self.token_limit = token_limit
+        self.count_not_modified = count_not_modified
         self._now = float(int(to_epoch(now) if now is not None else time.time()))
         self._lock = threading.RLock()
         self._buckets: dict[str, Bucket] = {}
@@ -215,6 +223,14 @@ class GitHubSimulator:
         return self._repo(repo).repo_id
 
     # ----- rate-limit knobs
+    def used(self, token: str) -> tuple[int, int, int]:
+        """``(limit, used, reset)`` of ``token``'s current window (used 0 before its first request)."""
+        with self._lock:
+            bucket = self._buckets.get(f"token:{token}")
+            if bucket is None or bucket.reset <= int(self._now):
+                return self.token_limit, 0, int(self._now) + 3600
+            return bucket.limit, bucket.used, bucket.reset
+
     def rate_limit_next(
         self, n: int = 1, *, status: int = 403, retry_after: int | None = None, reset_in: int = 60
     ) -> None:
@@ -236,7 +252,7 @@ class GitHubSimulator:
             if token is None:
                 key, limit = f"ip:{ip}", ANONYMOUS_LIMIT
             else:
-                key, limit = f"token:{token}", TOKEN_LIMIT
+                key, limit = f"token:{token}", self.token_limit
             used = limit - max(0, min(limit, remaining))
             self._buckets[key] = Bucket(limit, used, int(self._now) + reset_in)
 
@@ -287,6 +303,8 @@ class GitHubSimulator:
         if response.status == 200:
             etag = dict(response.headers)["ETag"]
             if etag_matches(headers.get("if-none-match"), etag):
+                if self.count_not_modified:
+                    bucket.used += 1
                 return Response(304, (("ETag", etag), *bucket.headers()))
         bucket.used += 1
         return Response(response.status, response.headers + bucket.headers(), response.body)
@@ -303,7 +321,7 @@ class GitHubSimulator:
     def _bucket(self, key: str, now: int) -> Bucket:
         bucket = self._buckets.get(key)
         if bucket is None or bucket.reset <= now:  # a window starts at its first request
-            bucket = self._buckets[key] = new_bucket(key, now)
+            bucket = self._buckets[key] = new_bucket(key, now, self.token_limit)
         return bucket
 
     def _route(self, path: str, query: dict[str, str], now: int) -> Response:

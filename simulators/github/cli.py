@@ -57,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="fault: serve Link URLs on this base (another host; '' for relative links)",
     )
+    parser.add_argument("--token-limit", type=int, default=5000, metavar="N",
+                        help="a token's requests per hour-long window (default 5000)")
+    parser.add_argument("--count-not-modified", action="store_true",
+                        help="304s to conditional requests count against the limit too")
     return parser
 
 
@@ -81,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.mutate_rate < 0:
         _parser().error("--mutate-rate must be >= 0")
+    if args.token_limit < 1:
+        _parser().error("--token-limit must be >= 1")
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -95,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         tokens=tuple(args.token or (DEFAULT_TOKEN,)),
+        token_limit=args.token_limit,
+        count_not_modified=args.count_not_modified,
     )
     simulator.link_base = args.link_base
     with simulator:

@@ -45,9 +45,9 @@ class Bucket:
         )
 
 
-def new_bucket(key: str, now: int) -> Bucket:
+def new_bucket(key: str, now: int, token_limit: int = TOKEN_LIMIT) -> Bucket:
     """A fresh window for the rate-limit ``key`` (``token:…`` or ``ip:…``) starting at ``now``."""
-    limit = TOKEN_LIMIT if key.startswith("token:") else ANONYMOUS_LIMIT
+    limit = token_limit if key.startswith("token:") else ANONYMOUS_LIMIT
     return Bucket(limit, 0, now + WINDOW_SECONDS)
 
 

@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
@@ -20,6 +21,9 @@ from syncd.store.reads import SqlReads
 from syncd.store.schema import migrate
 from syncd.workflows import Registry, default_registry, load_modules, validate
 from syncd.workflows.outbound import Outbound, RateLimiter
+
+if TYPE_CHECKING:
+    from syncd.ops.scheduler import Pacer
 
 log = logging.getLogger("syncd.app")
 
@@ -110,6 +114,17 @@ class App:
             if listen is not None:
                 started.extend(listen(self.connectors, wake))
         return started
+
+    def pacers(self) -> dict[str, Pacer]:
+        """Source key → the request budget its polls share (a connector's optional ``budget``), bound to the
+        store so that replicas share it (``syncd.store.budget``)."""
+        found: dict[str, Pacer] = {}
+        for connector in self.connectors:
+            budget = getattr(connector, "budget", None)
+            if budget is not None:
+                budget.bind(self.engine.store.budgets)  # type: ignore[attr-defined]
+                found[connector.key] = budget
+        return found
 
     def workers(self) -> WorkerPool:
         """A worker pool of ``SYNCD_WORKERS`` for this app's engine (``start()`` it, or ``drain()`` it)."""

@@ -43,7 +43,8 @@ def run_daemon(settings: Settings) -> None:
     jobs: list[tuple[str, Callable[[], object]]] = [(c.key, functools.partial(app.tick, c))
                                                     for c in app.connectors]
     jobs += [(job.key, job) for job in window_jobs(app)]  # EVENTS_RANGE_*: one job per window
-    daemon = Daemon(jobs, interval=settings.interval_seconds, stop=app.stop, chores=prune_chores(app))
+    daemon = Daemon(jobs, interval=settings.interval_seconds, stop=app.stop, chores=prune_chores(app),
+                    pacers=app.pacers())
     log.info("syncd running: sources %s, workflows %s", ", ".join(c.key for c in app.connectors),
              ", ".join(sorted(w.name for w in app.registry.all())))
     health = start_health_server(settings, app)

@@ -1,4 +1,11 @@
-"""When to tick: APScheduler 3, one interval job per source. The engine decides what a tick does.
+"""When to tick: APScheduler 3, one job per group of sources walking its due ones. The engine decides
+what a tick does.
+
+Sources are grouped by their pacer (a provider credential's request budget, ``Pacer``); sources without
+one form one group. Every ``WALK_SECONDS`` a group's walk (:class:`Walker`) picks the sources whose
+interval has passed, oldest poll first, asks the pacer how many may start now, and hands them to one
+pool of ``TICK_THREADS`` threads. One job per source cost a thread and a job each: with hundreds of
+sources, hundreds of threads woke at once and queued for the database's few connections.
 
 Signals only set the stop event; the engine finishes the page in hand (commits it) and returns.
 Ticks of one source never overlap: a tick that overruns its interval delays the next one. APScheduler
@@ -13,11 +20,12 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor as TickPool
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
@@ -28,6 +36,82 @@ log = logging.getLogger("syncd.scheduler")
 
 #: SIGTERM to exit must stay under 10 s (the container's grace period is 15 s).
 STOP_DEADLINE_SECONDS = 8.0
+#: How often each group looks for due sources (a poll starts at most this late).
+WALK_SECONDS = 1.0
+#: Longest time between two questions to a group's pacer when none of its sources is due.
+REPLAN_SECONDS = 10.0
+#: Ticks running at once in the process (more would only queue for the database's connections).
+TICK_THREADS = 8
+
+
+class Allowance(Protocol):
+    polls: int
+    interval: float
+
+
+class Pacer(Protocol):
+    """A budget shared by a group of sources (e.g. ``connectors.github.ratebudget.CredentialBudget``)."""
+
+    def allow(self, *, now: float, base: float, sources: int, wanted: int, horizon: float) -> Allowance:
+        """How many of ``wanted`` polls may start by ``now + horizon`` (``polls``), and the seconds between
+        two polls of each of the ``sources`` that keeps within the budget (``interval`` >= ``base``)."""
+        ...
+
+
+@dataclass
+class Walker:
+    """Which of one group's sources to tick now. Not thread-safe: the group's job calls it, one walk at a
+    time; ``done`` and ``wake`` take its lock.
+
+    A source is due when ``interval`` (``base``, or the pacer's) has passed since its last poll started,
+    or it was woken; due sources go oldest first, as many as the pacer allows. So every source of the group
+    is polled at least every ``interval`` + ``WALK_SECONDS`` (plus the time ticks wait for a thread)."""
+
+    keys: Sequence[str]
+    base: float
+    pacer: Pacer | None = None
+    walk_seconds: float = WALK_SECONDS
+    interval: float = 0.0
+    asked_at: float = float("-inf")  # when the pacer was last asked
+    last: dict[str, float] = field(default_factory=dict)
+    running: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.interval = self.interval or self.base
+
+    def due(self, now: float) -> list[str]:
+        """The sources to start now (marked running until ``done``)."""
+        with self._lock:
+            waited = [(self.last.get(k, -1.0), k) for k in self.keys if k not in self.running
+                      and (k not in self.last or now - self.last[k] >= self.interval - self.walk_seconds / 2)]
+        waited.sort()
+        chosen = [k for _, k in waited]
+        # Asked when some are due, and every REPLAN_SECONDS besides (one short transaction each): a budget that
+        # recovered (a new window) shortens a stretched interval within that time.
+        if self.pacer is not None and (chosen or now - self.asked_at >= REPLAN_SECONDS):
+            self.asked_at = now
+            plan = self.pacer.allow(now=now, base=self.base, sources=len(self.keys), wanted=len(chosen),
+                                    horizon=self.walk_seconds)
+            self.interval = max(self.base, plan.interval)
+            chosen = chosen[:plan.polls]
+        with self._lock:
+            for key in chosen:
+                self.last[key] = now
+                self.running.add(key)
+        return chosen
+
+    def done(self, key: str) -> None:
+        with self._lock:
+            self.running.discard(key)
+
+    def wake(self, key: str) -> bool:
+        """Make ``key`` due at the next walk; False if it is not in this group."""
+        if key not in self.keys:
+            return False
+        with self._lock:
+            self.last.pop(key, None)
+        return True
 
 
 @dataclass(frozen=True)
@@ -43,30 +127,48 @@ class Chore:
 
 class Daemon:
     """Runs ``jobs`` (name → callable) every ``interval`` seconds, and ``chores`` on their own schedule,
-    until stopped."""
+    until stopped. Jobs named in ``pacers`` are paced together by their pacer (one group per pacer)."""
 
     def __init__(self, jobs: Sequence[tuple[str, Callable[[], Any]]], *, interval: float,
                  stop: threading.Event, jitter: float | None = None,
-                 monotonic: Callable[[], float] = time.monotonic, chores: Sequence[Chore] = ()) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, chores: Sequence[Chore] = (),
+                 pacers: Mapping[str, Pacer] | None = None, wall: Callable[[], float] = time.time) -> None:
         self.jobs = list(jobs)
         self.chores = list(chores)
         self.monotonic = monotonic  # tests pass a fake one to overrun an interval
+        self.wall = wall  # the pacers' clock (unix seconds, as the providers' reset headers)
         quiet_overlap_warnings()
         self.interval = interval
         self.stop = stop
-        self.jitter = min(5.0, interval * 0.1) if jitter is None else jitter
+        self.jitter = min(5.0, interval * 0.1) if jitter is None else jitter  # kept for callers; walks spread
         self._running = 0
         self._lock = threading.Lock()
+        self.walkers = _group(self.jobs, interval, pacers or {})
+        self._fns = {name: self._wrap(name, fn) for name, fn in self.jobs}
+        self._pool = TickPool(max_workers=max(1, min(TICK_THREADS, len(self.jobs))), thread_name_prefix="tick")
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
-            executors={"default": ThreadPoolExecutor(max_workers=max(1, len(self.jobs) + len(self.chores)))},
+            executors={"default": ThreadPoolExecutor(max_workers=max(1, len(self.walkers) + len(self.chores)))},
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": int(max(1, interval))},
         )
 
     def wake(self, name: str) -> None:
-        """Run job ``name`` now (if it is running, its next interval picks the new data up)."""
-        with contextlib.suppress(JobLookupError):
-            self.scheduler.modify_job(name, next_run_time=datetime.now(UTC))
+        """Tick ``name`` at once (if it is running, its next interval picks the new data up)."""
+        for index, walker in enumerate(self.walkers):
+            if walker.wake(name):
+                with contextlib.suppress(JobLookupError):
+                    self.scheduler.modify_job(f"walk:{index}", next_run_time=datetime.now(UTC))
+
+    def walk(self, walker: Walker) -> None:
+        """Start ``walker``'s due sources on the tick threads."""
+        if self.stop.is_set():
+            return
+        for name in walker.due(self.wall()):
+            try:
+                future = self._pool.submit(self._fns[name])
+            except RuntimeError:  # stopping: the pool takes no more ticks
+                return
+            future.add_done_callback(lambda _f, name=name: walker.done(name))  # type: ignore[misc]
 
     def _wrap(self, name: str, fn: Callable[[], Any]) -> Callable[[], None]:
         def job() -> None:
@@ -95,9 +197,9 @@ class Daemon:
 
     def start(self) -> None:
         now = datetime.now(UTC)
-        for name, fn in self.jobs:
-            self.scheduler.add_job(self._wrap(name, fn), IntervalTrigger(seconds=self.interval, jitter=self.jitter),
-                                   id=name, name=name, next_run_time=now)
+        for index, walker in enumerate(self.walkers):
+            self.scheduler.add_job(self.walk, IntervalTrigger(seconds=walker.walk_seconds), args=(walker,),
+                                   id=f"walk:{index}", name=f"walk:{index}", next_run_time=now)
         for chore in self.chores:
             self.scheduler.add_job(self._wrap(chore.name, chore.fn), IntervalTrigger(seconds=chore.every_seconds),
                                    id=chore.name, name=chore.name,
@@ -111,6 +213,7 @@ class Daemon:
             pass
         log.info("stopping: finishing the page in hand")
         self.scheduler.shutdown(wait=False)
+        self._pool.shutdown(wait=False, cancel_futures=True)  # queued ticks never start
         deadline = time.monotonic() + STOP_DEADLINE_SECONDS
         while time.monotonic() < deadline:
             with self._lock:
@@ -124,6 +227,16 @@ class Daemon:
     def idle(self) -> bool:
         with self._lock:
             return self._running == 0
+
+
+def _group(jobs: Sequence[tuple[str, Callable[[], Any]]], interval: float,
+           pacers: Mapping[str, Pacer]) -> list[Walker]:
+    """One walker per pacer (in the jobs' order), and one for the jobs without a pacer."""
+    groups: dict[int, tuple[Pacer | None, list[str]]] = {}
+    for name, _ in jobs:
+        pacer = pacers.get(name)
+        groups.setdefault(id(pacer), (pacer, []))[1].append(name)
+    return [Walker(names, interval, pacer) for pacer, names in groups.values()]
 
 
 class _NoOverlapWarning(logging.Filter):

@@ -62,9 +62,29 @@ def collect(reads: Reads, *, run_limit: int = 20, jaeger_url: str | None = None,
         "problem_groups": [group_item(group, jaeger_url) for group in groups],
         "quarantined": {"total": held, "events": [quarantine_item(row) for row in quarantined]},
         "retention": retention_item(kept, retention_days),
+        "budgets": _budgets(reads),
         "totals": {"events": events,
                    "runs": {s: sum(n for (_, st), n in run_counts.items() if st == s) for s in RUN_STATES}},
     }
+
+
+def _budgets(reads: Reads) -> list[dict[str, Any]]:
+    """Each provider credential's request budget (``syncd_budgets``; a credential is a hash, never a secret)."""
+    db = getattr(reads, "db", None)
+    if db is None:
+        return []
+    from sqlalchemy.exc import DBAPIError
+
+    from syncd.store.budget import SqlBudgets
+
+    try:
+        found = SqlBudgets(db).all()
+    except DBAPIError:  # a database not yet migrated to 0011 (status does not migrate): no budget to show
+        return []
+    return [{"credential": b.credential, "limit": b.limit, "remaining": b.remaining,
+             "reset_at": _iso(datetime.fromtimestamp(b.reset_at, UTC)) if b.limit else None,
+             "spend_per_hour": round(b.spend_per_hour), "poll_interval_seconds": round(b.interval, 1),
+             "sources": b.sources} for b in found]
 
 
 def _source(row: SourceRow, last_tick: TickRow | None, run_counts: dict[tuple[str, str], int]) -> dict[str, Any]:
@@ -110,7 +130,18 @@ def render(report: dict[str, Any], *, limit: int = 20) -> str:
     lines += render_groups(report.get("problem_groups", []), limit)
     lines += render_quarantine(report.get("quarantined"))
     lines += render_retention(report.get("retention"))
+    lines += _render_budgets(report.get("budgets") or [])
     return "\n".join(lines)
+
+
+def _render_budgets(budgets: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for b in budgets:
+        left = (f"{b['remaining']:,} of {b['limit']:,} requests left until {b['reset_at']}" if b["limit"]
+                else "no rate limit seen yet")
+        lines.append(f"budget {_shown(b['credential'])}: {left}, spending {b['spend_per_hour']:,}/h; each of its "
+                     f"{b['sources']} sources polled every {b['poll_interval_seconds']:.0f}s")
+    return lines
 
 
 def _render_source(s: dict[str, Any]) -> list[str]:

@@ -15,8 +15,8 @@ from syncd.store.types import metadata
 log = logging.getLogger("syncd.schema")
 
 #: Modules declaring tables on ``syncd.store.db.metadata``; Alembic compares against all of them.
-TABLE_MODULES = ("syncd.store.tables", "syncd.store.ratelimit", "connectors.workos.tables", "connectors.github.tables",
-                 "connectors.stripe.tables")
+TABLE_MODULES = ("syncd.store.tables", "syncd.store.ratelimit", "syncd.store.budget", "connectors.workos.tables",
+                 "connectors.github.tables", "connectors.stripe.tables")
 
 #: Any constant: the key of the PostgreSQL advisory lock that serialises concurrent migrations.
 MIGRATION_LOCK_KEY = 7_411_123_001

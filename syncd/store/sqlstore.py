@@ -33,6 +33,7 @@ from syncd.contracts import (
 )
 from syncd.errors import ClaimLostError, LeaseLostError
 from syncd.store import cursors, dead, ledger, notify, quarantine, queue, retry
+from syncd.store.budget import SqlBudgets
 from syncd.store.connect import reading
 from syncd.store.owners import OwnerLock, owner_locks
 
@@ -148,6 +149,8 @@ class SqlStore:
     def __init__(self, db: Engine) -> None:
         self.db = db
         self.owners = owner_locks(db)
+        #: Provider credentials' request budgets, shared by the replicas (``syncd.store.budget``).
+        self.budgets = SqlBudgets(db)
 
     @property
     def concurrent_writers(self) -> bool:
