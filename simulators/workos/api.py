@@ -235,6 +235,8 @@ class WorkOSSimulator:
                 return Response(200, stuck[1])
             if faults.cycle_after is not None and parsed.after == faults.cycle_after:
                 parsed = dataclasses.replace(parsed, after=None)
+            if faults.newest_first:
+                parsed = dataclasses.replace(parsed, descending=True)
             indices, more = self._stream.page(parsed, faults.repeat_boundary)
             if faults.stale_events and parsed.after is not None and not parsed.descending:
                 indices = indices + self._stream.before(parsed, faults.stale_events)

@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--poison-every", type=int, default=0, metavar="N",
                         help="serve every N-th event broken (NUL, surrogate, deep nesting, no data, not an "
                              "object), in rotation: syncd quarantines them")
+    parser.add_argument("--newest-first", action="store_true",
+                        help="list every page newest first, whatever order= asks (syncd refuses such pages)")
     return parser
 
 
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                     repeat_boundary=args.repeat_boundary, stuck_after=args.stuck_after, latency=args.latency,
                     expired_before=args.expired_before, expired_status=args.expired_status,
                     stale_events=args.stale_events, cycle_after=args.cycle_after,
-                    poison_every=args.poison_every)
+                    poison_every=args.poison_every, newest_first=args.newest_first)
     simulator = WorkOSSimulator(events=args.events, seed=args.seed, api_key=args.api_key,
                                 live_rate=args.live_rate, faults=faults, host=args.host, port=args.port,
                                 timestamp_style=args.timestamp_style, now=args.now or datetime.now(UTC))
