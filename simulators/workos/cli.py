@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-key", default="sk_test_simulator")
     parser.add_argument("--live-rate", type=float, default=0.0, help="new events per second")
     parser.add_argument("--timestamp-style", choices=("iso", "mixed"), default="iso")
+    parser.add_argument("--dsync", type=float, default=0.0, metavar="SHARE",
+                        help="share of generated events that are Directory Sync events (0..1)")
     parser.add_argument("--now", type=parse_timestamp, default=None,
                         help="end of the generated history (ISO-8601); default: the wall clock")
     for knob in ("error", "rate-limit", "timeout", "broken", "reset"):
@@ -70,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                     poison_every=args.poison_every, newest_first=args.newest_first)
     simulator = WorkOSSimulator(events=args.events, seed=args.seed, api_key=args.api_key,
                                 live_rate=args.live_rate, faults=faults, host=args.host, port=args.port,
-                                timestamp_style=args.timestamp_style, now=args.now or datetime.now(UTC))
+                                timestamp_style=args.timestamp_style, now=args.now or datetime.now(UTC),
+                                dsync=args.dsync)
     done = threading.Event()
     previous = _install_signals(lambda signum, frame: done.set())
     try:
