@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from connectors import workos
 from connectors.workos.client import WorkOSConnector
+from connectors.workos.dsync import TARGETS as DSYNC_TARGETS
 from connectors.workos.tables import memberships, organizations, users
 from simulators.workos import WorkOSSimulator
 from syncd.contracts import Event
@@ -197,7 +198,7 @@ def test_full_sync_mirrors_the_final_state_exactly(db_url: str, make_app: MakeAp
     for path, status in workos_sim.requests:
         query = parse_qs(urlsplit(path).query)
         assert status == 200
-        assert set(query["events"][0].split(",")) == MIRROR_TYPES
+        assert set(query["events"][0].split(",")) == MIRROR_TYPES | set(DSYNC_TARGETS)  # + Directory Sync's mirror
         assert (query["limit"], query["order"]) == (["100"], ["asc"])
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from connectors import workos
+from connectors.workos import dsync
 from syncd.errors import ConfigError
 from syncd.settings import KNOWN_VARIABLES, Secret, Settings, env_file_warnings, normalize_database_url
 from syncd.workflows import Registry
@@ -140,7 +141,7 @@ def test_workos_source_defaults() -> None:
         assert KEY not in repr(connector)
         assert set(connector.event_types) == {f"{kind}.{verb}" for kind in ("user", "organization",  # type: ignore[attr-defined]
                                                                             "organization_membership")
-                                              for verb in ("created", "updated", "deleted")}
+                                              for verb in ("created", "updated", "deleted")} | set(dsync.TARGETS)
     finally:
         connector.close()
 

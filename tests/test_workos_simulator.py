@@ -155,9 +155,9 @@ def test_organization_filter(sim: WorkOSSimulator, client: httpx.Client) -> None
 
 def test_other_types_appear_only_when_requested(sim: WorkOSSimulator, client: httpx.Client) -> None:
     assert all(e["event"] in LIFECYCLE for e in walk(client))
-    others = client.get("/events", params={"events": "session.created,dsync.user.created", "limit": 100})
+    others = client.get("/events", params={"events": "session.created,connection.deactivated", "limit": 100})
     types = {e["event"] for e in others.json()["data"]}
-    assert types == {"session.created", "dsync.user.created"}
+    assert types == {"session.created", "connection.deactivated"}
 
 
 # -------------------------------------------------------------------------------------------- data

@@ -42,6 +42,21 @@ class CursorRejectedError(FatalError):
                                  f"set a new one: syncd cursor reset {source} --to TIME")
 
 
+class NewestFirstError(FatalError):
+    """The provider listed a page newest first although syncd asked ``order=asc`` (see ``cursor.newest_first``).
+
+    Moving the cursor to such a page's newest id would skip every older event, so the tick fails here and
+    the cursor stays where it was; the next tick asks again (a provider that goes back to oldest first heals
+    by itself)."""
+
+    def __init__(self, source: str, first: str, second: str, cursor: str | None) -> None:
+        self.first, self.second = first, second
+        where = f"at {cursor[:60]!r}" if cursor is not None else "unset"
+        super().__init__(source, f"the provider listed events newest first ({first[:40]} before {second[:40]}) "
+                                 f"although syncd asks order=asc; the cursor stays {where} (a proxy or an API "
+                                 f"version that ignores order? check WORKOS_BASE_URL)")
+
+
 def status_policy(source: str, response: httpx.Response, *, after: str | None = None) -> None:
     """Map a non-2xx response to the error saying what to do. Never sleeps. ``after``: the cursor sent, if
     any (a 400/422 to a request carrying one is the cursor being rejected)."""
@@ -164,6 +179,9 @@ class WorkOSConnector:
         """The page's events and cursor. After an ``after`` request the cursor never moves back (events older
         than it are still handed on: the ledger drops those it has). A first page by time (``@TIME``, a heal)
         may end before the old cursor: its last id comes from the provider's own listing."""
+        backwards = cursors.newest_first(body["data"])
+        if backwards is not None:
+            raise NewestFirstError(self.key, *backwards, cursor)
         events: list[Event] = []
         held: list[Quarantined] = []
         stale = 0
@@ -241,5 +259,5 @@ def retention_warning(window: Window, now: datetime | None = None) -> str | None
     return None
 
 
-__all__ = ["ConnectorError", "CursorRejectedError", "WorkOSConnector", "parse_event", "retention_warning",
-           "status_policy"]
+__all__ = ["ConnectorError", "CursorRejectedError", "NewestFirstError", "WorkOSConnector", "parse_event",
+           "retention_warning", "status_policy"]

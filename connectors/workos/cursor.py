@@ -11,11 +11,20 @@ was made. That gives the two rules here, pure and tested by tables:
   Events already in the ledger are dropped there (runs are created only for new events), so nothing is
   lost or applied twice; the margin covers ids minted a little out of order by WorkOS's servers.
 
+- **Oldest first, or refused**: syncd asks ``order=asc``, but WorkOS documents ``desc`` as the default and
+  users report ``order`` being ignored. A page listed newest first (``newest_first``) would move the cursor
+  to its newest id and skip everything older, so the connector refuses it instead (the tick fails, the
+  cursor stays). A page is newest first when it has two or more events whose ids all go back in time, one
+  after the other; a page that merely ends with some older events (a provider listing old events again)
+  is not, and is handled by the first rule.
+
 ``@TIME`` is what ``syncd cursor reset workos --to TIME`` stores; its first page is asked by ``range_start``.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from syncd.timefmt import parse_time
@@ -69,4 +78,22 @@ def later(cursor: str | None, candidate: str | None) -> str | None:
     return candidate if candidate > cursor else cursor
 
 
-__all__ = ["HEAL_MARGIN", "at", "cursor_time", "heal_start", "id_time", "later"]
+def newest_first(raw_events: Sequence[object]) -> tuple[str, str] | None:
+    """``(first, second)``: two consecutive ids of a page listed newest first, or None if it is not one.
+
+    Only ``event_<ULID>`` ids are compared (they sort as text in time order; an event's ``created_at`` may
+    be anything a provider wrote, so it is no evidence of the listing order). The page is newest first when
+    at least one consecutive pair of such ids goes back and none goes forward.
+    """
+    ids = [raw.get("id") for raw in raw_events if isinstance(raw, dict)]
+    ulids = [i for i in ids if isinstance(i, str) and id_time(i) is not None]
+    backwards: tuple[str, str] | None = None
+    for first, second in itertools.pairwise(ulids):
+        if second > first:
+            return None
+        if backwards is None and second < first:
+            backwards = (first, second)
+    return backwards
+
+
+__all__ = ["HEAL_MARGIN", "at", "cursor_time", "heal_start", "id_time", "later", "newest_first"]

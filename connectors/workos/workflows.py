@@ -1,4 +1,5 @@
-"""Built-in mirror workflows: WorkOS users, organizations and memberships into ``workos_*`` tables.
+"""Built-in mirror workflows: WorkOS users, organizations and memberships into ``workos_*`` tables (Directory
+Sync's mirror is ``connectors.workos.dsync``).
 
 created/updated → upsert, deleted → delete (with a tombstone); an event applies only if its object's
 ``updated_at`` is not older than the stored one, so replays and out-of-order events never lose data.
@@ -12,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from connectors.workos import dsync
 from connectors.workos.tables import memberships, organizations, users
 from syncd.contracts import Event
 from syncd.errors import EventError
@@ -94,8 +96,10 @@ def mirror_batch(events: Sequence[Event], ctx: BatchContext) -> None:
 
 
 def register(registry: Registry) -> None:
+    """The mirrors of users, organizations and memberships, and of Directory Sync (``dsync``)."""
     for prefix, (table, _) in MIRRORS.items():
         types = frozenset(f"{prefix}.{verb}" for verb in ("created", "updated", "deleted"))
         registry.workflow(f"workos.mirror.{table.name.removeprefix('workos_')}",
                           on=Trigger(provider="workos", types=types), version=VERSION, builtin=True,
                           batch=mirror_batch)(mirror)
+    dsync.register(registry)

@@ -3,7 +3,9 @@
 Used by the tests, ``syncd demo`` and ``bench/`` (``python -m simulators.workos``); it imports nothing from
 ``syncd``. The stream is generated deterministically from a seed: lifecycles of organizations, users
 and organization memberships (created → updated 0..k times → sometimes deleted; memberships are
-deleted before their user or organization), plus a small share of other event types.
+deleted before their user or organization), plus a small share of other event types. With ``dsync=SHARE``
+that share of the events is Directory Sync (``dsync``: directories, directory users and groups, group
+memberships), whose true state is ``directory_state()``.
 
 Contract served (see /work/shared/PROVIDERS.md):
 
@@ -27,14 +29,15 @@ which makes a sequential client's run reproducible. They apply before authentica
 
 Modules, by responsibility: ``ids`` (ULIDs, timestamps), ``data`` (the lifecycle generator), ``stream``
 (storage and the ``/events`` query), ``faults`` (knobs and faulty responses), ``wire`` (the HTTP
-handler), ``api`` (``WorkOSSimulator``), ``oracle`` (``mirror_state``), ``cli`` (``main``).
+handler), ``api`` (``WorkOSSimulator``), ``dsync`` (the Directory Sync lifecycle), ``oracle`` (``mirror_state``,
+``directory_mirror_state``), ``cli`` (``main``).
 """
 
 from simulators.workos.api import WorkOSSimulator
 from simulators.workos.cli import main
 from simulators.workos.faults import Faults
 from simulators.workos.ids import DEFAULT_NOW, format_timestamp, parse_timestamp, ulid, ulid_ms
-from simulators.workos.oracle import mirror_state
+from simulators.workos.oracle import directory_mirror_state, mirror_state
 
-__all__ = ["DEFAULT_NOW", "Faults", "WorkOSSimulator", "format_timestamp", "main", "mirror_state",
-           "parse_timestamp", "ulid", "ulid_ms"]
+__all__ = ["DEFAULT_NOW", "Faults", "WorkOSSimulator", "directory_mirror_state", "format_timestamp", "main",
+           "mirror_state", "parse_timestamp", "ulid", "ulid_ms"]

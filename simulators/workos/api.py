@@ -18,9 +18,10 @@ from typing import Any
 
 from simulators.httpserver import LoopbackServer
 from simulators.workos.data import Lifecycle
+from simulators.workos.dsync import DirectoryLifecycle
 from simulators.workos.faults import Faults, broken, fault_response
 from simulators.workos.ids import DEFAULT_NOW, EVENT_ID, format_timestamp, micros, parse_timestamp, ulid, ulid_ms
-from simulators.workos.oracle import mirror_state
+from simulators.workos.oracle import directory_mirror_state, mirror_state
 from simulators.workos.stream import Stream, encode, organization_of, parse_query
 from simulators.workos.wire import Handler, Response
 
@@ -55,9 +56,11 @@ class WorkOSSimulator:
 
     def __init__(self, *, events: int = 1000, seed: int = 0, api_key: str = "sk_test_simulator",
                  live_rate: float = 0.0, faults: Faults | None = None, host: str = "127.0.0.1",
-                 port: int = 0, timestamp_style: str = "iso", now: datetime | None = None) -> None:
+                 port: int = 0, timestamp_style: str = "iso", now: datetime | None = None, dsync: float = 0.0) -> None:
         if events < 0 or live_rate < 0:
             raise ValueError("events and live_rate must not be negative")
+        if not 0.0 <= dsync <= 1.0:
+            raise ValueError("dsync is a share of the generated events, within [0, 1]")
         if timestamp_style not in ("iso", "mixed"):
             raise ValueError("timestamp_style must be 'iso' or 'mixed'")
         moment = DEFAULT_NOW if now is None else now
@@ -75,6 +78,8 @@ class WorkOSSimulator:
         self._stuck: tuple[str, bytes] | None = None
         self._stream = Stream()
         self._lifecycle = Lifecycle(seed)
+        self._directory = DirectoryLifecycle(seed)
+        self._dsync = dsync
         self._born = time.monotonic()
         self._live_started = self._born
         self._live_emitted = 0
@@ -130,7 +135,10 @@ class WorkOSSimulator:
 
     def _add_generated(self, ms: int) -> None:
         stamp = format_timestamp(ms, 0 if self._style == "iso" else ms % 3)
-        etype, data = self._lifecycle.next(ms, stamp)
+        if self._dsync and self._directory.rng.random() < self._dsync:
+            etype, data = self._directory.next(ms, stamp)
+        else:
+            etype, data = self._lifecycle.next(ms, stamp)
         event_id = "event_" + ulid(ms, self._lifecycle.rng.getrandbits(80))
         # The envelope's strings are plain ASCII, so only ``data`` needs the JSON encoder.
         body = (f'{{"object":"event","id":"{event_id}","event":"{etype}","data":{encode(data)},'
@@ -190,6 +198,30 @@ class WorkOSSimulator:
         """What a newer-wins mirror holds after replaying the stream; see ``mirror_state``."""
         return mirror_state(self.events(), types)
 
+    def directory_state(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """The truth of Directory Sync: the directories, users, groups and memberships WorkOS holds now,
+        whatever the stream says (``simulators.workos.dsync``). Appended events do not change it."""
+        with self._lock:
+            return self._directory.state()
+
+    def directory_final_state(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """What a newer-wins Directory Sync mirror holds after replaying the stream (appended events
+        included); see ``directory_mirror_state``."""
+        return directory_mirror_state(self.events())
+
+    def dsync_events(self, n: int) -> list[dict[str, Any]]:
+        """The next ``n`` Directory Sync events (``event``, ``data``, ``created_at``), one millisecond apart
+        from now on, *not* added to the stream: ``append`` them in any order (out of order, repeated) to
+        serve them. ``directory_state`` already counts them."""
+        with self._lock:
+            ms, made = self._next_ms(), []
+            for _ in range(n):
+                stamp = format_timestamp(ms)
+                etype, data = self._directory.next(ms, stamp)
+                made.append({"event": etype, "data": data, "created_at": stamp})
+                ms += 1
+            return made
+
     def record(self, path: str, status: int) -> None:
         """Log one request in ``requests`` (status 0: reset); the oldest half goes past _MAX_LOG entries."""
         with self._lock:
@@ -235,6 +267,8 @@ class WorkOSSimulator:
                 return Response(200, stuck[1])
             if faults.cycle_after is not None and parsed.after == faults.cycle_after:
                 parsed = dataclasses.replace(parsed, after=None)
+            if faults.newest_first:
+                parsed = dataclasses.replace(parsed, descending=True)
             indices, more = self._stream.page(parsed, faults.repeat_boundary)
             if faults.stale_events and parsed.after is not None and not parsed.descending:
                 indices = indices + self._stream.before(parsed, faults.stale_events)

@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-key", default="sk_test_simulator")
     parser.add_argument("--live-rate", type=float, default=0.0, help="new events per second")
     parser.add_argument("--timestamp-style", choices=("iso", "mixed"), default="iso")
+    parser.add_argument("--dsync", type=float, default=0.0, metavar="SHARE",
+                        help="share of generated events that are Directory Sync events (0..1)")
     parser.add_argument("--now", type=parse_timestamp, default=None,
                         help="end of the generated history (ISO-8601); default: the wall clock")
     for knob in ("error", "rate-limit", "timeout", "broken", "reset"):
@@ -49,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--poison-every", type=int, default=0, metavar="N",
                         help="serve every N-th event broken (NUL, surrogate, deep nesting, no data, not an "
                              "object), in rotation: syncd quarantines them")
+    parser.add_argument("--newest-first", action="store_true",
+                        help="list every page newest first, whatever order= asks (syncd refuses such pages)")
     return parser
 
 
@@ -65,10 +69,11 @@ def main(argv: list[str] | None = None) -> int:
                     repeat_boundary=args.repeat_boundary, stuck_after=args.stuck_after, latency=args.latency,
                     expired_before=args.expired_before, expired_status=args.expired_status,
                     stale_events=args.stale_events, cycle_after=args.cycle_after,
-                    poison_every=args.poison_every)
+                    poison_every=args.poison_every, newest_first=args.newest_first)
     simulator = WorkOSSimulator(events=args.events, seed=args.seed, api_key=args.api_key,
                                 live_rate=args.live_rate, faults=faults, host=args.host, port=args.port,
-                                timestamp_style=args.timestamp_style, now=args.now or datetime.now(UTC))
+                                timestamp_style=args.timestamp_style, now=args.now or datetime.now(UTC),
+                                dsync=args.dsync)
     done = threading.Event()
     previous = _install_signals(lambda signum, frame: done.set())
     try:

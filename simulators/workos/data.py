@@ -28,8 +28,9 @@ _AGENTS = ("Mozilla/5.0 (Macintosh)", "Mozilla/5.0 (Windows NT 10.0)", "curl/8.5
 _TIERS = ("free", "pro", "enterprise")
 _PLANS = ("free", "pro")
 _ROLES = ("member", "admin", "owner")
-_OTHER_TYPES = ("session.created", "dsync.user.created", "authentication.email_verification_succeeded",
-                "connection.activated", "dsync.group.created")
+# Types no built-in mirror reads (Directory Sync has its own lifecycle: ``dsync``, off unless asked for).
+_OTHER_TYPES = ("session.created", "role.created", "authentication.email_verification_succeeded",
+                "connection.activated", "connection.deactivated")
 USER, ORG, MEMBERSHIP = "user", "organization", "organization_membership"
 _PREFIX = {USER: "user_", ORG: "org_", MEMBERSHIP: "om_"}
 
@@ -223,8 +224,15 @@ class Lifecycle:
             return etype, {"object": "connection", "id": self._new_id("conn_", ms), "organization_id": org,
                            "connection_type": "OktaSAML", "name": "Okta", "state": "active",
                            "created_at": stamp, "updated_at": stamp}
-        kind = "directory_user" if etype == "dsync.user.created" else "directory_group"
-        return etype, {"object": kind, "id": self._new_id(f"{kind}_", ms),
-                       "directory_id": f"directory_{ulid(ms, 0)}", "organization_id": org,
-                       "idp_id": str(self.rng.getrandbits(32)), "created_at": stamp, "updated_at": stamp}
+        # The same draws as the Directory Sync events these two types replaced, so every seed's stream
+        # stays as it was apart from them.
+        if etype == "role.created":
+            role_id = self._new_id("role_", ms)
+            slug = f"role-{self.rng.getrandbits(32):x}"
+            return etype, {"object": "role", "id": role_id, "slug": slug, "name": slug.title(), "permissions": [],
+                           "type": "EnvironmentRole", "created_at": stamp, "updated_at": stamp}
+        conn_id = self._new_id("conn_", ms)
+        return etype, {"object": "connection", "id": conn_id, "organization_id": org,
+                       "connection_type": "OktaSAML", "name": f"Okta {self.rng.getrandbits(32) % 1000}",
+                       "state": "inactive", "created_at": stamp, "updated_at": stamp}
 

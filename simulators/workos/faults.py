@@ -29,6 +29,9 @@ class Faults:
     the stream's first page again, whose ``list_metadata.after`` moves on: a client that follows the
     provider's ids walks in a circle (every ``after`` differs, the sequence repeats).
 
+    ``newest_first``: every page is listed newest first whatever ``order`` asks (``desc``: ``after=X`` then
+    gives events older than X), as WorkOS's documented default is and as users report ``order`` being ignored.
+
     ``poison_every``: every n-th event of the stream (by position, so the same ones on every request) is
     served broken, in rotation (``poison``): a NUL in its data, an unpaired surrogate, nesting 3,000 levels
     deep, no ``data`` field, not an object at all (a list). The rest of the stream is served as it is.
@@ -49,6 +52,7 @@ class Faults:
     stale_events: int = 0
     cycle_after: str | None = None
     poison_every: int = 0
+    newest_first: bool = False
 
     def __post_init__(self) -> None:
         rates = (self.error_rate, self.rate_limit_rate, self.timeout_rate, self.broken_rate, self.reset_rate)

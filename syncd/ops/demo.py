@@ -1,4 +1,5 @@
-"""``syncd demo``: the main job on the embedded default — simulated providers on loopback → SQLite.
+"""``syncd demo``: the main job on the embedded default — simulated providers (WorkOS, GitHub, Stripe) on
+loopback → SQLite.
 
 Contract: the demo never touches the user's data. It writes only to its own SQLite file (``syncd-demo.db``
 in the working directory, or ``--database PATH``) and runs only the built-in mirrors and its own example
@@ -30,6 +31,7 @@ from syncd.store.db import reading
 
 DEMO_FILE = "syncd-demo.db"
 DEMO_WORKOS_KEY = "sk_test_demo_simulator"
+DEMO_STRIPE_KEY = "sk_test_demo_stripe_simulator"
 #: SQLite's ``application_id`` (header offset 68) on every demo database: "syDm".
 DEMO_APPLICATION_ID = 0x7379446D
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -39,14 +41,23 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 def simulators(events: int, seed: int, live_rate: float) -> Iterator[dict[str, str]]:
     """Start the simulated providers; yield the environment that points syncd at them."""
     from simulators.github import GitHubSimulator
+    from simulators.stripe import StripeSimulator
     from simulators.workos import WorkOSSimulator
 
     with contextlib.ExitStack() as stack:
         workos = stack.enter_context(WorkOSSimulator(events=events, seed=seed, api_key=DEMO_WORKOS_KEY,
                                                      live_rate=live_rate))
         github = stack.enter_context(GitHubSimulator(seed=seed))
+        stripe = stack.enter_context(StripeSimulator(events=stripe_events(events), seed=seed,
+                                                     api_key=DEMO_STRIPE_KEY))
         yield {"WORKOS_API_KEY": DEMO_WORKOS_KEY, "WORKOS_BASE_URL": workos.url,
-               "GITHUB_TOKEN": "ghp_simulator", "GITHUB_BASE_URL": github.url, "GITHUB_REPOS": "acme/web,acme/api"}
+               "GITHUB_TOKEN": "ghp_simulator", "GITHUB_BASE_URL": github.url, "GITHUB_REPOS": "acme/web,acme/api",
+               "STRIPE_API_KEY": DEMO_STRIPE_KEY, "STRIPE_BASE_URL": stripe.url}
+
+
+def stripe_events(events: int) -> int:
+    """The simulated Stripe account's events: a fifth of the WorkOS ones (the demo stays a few seconds)."""
+    return max(events // 5, 1)
 
 
 def run_demo(settings: Settings, *, events: int = 3000, live_seconds: float = 0.0, seed: int = 7,
@@ -57,7 +68,8 @@ def run_demo(settings: Settings, *, events: int = 3000, live_seconds: float = 0.
     started = time.perf_counter()
     path = demo_database(database)
     database_url = f"sqlite:///{path}"
-    print(f"syncd demo: {events} simulated WorkOS events → {path}\n"
+    print(f"syncd demo: {events} simulated WorkOS events, {stripe_events(events)} Stripe events and two GitHub "
+          f"repositories → {path}\n"
           "  (the demo's own SQLite file: DATABASE_URL, SYNCD_WORKFLOWS and your other settings are not used)")
     with simulators(events, seed, live_rate=20.0 if live_seconds > 0 else 0.0) as sim_env, \
             contextlib.ExitStack() as stack:
@@ -169,6 +181,7 @@ def _print_ticks(results: list[TickResult], live: bool = False) -> None:
 
 def _summary(app: App, seconds: float) -> None:
     from connectors.github.tables import issues
+    from connectors.stripe.tables import customers, subscriptions
     from connectors.workos.tables import memberships, organizations, users
     from syncd.ops.statusparts import cursor_text
     from syncd.redaction import printable
@@ -181,7 +194,8 @@ def _summary(app: App, seconds: float) -> None:
     for event_type, n in by_type:
         print(f"  {event_type:<40} {n:>7}")
     print("\nRows per mirror table:")
-    for name, count in _row_counts(app.db, [users, organizations, memberships, issues]):
+    for name, count in _row_counts(app.db, [users, organizations, memberships, issues, customers,
+                                                       subscriptions]):
         print(f"  {name:<40} {count:>7}")
     statuses: dict[str, int] = {}
     for (_, status), n in run_counts.items():
