@@ -12,6 +12,7 @@ claims are taken over without waiting for them to expire.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
@@ -214,14 +215,15 @@ class WorkerPool:
             self._wake.clear()
 
     def _due_in(self) -> float:
-        """Seconds until the next run of ours falls due (0 or less: now; ``poll_seconds`` if unknown)."""
+        """Seconds until the next run of ours falls due (0 or less: now; ``poll_seconds`` if unknown; infinity if
+        none is open: a drain then ends at once instead of polling an empty queue for its whole wait)."""
         try:
             workflows, _ = self._limits()
             due = self.store.next_due(workflows)
         except Exception:
             return self.poll_seconds
         if due is None:
-            return self.poll_seconds
+            return math.inf
         return (due - self.clock.now()).total_seconds()
 
     def _keep_claims(self) -> None:

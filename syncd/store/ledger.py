@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 from syncd import jsoncodec
 from syncd.contracts import Event, Quarantined, Recorded, RunKey, RunRecord, RunStatus
 from syncd.store import quarantine, retention
-from syncd.store.bulk import insert_ignore, list_param, one_of
+from syncd.store.bulk import copy_insert, insert_ignore, list_param, one_of
 from syncd.store.tables import events, runs, steps
 
 # ---- the ledger ---------------------------------------------------------------------------------------
@@ -53,17 +53,26 @@ def record_events(conn: Connection, batch: Sequence[Event], now: datetime) -> Re
 
 def _insert_new(conn: Connection, batch: Sequence[Event], now: datetime) -> set[str]:
     if conn.dialect.name == "postgresql":  # the insert itself says which events were new
-        return _record_new_events(conn, [ledger_row(e, now) for e in batch])
+        return _record_new_events(conn, [ledger_values(e, now) for e in batch])
     seen = _existing_event_ids(conn, batch[0].stream, [e.id for e in batch])
     rows = [ledger_row(e, now) for e in batch if e.id not in seen]
     insert_ignore(conn, events, rows, ["stream", "event_id"])
     return {r["event_id"] for r in rows}
 
 
+#: The ledger's columns, in the order of ``ledger_values``. A column added here is added there too.
+LEDGER_COLUMNS = ("stream", "event_id", "type", "action", "occurred_at", "recorded_at", "payload")
+
+
+def ledger_values(event: Event, now: datetime) -> tuple[Any, ...]:
+    """``event``'s ledger row as values in ``LEDGER_COLUMNS`` order."""
+    return (event.stream, event.id, event.type, event.action, event.occurred_at, now,
+            event.data if type(event.data) is dict else dict(event.data))
+
+
 def ledger_row(event: Event, now: datetime) -> dict[str, Any]:
-    return {"stream": event.stream, "event_id": event.id, "type": event.type, "action": event.action,
-            "occurred_at": event.occurred_at, "recorded_at": now,
-            "payload": event.data if type(event.data) is dict else dict(event.data)}
+    """``event``'s ledger row as a mapping of ``LEDGER_COLUMNS``."""
+    return dict(zip(LEDGER_COLUMNS, ledger_values(event, now), strict=True))
 
 
 def event_from_ledger(stream: str, row: Mapping[str, Any] | sa.RowMapping) -> Event:
@@ -71,15 +80,15 @@ def event_from_ledger(stream: str, row: Mapping[str, Any] | sa.RowMapping) -> Ev
                  data=row["payload"], action=row.get("action"))
 
 
-def _record_new_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> set[str]:
-    """Insert the ledger rows not recorded yet; return their event ids (PostgreSQL: INSERT … ON CONFLICT DO
-    NOTHING RETURNING, sent as multi-row statements by SQLAlchemy's insertmanyvalues).
+def _record_new_events(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> set[str]:
+    """Insert the ledger rows (``LEDGER_COLUMNS`` values) not recorded yet; return their event ids
+    (PostgreSQL: ``COPY`` and one INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING, ``bulk.copy_insert``).
 
     One statement instead of a look-up and an insert, and no ``event_id IN (…)`` query: on a young table
     without statistics PostgreSQL planned that one as a scan of the stream's whole ledger, every page.
     """
-    stmt = postgresql.insert(events).on_conflict_do_nothing(index_elements=["stream", "event_id"])
-    return {r[0] for r in conn.execute(stmt.returning(events.c.event_id), list(rows))}
+    return set(copy_insert(conn, events, LEDGER_COLUMNS, rows, conflict="(stream, event_id) DO NOTHING",
+                           returning="event_id"))
 
 
 def _existing_event_ids(conn: Connection, stream: str, event_ids: Sequence[str]) -> set[str]:
@@ -136,7 +145,14 @@ RUN_COLUMNS = ("workflow", "stream", "event_id", "workflow_version", "status", "
                "last_error", "trace_id", "started_at", "finished_at", "duration_ms", "run_key", "seq")
 
 
+_RUNS_CONFLICT = "(workflow, stream, event_id) DO NOTHING"
+
+
 def insert_runs(conn: Connection, records: Sequence[RunRecord]) -> None:
+    if conn.dialect.name == "postgresql":  # RunRecord's fields are RUN_COLUMNS, in order (a test holds it)
+        copy_insert(conn, runs, RUN_COLUMNS, [(*r[:4], r.status.value, *r[5:]) for r in records],
+                    conflict=_RUNS_CONFLICT)
+        return
     insert_ignore(conn, runs, [run_row(r) for r in records], ["workflow", "stream", "event_id"])
 
 
@@ -149,6 +165,12 @@ def insert_batch_runs(conn: Connection, template: RunRecord, event_ids: Sequence
     if not event_ids:
         return
     common = run_row(template)
+    if conn.dialect.name == "postgresql":
+        values = [common[c] for c in RUN_COLUMNS]
+        at = RUN_COLUMNS.index("event_id")
+        copy_insert(conn, runs, RUN_COLUMNS, [(*values[:at], event_id, *values[at + 1:]) for event_id in event_ids],
+                    conflict=_RUNS_CONFLICT)
+        return
     if conn.dialect.name != "sqlite":
         insert_ignore(conn, runs, [{**common, "event_id": event_id} for event_id in event_ids],
                       ["workflow", "stream", "event_id"])
