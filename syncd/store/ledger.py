@@ -148,8 +148,13 @@ RUN_COLUMNS = ("workflow", "stream", "event_id", "workflow_version", "status", "
 _RUNS_CONFLICT = "(workflow, stream, event_id) DO NOTHING"
 
 
+#: From this many run rows on, PostgreSQL gets them by COPY (three round trips, then nothing per row).
+COPY_RUNS_FROM = 100
+
+
 def insert_runs(conn: Connection, records: Sequence[RunRecord]) -> None:
-    if conn.dialect.name == "postgresql":  # RunRecord's fields are RUN_COLUMNS, in order (a test holds it)
+    if conn.dialect.name == "postgresql" and len(records) >= COPY_RUNS_FROM:
+        # A RunRecord's fields are RUN_COLUMNS, in order (tests/test_pg_copy.py holds it).
         copy_insert(conn, runs, RUN_COLUMNS, [(*r[:4], r.status.value, *r[5:]) for r in records],
                     conflict=_RUNS_CONFLICT)
         return
@@ -159,35 +164,35 @@ def insert_runs(conn: Connection, records: Sequence[RunRecord]) -> None:
 def insert_batch_runs(conn: Connection, template: RunRecord, event_ids: Sequence[str]) -> None:
     """The run rows of a batch: ``template`` for each of ``event_ids``.
 
-    The same rows ``insert_runs`` writes. On SQLite one ``INSERT … SELECT`` over the ids as a JSON array,
-    so no row is built in Python (a thousand rows of twelve values each per catch-up transaction).
+    The same rows ``insert_runs`` writes, by one ``INSERT … SELECT`` over the ids given as one parameter (an
+    array on PostgreSQL, a JSON array on SQLite), so no row is built in Python nor bound per row (a
+    thousand rows of fourteen values each per catch-up transaction) and it is one round trip.
     """
     if not event_ids:
         return
+    dialect = conn.dialect.name
     common = run_row(template)
-    if conn.dialect.name == "postgresql":
-        values = [common[c] for c in RUN_COLUMNS]
-        at = RUN_COLUMNS.index("event_id")
-        copy_insert(conn, runs, RUN_COLUMNS, [(*values[:at], event_id, *values[at + 1:]) for event_id in event_ids],
-                    conflict=_RUNS_CONFLICT)
-        return
-    if conn.dialect.name != "sqlite":
+    if dialect not in ("postgresql", "sqlite"):
         insert_ignore(conn, runs, [{**common, "event_id": event_id} for event_id in event_ids],
                       ["workflow", "stream", "event_id"])
         return
     del common["event_id"]
-    conn.execute(_batch_runs_statement(), {**common, "event_ids": jsoncodec.dumps(list(event_ids))})
+    conn.execute(_batch_runs_statement(dialect), {**common, "event_ids": list_param(event_ids, dialect)})
 
 
 @functools.cache
-def _batch_runs_statement() -> Any:
+def _batch_runs_statement(dialect: str) -> Any:
     columns = RUN_COLUMNS
     selected = ", ".join("ids.value" if c == "event_id" else f":{c}" for c in columns)
+    if dialect == "postgresql":
+        source, ids_type = "unnest(:event_ids) AS ids(value)", postgresql.ARRAY(sa.String())
+    else:  # WHERE: SQLite's parser needs it before ON CONFLICT
+        source, ids_type = "json_each(:event_ids) AS ids WHERE true", sa.String()
     return sa.text(
-        f"INSERT INTO {runs.name} ({', '.join(columns)}) SELECT {selected} FROM json_each(:event_ids) AS ids "
-        "WHERE true ON CONFLICT (workflow, stream, event_id) DO NOTHING"  # WHERE: SQLite's parser needs it
+        f"INSERT INTO {runs.name} ({', '.join(columns)}) SELECT {selected} FROM {source} "
+        "ON CONFLICT (workflow, stream, event_id) DO NOTHING"
     ).bindparams(*[sa.bindparam(c, type_=runs.c[c].type) for c in columns if c != "event_id"],
-                 sa.bindparam("event_ids", type_=sa.String()))
+                 sa.bindparam("event_ids", type_=ids_type))
 
 
 #: What a later attempt changes in a run's row (its key and first start stay).
