@@ -17,7 +17,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
-from syncd import jsoncodec
 from syncd.contracts import Event, Quarantined, Recorded, RunKey, RunRecord, RunStatus
 from syncd.store import quarantine, retention
 from syncd.store.bulk import copy_insert, insert_ignore, list_param, one_of
@@ -184,6 +183,7 @@ def insert_batch_runs(conn: Connection, template: RunRecord, event_ids: Sequence
 def _batch_runs_statement(dialect: str) -> Any:
     columns = RUN_COLUMNS
     selected = ", ".join("ids.value" if c == "event_id" else f":{c}" for c in columns)
+    ids_type: sa.types.TypeEngine[Any]
     if dialect == "postgresql":
         source, ids_type = "unnest(:event_ids) AS ids(value)", postgresql.ARRAY(sa.String())
     else:  # WHERE: SQLite's parser needs it before ON CONFLICT
