@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from syncd.contracts import Event, RunRecord
 from syncd.store import ledger
-from syncd.store.bulk import copy_insert, insert_ignore
+from syncd.store.bulk import _driver_form, _upsert_statement, copy_insert, execute_many, insert_ignore
 from syncd.store.connect import create_engine, reading
 from syncd.store.schema import migrate
 from syncd.store.tables import events
@@ -117,4 +117,38 @@ def test_a_naive_time_is_refused_not_stored_in_the_server_zone(pg_url: str) -> N
     naive = replace(_event(1), occurred_at=datetime(2026, 1, 1))
     with pytest.raises(ValueError, match="naive"), db.begin() as conn:
         ledger.record_events(conn, [naive], T0)
+    db.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("repeated", [False, True])
+def test_a_large_upsert_by_copy_ends_where_one_row_at_a_time_ends(pg_url: str, repeated: bool) -> None:
+    """``execute_many`` of a newer-wins upsert: by COPY when its keys are distinct (DO UPDATE may not meet a
+    key twice in one statement), row by row when one repeats; both leave what single statements leave."""
+    db = create_engine(pg_url)
+    metadata = sa.MetaData()
+    table = sa.Table("m", metadata, sa.Column("id", sa.String(40), primary_key=True), sa.Column("n", sa.Integer),
+                     sa.Column("doc", sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql")),
+                     sa.Column("flag", sa.Boolean), sa.Column("updated_at", sa.DateTime(timezone=True)))
+    metadata.create_all(db)
+    upsert = _upsert_statement("postgresql", table, ("id", "n", "doc", "flag", "updated_at"), "id", "updated_at",
+                               returning=False)
+    assert _driver_form(db.dialect, upsert).copy is not None
+    stored = [{"id": f"k{i}", "n": -i, "doc": None, "flag": None, "updated_at": T0 + timedelta(seconds=i % 7)}
+              for i in range(0, 300, 2)]
+    rows = [{"id": f"k{i % 150 if repeated else i}", "n": i, "doc": {"t": AWKWARD[i % len(AWKWARD)]},
+             "flag": i % 3 == 0, "updated_at": None if i % 11 == 0 else T0 + timedelta(seconds=i % 5)}
+            for i in range(300)]
+    results = []
+    for batched in (True, False):
+        with db.begin() as conn:
+            conn.execute(table.delete())
+            execute_many(conn, sa.insert(table), stored)
+            if batched:
+                execute_many(conn, upsert, rows)
+            else:
+                for row in rows:
+                    conn.execute(upsert, row)
+            results.append(sorted(tuple(r) for r in conn.execute(sa.select(table))))
+    assert results[0] == results[1] and len(results[0]) == (150 + 75 if repeated else 300)
     db.dispose()

@@ -88,6 +88,9 @@ def execute_many(conn: Connection, stmt: Any, rows: Sequence[dict[str, Any]]) ->
     for i, process in form.processors:
         columns[i] = map(process, columns[i])
     converted = list(zip(*columns, strict=True))  # back to rows: a tuple of values each
+    if form.copy is not None and len(converted) >= COPY_FROM and form.copy.fits(converted):
+        _copy_rows(conn, form.copy, converted)
+        return
     if form.multi is None or len(rows) == 1:
         conn.exec_driver_sql(form.sql, converted if form.positional
                              else [dict(zip(form.names, values, strict=True)) for values in converted])
@@ -130,6 +133,7 @@ class _DriverForm:
     processors: tuple[tuple[int, Callable[[Any], Any]], ...]  # (index, bind processor), where there is one
     positional: bool
     multi: _MultiRow | None = None  # SQLite INSERTs: the multi-row form
+    copy: _CopyForm | None = None  # PostgreSQL INSERT … ON CONFLICT: the COPY form
 
 
 #: By dialect kind, not dialect object: every Engine has its own dialect, and a cache holding them would
@@ -152,7 +156,8 @@ def _driver_form(dialect: sa.Dialect, stmt: Any) -> _DriverForm:
     values = getter if len(names) > 1 else (lambda row: (getter(row),))
     sql = str(compiled)
     return _DriverForm(sql, names, values, processors, positional,
-                       _multi_row(sql, len(names)) if dialect.driver == "pysqlite" and positional else None)
+                       _multi_row(sql, len(names)) if dialect.driver == "pysqlite" and positional else None,
+                       _copy_form(sql, names) if dialect.driver == "psycopg" and not positional else None)
 
 
 def _multi_row(sql: str, params: int) -> _MultiRow | None:
@@ -172,6 +177,55 @@ def _sqlite_max_parameters() -> int:
 
     with contextlib.closing(sqlite3.connect(":memory:")) as probe:
         return int(probe.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+
+
+#: From this many rows on, an ``execute_many`` of an INSERT … ON CONFLICT goes by COPY on PostgreSQL.
+COPY_FROM = 100
+
+_PG_UPSERT = re.compile(r"INSERT INTO (\w+) \(([\w, ]+)\) VALUES \((.*?)\) ON CONFLICT \(([\w, ]+)\) (.*)", re.S)
+_PG_PARAM = re.compile(r"%\((\w+)\)s(?:::[A-Z ]+)?")
+
+
+@dataclass(frozen=True)
+class _CopyForm:
+    """A PostgreSQL ``INSERT INTO t (columns) VALUES (%(p)s, …) ON CONFLICT (keys) …`` as ``copy_insert`` runs it."""
+
+    table: str
+    columns: tuple[str, ...]
+    order: tuple[int, ...]  # for each column, the index of its value in a converted row
+    keys: tuple[int, ...]  # the conflict keys' indexes in a converted row
+    conflict: str  # "(keys) DO …", the rest of the statement
+    unique_keys: bool  # DO UPDATE: PostgreSQL refuses a key twice in one statement
+
+    def fits(self, rows: Sequence[tuple[Any, ...]]) -> bool:
+        if not self.unique_keys:
+            return True
+        keys = self.keys
+        return len({tuple(row[i] for i in keys) for row in rows}) == len(rows)
+
+
+def _copy_form(sql: str, names: tuple[str, ...]) -> _CopyForm | None:
+    """The COPY form of an INSERT whose VALUES are one plain parameter per column, else None."""
+    found = _PG_UPSERT.fullmatch(sql)
+    if found is None or "%%" in sql:  # a literal % would be doubled for parameters, and COPY's INSERT has none
+        return None
+    table, listed, values, keys, rest = found.groups()
+    columns = tuple(c.strip() for c in listed.split(","))
+    params = [_PG_PARAM.fullmatch(v.strip()) for v in values.split(",")]
+    if len(params) != len(columns) or any(p is None or p.group(1) not in names for p in params):
+        return None
+    order = tuple(names.index(p.group(1)) for p in params if p is not None)
+    key_columns = [k.strip() for k in keys.split(",")]
+    if any(k not in columns for k in key_columns):
+        return None
+    return _CopyForm(table, columns, order, tuple(order[columns.index(k)] for k in key_columns),
+                     f"({keys}) {rest}", not rest.lstrip().upper().startswith("DO NOTHING"))
+
+
+def _copy_rows(conn: Connection, form: _CopyForm, rows: Sequence[tuple[Any, ...]]) -> None:
+    order = form.order
+    values = rows if order == tuple(range(len(order))) else [tuple(row[i] for i in order) for row in rows]
+    _copy_converted(conn, _staging(form.table, form.columns), values, form.conflict, None)
 
 
 @functools.lru_cache(maxsize=256)
@@ -256,7 +310,7 @@ def copy_insert(conn: Connection, table: sa.Table, columns: Sequence[str], rows:
     if not rows:
         return []
     dialect = conn.dialect
-    staging = _staging(table, tuple(columns))
+    staging = _staging(table.name, tuple(columns))
     # The engine's own processors (its JSON serializer), looked up per call: a few µs against a COPY.
     processors = [(i, p) for i, c in enumerate(columns)
                   if (p := table.c[c].type.dialect_impl(dialect).bind_processor(dialect)) is not None]
@@ -266,11 +320,17 @@ def copy_insert(conn: Connection, table: sa.Table, columns: Sequence[str], rows:
         for i, process in processors:
             converted[i] = map(process, converted[i])
         values = zip(*converted, strict=True)
+    return _copy_converted(conn, staging, values, conflict, returning)
+
+
+def _copy_converted(conn: Connection, staging: _Staging, rows: Iterable[Sequence[Any]], conflict: str,
+                    returning: str | None) -> list[Any]:
+    """``copy_insert`` once the values are the driver's."""
     conn.exec_driver_sql(staging.create)
     driver = conn.connection.driver_connection
     assert driver is not None  # a live connection inside the caller's transaction
     with driver.cursor() as cursor, cursor.copy(staging.copy) as copy:
-        for row in values:
+        for row in rows:
             copy.write_row(row)
     result = conn.exec_driver_sql(staging.insert + conflict + (f" RETURNING {returning}" if returning else ""))
     return [r[0] for r in result] if returning else []
@@ -286,10 +346,10 @@ class _Staging:
 
 
 @functools.lru_cache(maxsize=64)
-def _staging(table: sa.Table, columns: tuple[str, ...]) -> _Staging:
-    digest = hashlib.blake2b(repr((table.name, columns)).encode(), digest_size=6).hexdigest()
-    name = f"syncd_copy_{table.name[:36]}_{digest}"
-    target = _quoted(table.name)
+def _staging(table: str, columns: tuple[str, ...]) -> _Staging:
+    digest = hashlib.blake2b(repr((table, columns)).encode(), digest_size=6).hexdigest()
+    name = f"syncd_copy_{table[:36]}_{digest}"
+    target = _quoted(table)
     listed = ", ".join(map(_quoted, columns))
     return _Staging(
         create=(f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} ON COMMIT DELETE ROWS AS "
