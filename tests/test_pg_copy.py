@@ -152,3 +152,14 @@ def test_a_large_upsert_by_copy_ends_where_one_row_at_a_time_ends(pg_url: str, r
             results.append(sorted(tuple(r) for r in conn.execute(sa.select(table))))
     assert results[0] == results[1] and len(results[0]) == (150 + 75 if repeated else 300)
     db.dispose()
+
+
+@pytest.mark.postgres
+def test_sessions_use_custom_plans_and_keep_the_urls_own_options(pg_url: str) -> None:
+    """Key look-ups over an array (``bulk.one_of``) are planned with their values (``connect.POSTGRES_OPTIONS``);
+    ``?options=`` in DATABASE_URL still applies."""
+    db = create_engine(pg_url + "?options=-c%20application_name%3Dsyncd_test")
+    with db.connect() as conn:
+        assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_custom_plan"
+        assert conn.exec_driver_sql("SHOW application_name").scalar() == "syncd_test"
+    db.dispose()

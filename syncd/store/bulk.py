@@ -30,13 +30,15 @@ def one_of(column: sa.ColumnElement[Any], name: str, dialect: str) -> sa.ColumnE
     """``column IN (…)`` over a list given as one parameter (pass it through ``list_param``).
 
     SQLite reads the list from a JSON array (``json_each``): the statement is compiled and prepared once,
-    where SQLAlchemy's expanding ``IN`` rendered and SQLite prepared a new statement for each page. On
-    PostgreSQL it stays an expanding ``IN``: one array parameter (``= ANY``) made psycopg's prepared
-    statement switch to a generic plan, which on young tables without statistics scanned them whole
-    (bench/README.md, "Measurements behind the code").
+    where SQLAlchemy's expanding ``IN`` rendered and SQLite prepared a new statement for each page.
+    PostgreSQL: ``= ANY`` over one array parameter, for the same reason (an expanding ``IN`` of a thousand
+    ids was a new statement text for SQLAlchemy to render, psycopg to parse and the server to plan, each
+    page). This relies on ``plan_cache_mode=force_custom_plan`` (``connect.create_engine``): with a generic
+    plan, which psycopg's prepared statements get after a few executions, PostgreSQL scanned young tables
+    without statistics whole (bench/README.md, "Measurements behind the code").
     """
     if dialect == "postgresql":
-        return column.in_(sa.bindparam(name, expanding=True))
+        return column == sa.func.any(sa.bindparam(name, type_=postgresql.ARRAY(column.type)))
     return column.in_(sa.select(sa.column("value")).select_from(
         sa.func.json_each(sa.bindparam(name, type_=sa.String()))).scalar_subquery())
 
