@@ -135,6 +135,18 @@ def verdicts(results: dict[str, Any]) -> list[Verdict]:
                 all(v["median"] <= 20 for v in per_source.values()),
             )
         )
+    d = results.get("D")
+    if d and "skipped" not in d:
+        syncd, floor = (median_eps(d["samples"][n]) for n in ("syncd on Postgres", "floor on Postgres"))
+        server = {n: Spread.of(v).median for n, v in d["server_cpu"].items() if v}
+        out.append(
+            Verdict(
+                "D: syncd on PostgreSQL ≥ 60% of the PostgreSQL floor (events/s, whole process)",
+                f"{syncd:,.0f} vs {floor:,.0f} = {syncd / floor:.0%}; server CPU s per run "
+                f"{server.get('syncd on Postgres', 0):.1f} vs {server.get('floor on Postgres', 0):.1f}",
+                syncd >= D_FLOOR_SHARE * floor,
+            )
+        )
     f = results.get("F")
     if f:
         out += [Verdict(*target) for target in runqueue.targets(f)]
@@ -143,6 +155,32 @@ def verdicts(results: dict[str, Any]) -> list[Verdict]:
     if results.get("T"):
         out += [Verdict(*target) for target in tracing.targets(results["T"])]
     return out
+
+
+#: Issue 26: PostgreSQL catch-up at this share of the PostgreSQL floor's events/s.
+D_FLOOR_SHARE = 0.6
+
+
+def postgres_table(d: dict[str, Any]) -> list[str]:
+    """D's runs: the contender's own CPU next to the PostgreSQL server's CPU during each of its runs."""
+    rows = [
+        "| contender | events | events/s | wall s | CPU s | server CPU s | CPU s per 10k (own + server) | "
+        "peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, runs in d["samples"].items():
+        server = d["server_cpu"].get(name) or [0.0] * len(runs)
+        both = [(s.cpu + c) / s.events * 10_000 for s, c in zip(runs, server, strict=True)]
+        rows.append(
+            f"| {name} | {runs[0].events:,} | {Spread.of([s.events_per_second for s in runs]).text()} | "
+            f"{Spread.of([s.wall for s in runs]).text(1)} | {Spread.of([s.cpu for s in runs]).text(1)} | "
+            f"{Spread.of(server).text(1)} | {Spread.of(both).text(2)} | "
+            f"{Spread.of([s.peak_rss_mb for s in runs]).text()} |"
+        )
+    load = d.get("load") or []
+    if load:
+        rows += ["", f"1-minute load average as each run started: {', '.join(f'{x:.1f}' for x in load)}"]
+    return rows
 
 
 def render(results: dict[str, Any], *, mode: str, started: datetime, load: tuple[float, float]) -> str:
@@ -197,10 +235,10 @@ def render(results: dict[str, Any], *, mode: str, started: datetime, load: tuple
         lines += [
             f"## D — PostgreSQL {d['postgres']} (throwaway server, fsync off), same stream as A's size",
             "",
-            *table(d["samples"]),
+            "Alternated runs, each on a fresh database; median (min-max). The server's CPU (the postmaster and "
+            "its backends, from /proc) is not in the contender's own CPU.",
             "",
-            "PostgreSQL server CPU s per run (not in the contender's CPU): "
-            + "; ".join(f"{name} {Spread.of(v).text(1)}" for name, v in d["server_cpu"].items() if v),
+            *postgres_table(d),
             "",
         ]
     elif d:

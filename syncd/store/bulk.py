@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import itertools
 import operator
 import re
@@ -29,13 +30,15 @@ def one_of(column: sa.ColumnElement[Any], name: str, dialect: str) -> sa.ColumnE
     """``column IN (…)`` over a list given as one parameter (pass it through ``list_param``).
 
     SQLite reads the list from a JSON array (``json_each``): the statement is compiled and prepared once,
-    where SQLAlchemy's expanding ``IN`` rendered and SQLite prepared a new statement for each page. On
-    PostgreSQL it stays an expanding ``IN``: one array parameter (``= ANY``) made psycopg's prepared
-    statement switch to a generic plan, which on young tables without statistics scanned them whole
-    (bench/README.md, "Measurements behind the code").
+    where SQLAlchemy's expanding ``IN`` rendered and SQLite prepared a new statement for each page.
+    PostgreSQL: ``= ANY`` over one array parameter, for the same reason (an expanding ``IN`` of a thousand
+    ids was a new statement text for SQLAlchemy to render, psycopg to parse and the server to plan, each
+    page). This relies on ``plan_cache_mode=force_custom_plan`` (``connect.create_engine``): with a generic
+    plan, which psycopg's prepared statements get after a few executions, PostgreSQL scanned young tables
+    without statistics whole (bench/README.md, "Measurements behind the code").
     """
     if dialect == "postgresql":
-        return column.in_(sa.bindparam(name, expanding=True))
+        return column == sa.func.any(sa.bindparam(name, type_=postgresql.ARRAY(column.type)))
     return column.in_(sa.select(sa.column("value")).select_from(
         sa.func.json_each(sa.bindparam(name, type_=sa.String()))).scalar_subquery())
 
@@ -87,6 +90,9 @@ def execute_many(conn: Connection, stmt: Any, rows: Sequence[dict[str, Any]]) ->
     for i, process in form.processors:
         columns[i] = map(process, columns[i])
     converted = list(zip(*columns, strict=True))  # back to rows: a tuple of values each
+    if form.copy is not None and len(converted) >= COPY_FROM and form.copy.fits(converted):
+        _copy_rows(conn, form.copy, converted)
+        return
     if form.multi is None or len(rows) == 1:
         conn.exec_driver_sql(form.sql, converted if form.positional
                              else [dict(zip(form.names, values, strict=True)) for values in converted])
@@ -129,6 +135,7 @@ class _DriverForm:
     processors: tuple[tuple[int, Callable[[Any], Any]], ...]  # (index, bind processor), where there is one
     positional: bool
     multi: _MultiRow | None = None  # SQLite INSERTs: the multi-row form
+    copy: _CopyForm | None = None  # PostgreSQL INSERT … ON CONFLICT: the COPY form
 
 
 #: By dialect kind, not dialect object: every Engine has its own dialect, and a cache holding them would
@@ -151,7 +158,8 @@ def _driver_form(dialect: sa.Dialect, stmt: Any) -> _DriverForm:
     values = getter if len(names) > 1 else (lambda row: (getter(row),))
     sql = str(compiled)
     return _DriverForm(sql, names, values, processors, positional,
-                       _multi_row(sql, len(names)) if dialect.driver == "pysqlite" and positional else None)
+                       _multi_row(sql, len(names)) if dialect.driver == "pysqlite" and positional else None,
+                       _copy_form(sql, names) if dialect.driver == "psycopg" and not positional else None)
 
 
 def _multi_row(sql: str, params: int) -> _MultiRow | None:
@@ -171,6 +179,55 @@ def _sqlite_max_parameters() -> int:
 
     with contextlib.closing(sqlite3.connect(":memory:")) as probe:
         return int(probe.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+
+
+#: From this many rows on, an ``execute_many`` of an INSERT … ON CONFLICT goes by COPY on PostgreSQL.
+COPY_FROM = 100
+
+_PG_UPSERT = re.compile(r"INSERT INTO (\w+) \(([\w, ]+)\) VALUES \((.*?)\) ON CONFLICT \(([\w, ]+)\) (.*)", re.S)
+_PG_PARAM = re.compile(r"%\((\w+)\)s(?:::[A-Z ]+)?")
+
+
+@dataclass(frozen=True)
+class _CopyForm:
+    """A PostgreSQL ``INSERT INTO t (columns) VALUES (%(p)s, …) ON CONFLICT (keys) …`` as ``copy_insert`` runs it."""
+
+    table: str
+    columns: tuple[str, ...]
+    order: tuple[int, ...]  # for each column, the index of its value in a converted row
+    keys: tuple[int, ...]  # the conflict keys' indexes in a converted row
+    conflict: str  # "(keys) DO …", the rest of the statement
+    unique_keys: bool  # DO UPDATE: PostgreSQL refuses a key twice in one statement
+
+    def fits(self, rows: Sequence[tuple[Any, ...]]) -> bool:
+        if not self.unique_keys:
+            return True
+        keys = self.keys
+        return len({tuple(row[i] for i in keys) for row in rows}) == len(rows)
+
+
+def _copy_form(sql: str, names: tuple[str, ...]) -> _CopyForm | None:
+    """The COPY form of an INSERT whose VALUES are one plain parameter per column, else None."""
+    found = _PG_UPSERT.fullmatch(sql)
+    if found is None or "%%" in sql:  # a literal % would be doubled for parameters, and COPY's INSERT has none
+        return None
+    table, listed, values, keys, rest = found.groups()
+    columns = tuple(c.strip() for c in listed.split(","))
+    params = [_PG_PARAM.fullmatch(v.strip()) for v in values.split(",")]
+    if len(params) != len(columns) or any(p is None or p.group(1) not in names for p in params):
+        return None
+    order = tuple(names.index(p.group(1)) for p in params if p is not None)
+    key_columns = [k.strip() for k in keys.split(",")]
+    if any(k not in columns for k in key_columns):
+        return None
+    return _CopyForm(table, columns, order, tuple(order[columns.index(k)] for k in key_columns),
+                     f"({keys}) {rest}", not rest.lstrip().upper().startswith("DO NOTHING"))
+
+
+def _copy_rows(conn: Connection, form: _CopyForm, rows: Sequence[tuple[Any, ...]]) -> None:
+    order = form.order
+    values = rows if order == tuple(range(len(order))) else [tuple(row[i] for i in order) for row in rows]
+    _copy_converted(conn, _staging(form.table, form.columns), values, form.conflict, None)
 
 
 @functools.lru_cache(maxsize=256)
@@ -228,3 +285,81 @@ def _upsert_statement(dialect: str, table: sa.Table, columns: tuple[str, ...], k
     if not returning:
         return cacheable(upsert, dialect)
     return cacheable(upsert.returning(table.c[key]), dialect, returning=[table.c[key]])
+
+
+# ---- PostgreSQL: COPY into a temporary table, then one INSERT … SELECT ----------------------------------
+
+
+def copy_insert(conn: Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
+                conflict: str, returning: str | None = None) -> list[Any]:
+    """PostgreSQL (psycopg): insert ``rows`` into ``table`` with ``COPY`` and one ``INSERT … SELECT``.
+
+    ``rows`` are tuples of values in ``columns`` order, as ``conn.execute`` takes them: each value goes
+    through its column type's bind processor (UTC datetimes, JSON). They are copied into a temporary table
+    with those columns' types, then moved by ``INSERT INTO table (columns) SELECT columns FROM it ON CONFLICT
+    {conflict}`` in the caller's transaction. Returns the ``returning`` column's values of the rows inserted
+    (nothing if ``returning`` is None). Same rows and conflict rules as one ``INSERT … VALUES … ON CONFLICT``
+    per row, except that ``DO UPDATE`` must not meet a key twice (PostgreSQL refuses it); ``DO NOTHING``
+    keeps the first of repeated keys, as row-by-row inserts would.
+
+    Why (bench/README.md, scenario D): the server parses and plans one statement, not one per row, and
+    the client binds no parameters; psycopg formats COPY rows in C. The temporary table belongs to the
+    session, is emptied at each commit (``ON COMMIT DELETE ROWS``; a rollback discards its rows too) and
+    is named after its columns, so a column added later gets a table of its own. ``IF NOT EXISTS`` every
+    time rather than a flag on the connection: a rolled-back first transaction takes the table with it,
+    and a transaction-mode pooler may hand over another session.
+    """
+    if not rows:
+        return []
+    dialect = conn.dialect
+    staging = _staging(table.name, tuple(columns))
+    # The engine's own processors (its JSON serializer), looked up per call: a few µs against a COPY.
+    processors = [(i, p) for i, c in enumerate(columns)
+                  if (p := table.c[c].type.dialect_impl(dialect).bind_processor(dialect)) is not None]
+    values: Iterable[Sequence[Any]] = rows
+    if processors:
+        converted: list[Any] = list(zip(*rows, strict=True))
+        for i, process in processors:
+            converted[i] = map(process, converted[i])
+        values = zip(*converted, strict=True)
+    return _copy_converted(conn, staging, values, conflict, returning)
+
+
+def _copy_converted(conn: Connection, staging: _Staging, rows: Iterable[Sequence[Any]], conflict: str,
+                    returning: str | None) -> list[Any]:
+    """``copy_insert`` once the values are the driver's."""
+    conn.exec_driver_sql(staging.create)
+    driver = conn.connection.driver_connection
+    assert driver is not None  # a live connection inside the caller's transaction
+    with driver.cursor() as cursor, cursor.copy(staging.copy) as copy:
+        for row in rows:
+            copy.write_row(row)
+    result = conn.exec_driver_sql(staging.insert + conflict + (f" RETURNING {returning}" if returning else ""))
+    return [r[0] for r in result] if returning else []
+
+
+@dataclass(frozen=True)
+class _Staging:
+    """A ``copy_insert`` shape: its temporary table's DDL, the COPY, the INSERT's head."""
+
+    create: str
+    copy: str
+    insert: str
+
+
+@functools.lru_cache(maxsize=64)
+def _staging(table: str, columns: tuple[str, ...]) -> _Staging:
+    digest = hashlib.blake2b(repr((table, columns)).encode(), digest_size=6).hexdigest()
+    name = f"syncd_copy_{table[:36]}_{digest}"
+    target = _quoted(table)
+    listed = ", ".join(map(_quoted, columns))
+    return _Staging(
+        create=(f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} ON COMMIT DELETE ROWS AS "
+                f"SELECT {listed} FROM {target} WITH NO DATA"),
+        copy=f"COPY {name} ({listed}) FROM STDIN",
+        insert=f"INSERT INTO {target} ({listed}) SELECT {listed} FROM {name} ON CONFLICT ",
+    )
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

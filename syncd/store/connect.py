@@ -24,8 +24,24 @@ def create_engine(url: str, *, echo: bool = False, workers: int = 0) -> Engine:
         return engine
     return sa.create_engine(
         url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=5 + workers, pool_recycle=1800,
-        json_serializer=jsoncodec.dumps, json_deserializer=jsoncodec.loads, connect_args={"connect_timeout": 10},
+        json_serializer=jsoncodec.dumps, json_deserializer=jsoncodec.loads,
+        connect_args={"connect_timeout": 10, "options": _options(url)},
     )
+
+
+def _options(url: str) -> str:
+    """``POSTGRES_OPTIONS`` after the URL's own ``options`` (``?options=-c search_path=…``), which it would replace."""
+    given = sa.engine.make_url(url).query.get("options")
+    own = " ".join(given) if isinstance(given, tuple) else given
+    return f"{own} {POSTGRES_OPTIONS}" if own else POSTGRES_OPTIONS
+
+
+#: Session settings of syncd's PostgreSQL connections. ``force_custom_plan``: psycopg prepares a statement
+#: run five times on a connection, and PostgreSQL would then switch it to a generic plan, made without the
+#: parameters' values: for the key look-ups over an array (``bulk.one_of``) on tables too young to have
+#: statistics, that plan scanned the whole table every page. A custom plan costs a plan per execution, and
+#: syncd's bulk writes are few statements (COPY) per transaction (bench/README.md, scenario D).
+POSTGRES_OPTIONS = "-c plan_cache_mode=force_custom_plan"
 
 
 def reading(engine: Engine) -> Connection:

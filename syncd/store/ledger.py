@@ -17,10 +17,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
-from syncd import jsoncodec
 from syncd.contracts import Event, Quarantined, Recorded, RunKey, RunRecord, RunStatus
 from syncd.store import quarantine, retention
-from syncd.store.bulk import insert_ignore, list_param, one_of
+from syncd.store.bulk import copy_insert, insert_ignore, list_param, one_of
 from syncd.store.objects import object_id
 from syncd.store.tables import events, runs, steps
 
@@ -54,17 +53,26 @@ def record_events(conn: Connection, batch: Sequence[Event], now: datetime) -> Re
 
 def _insert_new(conn: Connection, batch: Sequence[Event], now: datetime) -> set[str]:
     if conn.dialect.name == "postgresql":  # the insert itself says which events were new
-        return _record_new_events(conn, [ledger_row(e, now) for e in batch])
+        return _record_new_events(conn, [ledger_values(e, now) for e in batch])
     seen = _existing_event_ids(conn, batch[0].stream, [e.id for e in batch])
     rows = [ledger_row(e, now) for e in batch if e.id not in seen]
     insert_ignore(conn, events, rows, ["stream", "event_id"])
     return {r["event_id"] for r in rows}
 
 
+#: The ledger's columns, in the order of ``ledger_values``. A column added here is added there too.
+LEDGER_COLUMNS = ("stream", "event_id", "type", "action", "occurred_at", "recorded_at", "object_id", "payload")
+
+
+def ledger_values(event: Event, now: datetime) -> tuple[Any, ...]:
+    """``event``'s ledger row as values in ``LEDGER_COLUMNS`` order."""
+    return (event.stream, event.id, event.type, event.action, event.occurred_at, now, object_id(event),
+            event.data if type(event.data) is dict else dict(event.data))
+
+
 def ledger_row(event: Event, now: datetime) -> dict[str, Any]:
-    return {"stream": event.stream, "event_id": event.id, "type": event.type, "action": event.action,
-            "occurred_at": event.occurred_at, "recorded_at": now, "object_id": object_id(event),
-            "payload": event.data if type(event.data) is dict else dict(event.data)}
+    """``event``'s ledger row as a mapping of ``LEDGER_COLUMNS``."""
+    return dict(zip(LEDGER_COLUMNS, ledger_values(event, now), strict=True))
 
 
 def event_from_ledger(stream: str, row: Mapping[str, Any] | sa.RowMapping) -> Event:
@@ -72,15 +80,15 @@ def event_from_ledger(stream: str, row: Mapping[str, Any] | sa.RowMapping) -> Ev
                  data=row["payload"], action=row.get("action"))
 
 
-def _record_new_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> set[str]:
-    """Insert the ledger rows not recorded yet; return their event ids (PostgreSQL: INSERT … ON CONFLICT DO
-    NOTHING RETURNING, sent as multi-row statements by SQLAlchemy's insertmanyvalues).
+def _record_new_events(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> set[str]:
+    """Insert the ledger rows (``LEDGER_COLUMNS`` values) not recorded yet; return their event ids
+    (PostgreSQL: ``COPY`` and one INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING, ``bulk.copy_insert``).
 
     One statement instead of a look-up and an insert, and no ``event_id IN (…)`` query: on a young table
     without statistics PostgreSQL planned that one as a scan of the stream's whole ledger, every page.
     """
-    stmt = postgresql.insert(events).on_conflict_do_nothing(index_elements=["stream", "event_id"])
-    return {r[0] for r in conn.execute(stmt.returning(events.c.event_id), list(rows))}
+    return set(copy_insert(conn, events, LEDGER_COLUMNS, rows, conflict="(stream, event_id) DO NOTHING",
+                           returning="event_id"))
 
 
 def _existing_event_ids(conn: Connection, stream: str, event_ids: Sequence[str]) -> set[str]:
@@ -137,36 +145,55 @@ RUN_COLUMNS = ("workflow", "stream", "event_id", "workflow_version", "status", "
                "last_error", "trace_id", "started_at", "finished_at", "duration_ms", "run_key", "seq")
 
 
+_RUNS_CONFLICT = "(workflow, stream, event_id) DO NOTHING"
+
+
+#: From this many run rows on, PostgreSQL gets them by COPY (three round trips, then nothing per row).
+COPY_RUNS_FROM = 100
+
+
 def insert_runs(conn: Connection, records: Sequence[RunRecord]) -> None:
+    if conn.dialect.name == "postgresql" and len(records) >= COPY_RUNS_FROM:
+        # A RunRecord's fields are RUN_COLUMNS, in order (tests/test_pg_copy.py holds it).
+        copy_insert(conn, runs, RUN_COLUMNS, [(*r[:4], r.status.value, *r[5:]) for r in records],
+                    conflict=_RUNS_CONFLICT)
+        return
     insert_ignore(conn, runs, [run_row(r) for r in records], ["workflow", "stream", "event_id"])
 
 
 def insert_batch_runs(conn: Connection, template: RunRecord, event_ids: Sequence[str]) -> None:
     """The run rows of a batch: ``template`` for each of ``event_ids``.
 
-    The same rows ``insert_runs`` writes. On SQLite one ``INSERT … SELECT`` over the ids as a JSON array,
-    so no row is built in Python (a thousand rows of twelve values each per catch-up transaction).
+    The same rows ``insert_runs`` writes, by one ``INSERT … SELECT`` over the ids given as one parameter (an
+    array on PostgreSQL, a JSON array on SQLite), so no row is built in Python nor bound per row (a
+    thousand rows of fourteen values each per catch-up transaction) and it is one round trip.
     """
     if not event_ids:
         return
+    dialect = conn.dialect.name
     common = run_row(template)
-    if conn.dialect.name != "sqlite":
+    if dialect not in ("postgresql", "sqlite"):
         insert_ignore(conn, runs, [{**common, "event_id": event_id} for event_id in event_ids],
                       ["workflow", "stream", "event_id"])
         return
     del common["event_id"]
-    conn.execute(_batch_runs_statement(), {**common, "event_ids": jsoncodec.dumps(list(event_ids))})
+    conn.execute(_batch_runs_statement(dialect), {**common, "event_ids": list_param(event_ids, dialect)})
 
 
 @functools.cache
-def _batch_runs_statement() -> Any:
+def _batch_runs_statement(dialect: str) -> Any:
     columns = RUN_COLUMNS
     selected = ", ".join("ids.value" if c == "event_id" else f":{c}" for c in columns)
+    ids_type: sa.types.TypeEngine[Any]
+    if dialect == "postgresql":
+        source, ids_type = "unnest(:event_ids) AS ids(value)", postgresql.ARRAY(sa.String())
+    else:  # WHERE: SQLite's parser needs it before ON CONFLICT
+        source, ids_type = "json_each(:event_ids) AS ids WHERE true", sa.String()
     return sa.text(
-        f"INSERT INTO {runs.name} ({', '.join(columns)}) SELECT {selected} FROM json_each(:event_ids) AS ids "
-        "WHERE true ON CONFLICT (workflow, stream, event_id) DO NOTHING"  # WHERE: SQLite's parser needs it
+        f"INSERT INTO {runs.name} ({', '.join(columns)}) SELECT {selected} FROM {source} "
+        "ON CONFLICT (workflow, stream, event_id) DO NOTHING"
     ).bindparams(*[sa.bindparam(c, type_=runs.c[c].type) for c in columns if c != "event_id"],
-                 sa.bindparam("event_ids", type_=sa.String()))
+                 sa.bindparam("event_ids", type_=ids_type))
 
 
 #: What a later attempt changes in a run's row (its key and first start stay).
