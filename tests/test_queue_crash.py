@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from simulators.sink import SinkSimulator
 from simulators.workos import WorkOSSimulator
 from tests.pgserver import PostgresServer
+from tests.test_stop_while_starting import catches_sigterm
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -43,6 +44,14 @@ def federate(event, ctx):
     ctx.parallel([(n, call(n)) for n in ("intercom", "slack")], retries=8)
     ctx.step("close", call("close"), retries=8)
 '''
+
+
+def wait_until_catching_sigterm(proc: subprocess.Popen[bytes], limit: float = 30.0) -> None:
+    """Until ``proc`` has run syncd's first line (it then catches SIGTERM; before, the interpreter itself is
+    starting and the default handler would kill it)."""
+    deadline = time.monotonic() + limit
+    while proc.poll() is None and not catches_sigterm(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def test_three_replicas_under_sigkill_call_each_step_once_per_run(pg_server: PostgresServer, tmp_path: Path) -> None:
@@ -86,7 +95,8 @@ def test_three_replicas_under_sigkill_call_each_step_once_per_run(pg_server: Pos
                     break
                 time.sleep(0.5)
         finally:
-            for proc in procs:
+            for proc in procs:  # a replica restarted a moment ago may still be starting its interpreter
+                wait_until_catching_sigterm(proc)
                 proc.send_signal(signal.SIGTERM)
             codes = [proc.wait(timeout=20) for proc in procs]
             for log in logs:
