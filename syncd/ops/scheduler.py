@@ -32,6 +32,8 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from syncd.engine.decisions import error_text
+
 log = logging.getLogger("syncd.scheduler")
 
 #: SIGTERM to exit must stay under 10 s (the container's grace period is 15 s).
@@ -91,10 +93,15 @@ class Walker:
         # recovered (a new window) shortens a stretched interval within that time.
         if self.pacer is not None and (chosen or now - self.asked_at >= REPLAN_SECONDS):
             self.asked_at = now
-            plan = self.pacer.allow(now=now, base=self.base, sources=len(self.keys), wanted=len(chosen),
-                                    horizon=self.walk_seconds)
-            self.interval = max(self.base, plan.interval)
-            chosen = chosen[:plan.polls]
+            try:
+                plan = self.pacer.allow(now=now, base=self.base, sources=len(self.keys), wanted=len(chosen),
+                                        horizon=self.walk_seconds)
+            except Exception as exc:  # the budget lives in the database: down, the ticks fail on their own
+                log.error("could not read the shared request budget; polling at the last interval: %s",
+                          error_text(exc))
+            else:
+                self.interval = max(self.base, plan.interval)
+                chosen = chosen[:plan.polls]
         with self._lock:
             for key in chosen:
                 self.last[key] = now
