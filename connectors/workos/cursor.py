@@ -85,8 +85,9 @@ def newest_first(raw_events: Sequence[object]) -> tuple[str, str] | None:
     be anything a provider wrote, so it is no evidence of the listing order). The page is newest first when
     at least one consecutive pair of such ids goes back and none goes forward.
     """
-    ids = [raw.get("id") for raw in raw_events if isinstance(raw, dict)]
-    ulids = [i for i in ids if isinstance(i, str) and id_time(i) is not None]
+    # Lazily: an ascending page (every page, normally) is settled by its first two ids, not decoded whole.
+    ids = (raw.get("id") for raw in raw_events if isinstance(raw, dict))
+    ulids = (i for i in ids if isinstance(i, str) and id_time(i) is not None)
     backwards: tuple[str, str] | None = None
     for first, second in itertools.pairwise(ulids):
         if second > first:

@@ -38,10 +38,13 @@ def object_id(event: Event) -> str | None:
 
 def object_id_of(event_id: str, payload: Any) -> str | None:
     """``object_id`` from an event's id and stored payload (migration 0012 reads them from the ledger)."""
-    if isinstance(payload, Mapping):
+    # Called for every event recorded: the cheap checks first (a payload is a dict; most keys are absent).
+    if type(payload) is dict or isinstance(payload, Mapping):
         for key in OBJECT_KEYS:
             value = payload.get(key)
-            if isinstance(value, Mapping) and key == "customer":
+            if value is None:
+                continue
+            if key == "customer" and isinstance(value, Mapping):
                 value = value.get("id")
             found = _text(value)
             if found is not None:
