@@ -179,15 +179,7 @@ class SimHost:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
+        stop_process(self.proc)
 
     @property
     def workos(self) -> str:
@@ -233,3 +225,16 @@ class Spread:
     def text(self, digits: int = 0) -> str:
         fmt = f"{{:,.{digits}f}}"
         return f"{fmt.format(self.median)} ({fmt.format(self.low)}-{fmt.format(self.high)})"
+
+
+def stop_process(proc: subprocess.Popen[Any] | None) -> None:
+    """SIGTERM ``proc`` (a simulator host), SIGKILL it after 10 s, and close its stdout pipe."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc is not None and proc.stdout is not None:
+        proc.stdout.close()

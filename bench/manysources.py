@@ -33,7 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from bench.harness import PYTHON, ROOT, BenchError, base_env, checked, measure, tree_cpu
+from bench.harness import PYTHON, ROOT, BenchError, base_env, checked, measure, stop_process, tree_cpu
 
 SIZES = (10, 100, 500)
 QUICK_SIZES = (10, 100)
@@ -118,15 +118,7 @@ class Host:
         return self
 
     def __exit__(self, *_: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
+        stop_process(self.proc)
 
     def counts(self) -> dict[str, int]:
         import urllib.request
