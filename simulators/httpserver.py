@@ -28,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
 
-__all__ = ["LoopbackServer", "Served", "Server"]
+__all__ = ["LoopbackServer", "Served", "Server", "answer"]
 
 
 class Server(ThreadingHTTPServer):
@@ -152,6 +152,18 @@ class LoopbackServer:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> None:
         self.stop()
+
+
+def answer(handler: BaseHTTPRequestHandler, status: int, payload: bytes, *,
+           headers: tuple[tuple[str, str], ...] = (), content_type: str = "application/json") -> None:
+    """Send ``payload`` as the whole response, with its length (keep-alive clients need it) and ``headers``."""
+    handler.send_response(status)
+    for name, value in headers:
+        handler.send_header(name, value)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    handler.wfile.write(payload)
 
 
 class Served:

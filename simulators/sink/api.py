@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from simulators.httpserver import LoopbackServer, Served, Server
+from simulators.httpserver import LoopbackServer, Served, Server, answer
 
 __all__ = ["Call", "SinkSimulator", "main"]
 
@@ -67,15 +67,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, status: int, payload: bytes) -> None:
         sink: SinkSimulator = self.server.context
-        self.send_response(status)
+        headers: list[tuple[str, str]] = []
         if 300 <= status < 400:  # a receiver that moved: where to, on the same server
-            self.send_header("Location", "/moved" + self.path)
+            headers.append(("Location", "/moved" + self.path))
         if status in (429, 503) and sink.retry_after is not None:
-            self.send_header("Retry-After", f"{sink.retry_after:g}")
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+            headers.append(("Retry-After", f"{sink.retry_after:g}"))
+        answer(self, status, payload, headers=tuple(headers))
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 

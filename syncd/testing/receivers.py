@@ -12,7 +12,7 @@ from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from simulators.httpserver import LoopbackServer, Served, Server
+from simulators.httpserver import LoopbackServer, Served, Server, answer
 
 __all__ = ["Call", "Mailbox", "Recorder", "Reply"]
 
@@ -52,12 +52,7 @@ class _Handler(BaseHTTPRequestHandler):
         name, _, rest = self.path.lstrip("/").partition("/")
         reply = recorder.reply(name)
         recorder.record(Call(name, self.command, "/" + rest, body, self.headers.get("Idempotency-Key"), reply.status))
-        payload = json.dumps({} if reply.json is None else reply.json).encode()
-        self.send_response(reply.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        answer(self, reply.status, json.dumps({} if reply.json is None else reply.json).encode())
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
