@@ -128,6 +128,14 @@ def test_missing_or_invalid_settings_exit_2_naming_the_variable(
     assert WORKOS_KEY not in err
 
 
+def test_no_source_at_all_names_every_way_to_configure_one(sqlite_url: str,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["once"], environ={"DATABASE_URL": sqlite_url, "OTEL_SDK_DISABLED": "true"}) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    for variable in ("WORKOS_API_KEY", "GITHUB_REPOS", "STRIPE_API_KEY", "SYNCD_SQL_TABLES", "syncd demo"):
+        assert variable in line, variable
+
+
 # ---- the provider --------------------------------------------------------------------------------------
 
 def free_port() -> int:

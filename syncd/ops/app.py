@@ -91,8 +91,9 @@ class App:
         for warning in validate.unconfigured(full_registry, connectors):
             log.warning("%s", warning)
         if require_sources and not connectors:
-            raise ConfigError("SYNCD_SOURCES", "no source is configured: set WORKOS_API_KEY (WorkOS) "
-                              "or GITHUB_REPOS (GitHub), or run `syncd demo`")
+            raise ConfigError("SYNCD_SOURCES", "no source is configured: set WORKOS_API_KEY (WorkOS), "
+                              "GITHUB_REPOS (GitHub), STRIPE_API_KEY (Stripe) or SYNCD_SQL_TABLES (your tables), "
+                              "or run `syncd demo`")
         db = create_engine(settings.database_url, workers=settings.workers)
         if run_migrations:
             migrate(db)
