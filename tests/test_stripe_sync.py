@@ -58,13 +58,15 @@ def env_of(sim: StripeSimulator, **extra: str) -> dict[str, str]:
 
 
 class Recorder:
-    """A workflow on every Stripe event that records what it ran, in order."""
+    """A workflow on every Stripe event that records what it ran, in order. Its runs share one ``key``, so the
+    workers run them one at a time in the order syncd recorded the events: the order under test. (Without it,
+    ``SYNCD_WORKERS`` runs execute side by side and may finish, and append, out of order.)"""
 
     def __init__(self) -> None:
         self.ran: list[str] = []
         self.versions: set[str | None] = set()
         self.registry = Registry()
-        self.registry.workflow("record", on=stripe.events())(self.handle)
+        self.registry.workflow("record", on=stripe.events(), key=lambda event: "stripe")(self.handle)
 
     def handle(self, event: Event, ctx: Context) -> None:
         self.ran.append(event.id)
