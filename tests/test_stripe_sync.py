@@ -54,19 +54,20 @@ def sim() -> Iterator[StripeSimulator]:
 
 
 def env_of(sim: StripeSimulator, **extra: str) -> dict[str, str]:
-    return {"STRIPE_API_KEY": KEY, "STRIPE_BASE_URL": sim.url, "SYNCD_BUILTINS": "none", **extra}
+    return {"STRIPE_API_KEY": KEY, "STRIPE_BASE_URL": sim.url, "SYNCD_BUILTINS": "none", "SYNCD_WORKERS": "1",
+            **extra}
 
 
 class Recorder:
-    """A workflow on every Stripe event that records what it ran, in order. Its runs share one ``key``, so the
-    workers run them one at a time in the order syncd recorded the events: the order under test. (Without it,
-    ``SYNCD_WORKERS`` runs execute side by side and may finish, and append, out of order.)"""
+    """A workflow on every Stripe event that records what it ran, in order. The apps run it with one worker
+    (``SYNCD_WORKERS=1``), which executes runs in the order syncd recorded their events: the order under test.
+    (With 16 workers side by side, runs may finish, and append, out of order.)"""
 
     def __init__(self) -> None:
         self.ran: list[str] = []
         self.versions: set[str | None] = set()
         self.registry = Registry()
-        self.registry.workflow("record", on=stripe.events(), key=lambda event: "stripe")(self.handle)
+        self.registry.workflow("record", on=stripe.events())(self.handle)
 
     def handle(self, event: Event, ctx: Context) -> None:
         self.ran.append(event.id)
