@@ -88,8 +88,12 @@ class OnceReport:
             return EXIT_FAILED
         return EXIT_SKIPPED if self.skipped else EXIT_OK
 
-    def print(self, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> None:
+    def print(self, out: IO[str] | None = None, err: IO[str] | None = None) -> None:
+        """Write the report: a line per source to ``out``, skips and a stop to ``err`` (default: the process's
+        streams as they are now, not as they were at import, so a redirected or captured stream gets it)."""
         from syncd.ops.backfill import report as backfill_report
+
+        out, err = out or sys.stdout, err or sys.stderr
 
         for outcome in self.sources:
             print(outcome.line(), file=out)
