@@ -51,6 +51,7 @@ from syncd.errors import ConfigError
 from syncd.payloads import without_emails
 from syncd.redaction import scrub as scrub_text
 from syncd.settings import TelemetrySettings
+from syncd.telemetry_sampling import DEFAULT_CHOICE, SamplerChoice
 from syncd.telemetry_spans import COUNTS
 
 log = logging.getLogger("syncd.telemetry")
@@ -252,7 +253,7 @@ def setup_telemetry(settings: TelemetrySettings, *, instrument: bool = True) -> 
     resource = Resource.create({"service.name": settings.service_name, "service.version": __version__})
     provider = TracerProvider(
         resource=resource,
-        sampler=DropOrphanClientSpans(_configured_sampler()),
+        sampler=DropOrphanClientSpans(settings.sampler.sdk_sampler()),  # OTEL_TRACES_SAMPLER (telemetry_sampling)
         shutdown_on_exit=False,  # Telemetry.shutdown bounds the wait; the SDK's atexit hook would not
     )
     processor = CountingProcessor(exporter, export_timeout_millis=settings.timeout * 1000,
@@ -260,9 +261,10 @@ def setup_telemetry(settings: TelemetrySettings, *, instrument: bool = True) -> 
                                   max_export_batch_size=_export_batch(settings.max_queue_size))
     provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
-    telemetry_spans.install(processor, resource, encoded=getattr(exporter, "takes_encoded", False))
+    telemetry_spans.install(processor, resource, encoded=getattr(exporter, "takes_encoded", False),
+                            keeps=settings.sampler.keeps)
     if instrument:
-        _instrument(settings, sql_provider(provider, resource, settings.sql))
+        _instrument(settings, sql_provider(provider, resource, settings.sql, settings.sampler))
     log.debug("tracing: exporter %s, service %s", settings.exporter, settings.service_name)
     return Telemetry(provider=provider, exporter=settings.exporter, timeout=settings.timeout)
 
@@ -286,18 +288,12 @@ def check_otlp_headers(environ: Mapping[str, str]) -> None:
                                     "(the value is not shown)")
 
 
-def _configured_sampler() -> sampling.Sampler:
-    """``OTEL_TRACES_SAMPLER`` as the SDK reads it; parent-based always-on by default."""
-    try:
-        return sampling._get_from_env_or_default()
-    except Exception:  # a private SDK helper; never let it stop the daemon
-        return sampling.ParentBased(sampling.ALWAYS_ON)
-
-
-def sql_provider(provider: TracerProvider, resource: Resource, mode: str) -> TracerProvider:
-    """The tracer provider of SQL statement spans: ``provider``'s pipeline, sampled by ``SYNCD_TRACE_SQL``."""
+def sql_provider(provider: TracerProvider, resource: Resource, mode: str,
+                 sampler: SamplerChoice = DEFAULT_CHOICE) -> TracerProvider:
+    """The tracer provider of SQL statement spans: ``provider``'s pipeline, sampled by ``SYNCD_TRACE_SQL``,
+    then by ``sampler``."""
     return TracerProvider(resource=resource, shutdown_on_exit=False,
-                          sampler=DropOrphanClientSpans(SqlSampler(_configured_sampler(), mode)),
+                          sampler=DropOrphanClientSpans(SqlSampler(sampler.sdk_sampler(), mode)),
                           active_span_processor=provider._active_span_processor)
 
 
