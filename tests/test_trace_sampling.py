@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import json
 import random
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import sampling
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider, sampling
+from opentelemetry.trace import get_current_span
 
 from simulators.workos import WorkOSSimulator
+from syncd.contracts import Event
 from syncd.errors import ConfigError
 from syncd.settings import TelemetrySettings
 from syncd.telemetry_sampling import SamplerChoice, sampler_choice
@@ -129,3 +134,58 @@ def test_sampling_everything_off_exports_nothing_yet_runs_keep_their_trace_id(tm
     assert spans == []
     runs = _runs(db)
     assert users and all(runs[e][0] == "succeeded" and runs[e][1] for e in users)
+
+
+def _roots_of_a_page(encoded: bool, page_sampled: bool) -> tuple[dict[str, int], list[Any]]:
+    """Event roots emitted for 20 events of a page, keeping the traces whose id is even."""
+    from syncd import telemetry_spans
+    from syncd.engine.tracing import EventTraces
+
+    provider = TracerProvider(shutdown_on_exit=False,
+                              sampler=sampling.ALWAYS_ON if page_sampled else sampling.ALWAYS_OFF)
+    page = provider.get_tracer("t").start_span("page.fetch")
+    events = [Event("workos", f"event_{i:04d}", "user.created", datetime(2026, 1, 1, tzinfo=UTC), {})
+              for i in range(20)]
+    capture = _Capture()
+    telemetry_spans.install(capture, Resource.create({"service.name": "s"}), encoded=encoded,
+                            keeps=lambda trace_id: trace_id % 2 == 0)
+    try:
+        traces = EventTraces({e.id: page for e in events})
+        ids = {e.id: int(traces.trace_id(e, "my.flow") or "", 16) for e in events}
+        # a later attempt continues the trace with its decision: sampled exactly when kept
+        for trace_id in ids.values():
+            parent = get_current_span(telemetry_spans.continue_trace(format(trace_id, "032x"))).get_span_context()
+            assert parent.trace_flags.sampled == (trace_id % 2 == 0)
+        traces.finish()
+    finally:
+        telemetry_spans.uninstall()
+    return ids, capture.ended
+
+
+class _Capture:
+    def __init__(self) -> None:
+        self.ended: list[Any] = []
+
+    def on_end(self, span: Any) -> None:
+        self.ended.append(span)
+
+
+@pytest.mark.parametrize("encoded", [False, True])
+@pytest.mark.parametrize("page_sampled", [False, True])
+def test_only_kept_event_traces_get_a_root_and_links_only_to_kept_pages(encoded: bool, page_sampled: bool) -> None:
+    """Even when the tick's trace was dropped, each event's own trace is decided on its id (and its run
+    stores the id either way); a root links to its page only when the page's trace was kept."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans
+
+    ids, ended = _roots_of_a_page(encoded, page_sampled)
+    kept = {trace_id for trace_id in ids.values() if trace_id % 2 == 0}
+    assert len(ids) == 20 and 0 < len(kept) < 20  # ids are random: 1 in 2^19 that all are on one side
+    if encoded:
+        [bundle] = ended
+        spans = ScopeSpans.FromString(bundle.payload).spans
+        assert bundle.count == len(spans)
+        emitted = {int.from_bytes(s.trace_id, "big"): len(s.links) for s in spans}
+    else:
+        emitted = {s.context.trace_id: len(s.links) for s in ended}
+    assert set(emitted) == kept
+    assert set(emitted.values()) == ({1} if page_sampled else {0})
