@@ -75,6 +75,7 @@ class Telemetry:
     provider: TracerProvider | None
     exporter: str
     timeout: float
+    processor: CountingProcessor | None = None  # its queue: the spans given up at a shutdown out of time
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Export what is queued and stop. Waits at most ``timeout`` seconds (default: the export
@@ -109,6 +110,8 @@ class Telemetry:
         threading.Thread(target=stop, name="syncd-telemetry-shutdown", daemon=True).start()
         if done.wait(budget):
             return True
+        given_up = self.processor.abandon() if self.processor is not None else 0
+        COUNTS.add(failed=given_up)  # lost too: syncd status and the exit line count them
         log.warning("spans not exported within %.1fs (is the collector down?); dropping them", budget)
         return False
 
@@ -137,11 +140,47 @@ class DropOrphanClientSpans(sampling.Sampler):
         return f"DropOrphanClientSpans{{{self._delegate.get_description()}}}"
 
 
+class CountingExporter(SpanExporter):
+    """Exports through ``inner``, counting the spans it fails to deliver (``COUNTS.failed``: refused, or an
+    exception), and knowing the batch in flight, so that a shutdown out of time counts it as given up
+    (:meth:`abandon`): each span is counted once, by whichever comes first."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+        self._lock = threading.Lock()
+        self._flying = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        with self._lock:
+            self._flying = sum(getattr(span, "count", 1) for span in spans)  # a bundle: all its spans
+        result: SpanExportResult | None = None
+        try:
+            result = self.inner.export(spans)
+            return result
+        finally:
+            with self._lock:
+                lost, self._flying = (0 if result is SpanExportResult.SUCCESS else self._flying), 0
+            COUNTS.add(failed=lost)
+
+    def abandon(self) -> int:
+        """The spans of the batch in flight, now counted as lost by the caller (not here any more)."""
+        with self._lock:
+            flying, self._flying = self._flying, 0
+        return flying
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
 class CountingProcessor(BatchSpanProcessor):
     """A ``BatchSpanProcessor`` that counts the spans it drops because its queue is full."""
 
     def __init__(self, exporter: SpanExporter, **options: Any) -> None:
         super().__init__(exporter, **options)
+        self._counting = exporter if isinstance(exporter, CountingExporter) else None
         # The SDK's queue drops the oldest span when full; it has no public length (a private attribute,
         # read defensively: without it nothing is counted, nothing breaks).
         queue = getattr(getattr(self, "_batch_processor", None), "_queue", None)
@@ -152,6 +191,17 @@ class CountingProcessor(BatchSpanProcessor):
         if queue is not None and len(queue) >= queue.maxlen:
             COUNTS.add(dropped=getattr(queue[-1], "count", 1))  # the oldest goes (a bundle: all its spans)
         super().on_end(span)
+
+    def abandon(self) -> int:
+        """Empty the queue (a shutdown out of time) and return how many spans it held. Each item is taken
+        with the export thread's own atomic ``pop``, so none is both counted here and exported."""
+        queue, spans = self._queue, 0
+        while queue is not None:
+            try:
+                spans += getattr(queue.pop(), "count", 1)
+            except IndexError:
+                break
+        return spans + (self._counting.abandon() if self._counting is not None else 0)
 
 
 
@@ -188,10 +238,7 @@ class ScrubbingExporter(SpanExporter):
         self.inner = inner
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        result = self.inner.export([scrub_span(span) for span in spans])
-        if result is not SpanExportResult.SUCCESS:
-            COUNTS.add(failed=len(spans))
-        return result
+        return self.inner.export([scrub_span(span) for span in spans])  # failures: CountingExporter
 
     def shutdown(self) -> None:
         self.inner.shutdown()
@@ -256,7 +303,7 @@ def setup_telemetry(settings: TelemetrySettings, *, instrument: bool = True) -> 
         sampler=DropOrphanClientSpans(settings.sampler.sdk_sampler()),  # OTEL_TRACES_SAMPLER (telemetry_sampling)
         shutdown_on_exit=False,  # Telemetry.shutdown bounds the wait; the SDK's atexit hook would not
     )
-    processor = CountingProcessor(exporter, export_timeout_millis=settings.timeout * 1000,
+    processor = CountingProcessor(CountingExporter(exporter), export_timeout_millis=settings.timeout * 1000,
                                   max_queue_size=settings.max_queue_size,
                                   max_export_batch_size=_export_batch(settings.max_queue_size))
     provider.add_span_processor(processor)
@@ -266,7 +313,7 @@ def setup_telemetry(settings: TelemetrySettings, *, instrument: bool = True) -> 
     if instrument:
         _instrument(settings, sql_provider(provider, resource, settings.sql, settings.sampler))
     log.debug("tracing: exporter %s, service %s", settings.exporter, settings.service_name)
-    return Telemetry(provider=provider, exporter=settings.exporter, timeout=settings.timeout)
+    return Telemetry(provider=provider, exporter=settings.exporter, timeout=settings.timeout, processor=processor)
 
 
 def _export_batch(queue: int) -> int | None:
