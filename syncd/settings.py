@@ -38,6 +38,7 @@ from syncd.envreaders import parse_time_ms as parse_time_ms
 from syncd.envreaders import shown_value
 from syncd.errors import ConfigError
 from syncd.redaction import printable, redact_url
+from syncd.telemetry_sampling import DEFAULT_CHOICE, SamplerChoice, sampler_choice
 
 #: Pages fetched ahead of the commits by default (``SYNCD_PREFETCH_PAGES``; see ``SyncEngine._page_loop``).
 #: ``SYNCD_WORKERS``: runs in flight per process. Most runs wait on the network (integrations), so many
@@ -140,16 +141,19 @@ class TelemetrySettings:
     semconv_opt_in: str = "http,database"  # OTEL_SEMCONV_STABILITY_OPT_IN for the instrumentations
     sanitize_headers: str = ""  # header names the user asks to redact, besides syncd's own list
     sql: str = "some"  # SYNCD_TRACE_SQL: which SQL statements become spans (syncd.telemetry_spans)
+    sampler: SamplerChoice = DEFAULT_CHOICE  # OTEL_TRACES_SAMPLER(_ARG), checked even when tracing is off
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> TelemetrySettings:
         exporter = exporter_name(environ)
         timeout = export_timeout(environ)
+        sampler = sampler_choice(environ)
         if exporter == "none":
-            return cls(exporter=exporter, timeout=timeout)
+            return cls(exporter=exporter, timeout=timeout, sampler=sampler)
         return cls(
             exporter=exporter,
             timeout=timeout,
+            sampler=sampler,
             endpoint=traces_endpoint(environ) if exporter == "otlp" else None,
             service_name=get_str(environ, "OTEL_SERVICE_NAME", "syncd") or "syncd",
             max_queue_size=get_int(environ, "OTEL_BSP_MAX_QUEUE_SIZE", SPAN_QUEUE, minimum=1,

@@ -51,6 +51,7 @@ from syncd.errors import ConfigError
 from syncd.payloads import without_emails
 from syncd.redaction import scrub as scrub_text
 from syncd.settings import TelemetrySettings
+from syncd.telemetry_sampling import DEFAULT_CHOICE, SamplerChoice
 from syncd.telemetry_spans import COUNTS
 
 log = logging.getLogger("syncd.telemetry")
@@ -74,6 +75,7 @@ class Telemetry:
     provider: TracerProvider | None
     exporter: str
     timeout: float
+    processor: CountingProcessor | None = None  # its queue: the spans given up at a shutdown out of time
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Export what is queued and stop. Waits at most ``timeout`` seconds (default: the export
@@ -108,6 +110,8 @@ class Telemetry:
         threading.Thread(target=stop, name="syncd-telemetry-shutdown", daemon=True).start()
         if done.wait(budget):
             return True
+        given_up = self.processor.abandon() if self.processor is not None else 0
+        COUNTS.add(failed=given_up)  # lost too: syncd status and the exit line count them
         log.warning("spans not exported within %.1fs (is the collector down?); dropping them", budget)
         return False
 
@@ -136,11 +140,47 @@ class DropOrphanClientSpans(sampling.Sampler):
         return f"DropOrphanClientSpans{{{self._delegate.get_description()}}}"
 
 
+class CountingExporter(SpanExporter):
+    """Exports through ``inner``, counting the spans it fails to deliver (``COUNTS.failed``: refused, or an
+    exception), and knowing the batch in flight, so that a shutdown out of time counts it as given up
+    (:meth:`abandon`): each span is counted once, by whichever comes first."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+        self._lock = threading.Lock()
+        self._flying = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        with self._lock:
+            self._flying = sum(getattr(span, "count", 1) for span in spans)  # a bundle: all its spans
+        result: SpanExportResult | None = None
+        try:
+            result = self.inner.export(spans)
+            return result
+        finally:
+            with self._lock:
+                lost, self._flying = (0 if result is SpanExportResult.SUCCESS else self._flying), 0
+            COUNTS.add(failed=lost)
+
+    def abandon(self) -> int:
+        """The spans of the batch in flight, now counted as lost by the caller (not here any more)."""
+        with self._lock:
+            flying, self._flying = self._flying, 0
+        return flying
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
 class CountingProcessor(BatchSpanProcessor):
     """A ``BatchSpanProcessor`` that counts the spans it drops because its queue is full."""
 
     def __init__(self, exporter: SpanExporter, **options: Any) -> None:
         super().__init__(exporter, **options)
+        self._counting = exporter if isinstance(exporter, CountingExporter) else None
         # The SDK's queue drops the oldest span when full; it has no public length (a private attribute,
         # read defensively: without it nothing is counted, nothing breaks).
         queue = getattr(getattr(self, "_batch_processor", None), "_queue", None)
@@ -151,6 +191,17 @@ class CountingProcessor(BatchSpanProcessor):
         if queue is not None and len(queue) >= queue.maxlen:
             COUNTS.add(dropped=getattr(queue[-1], "count", 1))  # the oldest goes (a bundle: all its spans)
         super().on_end(span)
+
+    def abandon(self) -> int:
+        """Empty the queue (a shutdown out of time) and return how many spans it held. Each item is taken
+        with the export thread's own atomic ``pop``, so none is both counted here and exported."""
+        queue, spans = self._queue, 0
+        while queue is not None:
+            try:
+                spans += getattr(queue.pop(), "count", 1)
+            except IndexError:
+                break
+        return spans + (self._counting.abandon() if self._counting is not None else 0)
 
 
 
@@ -187,10 +238,7 @@ class ScrubbingExporter(SpanExporter):
         self.inner = inner
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        result = self.inner.export([scrub_span(span) for span in spans])
-        if result is not SpanExportResult.SUCCESS:
-            COUNTS.add(failed=len(spans))
-        return result
+        return self.inner.export([scrub_span(span) for span in spans])  # failures: CountingExporter
 
     def shutdown(self) -> None:
         self.inner.shutdown()
@@ -252,19 +300,20 @@ def setup_telemetry(settings: TelemetrySettings, *, instrument: bool = True) -> 
     resource = Resource.create({"service.name": settings.service_name, "service.version": __version__})
     provider = TracerProvider(
         resource=resource,
-        sampler=DropOrphanClientSpans(_configured_sampler()),
+        sampler=DropOrphanClientSpans(settings.sampler.sdk_sampler()),  # OTEL_TRACES_SAMPLER (telemetry_sampling)
         shutdown_on_exit=False,  # Telemetry.shutdown bounds the wait; the SDK's atexit hook would not
     )
-    processor = CountingProcessor(exporter, export_timeout_millis=settings.timeout * 1000,
+    processor = CountingProcessor(CountingExporter(exporter), export_timeout_millis=settings.timeout * 1000,
                                   max_queue_size=settings.max_queue_size,
                                   max_export_batch_size=_export_batch(settings.max_queue_size))
     provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
-    telemetry_spans.install(processor, resource, encoded=getattr(exporter, "takes_encoded", False))
+    telemetry_spans.install(processor, resource, encoded=getattr(exporter, "takes_encoded", False),
+                            keeps=settings.sampler.keeps)
     if instrument:
-        _instrument(settings, sql_provider(provider, resource, settings.sql))
+        _instrument(settings, sql_provider(provider, resource, settings.sql, settings.sampler))
     log.debug("tracing: exporter %s, service %s", settings.exporter, settings.service_name)
-    return Telemetry(provider=provider, exporter=settings.exporter, timeout=settings.timeout)
+    return Telemetry(provider=provider, exporter=settings.exporter, timeout=settings.timeout, processor=processor)
 
 
 def _export_batch(queue: int) -> int | None:
@@ -286,18 +335,12 @@ def check_otlp_headers(environ: Mapping[str, str]) -> None:
                                     "(the value is not shown)")
 
 
-def _configured_sampler() -> sampling.Sampler:
-    """``OTEL_TRACES_SAMPLER`` as the SDK reads it; parent-based always-on by default."""
-    try:
-        return sampling._get_from_env_or_default()
-    except Exception:  # a private SDK helper; never let it stop the daemon
-        return sampling.ParentBased(sampling.ALWAYS_ON)
-
-
-def sql_provider(provider: TracerProvider, resource: Resource, mode: str) -> TracerProvider:
-    """The tracer provider of SQL statement spans: ``provider``'s pipeline, sampled by ``SYNCD_TRACE_SQL``."""
+def sql_provider(provider: TracerProvider, resource: Resource, mode: str,
+                 sampler: SamplerChoice = DEFAULT_CHOICE) -> TracerProvider:
+    """The tracer provider of SQL statement spans: ``provider``'s pipeline, sampled by ``SYNCD_TRACE_SQL``,
+    then by ``sampler``."""
     return TracerProvider(resource=resource, shutdown_on_exit=False,
-                          sampler=DropOrphanClientSpans(SqlSampler(_configured_sampler(), mode)),
+                          sampler=DropOrphanClientSpans(SqlSampler(sampler.sdk_sampler(), mode)),
                           active_span_processor=provider._active_span_processor)
 
 

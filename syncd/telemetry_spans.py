@@ -6,7 +6,9 @@ Contract:
 - **Event traces.** An event's trace has a root span (``event.process``) whose span id is the low 64 bits
   of its trace id (:func:`root_span_id`). So a run row stores only the trace id (``syncd_runs.trace_id``)
   and every later attempt of the run, on any replica, continues the trace under that root
-  (:func:`continue_trace`).
+  (:func:`continue_trace`). Whether an event trace is sampled is decided by its trace id alone
+  (:func:`kept`: ``OTEL_TRACES_SAMPLER``, :mod:`syncd.telemetry_sampling`), so every attempt reaches the
+  same decision as the root.
 - **Emitted spans.** :func:`emit` hands finished spans built by the engine straight to the export
   pipeline, and :func:`emit_encoded` spans encoded already (the ``event.process`` roots of a page
   transaction, in one piece: see :mod:`syncd.telemetry_wire`), at a small part of the cost of spans
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +41,7 @@ if TYPE_CHECKING:  # the SDK is imported by syncd.telemetry, only when tracing i
 
 _MASK64 = (1 << 64) - 1
 SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _UNSET = trace.Status(trace.StatusCode.UNSET)
 #: First words of the statements ``SYNCD_TRACE_SQL=some`` makes no span for: transaction bookkeeping.
 BOOKKEEPING = frozenset({"SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN", "COMMIT", "PRAGMA"})
@@ -55,7 +58,24 @@ def new_trace_id() -> int:
 
 def root_context(trace_id: int) -> SpanContext:
     """The span context of the root (``event.process``) of the event trace ``trace_id``."""
-    return SpanContext(trace_id, root_span_id(trace_id), is_remote=False, trace_flags=SAMPLED)
+    return SpanContext(trace_id, root_span_id(trace_id), is_remote=False, trace_flags=_flags(trace_id))
+
+
+def _keep_all(_trace_id: int) -> bool:
+    return True
+
+
+#: The sampler's decision for an event trace (``install``): every trace until told otherwise.
+_keeps: Callable[[int], bool] = _keep_all
+
+
+def kept(trace_id: int) -> bool:
+    """Whether the event trace ``trace_id`` is sampled (``OTEL_TRACES_SAMPLER``, decided by the id alone)."""
+    return _keeps(trace_id)
+
+
+def _flags(trace_id: int) -> TraceFlags:
+    return SAMPLED if _keeps(trace_id) else _NOT_SAMPLED
 
 
 def continue_trace(trace_id_hex: str | None) -> Context | None:
@@ -69,7 +89,7 @@ def continue_trace(trace_id_hex: str | None) -> Context | None:
         return None
     if not 0 < trace_id <= (1 << 128) - 1:
         return None
-    parent = SpanContext(trace_id, root_span_id(trace_id), is_remote=True, trace_flags=SAMPLED)
+    parent = SpanContext(trace_id, root_span_id(trace_id), is_remote=True, trace_flags=_flags(trace_id))
     return trace.set_span_in_context(trace.NonRecordingSpan(parent), Context())
 
 
@@ -88,10 +108,13 @@ class _Sink:
 _sink: _Sink | None = None
 
 
-def install(processor: Any, resource: Any, *, encoded: bool = False) -> None:
+def install(processor: Any, resource: Any, *, encoded: bool = False,
+            keeps: Callable[[int], bool] = _keep_all) -> None:
     """Where :func:`emit` sends spans (``setup_telemetry``, once per process); ``encoded``: its exporter
-    takes :class:`syncd.telemetry_wire.EncodedSpans` (OTLP), so :func:`emit_encoded` may be used."""
-    global _sink
+    takes :class:`syncd.telemetry_wire.EncodedSpans` (OTLP), so :func:`emit_encoded` may be used;
+    ``keeps``: which event traces are sampled (:meth:`syncd.telemetry_sampling.SamplerChoice.keeps`)."""
+    global _sink, _keeps
+    _keeps = keeps
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
@@ -101,8 +124,8 @@ def install(processor: Any, resource: Any, *, encoded: bool = False) -> None:
 
 
 def uninstall() -> None:
-    global _sink
-    _sink = None
+    global _sink, _keeps
+    _sink, _keeps = None, _keep_all
 
 
 def emitting() -> bool:

@@ -316,6 +316,15 @@ def test_sigterm_exits_within_10s_while_the_collector_is_down(
     assert proc.returncode == 0, err
     assert took < bound, f"took {took:.1f}s to exit"
     assert "Traceback" not in err and KEY not in err
+    # the spans it could not deliver (or gave up on at the stop) are recorded for `syncd status`
+    from syncd.store.spanloss import span_losses
+
+    engine = sa.create_engine(f"sqlite:///{db}")
+    try:
+        lost = span_losses(engine)
+    finally:
+        engine.dispose()
+    assert [r.replica for r in lost] and sum(r.failed for r in lost) > 0, err
 
 
 def _wait_for_tick(db: Path, proc: subprocess.Popen[str], deadline: float) -> tuple[int, int]:

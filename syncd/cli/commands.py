@@ -129,6 +129,7 @@ def require_tables(db: Engine) -> None:
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     from syncd.ops.app import App
     from syncd.ops.replay import Selection, render, replay_dead
+    from syncd.ops.spanlosses import report_losses
     from syncd.telemetry import setup_telemetry
 
     if not (args.all or args.workflow or args.source or args.event_id):
@@ -142,6 +143,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         app.close()
         telemetry.shutdown()
+        report_losses(app.db, app.engine.replica_id)  # for `syncd status` (syncd.ops.spanlosses)
     print(render(report))
     return EXIT_OK if report.ok else EXIT_FAILED
 
@@ -173,6 +175,7 @@ def cmd_once(settings: Settings) -> int:
     from syncd.ops.app import App
     from syncd.ops.once import run_once
     from syncd.ops.scheduler import install_signal_handlers
+    from syncd.ops.spanlosses import report_losses
     from syncd.telemetry import setup_telemetry
 
     telemetry = setup_telemetry(settings.telemetry)
@@ -183,6 +186,7 @@ def cmd_once(settings: Settings) -> int:
     finally:
         app.close()
         telemetry.shutdown()
+        report_losses(app.db, app.engine.replica_id)  # for `syncd status` (syncd.ops.spanlosses)
     report.print()
     return report.exit_code
 

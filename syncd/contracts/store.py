@@ -268,8 +268,9 @@ class Store(Protocol):
         ...
 
     def dead_letters(self, keys: Sequence[RunKey]) -> AbstractContextManager[
-            tuple[RunTxn, dict[RunKey, tuple[int, Event | None]]]]:
-        """A transaction holding those of ``keys`` still dead, each with its attempts and event (None if gone
-        from the ledger), locked until it ends, so two replays never run one dead letter twice; runs no
-        longer dead, or locked by another replay, are left out."""
+            tuple[RunTxn, dict[RunKey, tuple[int, Event | None, str | None]]]]:
+        """A transaction holding those of ``keys`` still dead, each with its attempts, event (None if gone
+        from the ledger) and stored trace id (a replay joins that trace), locked until it ends, so two
+        replays never run one dead letter twice; runs no longer dead, or locked by another replay, are left
+        out."""
         ...

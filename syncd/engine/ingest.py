@@ -332,9 +332,10 @@ class SyncEngine:
             matching = [wf for wf in matching if wf.name == target.workflow]
         return matching
 
-    def run_again(self, txn: RunTxn, wf: Workflow, event: Event, *, attempt: int) -> RunRecord:
+    def run_again(self, txn: RunTxn, wf: Workflow, event: Event, *, attempt: int,
+                  parent: otel_context.Context | None = None) -> RunRecord:
         """See ``Runner.run_again`` (``syncd replay``)."""
-        return self.runner.run_again(txn, wf, event, attempt=attempt)
+        return self.runner.run_again(txn, wf, event, attempt=attempt, parent=parent)
 
     # ---- runs, without a worker pool ----------------------------------------------------------------
 

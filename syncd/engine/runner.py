@@ -175,14 +175,17 @@ class Runner:
         return RunRecord(wf.name, events[0].stream, "", wf.version, RunStatus.SUCCEEDED, 1, None, None,
                          trace_id_of(span_context), now, finished, share_ms), []
 
-    def run_again(self, txn: RunTxn, wf: Workflow, event: Event, *, attempt: int) -> RunRecord:
-        """Run ``wf`` on ``event`` once more in a SAVEPOINT of ``txn`` (``syncd replay``).
+    def run_again(self, txn: RunTxn, wf: Workflow, event: Event, *, attempt: int,
+                  parent: otel_context.Context | None = None) -> RunRecord:
+        """Run ``wf`` on ``event`` once more in a SAVEPOINT of ``txn`` (``syncd replay``), in the trace
+        ``parent`` (the event's: ``syncd.ops.replay``).
 
         Returns the run: ``succeeded``, or ``dead`` again (a manual re-run never re-enters the automatic
         retries); the caller saves it and commits.
         """
         for _ in range(MAX_RESUME_ROUNDS):  # a durable run goes on step by step in this transaction
-            outcome = self.run(txn, wf, event, attempt=attempt, now=self.now(), max_attempts=attempt)
+            outcome = self.run(txn, wf, event, attempt=attempt, now=self.now(), max_attempts=attempt,
+                               parent=parent)
             if outcome.status is not RunStatus.PENDING:
                 break
         return outcome

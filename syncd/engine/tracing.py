@@ -63,7 +63,9 @@ class EventTraces:
         self._pages = pages
         first = next(iter(pages.values()), None)
         page = first.get_span_context() if first is not None else trace.INVALID_SPAN_CONTEXT
-        self.on = page.is_valid and page.trace_flags.sampled and telemetry_spans.emitting()
+        # Not only when the tick's trace is sampled: each event's trace is sampled on its own id
+        # (syncd.telemetry_sampling), and its id is stored and logged either way.
+        self.on = page.is_valid and telemetry_spans.emitting()
         self._roots: dict[str, tuple[Event, int, list[str], list[trace.Link]]] = {}
         self._links: dict[int, trace.Link] = {}  # one link per page span, shared by its events
         self._start_ns = time.time_ns()
@@ -75,7 +77,9 @@ class EventTraces:
             link = self._links.get(id(page))
             if link is None:
                 link = self._links[id(page)] = trace.Link(page.get_span_context())
-            root = self._roots[event.id] = (event, telemetry_spans.new_trace_id(), [], [link])
+            # a link to a page whose trace was not kept would lead nowhere
+            links = [link] if link.context.trace_flags.sampled else []
+            root = self._roots[event.id] = (event, telemetry_spans.new_trace_id(), [], links)
         return root
 
     def trace_id(self, event: Event, workflow: str) -> str | None:
@@ -96,10 +100,12 @@ class EventTraces:
         if not self.on:
             return
         link, roots, root = trace.Link(batch), self._roots, self._root
+        linked = batch.trace_flags.sampled  # as for pages: no link into a trace that was not kept
         for event in events:
             _, _, workflows, links = roots.get(event.id) or root(event)
             workflows.append(workflow)
-            links.append(link)
+            if linked:
+                links.append(link)
 
     @contextmanager
     def finishing(self) -> Iterator[None]:
@@ -121,7 +127,10 @@ class EventTraces:
             return
         status = trace.Status(trace.StatusCode.ERROR, error) if error else None
         spans = []
+        kept = telemetry_spans.kept
         for event, trace_id, workflows, links in self._roots.values():
+            if not kept(trace_id):
+                continue
             attributes = process_attributes(event)
             attributes["syncd.workflows"] = tuple(workflows)
             span = telemetry_spans.make_span(
@@ -137,7 +146,10 @@ class EventTraces:
         links, written once for all the events that share them."""
         shared: dict[tuple[str, str, tuple[str, ...]], dict[str, Any]] = {}
         rows = []
+        kept = telemetry_spans.kept
         for event, trace_id, workflows, links in self._roots.values():
+            if not kept(trace_id):
+                continue
             key = (event.type, event.stream, tuple(workflows))
             common = shared.get(key)
             if common is None:
@@ -147,6 +159,8 @@ class EventTraces:
             rows.append((trace_id, telemetry_spans.root_span_id(trace_id), {"messaging.message.id": event.id},
                          common, links))
         self._roots.clear()
+        if not rows:
+            return
         status = (trace.StatusCode.ERROR.value, error) if error else None
         telemetry_spans.emit_encoded(telemetry_wire.encode_roots(
             "event.process", SpanKind.CONSUMER.value, self._start_ns, end_ns, rows, status), len(rows))
@@ -170,6 +184,8 @@ class _LateRoot:
         self.event, self.trace_id, self.start_ns = event, telemetry_spans.new_trace_id(), time.time_ns()
 
     def end(self) -> None:
+        if not telemetry_spans.kept(self.trace_id):
+            return
         span = telemetry_spans.make_span(
             "event.process", telemetry_spans.root_context(self.trace_id), parent=None, kind=SpanKind.CONSUMER,
             attributes=process_attributes(self.event), links=(), start_ns=self.start_ns, end_ns=time.time_ns())

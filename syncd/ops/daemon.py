@@ -22,6 +22,7 @@ from syncd.ops.health import database_id
 from syncd.ops.http import HealthServer, Monitor
 from syncd.ops.retention import prune_chores
 from syncd.ops.scheduler import Daemon, install_signal_handlers
+from syncd.ops.spanlosses import loss_chore, report_losses
 from syncd.settings import Settings
 from syncd.telemetry import setup_telemetry
 
@@ -43,8 +44,8 @@ def run_daemon(settings: Settings) -> None:
     jobs: list[tuple[str, Callable[[], object]]] = [(c.key, functools.partial(app.tick, c))
                                                     for c in app.connectors]
     jobs += [(job.key, job) for job in window_jobs(app)]  # EVENTS_RANGE_*: one job per window
-    daemon = Daemon(jobs, interval=settings.interval_seconds, stop=app.stop, chores=prune_chores(app),
-                    pacers=app.pacers())
+    daemon = Daemon(jobs, interval=settings.interval_seconds, stop=app.stop,
+                    chores=[*prune_chores(app), loss_chore(app)], pacers=app.pacers())
     log.info("syncd running: sources %s, workflows %s", ", ".join(c.key for c in app.connectors),
              ", ".join(sorted(w.name for w in app.registry.all())))
     health = start_health_server(settings, app)
@@ -69,6 +70,7 @@ def run_daemon(settings: Settings) -> None:
         # Whatever is left of the SIGTERM budget, at most OTEL_EXPORTER_OTLP_TIMEOUT, even if Jaeger is down.
         left = STOP_BUDGET_SECONDS - (time.monotonic() - stopping)
         telemetry.shutdown(timeout=max(0.5, min(telemetry.timeout, left)))
+        report_losses(app.db, app.engine.replica_id)  # for `syncd status`, the flush's own losses included
     log.info("stopped")
     if not daemon.idle or workers.in_flight:
         logging.shutdown()

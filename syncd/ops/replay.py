@@ -12,6 +12,9 @@ asked, and no cursor moves. Contract:
   once never run the same dead letter twice; SQLite's single writer gives the same.
 - A run whose workflow is no longer registered, or whose event is gone from the ledger, is left as it is
   and reported as not replayed.
+- A replay joins its event's trace (the one stored on the run, which keeps it): an ``event.replay`` span
+  under the event's ``event.process`` root, linked to this command's ``syncd.replay`` span, holds the
+  replayed ``workflow.run``, and the replay's log line carries the event's trace id.
 
 A ``failed`` run is not replayed here: it is still the queue's, waiting for its next attempt. ``retry_now``
 brings that attempt forward instead (the dashboard's Replay button on a failed run): the run is due at once and
@@ -25,10 +28,13 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from syncd import telemetry_spans
 from syncd.contracts import Event, RunKey, RunStatus, RunTxn
 from syncd.engine import SyncEngine
+from syncd.engine.tracing import attempt_context
 
 log = logging.getLogger("syncd.replay")
 tracer = trace.get_tracer("syncd")
@@ -88,11 +94,14 @@ def replay_dead(engine: SyncEngine, selection: Selection = Selection(), *,
                           ("messaging.message.id", selection.event_id)) if v is not None
     }) as span:
         keys = dead_run_keys(engine, selection)
+        command = span.get_span_context()
+        links = [trace.Link(command)] if command.is_valid and command.trace_flags.sampled else []
         for batch in _chunks(keys, batch_size):
             with engine.store.dead_letters(batch) as (txn, dead):
                 # Runs missing from ``dead`` were replayed by someone else meanwhile (no longer dead, or
                 # locked by another replay).
-                outcomes.extend(_replay_one(engine, txn, key, *dead[key]) for key in batch if key in dead)
+                outcomes.extend(_in_event_trace(engine, txn, key, *dead[key], links=links)
+                                for key in batch if key in dead)
         report = ReplayReport(tuple(outcomes))
         span.set_attribute("syncd.replayed", len(report.runs))
         span.set_attribute("syncd.runs_failed", len(report.still_failing))
@@ -117,6 +126,24 @@ def dead_run_keys(engine: SyncEngine, selection: Selection) -> list[RunKey]:
                                     event_id=selection.event_id)
 
 
+def _in_event_trace(engine: SyncEngine, txn: RunTxn, key: RunKey, attempts: int, event: Event | None,
+                    trace_id: str | None, *, links: list[trace.Link]) -> ReplayedRun:
+    """``_replay_one`` inside the event's trace ``trace_id`` (a new one when none was stored: its run was
+    queued while tracing was off), under an ``event.replay`` span linked to the replay command's."""
+    if event is None:
+        return _replay_one(engine, txn, key, attempts, event)
+    parent, late_root = attempt_context(event, trace_id)
+    token = telemetry_spans.attach(parent)
+    try:
+        with tracer.start_as_current_span("event.replay", links=links, attributes={
+                "messaging.message.id": event.id, "syncd.stream": event.stream, "syncd.workflow": key.workflow}):
+            return _replay_one(engine, txn, key, attempts, event)
+    finally:
+        telemetry_spans.detach(token)
+        if late_root is not None:
+            late_root.end()
+
+
 def _replay_one(engine: SyncEngine, txn: RunTxn, key: RunKey, attempts: int, event: Event | None) -> ReplayedRun:
     name, stream, event_id = key.workflow, key.stream, key.event_id
     wf = engine.registry.get(name)
@@ -125,7 +152,7 @@ def _replay_one(engine: SyncEngine, txn: RunTxn, key: RunKey, attempts: int, eve
                            f"workflow {name!r} is not registered (check SYNCD_WORKFLOWS)")
     if event is None:
         return ReplayedRun(name, stream, event_id, "skipped", attempts, "the event is gone from the ledger")
-    outcome = engine.run_again(txn, wf, event, attempt=attempts + 1)
+    outcome = engine.run_again(txn, wf, event, attempt=attempts + 1, parent=otel_context.get_current())
     txn.save_run(outcome)
     log.info("replayed %s on %s %s: %s", name, stream, event_id, outcome.status,
              extra={"workflow": name, "event_id": event_id})

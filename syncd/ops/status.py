@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from syncd.contracts import FailedRun, Reads, SourceRow, TickRow
+from syncd.ops import spanlosses
 from syncd.ops.statusparts import (
     Filters,
     cursor_text,
@@ -63,6 +64,7 @@ def collect(reads: Reads, *, run_limit: int = 20, jaeger_url: str | None = None,
         "quarantined": {"total": held, "events": [quarantine_item(row) for row in quarantined]},
         "retention": retention_item(kept, retention_days),
         "budgets": _budgets(reads),
+        "spans": spanlosses.status_item(reads),  # spans lost on the way to the collector, every replica
         "totals": {"events": events,
                    "runs": {s: sum(n for (_, st), n in run_counts.items() if st == s) for s in RUN_STATES}},
     }
@@ -131,6 +133,7 @@ def render(report: dict[str, Any], *, limit: int = 20) -> str:
     lines += render_quarantine(report.get("quarantined"))
     lines += render_retention(report.get("retention"))
     lines += _render_budgets(report.get("budgets") or [])
+    lines += spanlosses.render(report.get("spans"))
     return "\n".join(lines)
 
 

@@ -34,20 +34,20 @@ def dead_run_keys(conn: Connection, *, workflow: str | None, source: str | None,
     return [RunKey(r[0], r[1], r[2]) for r in conn.execute(query)]
 
 
-def lock_dead(conn: Connection, batch: Sequence[RunKey]) -> dict[RunKey, tuple[int, Event | None]]:
-    """The batch's runs that are still dead: attempts and event (None if gone from the ledger), locked
-    for this transaction (PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so two replays never share a run)."""
+def lock_dead(conn: Connection, batch: Sequence[RunKey]) -> dict[RunKey, tuple[int, Event | None, str | None]]:
+    """The batch's runs that are still dead: attempts, event (None if gone from the ledger) and trace id,
+    locked for this transaction (PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so two replays never share a run)."""
     wanted = sa.tuple_(runs.c.workflow, runs.c.stream, runs.c.event_id).in_(
         [(k.workflow, k.stream, k.event_id) for k in batch])
     query = (
-        sa.select(runs.c.workflow, runs.c.stream, runs.c.event_id, runs.c.attempts, events.c.type,
+        sa.select(runs.c.workflow, runs.c.stream, runs.c.event_id, runs.c.attempts, runs.c.trace_id, events.c.type,
                   events.c.action, events.c.occurred_at, events.c.payload)
         .join(events, _LEDGER, isouter=True)
         .where(wanted, runs.c.status == RunStatus.DEAD.value)
         .with_for_update(of=runs, skip_locked=True)
     )
-    found: dict[RunKey, tuple[int, Event | None]] = {}
+    found: dict[RunKey, tuple[int, Event | None, str | None]] = {}
     for r in conn.execute(query).mappings():
         event = event_from_ledger(r["stream"], r) if r["payload"] is not None else None
-        found[RunKey(r["workflow"], r["stream"], r["event_id"])] = (int(r["attempts"]), event)
+        found[RunKey(r["workflow"], r["stream"], r["event_id"])] = (int(r["attempts"]), event, r["trace_id"])
     return found

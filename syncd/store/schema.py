@@ -15,8 +15,8 @@ from syncd.store.types import metadata
 log = logging.getLogger("syncd.schema")
 
 #: Modules declaring tables on ``syncd.store.db.metadata``; Alembic compares against all of them.
-TABLE_MODULES = ("syncd.store.tables", "syncd.store.ratelimit", "syncd.store.budget", "connectors.workos.tables",
-                 "connectors.github.tables", "connectors.stripe.tables")
+TABLE_MODULES = ("syncd.store.tables", "syncd.store.ratelimit", "syncd.store.budget", "syncd.store.spanloss",
+                 "connectors.workos.tables", "connectors.github.tables", "connectors.stripe.tables")
 
 #: Any constant: the key of the PostgreSQL advisory lock that serialises concurrent migrations.
 MIGRATION_LOCK_KEY = 7_411_123_001
@@ -42,7 +42,7 @@ def alembic_config(url: str | None = None) -> object:
 
 #: The newest revision in ``migrations/versions`` (a test holds it to Alembic's own answer). A database
 #: already there is not handed to Alembic: importing it and reading the scripts was a fifth of a start-up.
-HEAD_REVISION = "0013"
+HEAD_REVISION = "0016"
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:

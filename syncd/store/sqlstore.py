@@ -283,8 +283,9 @@ class SqlStore:
             return dead.dead_run_keys(conn, workflow=workflow, source=source, event_id=event_id)
 
     @contextmanager
-    def dead_letters(self, keys: Sequence[RunKey]) -> Iterator[tuple[SqlTxn, dict[RunKey, tuple[int, Event | None]]]]:
-        """A transaction holding those of ``keys`` still dead, locked (attempts and event, None if gone from
-        the ledger); runs locked by another replay, or no longer dead, are left out."""
+    def dead_letters(self, keys: Sequence[RunKey]) -> Iterator[
+            tuple[SqlTxn, dict[RunKey, tuple[int, Event | None, str | None]]]]:
+        """A transaction holding those of ``keys`` still dead, locked (attempts, event: None if gone from the
+        ledger, and trace id); runs locked by another replay, or no longer dead, are left out."""
         with self.db.connect() as conn, conn.begin():
             yield SqlTxn(conn, "", None), dead.lock_dead(conn, keys)
