@@ -85,6 +85,11 @@ class GitHubSimulator:
         #: Fault knob: the base of the ``Link`` URLs served. None: this server's own URL; "": relative links
         #: (``</repositories/…>``); any other text: that base (another host). Settable at any time.
         self.link_base: str | None = None
+        #: Fault knob: a GET of issue ``hold_number`` (any repository) waits until ``release`` is set, with
+        #: ``holding`` set meanwhile (a test can kill its client mid-request).
+        self.hold_number: int | None = None
+        self.release = threading.Event()
+        self.holding = threading.Event()
         self._repos: dict[str, Repo] = {}
         for index, (name, count) in enumerate((DEFAULT_REPOS if repos is None else repos).items()):
             owner, _, short = name.partition("/")
@@ -290,6 +295,10 @@ class GitHubSimulator:
 
     def serve(self, target: str, headers: Mapping[str, str], client_ip: str) -> Response:
         """The response to ``GET target`` (called by the handler threads), recorded in ``requests``."""
+        held = self.hold_number
+        if held is not None and urlsplit(target).path.rstrip("/").endswith(f"/issues/{held}"):
+            self.holding.set()
+            self.release.wait(60)
         with self._lock:
             response = self._respond(target, headers, client_ip)
             # Recorded before the response is written, so a client that got it can assert on it.
