@@ -388,3 +388,47 @@ def test_removal_actions_are_valid_trigger_actions() -> None:
     with pytest.raises(ValueError, match="did you mean 'deleted'"):
         github.issues(actions={"delted"})
 
+
+
+@pytest.mark.parametrize(("repo_status", "removed"), [(200, True), (404, False)])
+def test_a_404_is_a_deletion_only_while_the_repository_still_answers(sqlite_url: str, repo_status: int,
+                                                                     removed: bool) -> None:
+    from syncd.errors import FatalError
+    from syncd.store.db import create_engine
+    from syncd.store.schema import migrate
+
+    engine = create_engine(sqlite_url)
+    migrate(engine)
+    with engine.begin() as conn:
+        conn.execute(issues_table.insert().values(id=77, repo="o/r", number=5, is_pull_request=False, title="t",
+                                                  updated_at=datetime(2026, 1, 1, tzinfo=UTC)))
+    engine.dispose()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/repos/o/r/issues":
+            return httpx.Response(200, json=[], headers={"etag": 'W/"empty"'})
+        if request.url.path == "/repos/o/r/issues/5":
+            return httpx.Response(404, json={"message": "Not Found"})
+        assert request.url.path == "/repos/o/r"
+        return httpx.Response(repo_status, json={"full_name": "o/r"} if repo_status == 200 else {"message": "x"})
+
+    clock = [1000.0]
+    connector = GitHubConnector(repo="o/r", base_url="https://api.github.test", transport=httpx.MockTransport(handler),
+                                clock=lambda: clock[0], reconcile_seconds=HOUR, mirror=SqlMirrorIndex(sqlite_url))
+    try:
+        page = connector.fetch_page(None)  # the first listing (empty) starts the clock
+        clock[0] += HOUR
+        page = connector.fetch_page(page.next_cursor)  # a 200 again (no ETag sent on a first poll): due now
+        assert page.has_more
+        page = connector.fetch_page(page.next_cursor)  # the walk: one empty page, so number 5 is missing
+        assert page.has_more and not page.events
+        if not removed:
+            with pytest.raises(FatalError, match="repository o/r not found"):
+                connector.fetch_page(page.next_cursor)
+            return
+        page = connector.fetch_page(page.next_cursor)
+        assert [(e.id, e.action, e.data["number"]) for e in page.events] == [
+            ("77:deleted@2026-01-01T00:00:00Z", "deleted", 5)]
+        assert not page.has_more
+    finally:
+        connector.close()
