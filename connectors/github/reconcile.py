@@ -39,7 +39,7 @@ from opentelemetry import trace
 
 from connectors.github.actions import DELETED, EVENT_TYPE, TRANSFERRED
 from connectors.github.mirrorindex import MirrorIndex
-from connectors.github.recstate import Rec, missing
+from connectors.github.recstate import Rec, missing, page_text
 from syncd.contracts import Event
 from syncd.errors import RetryableError
 from syncd.http import decode_json
@@ -92,7 +92,7 @@ class Reconciler:
                   ("page", str(rec.page))]
         response = self._request(f"/repos/{self.repo}/issues", params=params, headers=headers)
         if response.status_code == 304 and before is not None:
-            listed = rec.listed(before, more=rec.page < len(rec.last))
+            listed = rec.listed(rec.last[rec.page - 1], more=rec.page < len(rec.last))
         else:
             body = decode_json(self.key, response)
             if not isinstance(body, list):
@@ -100,7 +100,7 @@ class Reconciler:
             numbers = tuple(n for item in body if isinstance(item, dict)
                             and isinstance(n := item.get("number"), int) and not isinstance(n, bool))
             more = bool(body) and "next" in response.links
-            listed = rec.listed((response.headers.get("etag"), numbers), more=more)
+            listed = rec.listed(page_text(response.headers.get("etag"), numbers), more=more)
         if listed.page:
             return listed
         return listed.checking(missing(listed.last, self.mirror.numbers(self.repo)))
