@@ -3,7 +3,8 @@
 What must be shown, and where:
 - deleted and transferred issues reconciled once: the workflow runs once per issue, also across a second
   reconcile, a replay of the cursor and a crash mid-reconcile → ``test_deleted_and_transferred_*``,
-  ``test_a_reconcile_stopped_mid_way_*``
+  ``test_replaying_the_cursor_*``, ``test_a_reconcile_stopped_mid_way_*`` (and a real SIGKILL of
+  ``syncd once``: ``test_github_reconcile_kill.py``)
 - idle reconciliation costs conditional requests only (304s) → ``test_an_idle_reconcile_*``
 - a bad ``GITHUB_RECONCILE_SECONDS`` exits 2 naming the variable → ``test_a_bad_reconcile_interval_*``
 - a stale event after the deletion does not resurrect the row → ``test_a_stale_version_after_*``
