@@ -437,3 +437,25 @@ def test_a_404_is_a_deletion_only_while_the_repository_still_answers(sqlite_url:
         assert not page.has_more
     finally:
         connector.close()
+
+
+def test_the_simulator_answers_for_one_issue_as_github_does(sim: GitHubSimulator) -> None:
+    first, second, third = list(sim.issues("acme/web").values())[:3]
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=sim.url, headers=headers) as client:
+        found = client.get(f"/repos/acme/web/issues/{first['number']}")
+        assert found.status_code == 200 and found.json() == first
+        assert client.get(f"/repos/acme/web/issues/{first['number']}",
+                          headers={"If-None-Match": found.headers["etag"]}).status_code == 304
+        assert client.get("/repos/acme/web/issues/99999").status_code == 404
+        assert client.get("/repos/acme/web").json()["full_name"] == "acme/web"
+        sim.delete("acme/web", second["number"])
+        sim.transfer("acme/web", third["number"], "acme/api")
+        assert client.get(f"/repos/acme/web/issues/{second['number']}").status_code == 410
+        moved = client.get(f"/repos/acme/web/issues/{third['number']}")
+        assert moved.status_code == 301
+        followed = client.get(moved.headers["location"])  # the new URL serves the issue in its new home
+        assert followed.status_code == 200 and followed.json()["title"] == third["title"]
+        assert followed.json()["number"] == REPOS["acme/api"] + 1
+    listed = {i["number"] for i in sim.issues("acme/web").values()}
+    assert second["number"] not in listed and third["number"] not in listed

@@ -97,5 +97,7 @@ def issue_response(repo: Repo, number: int, now: int, root: str) -> Response:
 
 def repo_response(repo: Repo) -> Response:
     owner, _, name = repo.full_name.partition("/")
-    return json_response(200, {"id": repo.repo_id, "name": name, "full_name": repo.full_name,
-                               "owner": {"login": owner}, "private": False})
+    found = json_response(200, {"id": repo.repo_id, "name": name, "full_name": repo.full_name,
+                                "owner": {"login": owner}, "private": False})
+    etag = 'W/"' + hashlib.sha256(found.body).hexdigest() + '"'
+    return Response(200, (("ETag", etag),), found.body)
