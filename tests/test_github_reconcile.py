@@ -417,6 +417,9 @@ def test_a_404_is_a_deletion_only_while_the_repository_still_answers(sqlite_url:
         assert request.url.path == "/repos/o/r"
         return httpx.Response(repo_status, json={"full_name": "o/r"} if repo_status == 200 else {"message": "x"})
 
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+
+    tracer = TracerProvider(shutdown_on_exit=False).get_tracer("test")
     clock = [1000.0]
     connector = GitHubConnector(repo="o/r", base_url="https://api.github.test", transport=httpx.MockTransport(handler),
                                 clock=lambda: clock[0], reconcile_seconds=HOUR, mirror=SqlMirrorIndex(sqlite_url))
@@ -431,10 +434,13 @@ def test_a_404_is_a_deletion_only_while_the_repository_still_answers(sqlite_url:
             with pytest.raises(FatalError, match="repository o/r not found"):
                 connector.fetch_page(page.next_cursor)
             return
-        page = connector.fetch_page(page.next_cursor)
+        with tracer.start_as_current_span("page.fetch") as span:  # the engine's span around each page
+            page = connector.fetch_page(page.next_cursor)
         assert [(e.id, e.action, e.data["number"]) for e in page.events] == [
             ("77:deleted@2026-01-01T00:00:00Z", "deleted", 5)]
         assert not page.has_more
+        recorded = span.attributes if isinstance(span, ReadableSpan) else None
+        assert dict(recorded or {}) == {"syncd.github.reconcile": "check", "syncd.github.reconcile.left": 1}
     finally:
         connector.close()
 
