@@ -3,8 +3,10 @@
 One connector per repository polls
 ``GET /repos/{owner}/{repo}/issues?state=all&sort=updated&direction=asc&per_page=100[&since=S]``.
 By responsibility: ``cursor`` (the cursor and its state machine, ``advance``: read its docstring first),
-``policy`` (status codes and rate limits), ``actions`` (snapshots → events), and here the connector, which
-does the I/O and guards what a provider may get wrong:
+``policy`` (status codes and rate limits), ``actions`` (snapshots → events), ``reconcile`` and ``recstate``
+(deleted and transferred issues, which the listing never shows: steps run as pages of the same cursor when
+one is due, its state under ``"rec"`` in the cursor), ``mirrorindex`` (what the mirror holds), and here the
+connector, which does the I/O and guards what a provider may get wrong:
 
 - a ``Link rel="next"`` to another host, or relative, is never followed nor stored (the token only goes to
   ``GITHUB_BASE_URL``): the next page's URL is built from our own base instead, and status says so; a
