@@ -32,7 +32,7 @@ from connectors.github.tables import issues as issues_table
 from connectors.github.workflows import issue_row
 from simulators.github import GitHubSimulator
 from syncd import cli
-from syncd.contracts import Event
+from syncd.contracts import Event, FakeClock
 from syncd.ops.app import App
 from syncd.ops.once import run_once
 from syncd.settings import Secret
@@ -60,12 +60,13 @@ def build(sim: GitHubSimulator) -> Iterator[Build]:
     ``sim.advance``), with pages of 10 issues (a walk of a few pages)."""
     built: list[App] = []
 
-    def make(db_url: str, registry: Registry | None = None, *, every: float = HOUR) -> App:
+    def make(db_url: str, registry: Registry | None = None, *, every: float = HOUR,
+             clock: FakeClock | None = None) -> App:
         env = {"GITHUB_REPOS": ",".join(REPOS), "GITHUB_BASE_URL": sim.url, "GITHUB_TOKEN": TOKEN}
         connectors = [GitHubConnector(repo=r, base_url=sim.url, token=Secret(TOKEN), page_size=10,
                                       clock=lambda: sim.now.timestamp(), reconcile_seconds=every,
                                       mirror=SqlMirrorIndex(db_url)) for r in REPOS]
-        app = App.build(settings_for(db_url, **env), registry=registry or Registry(),
+        app = App.build(settings_for(db_url, **env), registry=registry or Registry(), clock=clock,
                         connectors=connectors)  # type: ignore[arg-type]
         built.append(app)
         return app
@@ -267,6 +268,33 @@ def test_a_reconcile_waits_while_the_token_is_near_its_reserve(sqlite_url: str, 
 
     sim.advance(HOUR)  # a new window: the reconcile that waited runs
     tick_all(app)
+    assert [n for _, _, n in seen] == [victim["number"]]
+
+
+def test_a_throttled_reconcile_pauses_the_source_and_resumes_where_it_stood(sqlite_url: str, build: Build,
+                                                                           sim: GitHubSimulator) -> None:
+    registry, seen = removals_registry()
+    clock = FakeClock(datetime.now(UTC))
+    app = build(sqlite_url, registry, clock=clock)
+    web = app.connectors[0]
+    assert app.tick(web).ok
+    victim = list(sim.issues("acme/web").values())[-1]
+    sim.delete("acme/web", victim["number"])
+    sim.advance(HOUR + 1)
+    app.engine.max_pages = 2  # the poll that begins the reconcile, and its first listing page
+    assert app.tick(web).ok
+    app.engine.max_pages = None
+    sim.rate_limit_next(1, status=429, retry_after=120)  # the second listing page is throttled
+    throttled = app.tick(web)
+    assert not throttled.ok and "rate limited" in str(throttled.error)
+    before = len(sim.requests)
+    clock.advance(60)
+    assert str(app.tick(web).skipped_reason).startswith("paused until")  # nothing asked while paused
+    assert len(sim.requests) == before
+    clock.advance(61)
+    assert app.tick(web).ok
+    walked = [httpx.URL(p).params.get("page") for p, _ in paths(sim, before) if "sort=created" in p]
+    assert walked == ["2", "3"]  # from where it stood: page 1 is not asked again
     assert [n for _, _, n in seen] == [victim["number"]]
 
 
