@@ -10,7 +10,10 @@ from typing import Any
 from connectors.github.cursor import canonical_second
 
 EVENT_TYPE = "github.issue"
-ACTIONS = frozenset({"opened", "edited", "closed", "reopened"})
+#: Found by reconciliation (``connectors.github.reconcile``), never by the listing: the issue is gone.
+DELETED, TRANSFERRED = "deleted", "transferred"
+REMOVALS = frozenset({DELETED, TRANSFERRED})
+ACTIONS = frozenset({"opened", "edited", "closed", "reopened"}) | REMOVALS
 _MEMORY_LIMIT = 100_000
 
 #: What ``derive_action`` remembers of an older version of an issue: ``(state, state_reason)``.
@@ -103,5 +106,5 @@ def valid_actions(actions: Iterable[str]) -> frozenset[str]:
 
 
 
-__all__ = ["ACTIONS", "EVENT_TYPE", "Previous", "StateMemory", "derive_action", "is_pull_request", "parse_issue",
-           "valid_actions"]
+__all__ = ["ACTIONS", "DELETED", "EVENT_TYPE", "REMOVALS", "TRANSFERRED", "Previous", "StateMemory", "derive_action",
+           "is_pull_request", "parse_issue", "valid_actions"]

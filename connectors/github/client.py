@@ -3,8 +3,10 @@
 One connector per repository polls
 ``GET /repos/{owner}/{repo}/issues?state=all&sort=updated&direction=asc&per_page=100[&since=S]``.
 By responsibility: ``cursor`` (the cursor and its state machine, ``advance``: read its docstring first),
-``policy`` (status codes and rate limits), ``actions`` (snapshots → events), and here the connector, which
-does the I/O and guards what a provider may get wrong:
+``policy`` (status codes and rate limits), ``actions`` (snapshots → events), ``reconcile`` and ``recstate``
+(deleted and transferred issues, which the listing never shows: steps run as pages of the same cursor when
+one is due, its state under ``"rec"`` in the cursor), ``mirrorindex`` (what the mirror holds), and here the
+connector, which does the I/O and guards what a provider may get wrong:
 
 - a ``Link rel="next"`` to another host, or relative, is never followed nor stored (the token only goes to
   ``GITHUB_BASE_URL``): the next page's URL is built from our own base instead, and status says so; a
@@ -16,6 +18,7 @@ does the I/O and guards what a provider may get wrong:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -35,6 +38,7 @@ from connectors.github.actions import (
     valid_actions,
 )
 from connectors.github.cursor import SEEN_LIMIT, Cursor, advance, canonical_second
+from connectors.github.mirrorindex import MirrorIndex
 from connectors.github.policy import (
     is_secondary,
     rate_limit_meta,
@@ -44,6 +48,8 @@ from connectors.github.policy import (
 )
 from connectors.github.pool import MAX_CONNECTIONS, clients, credential_id
 from connectors.github.ratebudget import CredentialBudget, budget_for
+from connectors.github.reconcile import Reconciler
+from connectors.github.recstate import Rec
 from syncd.contracts import Event, Page, Quarantined, Window
 from syncd.errors import FatalError, RetryableError
 from syncd.http import decode_json, make_client, send, with_retries
@@ -66,7 +72,8 @@ class GitHubConnector:
 
     def __init__(self, *, repo: str, base_url: str, token: Secret | None = None, timeout: float = 30.0,
                  page_size: int = PAGE_SIZE, transport: httpx.BaseTransport | None = None, attempts: int = 4,
-                 clock: Callable[[], float] = time.time, budget: CredentialBudget | None = None) -> None:
+                 clock: Callable[[], float] = time.time, budget: CredentialBudget | None = None,
+                 reconcile_seconds: float = 0.0, mirror: MirrorIndex | None = None) -> None:
         if not 1 <= page_size <= PAGE_SIZE:
             raise ValueError(f"page_size must be 1..{PAGE_SIZE}")
         self.repo = repo.lower()
@@ -95,12 +102,21 @@ class GitHubConnector:
                 base_url, timeout=timeout, headers=headers, max_connections=MAX_CONNECTIONS))
         else:
             self._client = make_client(base_url, timeout=timeout, transport=transport, headers=headers)
+        self._rate_meta: dict[str, Any] = {}  # of the last answer: shown with a reconciliation's pages
+        #: Deletions and transfers (``reconcile``): on when the mirror is there to compare with.
+        self._mirror = mirror
+        self._reconciler = (Reconciler(key=self.key, repo=self.repo, every=reconcile_seconds, mirror=mirror,
+                                       request=self._request, clock=clock, page_size=page_size)
+                            if mirror is not None and reconcile_seconds > 0 else None)
 
     def __repr__(self) -> str:
         return f"GitHubConnector(key={self.key!r}, base_url={str(self._client.base_url)!r})"
 
     def close(self) -> None:
-        """Let go of the HTTP client (a shared one closes with its last repository). Idempotent."""
+        """Let go of the HTTP client (a shared one closes with its last repository) and of the mirror's
+        connections. Idempotent."""
+        if self._mirror is not None:
+            self._mirror.close()
         if self._shared is None:
             self._client.close()
         elif not self._released:
@@ -108,10 +124,66 @@ class GitHubConnector:
             clients.release(self._shared)
 
     def cursor_at(self, moment: datetime) -> str:
-        """The cursor that lists every issue version from ``moment`` on (``syncd cursor reset --to``)."""
-        return Cursor(since=canonical_second(moment)).dumps()
+        """The cursor that lists every issue version from ``moment`` on (``syncd cursor reset --to``); the
+        next reconciliation is one interval away."""
+        text = Cursor(since=canonical_second(moment)).dumps()
+        return with_rec(text, Rec(at=self._clock())) if self._reconciler is not None else text
 
     def fetch_page(self, cursor: str | None, window: Window | None = None) -> Page:
+        """A page of the listing (see ``cursor``) or, when one is due and the listing is caught up, a step of
+        a reconciliation (see ``reconcile``). Backfill windows only list."""
+        reconciler = self._reconciler
+        if reconciler is None or window is not None:
+            return self._poll(cursor, window)
+        now = self._clock()
+        rec, stored = self._rec(cursor, now)
+        spare = self.budget.spare(now)  # below the reconciliation's reserve, only polls spend
+        if rec.active and spare:
+            events, rec = reconciler.step(rec)
+            return Page(events=tuple(events), next_cursor=with_rec(cursor or Cursor().dumps(), rec),
+                        has_more=rec.active, meta=self._meta(rec))
+        page = self._poll(cursor, window)
+        begin = not page.has_more and spare and rec.due(now, reconciler.every)
+        if begin:
+            rec = rec.begin(now)
+        if page.next_cursor is None and stored and not begin:  # nothing moved: no write (idle ticks stay free)
+            return replace(page, meta={**page.meta, **self._meta(rec)})
+        moved = page.next_cursor if page.next_cursor is not None else (cursor or Cursor().dumps())
+        return replace(page, next_cursor=with_rec(moved, rec), has_more=page.has_more or begin,
+                       meta={**page.meta, **self._meta(rec)})
+
+    def _rec(self, cursor: str | None, now: float) -> tuple[Rec, bool]:
+        """The cursor's reconciliation state, and whether it holds one (else: the first one interval away)."""
+        body = _json_object(cursor)
+        if body is None or "rec" not in body:
+            return Rec(at=now), False
+        try:
+            return Rec.from_json(body["rec"]), True
+        except ValueError as exc:  # only reconciliation's own state is lost: it starts over later
+            log.warning("%s: %s; the next reconciliation is one interval away", self.key, exc,
+                        extra={"source": self.key})
+            return Rec(at=now), False
+
+    def _meta(self, rec: Rec) -> dict[str, Any]:
+        meta: dict[str, Any] = {**self._rate_meta, **self._notes,
+                                "reconciled_at": datetime.fromtimestamp(rec.at, UTC).isoformat()}
+        if rec.page:
+            meta["reconciling"] = f"listing page {rec.page}"
+        elif rec.check:
+            meta["reconciling"] = f"{len(rec.check)} missing issue(s) to ask about"
+        return meta
+
+    def _request(self, path: str, *, params: list[tuple[str, str]] | None = None,
+                 headers: Mapping[str, str] | None = None, answers: frozenset[int] = frozenset()) -> httpx.Response:
+        """GET ``path`` with retries, counted in the budget; the status policy applies except to ``answers``."""
+        def once() -> httpx.Response:
+            response = send(self._client, self.key, "GET", path, params=params, headers=dict(headers or {}))
+            self._answered(response, check=response.status_code not in answers)
+            return response
+
+        return with_retries(once, attempts=self.attempts)
+
+    def _poll(self, cursor: str | None, window: Window | None) -> Page:
         state = self._state(cursor, window)
         response = with_retries(lambda: self._get(state), attempts=self.attempts)
         meta = rate_limit_meta(response.headers, anonymous=self.anonymous)
@@ -152,7 +224,15 @@ class GitHubConnector:
             headers = {"If-None-Match": state.etag} if state.etag else {}
             response = send(self._client, self.key, "GET", f"/repos/{self.repo}/issues",
                             params=self._listing_params(state.since), headers=headers)
+        self._answered(response)
+        return response
+
+    def _answered(self, response: httpx.Response, *, check: bool = True) -> None:
+        """Count ``response`` in the budget, keep its rate-limit headers and (``check``) apply the status policy."""
         self.budget.seen(response.headers)
+        self._rate_meta = rate_limit_meta(response.headers, anonymous=self.anonymous)
+        if not check:
+            return
         try:
             status_policy(self.key, self.repo, response, now=self._clock(), strikes=self._strikes,
                           anonymous=self.anonymous)
@@ -161,7 +241,6 @@ class GitHubConnector:
                 self._strikes += 1
             raise
         self._strikes = 0
-        return response
 
     def _listing_params(self, since: str | None, page: int | None = None) -> list[tuple[str, str]]:
         params = [("state", "all"), ("sort", "updated"), ("direction", "asc"), ("per_page", str(self.page_size))]
@@ -255,6 +334,23 @@ class GitHubConnector:
         action = self._memory.action(issue_id, raw, updated)
         return Event(stream=self.key, id=f"{issue_id}@{updated}", type=EVENT_TYPE,
                      occurred_at=parse_time(updated), data=raw, action=action)
+
+
+def with_rec(cursor: str, rec: Rec) -> str:
+    """``cursor`` (a listing cursor's text) holding ``rec`` under ``"rec"`` (``Cursor.loads`` ignores it)."""
+    body = _json_object(cursor) or {}
+    body["rec"] = rec.to_json()
+    return json.dumps(body, separators=(",", ":"))
+
+
+def _json_object(text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def _page_number(url: str) -> int:

@@ -40,6 +40,9 @@ from dataclasses import dataclass, replace
 from syncd.store.budget import Budget, SqlBudgets
 
 RESERVE = 0.05
+#: Reconciliation (``connectors.github.reconcile``) stops while less than this share of the limit is left:
+#: between it and ``RESERVE`` only routine polls spend, so a reconciliation never delays them.
+RECONCILE_RESERVE = 0.10
 MIN_COST = 0.02
 MIN_SAMPLE = 20
 #: GitHub's primary window; a new window is taken as full until its first answer says otherwise.
@@ -140,6 +143,7 @@ class CredentialBudget:
         self.credential = credential
         self._lock = threading.Lock()
         self._seen: Observation | None = None
+        self._latest: Observation | None = None  # the newest headers seen, kept across ``allow``
         self._requests = 0
         self._store: SqlBudgets | None = None
         self._row: Budget | None = None
@@ -155,6 +159,19 @@ class CredentialBudget:
             if observed is not None and (self._seen is None or observed.reset_at > self._seen.reset_at + 1
                                          or observed.remaining < self._seen.remaining):
                 self._seen = observed
+            if observed is not None and (self._latest is None or observed.reset_at > self._latest.reset_at + 1
+                                         or observed.remaining < self._latest.remaining):
+                self._latest = observed
+
+    def spare(self, now: float, share: float = RECONCILE_RESERVE) -> bool:
+        """Whether more than ``share`` of the limit is left, as the newest answer of this process said (its
+        window over, or no answer yet: True). GitHub counts the token's requests from every replica, so
+        the headers already include theirs."""
+        with self._lock:
+            latest = self._latest
+        if latest is None or latest.reset_at <= now:
+            return True
+        return latest.remaining > math.ceil(latest.limit * share)
 
     def allow(self, *, now: float, base: float, sources: int, wanted: int, horizon: float) -> Plan:
         """How many of ``wanted`` polls may start by ``now + horizon``, and the sources' poll interval."""

@@ -1,8 +1,11 @@
 """Built-in mirror workflow: every issue and pull request version into ``github_issues``, newer wins.
 
 A version applies only if its ``updated_at`` is not older than the stored row's, so replays, backfills and
-out-of-order versions never overwrite newer data. GitHub does not report deletions through this listing:
-a deleted issue simply stops appearing, and its row stays.
+out-of-order versions never overwrite newer data. GitHub's listing never shows a deleted issue; the
+reconciliation (``connectors.github.reconcile``) finds them and emits ``deleted`` or ``transferred``
+events whose data is the last mirrored version: the row goes, and a tombstone at that version's
+``updated_at`` keeps a stale or replayed older version from bringing it back (a newer one, such as the
+issue listed again after a transfer back, still applies).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from connectors.github.actions import REMOVALS
 from connectors.github.client import is_pull_request
 from connectors.github.tables import issues
 from syncd.contracts import Event
@@ -46,12 +50,14 @@ def issue_row(data: Mapping[str, Any], event: Event) -> dict[str, Any]:
 
 
 def mirror(event: Event, ctx: Context) -> None:
-    apply_snapshot(ctx.connection or ctx.db, issues, issue_row(event.data, event), kind=issues.name)
+    apply_snapshot(ctx.connection or ctx.db, issues, issue_row(event.data, event), kind=issues.name,
+                   deleted=event.action in REMOVALS)
 
 
 def mirror_batch(events: Sequence[Event], ctx: BatchContext) -> None:
     """``mirror`` on a page's events at once (see ``syncd.workflows.mirror.apply_snapshots``)."""
-    apply_snapshots(ctx.connection, issues, [(issue_row(e.data, e), False) for e in events], kind=issues.name)
+    items = [(issue_row(e.data, e), e.action in REMOVALS) for e in events]
+    apply_snapshots(ctx.connection, issues, items, kind=issues.name)
 
 
 def register(registry: Registry) -> None:

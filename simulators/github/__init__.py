@@ -21,6 +21,10 @@ Contract served (GET only):
   304s too, as secondary limits do); ``x-ratelimit-limit/remaining/used/reset/resource``
   on every API response. An exhausted window gives 403 "API rate limit exceeded" until reset.
   ``rate_limit_next`` injects throttling responses (403 or 429, with or without retry-after).
+- ``/repos/{owner}/{repo}/issues/{number}`` (and ``/repositories/{id}/issues/{number}``): the issue
+  (200, with an ETag), 410 Gone once ``delete``d, 301 Moved Permanently with ``Location`` once
+  ``transfer``red to another repository (which lists it under a new number), 404 for an unused number.
+  ``/repos/{owner}/{repo}``: a minimal repository object.
 - ``Authorization: Bearer <t>`` or ``token <t>``; an unknown token is a 401, no header is
   anonymous. An unknown repository or path is a 404. ``/rate_limit`` (not counted) and
   ``/health`` (no auth) are 200.
@@ -37,8 +41,8 @@ the same second (creates, title/label/body/comment edits, closes, reopens), so s
 sharing an ``updated_at`` second is common.
 
 Modules, by responsibility: ``data`` (issue versions and their generation), ``ratelimit`` (windows and
-injected throttling), ``wire`` (responses and the HTTP handler), ``api`` (``GitHubSimulator``: routing,
-listing, the clock), ``cli`` (``main``).
+injected throttling), ``wire`` (responses and the HTTP handler), ``routes`` (the listing, one issue, one
+repository), ``api`` (``GitHubSimulator``: routing, changes, the clock), ``cli`` (``main``).
 """
 
 from simulators.github.api import DEFAULT_TOKEN, GitHubSimulator

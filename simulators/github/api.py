@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import threading
@@ -11,12 +10,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from simulators.github.data import (
     DEFAULT_REPOS,
     JSON,
-    SORT_KEYS,
+    Issue,
     Repo,
     Version,
     apply_change,
@@ -34,7 +33,8 @@ from simulators.github.ratelimit import (
     new_bucket,
     throttled,
 )
-from simulators.github.wire import Handler, Response, error, etag_matches, invalid, json_response
+from simulators.github.routes import issue_response, list_response, repo_response
+from simulators.github.wire import Handler, Response, error, etag_matches, json_response
 from simulators.httpserver import LoopbackServer
 
 __all__ = ["DEFAULT_TOKEN", "GitHubSimulator", "RequestRecord"]
@@ -42,8 +42,6 @@ __all__ = ["DEFAULT_TOKEN", "GitHubSimulator", "RequestRecord"]
 RequestRecord = tuple[str, int, dict[str, str]]
 
 DEFAULT_TOKEN: Final = "ghp_simulator"
-MAX_PER_PAGE: Final = 100
-DEFAULT_PER_PAGE: Final = 30
 _RECORDED_HEADERS: Final = ("accept", "if-none-match", "user-agent", "x-github-api-version")
 
 
@@ -87,6 +85,11 @@ class GitHubSimulator:
         #: Fault knob: the base of the ``Link`` URLs served. None: this server's own URL; "": relative links
         #: (``</repositories/…>``); any other text: that base (another host). Settable at any time.
         self.link_base: str | None = None
+        #: Fault knob: a GET of issue ``hold_number`` (any repository) waits until ``release`` is set, with
+        #: ``holding`` set meanwhile (a test can kill its client mid-request).
+        self.hold_number: int | None = None
+        self.release = threading.Event()
+        self.holding = threading.Event()
         self._repos: dict[str, Repo] = {}
         for index, (name, count) in enumerate((DEFAULT_REPOS if repos is None else repos).items()):
             owner, _, short = name.partition("/")
@@ -180,17 +183,44 @@ class GitHubSimulator:
             return made
 
     def delete(self, repo: str, number: int, *, at: datetime | None = None) -> None:
-        """Delete issue `number` from `at` on (default: the clock): it just stops being listed."""
+        """Delete issue `number` from `at` on (default: the clock): it stops being listed, and a GET of it
+        answers 410 Gone."""
         with self._lock:
             target = self._repo(repo)
-            if number not in target.issues:
-                raise KeyError(f"{repo}#{number} does not exist")
+            self._remove(target, number, int(to_epoch(at) if at is not None else self._now))
+
+    def transfer(self, repo: str, number: int, to: str, *, at: datetime | None = None) -> JSON:
+        """Move issue `number` to the repository `to` from `at` on (default: the clock): it leaves `repo`'s
+        listing, a GET of it there answers 301 to its new URL, and `to` lists it under a new number and id
+        (updated at `at`). Returns a copy of the new snapshot."""
+        with self._lock:
+            source, target = self._repo(repo), self._repo(to)
             when = int(to_epoch(at) if at is not None else self._now)
-            if target.issues[number].times[-1] > when:
-                raise ValueError(f"{repo}#{number} has changes after {iso(when)}")
-            issue = target.issues[number]
-            issue.put(make_version(number, when, None, issue.versions[-1].created))
+            last = source.issues[number].versions[-1] if number in source.issues else None
+            if last is None or last.issue is None:
+                raise KeyError(f"{repo}#{number} does not exist")
+            self._remove(source, number, when)
+            new_number = len(target.issues) + 1
+            name = target.full_name
+            snapshot = {**last.issue, "id": target.issue_id(new_number), "number": new_number,
+                        "updated_at": iso(when), "url": f"https://api.github.com/repos/{name}/issues/{new_number}",
+                        "repository_url": f"https://api.github.com/repos/{name}",
+                        "html_url": f"https://github.com/{name}/issues/{new_number}"}
+            target.issues[new_number] = Issue([make_version(new_number, when, snapshot, last.created)], [when])
+            source.moved[number] = (target.repo_id, new_number)
             target.generation += 1
+            made: JSON = json.loads(target.issues[new_number].versions[-1].body)
+            return made
+
+    def _remove(self, target: Repo, number: int, when: int) -> None:
+        name = target.full_name
+        if number not in target.issues:
+            raise KeyError(f"{name}#{number} does not exist")
+        if target.issues[number].times[-1] > when:
+            raise ValueError(f"{name}#{number} has changes after {iso(when)}")
+        issue = target.issues[number]
+        issue.put(make_version(number, when, None, issue.versions[-1].created))
+        target.generation += 1
 
     def corrupt(self, repo: str, number: int, **fields: Any) -> None:
         """Serve the current version of issue `number` with `fields` replaced (``id="x"``,
@@ -265,6 +295,10 @@ class GitHubSimulator:
 
     def serve(self, target: str, headers: Mapping[str, str], client_ip: str) -> Response:
         """The response to ``GET target`` (called by the handler threads), recorded in ``requests``."""
+        held = self.hold_number
+        if held is not None and urlsplit(target).path.rstrip("/").endswith(f"/issues/{held}"):
+            self.holding.set()
+            self.release.wait(60)
         with self._lock:
             response = self._respond(target, headers, client_ip)
             # Recorded before the response is written, so a client that got it can assert on it.
@@ -327,63 +361,22 @@ class GitHubSimulator:
     def _route(self, path: str, query: dict[str, str], now: int) -> Response:
         segments = path.strip("/").split("/")
         repo: Repo | None = None
-        if len(segments) == 4 and segments[0] == "repos" and segments[3] == "issues":
+        if len(segments) in (3, 4, 5) and segments[0] == "repos":
             repo = self._repos.get(f"{segments[1]}/{segments[2]}".lower())
-        elif len(segments) == 3 and segments[0] == "repositories" and segments[2] == "issues":
+            rest = segments[3:]
+        elif len(segments) in (3, 4) and segments[0] == "repositories":
             repo = next((r for r in self._repos.values() if str(r.repo_id) == segments[1]), None)
+            rest = segments[2:]
         if repo is None:
             return error(404, "Not Found")
-        return self._list(repo, query, now)
+        if rest == ["issues"]:
+            return list_response(repo, query, now, self._root())
+        if not rest and segments[0] == "repos":
+            return repo_response(repo)
+        if len(rest) == 2 and rest[0] == "issues" and rest[1].isdigit():
+            return issue_response(repo, int(rest[1]), now, self._root())
+        return error(404, "Not Found")
 
-    def _list(self, repo: Repo, query: dict[str, str], now: int) -> Response:
-        state = query.get("state", "open")
-        sort = query.get("sort", "created")
-        direction = query.get("direction", "desc")
-        for name, value, allowed in (
-            ("state", state, ("open", "closed", "all")),
-            ("sort", sort, tuple(SORT_KEYS)),
-            ("direction", direction, ("asc", "desc")),
-        ):
-            if value not in allowed:
-                return invalid(name)
-        items = repo.listing(now, state, sort, direction)
-        if "since" in query:
-            try:  # '+' in an unencoded offset arrives as a space
-                since = to_epoch(datetime.fromisoformat(query["since"].replace(" ", "+")))
-            except ValueError:
-                return invalid("since")
-            items = [v for v in items if v.time >= since]
-        per_page = _int_param(query.get("per_page"), DEFAULT_PER_PAGE)
-        per_page = min(MAX_PER_PAGE, per_page if per_page >= 1 else DEFAULT_PER_PAGE)
-        page = max(1, _int_param(query.get("page"), 1))
-        chunk = items[(page - 1) * per_page : page * per_page]
-        body = b"[" + b",".join(v.body for v in chunk) + b"]"
-        link = self._link(repo, query, page, max(1, -(-len(items) // per_page)))
-        etag = 'W/"' + hashlib.sha256(link.encode() + b"\n" + body).hexdigest() + '"'
-        headers = (("ETag", etag), ("Link", link)) if link else (("ETag", etag),)
-        return Response(200, headers, body)
-
-    def _link(self, repo: Repo, query: dict[str, str], page: int, last: int) -> str:
-        """GitHub's Link header: prev, next, last, first, as applicable; '' for a single page."""
-        root = self.url if self.link_base is None else self.link_base.rstrip("/")
-        base = f"{root}/repositories/{repo.repo_id}/issues?"
-
-        def url(number: int) -> str:
-            return base + urlencode({**{k: v for k, v in query.items() if k != "page"}, "page": str(number)})
-
-        rels: list[tuple[int, str]] = []
-        if page > 1:
-            rels.append((min(page - 1, last), "prev"))
-        if page < last:
-            rels += [(page + 1, "next"), (last, "last")]
-        if page > 1:
-            rels.append((1, "first"))
-        return ", ".join(f'<{url(number)}>; rel="{rel}"' for number, rel in rels)
-
-
-def _int_param(value: str | None, default: int) -> int:
-    try:
-        return int(value) if value is not None else default
-    except ValueError:
-        return default
-
+    def _root(self) -> str:
+        """The base of the URLs served in ``Link`` and ``Location`` (see ``link_base``)."""
+        return self.url if self.link_base is None else self.link_base.rstrip("/")

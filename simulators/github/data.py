@@ -141,6 +141,8 @@ class Repo:
     view_key: tuple[int, int] = (-1, -1)
     visible: list[Version] = field(default_factory=list)
     views: dict[tuple[str, str, str], list[Version]] = field(default_factory=dict)
+    #: Issues transferred away: number → (id of the repository it went to, its number there).
+    moved: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     def issue_id(self, number: int) -> int:
         return 1_000_000_000 + self.index * 10_000_000 + number
