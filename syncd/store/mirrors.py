@@ -15,7 +15,15 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from syncd.store.bulk import _upsert_statement, cacheable, execute_many, list_param, one_of, upsert_newer
+from syncd.store.bulk import (
+    BinaryArray,
+    _upsert_statement,
+    cacheable,
+    execute_many,
+    list_param,
+    one_of,
+    upsert_newer,
+)
 from syncd.store.tables import tombstones
 
 __all__ = ["delete_not_newer", "stored_state", "stored_tombstone", "stored_tombstones", "stored_versions",
@@ -151,7 +159,7 @@ def _tombstone_statement(dialect: str) -> Any:
 def _array(name: str, column: sa.Column[Any]) -> Any:
     # Strings without the column's length: a cast to varchar(n) would cut a longer id and match another.
     item = sa.String() if isinstance(column.type, sa.String) else column.type
-    return sa.bindparam(name, type_=postgresql.ARRAY(item))
+    return sa.bindparam(name, type_=BinaryArray(item))
 
 
 @functools.lru_cache(maxsize=64)
