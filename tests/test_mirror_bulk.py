@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from syncd.store.bulk import BinaryList
 from syncd.store.db import UTCDateTime, create_engine
 from syncd.store.schema import migrate
 from syncd.store.tables import tombstones
@@ -107,3 +108,17 @@ def test_page_sized_batches_end_exactly_where_one_by_one_writes_do(bulk_db: Engi
         assert batched == one_by_one, f"case {case_number}"
         rows, dead = batched[0]
         assert rows and dead  # the case wrote something of each kind
+
+
+@pytest.mark.postgres
+def test_only_the_store_arrays_go_binary(pg_server: Any) -> None:
+    """``bulk.BinaryList`` goes as a typed binary array; a plain list (a workflow's own SQL) keeps psycopg's
+    text form, whose element type the server infers: ``1 = ANY(['1'])`` still compares as integers."""
+    engine = create_engine(pg_server.create_database())
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT 1 = ANY(%(x)s)", {"x": ["1"]}).scalar() is True
+            with pytest.raises(sa.exc.ProgrammingError, match="operator does not exist"):
+                conn.exec_driver_sql("SELECT 1 = ANY(%(x)s)", {"x": BinaryList(["1"])})
+    finally:
+        engine.dispose()
