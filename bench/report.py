@@ -139,11 +139,17 @@ def verdicts(results: dict[str, Any]) -> list[Verdict]:
     if d and "skipped" not in d:
         syncd, floor = (median_eps(d["samples"][n]) for n in ("syncd on Postgres", "floor on Postgres"))
         server = {n: Spread.of(v).median for n, v in d["server_cpu"].items() if v}
+        own = {n: Spread.of([s.cpu for s in runs]).median for n, runs in d["samples"].items()}
+        cpu = {n: own[n] + server.get(n, 0.0) for n in own}  # per run, own + server
+        load = d.get("load") or [0.0]
         out.append(
             Verdict(
                 "D: syncd on PostgreSQL ≥ 60% of the PostgreSQL floor (events/s, whole process)",
                 f"{syncd:,.0f} vs {floor:,.0f} = {syncd / floor:.0%}; server CPU s per run "
-                f"{server.get('syncd on Postgres', 0):.1f} vs {server.get('floor on Postgres', 0):.1f}",
+                f"{server.get('syncd on Postgres', 0):.1f} vs {server.get('floor on Postgres', 0):.1f}; "
+                f"own + server CPU s {cpu['syncd on Postgres']:.1f} vs {cpu['floor on Postgres']:.1f} = "
+                f"{cpu['floor on Postgres'] / cpu['syncd on Postgres']:.0%} in CPU; "
+                f"load {min(load):.1f}-{max(load):.1f}",
                 syncd >= D_FLOOR_SHARE * floor,
             )
         )

@@ -308,6 +308,9 @@ def scenario_d(config: Config, progress: Callable[[str], None]) -> dict[str, Any
         progress(f"D: skipped: {reason}")
         return {"skipped": reason}
     progress(f"D: syncd on PostgreSQL, {config.d_events:,} events, {config.d_runs} runs")
+    from bench.runqueue import compiled
+
+    compiled(ROOT)  # children never write .pyc files: without these, each start would compile syncd anew
     with PostgresServer() as server, SimHost(workos_events=config.d_events) as sim:
         version = _server_version(server.url)
         postmaster = int((server.data_dir / "postmaster.pid").read_text().split()[0])

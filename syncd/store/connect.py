@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from syncd import jsoncodec
 from syncd.store import sqlite
+from syncd.store.bulk import BinaryList
 from syncd.store.sqlite import READ_ONLY
 
 
@@ -22,11 +25,22 @@ def create_engine(url: str, *, echo: bool = False, workers: int = 0) -> Engine:
         )
         sqlite.configure(engine)
         return engine
-    return sa.create_engine(
+    engine = sa.create_engine(
         url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=5 + workers, pool_recycle=1800,
         json_serializer=jsoncodec.dumps, json_deserializer=jsoncodec.loads,
         connect_args={"connect_timeout": 10, "options": _options(url)},
     )
+    sa.event.listen(engine, "connect", _binary_arrays)
+    return engine
+
+
+def _binary_arrays(dbapi_connection: Any, _record: Any) -> None:
+    """psycopg sends ``bulk.BinaryList`` parameters as binary arrays on this connection (see there why)."""
+    from psycopg.types.array import ListBinaryDumper
+
+    adapters = getattr(dbapi_connection, "adapters", None)  # psycopg's; another driver keeps its own ways
+    if adapters is not None:
+        adapters.register_dumper(BinaryList, ListBinaryDumper)
 
 
 def _options(url: str) -> str:

@@ -48,8 +48,7 @@ def apply_snapshots(conn: Connection, table: sa.Table, items: Sequence[tuple[dic
     if not items:
         return 0
     ids = list(dict.fromkeys(row[key] for row, _ in items))
-    stored = mirrors.stored_versions(conn, table, ids, key=key, version=version)
-    dead = mirrors.stored_tombstones(conn, kind, ids)
+    stored, dead = mirrors.stored_state(conn, table, kind, ids, key=key, version=version)
     plan = plan_snapshots(items, stored, dead, key=key, version=version)
     mirrors.write_snapshots(conn, table, kind=kind, deletes=plan.deletes, upserts=plan.upserts,
                             tombstones=plan.tombstones, key=key, version=version)
