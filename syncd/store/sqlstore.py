@@ -151,6 +151,7 @@ class SqlStore:
         self.owners = owner_locks(db)
         #: Provider credentials' request budgets, shared by the replicas (``syncd.store.budget``).
         self.budgets = SqlBudgets(db)
+        self._known: set[str] = set()  # cursor keys whose row exists (see _source_row)
 
     @property
     def concurrent_writers(self) -> bool:
@@ -163,21 +164,18 @@ class SqlStore:
                 claimed = self._claim(conn, spec, owner=owner, lease_seconds=lease_seconds, now=clock.now())
                 if isinstance(claimed, Skip):
                     return claimed
-                token, lock = claimed
-                row = cursors.get_source(conn, spec.key)  # a page may have committed since the first read
-            assert row is not None
+                token, cursor, lock = claimed
         except BaseException:
             if lock is not None:
                 lock.release()
             raise
-        return SqlLease(self, spec.key, token, owner, row.cursor, lease_seconds, clock, lock)
+        return SqlLease(self, spec.key, token, owner, cursor, lease_seconds, clock, lock)
 
     def _claim(self, conn: Connection, spec: CursorSpec, *, owner: str, lease_seconds: float,
-               now: datetime) -> tuple[int, OwnerLock] | Skip:
-        """The lease's new token and its owner lock, taken before the row naming the token commits."""
-        cursors.ensure_source(conn, spec, now)
-        row = cursors.get_source(conn, spec.key)
-        assert row is not None
+               now: datetime) -> tuple[int, str | None, OwnerLock] | Skip:
+        """The lease's new token, the cursor as of the take, and its owner lock, taken before the row naming
+        the token commits."""
+        row = self._source_row(conn, spec, now)
         if row.state == "done" and row.skip(now, spec.workflows) is None:  # a workflow was added since
             cursors.reopen_window(conn, spec.key, now)
             row = cursors.get_source(conn, spec.key)
@@ -192,15 +190,28 @@ class SqlStore:
         if lock is None:  # another claim of this cursor is under way
             return Skip(SkipReason.LEASE_HELD)
         try:
-            token = cursors.acquire_lease(conn, spec.key, owner=owner, now=now, seconds=lease_seconds,
+            taken = cursors.acquire_lease(conn, spec.key, owner=owner, now=now, seconds=lease_seconds,
                                           token=row.lease_token, holder_gone=held)
         except BaseException:
             lock.release()
             raise
-        if token is None:  # taken since the read, or renewed by a page commit we waited for (PostgreSQL)
+        if taken is None:  # taken since the read, or renewed by a page commit we waited for (PostgreSQL)
             lock.release()
             return Skip(SkipReason.LEASE_HELD)
-        return token, lock
+        return taken[0], taken[1], lock
+
+    def _source_row(self, conn: Connection, spec: CursorSpec, now: datetime) -> SourceRow:
+        """The cursor's row, inserted first if it does not exist. A cursor this store found once is only
+        read (one statement less per tick); if it was deleted since, it is inserted again."""
+        if spec.key in self._known:
+            row = cursors.get_source(conn, spec.key)
+            if row is not None:
+                return row
+        cursors.ensure_source(conn, spec, now)
+        row = cursors.get_source(conn, spec.key)
+        assert row is not None
+        self._known.add(spec.key)
+        return row
 
     def close(self) -> None:
         self.owners.close()
