@@ -25,7 +25,7 @@ from syncd.store.tables import sources, ticks
 _SOURCE_COLUMNS = [sources.c[f] for f in SourceRow.__dataclass_fields__]
 _TICK_FIELDS = ("source", "replica", "started_at", "finished_at", "ok", "pages", "events", "new_events",
                 "runs_ok", "runs_failed", "skipped", "lag_seconds", "error")
-_KEY = sa.bindparam("k")
+_KEY: Any = sa.bindparam("k")
 
 
 def ensure_source(conn: Connection, spec: CursorSpec, now: datetime) -> None:

@@ -178,8 +178,9 @@ class SqlStore:
         row = self._source_row(conn, spec, now)
         if row.state == "done" and row.skip(now, spec.workflows) is None:  # a workflow was added since
             cursors.reopen_window(conn, spec.key, now)
-            row = cursors.get_source(conn, spec.key)
-            assert row is not None
+            reopened = cursors.get_source(conn, spec.key)
+            assert reopened is not None
+            row = reopened
         skip = row.skip(now, spec.workflows)
         if skip is not None:
             return skip
