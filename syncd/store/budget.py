@@ -84,6 +84,7 @@ class SqlBudgets:
         self._ensure = insert(budgets).on_conflict_do_nothing(index_elements=[budgets.c.credential])
         select = sa.select(budgets).where(budgets.c.credential == sa.bindparam("credential"))
         self._lock = select.with_for_update() if self._postgres else select
+        self._read = select
         self._write = budgets.update().where(budgets.c.credential == sa.bindparam("key"))
 
     def update(self, credential: str, now: float, plan: Callable[[Budget], tuple[Budget, T]]) -> tuple[Budget, T]:
@@ -96,6 +97,12 @@ class SqlBudgets:
             values = {k: v for k, v in asdict(new).items() if k != "credential"}
             conn.execute(self._write, {"key": credential, **values})
         return new, result
+
+    def get(self, credential: str) -> Budget | None:
+        """``credential``'s row, if any. Reads only."""
+        with reading(self._engine) as conn:
+            row = conn.execute(self._read, {"credential": credential}).first()
+        return Budget(**row._mapping) if row is not None else None
 
     def all(self) -> list[Budget]:
         """Every credential's row, by credential. Reads only."""
