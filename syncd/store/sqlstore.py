@@ -122,10 +122,12 @@ class SqlLease:
             return cursors.renew_lease(conn, self.key, token=self.token, owner=self.owner, now=self.clock.now(),
                                        seconds=self.lease_seconds)
 
-    def release(self) -> None:
+    def release(self, tick: TickRecord | None = None, *, succeeded: bool = False) -> None:
         try:
             with self.store.db.begin() as conn:
                 cursors.release_lease(conn, self.key, token=self.token, now=self.clock.now())
+                if tick is not None:
+                    _record_tick(conn, tick, succeeded)
         finally:  # the row first: a claimer that finds the lock free finds the row free, or a dead owner
             if self.owner_lock is not None:
                 self.owner_lock.release()
@@ -273,10 +275,7 @@ class SqlStore:
 
     def record_tick(self, tick: TickRecord, *, succeeded: bool) -> None:
         with self.db.begin() as conn:
-            if succeeded:
-                cursors.set_source_fields(conn, tick.source, now=tick.finished_at, last_success_at=tick.finished_at,
-                                          last_error=None, paused_until=None, pause_reason=None)
-            cursors.record_tick(conn, tick)
+            _record_tick(conn, tick, succeeded)
 
     # ---- replay ----------------------------------------------------------------------------------------
 
@@ -297,3 +296,10 @@ class SqlStore:
         the ledger); runs locked by another replay, or no longer dead, are left out."""
         with self.db.connect() as conn, conn.begin():
             yield SqlTxn(conn, "", None), dead.lock_dead(conn, keys)
+
+
+def _record_tick(conn: Connection, tick: TickRecord, succeeded: bool) -> None:
+    if succeeded:
+        cursors.set_source_fields(conn, tick.source, now=tick.finished_at, last_success_at=tick.finished_at,
+                                  last_error=None, paused_until=None, pause_reason=None)
+    cursors.record_tick(conn, tick)
