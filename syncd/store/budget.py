@@ -91,8 +91,12 @@ class SqlBudgets:
         """Lock ``credential``'s row (created as ``Budget.new`` if absent), store ``plan(row)[0]``, return
         what ``plan`` returned. ``plan`` must be quick and pure: it runs inside the transaction."""
         with self._engine.begin() as conn:
-            conn.execute(self._ensure, asdict(Budget.new(credential, now)))
-            row = conn.execute(self._lock, {"credential": credential}).one()
+            # Read first: the row exists but for a credential's first update, and SQLAlchemy compiles an
+            # INSERT … ON CONFLICT anew on every call (its statement cache cannot key it).
+            row = conn.execute(self._lock, {"credential": credential}).first()
+            if row is None:
+                conn.execute(self._ensure, asdict(Budget.new(credential, now)))
+                row = conn.execute(self._lock, {"credential": credential}).one()
             new, result = plan(Budget(**row._mapping))
             values = {k: v for k, v in asdict(new).items() if k != "credential"}
             conn.execute(self._write, {"key": credential, **values})
