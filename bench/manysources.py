@@ -170,7 +170,7 @@ def _daemon(host: Host, env: dict[str, str], workdir: Path, count: int) -> dict[
             proc.stderr.close()
     ticks = after["requests"] - before["requests"]
     return {"ticks": ticks, "cpu_s": cpu1 - cpu0, "tick_cpu_ms": (cpu1 - cpu0) * 1000 / max(1, ticks),
-            "rss_mb": rss, "throttled": after["throttled"] - before["throttled"],
+            "rss_mb": rss, "throttled": after["throttled"] - before["throttled"], "load": os.getloadavg()[0],
             "per_source_per_interval": ticks / count / (WINDOW / INTERVAL)}
 
 
@@ -185,7 +185,7 @@ def one_size(count: int, timeout: float, progress: Callable[[str], None]) -> dic
             progress(f"  {count} sources: catch-up once {catch_up.cpu:.1f} s CPU, idle once {idle.cpu:.2f} s CPU")
             daemon = _daemon(host, env, workdir, count)
             progress(f"  {count} sources: daemon {daemon['tick_cpu_ms']:.2f} ms CPU per idle tick over "
-                     f"{daemon['ticks']:.0f} ticks, RSS {daemon['rss_mb']:.0f} MB")
+                     f"{daemon['ticks']:.0f} ticks, RSS {daemon['rss_mb']:.0f} MB (load {daemon['load']:.1f})")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return {"sources": count, "catch_up_cpu_s": catch_up.cpu, "once_cpu_s": idle.cpu, "once_wall_s": idle.wall,

@@ -98,6 +98,13 @@ def with_retries(fn: Callable[[], T], *, attempts: int = DEFAULT_ATTEMPTS, timeo
 def send(client: httpx.Client, source: str, method: str, url: str | httpx.URL, **kwargs: Any) -> httpx.Response:
     """One request; transport failures (connect, timeout, reset, protocol) become ``RetryableError``."""
     retrylog.note_request(source, lambda: client.base_url.join(url).host or None)
+    params = kwargs.get("params")
+    if params and isinstance(url, str) and url.startswith("/") and not client.params:
+        # The URL whole, parsed once: httpx parses a path given with params three times (its own, joined to
+        # the base URL, with the params merged), character by character; idle polls are mostly that.
+        del kwargs["params"]
+        base = str(client.base_url)
+        url = httpx.URL(f"{base if base.endswith('/') else base + '/'}{url[1:]}?{httpx.QueryParams(params)}")
     try:
         return client.request(method, url, **kwargs)
     except httpx.TimeoutException as exc:

@@ -17,16 +17,15 @@ the cursor, not the notification, decides what is read.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from connectors.sql.client import TableConnector
 from syncd.errors import ConfigError
 from syncd.settings import safe_url
+from syncd.store.notify import PgListener
 
 log = logging.getLogger("connectors.sql.notify")
 
@@ -38,7 +37,6 @@ BEGIN
     RETURN NULL;
 END
 $$"""
-RECONNECT_SECONDS = 5.0
 
 
 def _quoted(engine: sa.Engine, table: str) -> str:
@@ -81,58 +79,7 @@ def remove(url: str, tables: Sequence[str]) -> None:
         engine.dispose()
 
 
-def conninfo(url: str) -> str:
-    """A SQLAlchemy ``postgresql+psycopg://`` URL as libpq connection string for psycopg."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-class NotifyListener:
-    """A daemon thread LISTENing on ``syncd_sql`` in one database; calls ``on_table(name)`` per notification.
-    Reconnects after ``RECONNECT_SECONDS`` when the connection fails; never raises into the caller."""
-
-    def __init__(self, url: str, on_table: Callable[[str], None], *,
-                 reconnect_seconds: float = RECONNECT_SECONDS) -> None:
-        self.url = url
-        self.on_table = on_table
-        self.reconnect_seconds = reconnect_seconds
-        self.listening = threading.Event()  # set while LISTEN is active (tests wait on it)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sql-notify", daemon=True)
-
-    def start(self) -> NotifyListener:
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 3.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        import psycopg
-
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(conninfo(self.url), autocommit=True, connect_timeout=10) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    self.listening.set()
-                    while not self._stop.is_set():
-                        for note in conn.notifies(timeout=0.5):
-                            self._deliver(note.payload)
-            except psycopg.Error as exc:
-                self.listening.clear()
-                log.warning("LISTEN on %s failed (%s); polling goes on, retrying in %.0fs",
-                            safe_url(self.url), type(exc).__name__, self.reconnect_seconds)
-                self._stop.wait(self.reconnect_seconds)
-        self.listening.clear()
-
-    def _deliver(self, table: str) -> None:
-        try:
-            self.on_table(table)
-        except Exception:  # a wake-up is an optimisation; it must never kill the listener
-            log.exception("waking the source of table %s failed", table)
-
-
-def start_listeners(connectors: Iterable[Any], wake: Callable[[str], None]) -> list[NotifyListener]:
+def start_listeners(connectors: Iterable[Any], wake: Callable[[str], None]) -> list[PgListener]:
     """One listener per PostgreSQL database holding table sources; a NOTIFY calls ``wake(source_key)``."""
     by_url: dict[str, dict[str, list[str]]] = {}
     for connector in connectors:
@@ -144,7 +91,7 @@ def start_listeners(connectors: Iterable[Any], wake: Callable[[str], None]) -> l
             for key in tables.get(name, []):
                 wake(key)
 
-        listeners.append(NotifyListener(url, on_table).start())
+        listeners.append(PgListener(url, CHANNEL, on_table, name="sql-notify", logger=log).start())
     return listeners
 
 

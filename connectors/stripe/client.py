@@ -22,6 +22,7 @@ from syncd.errors import AuthError, FatalError, RetryableError
 from syncd.http import decode_json, make_client, parse_retry_after, send, with_retries
 from syncd.jsoncodec import safe_raw
 from syncd.redaction import printable, scrub
+from syncd.retrybudget import Gate, RetryAfterBudget, credential_id
 from syncd.settings import Secret
 from syncd.timefmt import iso
 
@@ -102,7 +103,7 @@ class StripeConnector:
 
     def __init__(self, *, api_key: Secret, base_url: str, event_types: Sequence[str] | None = None,
                  timeout: float = 30.0, transport: httpx.BaseTransport | None = None, key: str = "stripe",
-                 attempts: int = 4, page_size: int = PAGE_SIZE) -> None:
+                 attempts: int = 4, budget: RetryAfterBudget | None = None, page_size: int = PAGE_SIZE) -> None:
         if event_types is not None and len(event_types) > MAX_TYPES:
             raise ValueError(f"Stripe accepts at most {MAX_TYPES} event types")
         if not 1 <= page_size <= PAGE_SIZE:
@@ -110,6 +111,10 @@ class StripeConnector:
         self.key = key
         self.event_types = sorted(set(event_types or ()))
         self.attempts = attempts
+        #: Which budget this source spends (a hash of the base URL and key, never the key), and that budget:
+        #: a 429 on any source or replica of the credential holds all of them (``syncd.retrybudget``).
+        self.credential = credential_id("stripe", base_url, api_key)
+        self.budget = budget if budget is not None else RetryAfterBudget(self.credential)
         self.page_size = page_size
         self._client = make_client(base_url, timeout=timeout, transport=transport, headers={
             "Authorization": f"Bearer {api_key.reveal()}", "Accept": "application/json", "User-Agent": "syncd/0.1",
@@ -136,8 +141,9 @@ class StripeConnector:
     def fetch_page(self, cursor: str | None, window: Window | None = None) -> Page:
         bounds = Bounds.of(window.start, window.end) if window is not None else Bounds()
         state = self._state(cursor)
+        gate = Gate(self.budget, self.key, window)
         try:
-            body = with_retries(lambda: self._get(state, bounds), attempts=self.attempts)
+            body = with_retries(lambda: self._get(state, bounds, gate), attempts=self.attempts)
         except CursorRejectedError as exc:
             assert state is not None  # only a request with an id cursor can be refused
             healed = cursors.heal(state, bounds)
@@ -167,12 +173,15 @@ class StripeConnector:
         except ValueError as exc:
             raise FatalError(self.key, f"{exc}; set a new one: syncd cursor reset {self.key} --to TIME") from None
 
-    def _get(self, state: State | None, bounds: Bounds) -> dict[str, Any]:
+    def _get(self, state: State | None, bounds: Bounds, gate: Gate) -> dict[str, Any]:
+        """One request of a retry loop (``gate``: its credential's 429 holds, ``syncd.retrybudget``)."""
         asked = cursors.request(state, bounds)
         limit = [] if any(name == "limit" for name, _ in asked) else [("limit", str(self.page_size))]
         params = [*limit, *(("types[]", t) for t in self.event_types), *asked]
         cursor_param = next((name for name, _ in params if name in _CURSOR_PARAMS), None)
+        gate.before()
         response = send(self._client, self.key, "GET", "/v1/events", params=params)
+        gate.after(response.status_code, response.headers.get("retry-after"))
         status_policy(self.key, response, cursor_param=cursor_param)
         body = decode_json(self.key, response)
         if not isinstance(body, dict) or not isinstance(body.get("data"), list):

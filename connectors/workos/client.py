@@ -20,6 +20,7 @@ from syncd.errors import AuthError, ConnectorError, FatalError, RetryableError
 from syncd.http import decode_json, make_client, parse_retry_after, send, status_error_text, with_retries
 from syncd.jsoncodec import safe_raw
 from syncd.redaction import printable
+from syncd.retrybudget import Gate, RetryAfterBudget, credential_id
 from syncd.settings import Secret
 from syncd.timefmt import iso, parse_time
 
@@ -89,12 +90,17 @@ class WorkOSConnector:
     prefetch = True
 
     def __init__(self, *, api_key: Secret, base_url: str, event_types: Sequence[str], timeout: float = 30.0,
-                 transport: httpx.BaseTransport | None = None, key: str = "workos", attempts: int = 4) -> None:
+                 transport: httpx.BaseTransport | None = None, key: str = "workos", attempts: int = 4,
+                 budget: RetryAfterBudget | None = None) -> None:
         if not event_types:
             raise ValueError("WorkOS requires at least one event type")
         self.key = key
         self.event_types = list(event_types)
         self.attempts = attempts
+        #: Which budget this source spends (a hash of the base URL and key, never the key), and that budget:
+        #: a 429 on any source or replica of the credential holds all of them (``syncd.retrybudget``).
+        self.credential = credential_id("workos", base_url, api_key)
+        self.budget = budget if budget is not None else RetryAfterBudget(self.credential)
         self._client = make_client(base_url, timeout=timeout, transport=transport, headers={
             "Authorization": f"Bearer {api_key.reveal()}", "Accept": "application/json",
             "User-Agent": "syncd/0.1",
@@ -124,15 +130,17 @@ class WorkOSConnector:
         except ValueError:
             raise FatalError(self.key, f"unreadable cursor {cursor!r}; set a new one: "
                                        f"syncd cursor reset {self.key} --to TIME") from None
+        gate = Gate(self.budget, self.key, window)
         if cursor is not None and start is None:
             try:
-                body = with_retries(lambda: self._get(self._params(after=cursor)), attempts=self.attempts)
+                body = with_retries(lambda: self._get(self._params(after=cursor), gate), attempts=self.attempts)
             except CursorRejectedError as exc:
                 return self._heal(cursor, exc, window)
             return self._page(body, cursor, window, after_sent=True)
         # One SDK says range_start cannot be combined with after: the first page goes by range, later pages
         # by after, and the window's end is enforced here as well as asked of the API.
-        body = with_retries(lambda: self._get(self._params(start=start, window=window)), attempts=self.attempts)
+        body = with_retries(lambda: self._get(self._params(start=start, window=window), gate),
+                            attempts=self.attempts)
         return self._page(body, cursor, window, after_sent=False)
 
     def _heal(self, cursor: str, rejected: CursorRejectedError, window: Window | None) -> Page:
@@ -140,7 +148,9 @@ class WorkOSConnector:
         start = cursors.heal_start(cursor)
         if start is None:
             raise rejected
-        body = with_retries(lambda: self._get(self._params(start=start, window=window)), attempts=self.attempts)
+        gate = Gate(self.budget, self.key, window)
+        body = with_retries(lambda: self._get(self._params(start=start, window=window), gate),
+                            attempts=self.attempts)
         page = self._page(body, cursor, window, after_sent=False)
         if page.next_cursor == cursor:  # nothing listed since: keep the time, never the rejected id
             page = replace(page, next_cursor=cursors.at(start))
@@ -163,10 +173,13 @@ class WorkOSConnector:
             params.append(("range_end", iso(window.end)))
         return params
 
-    def _get(self, params: list[tuple[str, str]]) -> Any:
+    def _get(self, params: list[tuple[str, str]], gate: Gate) -> Any:
+        """One request of a retry loop (``gate``: its credential's 429 holds, ``syncd.retrybudget``)."""
         url = httpx.URL(f"{self._events_url}?{httpx.QueryParams(tuple(params))}")  # as base_url + params make it
         after = next((value for name, value in params if name == "after"), None)
+        gate.before()
         response = send(self._client, self.key, "GET", url)
+        gate.after(response.status_code, response.headers.get("retry-after"))
         status_policy(self.key, response, after=after)
         body = decode_json(self.key, response)
         if not isinstance(body, dict) or not isinstance(body.get("data"), list):

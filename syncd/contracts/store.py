@@ -131,9 +131,11 @@ class Lease(Protocol):
         """Push the expiry to now + ``lease_seconds`` if the lease is still ours; False if taken over."""
         ...
 
-    def release(self) -> None:
+    def release(self, tick: TickRecord | None = None, *, succeeded: bool = False) -> None:
         """Free the cursor for any owner at once, and the owner lock with it (always, even when the database
-        raises: the lease then looks like a dead holder's and is taken over at once)."""
+        raises: the lease then looks like a dead holder's and is taken over at once). With ``tick``, the
+        tick is recorded in the same transaction, as ``Store.record_tick(tick, succeeded=...)`` would (one
+        transaction less per tick; the release stays fenced on the token)."""
         ...
 
     def page(self, stream: str) -> AbstractContextManager[PageTxn]:

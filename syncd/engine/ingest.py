@@ -127,8 +127,9 @@ class SyncEngine:
         started = self.clock.now()
         with tracer.start_as_current_span("source.sync",
                                           attributes=sync_attributes(target.key, target.connector.key)) as span:
+            held: Lease | None = None
             try:
-                self._sync(target, result, fetch=fetch)
+                held = self._sync(target, result, fetch=fetch)
             except Exception as exc:  # recorded on the source and the tick; never escapes a tick
                 result.ok = False
                 result.error = error_text(exc)
@@ -138,11 +139,13 @@ class SyncEngine:
                 log.error("sync of %s failed: %s", target.key, result.error, extra={"source": target.key})
             span.set_attributes(tick_attributes(result))
             if result.skip is None or result.skip.reason is not SkipReason.LEASE_HELD:
-                self._record_tick(result, started)
+                self._record_tick(result, started, held)
         self.ticklog.finished(result, (self.clock.now() - started).total_seconds())
         return result
 
-    def _sync(self, target: Target, result: TickResult, *, fetch: bool) -> None:
+    def _sync(self, target: Target, result: TickResult, *, fetch: bool) -> Lease | None:
+        """The tick's work; returns the lease still to release when it can go with the tick's record (a tick
+        that ran well, with a worker pool to hand its runs to: one transaction less)."""
         spec = target.spec
         if target.window is not None:
             spec = replace(spec, workflows=self.window_workflows(target))
@@ -150,20 +153,24 @@ class SyncEngine:
         if isinstance(lease, Skip):
             result.skip = lease
             result.caught_up = lease.reason is SkipReason.DONE
-            return
+            return None
         result.cursor_before = lease.cursor
         keeper = LeaseKeeper(lease.key, lease.renew, self.lease_seconds, enabled=self.store.concurrent_writers)
+        done = False
         try:
             keeper.start()
             if fetch:
                 self._page_loop(target, lease, result, keeper)
+            done = self.workers is not None
         finally:
             keeper.stop()
-            self._release(lease)
+            if not done:
+                self._release(lease)
             # The runs of the pages committed before a failure are due as well (the tick's error stays the
             # one reported; a drain that fails on top of it only logs).
             if self.workers is None and not self.stop.is_set():
                 self._drain(target.connector.key, result)
+        return lease if done else None
 
     def _release(self, lease: Lease) -> None:
         """Give the lease back. Best effort: if the database is down, the owner lock still goes (so the next
@@ -365,16 +372,24 @@ class SyncEngine:
         except Exception as db_exc:  # the database itself may be what failed
             log.error("could not record the failure of %s: %s", target.key, error_text(db_exc))
 
-    def _record_tick(self, result: TickResult, started: datetime) -> None:
+    def _record_tick(self, result: TickResult, started: datetime, lease: Lease | None = None) -> None:
+        """Record the tick (and release ``lease`` in the same transaction, if given: if that fails, the lease
+        is released on its own, best effort)."""
         try:
-            self.store.record_tick(TickRecord(
+            tick = TickRecord(
                 source=result.source, replica=self.replica_id, started_at=started, finished_at=self.clock.now(),
                 ok=result.ok, pages=result.pages, events=result.events, new_events=result.new_events,
                 runs_ok=result.runs_ok, runs_failed=result.runs_failed, skipped=result.skipped,
-                lag_seconds=result.lag_seconds, error=result.error,
-            ), succeeded=result.ok and result.skip is None)
+                lag_seconds=result.lag_seconds, error=result.error)
+            succeeded = result.ok and result.skip is None
+            if lease is not None:
+                lease.release(tick, succeeded=succeeded)
+            else:
+                self.store.record_tick(tick, succeeded=succeeded)
         except Exception as exc:
             log.error("could not record the tick of %s: %s", result.source, error_text(exc))
+            if lease is not None:
+                self._release(lease)
 
 
 def _write_batch_runs(txn: PageTxn, template: RunRecord, events: Sequence[Event]) -> None:

@@ -2,7 +2,7 @@
 
 One dispatcher thread claims as many due runs as there are free workers (``Store.claim_runs``) and hands
 each to a thread of the pool (``Executor.execute``). It sleeps until it is woken — a page of this process
-enqueued runs (``wake``), a ``NOTIFY syncd_runs`` from any replica's page (PostgreSQL, ``RunListener``), a
+enqueued runs (``wake``), a ``NOTIFY syncd_runs`` from any replica's page (PostgreSQL, ``syncd.store.notify``), a
 worker freed a slot — or until the next run falls due (a retry, a wake-up, an expired claim), and at most
 ``POLL_SECONDS``, the fallback that needs no notification. A keeper thread renews the claims in flight;
 the pool's owner lock, held for its life, tells other replicas at once when this process is gone, so its

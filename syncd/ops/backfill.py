@@ -279,6 +279,7 @@ def run_command(settings: Settings, *, start: str, end: str, source: str | None 
         if refused:
             raise ConfigError("--end", "; ".join(refused))
         install_signal_handlers(app.stop)
+        app.pacers()  # the credentials' budgets (a 429's hold), shared with the replicas through the database
         results = drive_all(app, targets, make_progress(stream))
     finally:
         app.close()

@@ -111,6 +111,7 @@ def run_once(app: App) -> OnceReport:
     (whose ticks run their own runs)."""
     from syncd.ops.backfill import drive_settings_windows
 
+    app.pacers()  # the providers' credential budgets, shared with the replicas through the database
     pool = app.workers()
     app.engine.workers = pool  # the ticks only record and queue; the pool then runs them, many at once
     try:

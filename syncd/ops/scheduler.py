@@ -52,7 +52,8 @@ class Allowance(Protocol):
 
 
 class Pacer(Protocol):
-    """A budget shared by a group of sources (e.g. ``connectors.github.ratebudget.CredentialBudget``)."""
+    """A budget shared by a group of sources (``connectors.github.ratebudget.CredentialBudget`` from GitHub's
+    rate-limit headers; ``syncd.retrybudget.RetryAfterBudget`` from WorkOS's and Stripe's 429s)."""
 
     def allow(self, *, now: float, base: float, sources: int, wanted: int, horizon: float) -> Allowance:
         """How many of ``wanted`` polls may start by ``now + horizon`` (``polls``), and the seconds between

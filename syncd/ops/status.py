@@ -8,6 +8,7 @@ characters in every value (a provider's escape sequence cannot rewrite the termi
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,7 +87,10 @@ def _budgets(reads: Reads) -> list[dict[str, Any]]:
     return [{"credential": b.credential, "limit": b.limit, "remaining": b.remaining,
              "reset_at": _iso(datetime.fromtimestamp(b.reset_at, UTC)) if b.limit else None,
              "spend_per_hour": round(b.spend_per_hour), "poll_interval_seconds": round(b.interval, 1),
-             "sources": b.sources} for b in found]
+             "sources": b.sources,
+             # a Retry-After credential (WorkOS, Stripe: no limit headers) held after a 429 until then
+             "held_until": _iso(datetime.fromtimestamp(b.reset_at, UTC))
+             if not b.limit and b.reset_at > time.time() else None} for b in found]
 
 
 def _source(row: SourceRow, last_tick: TickRow | None, run_counts: dict[tuple[str, str], int]) -> dict[str, Any]:
@@ -141,6 +145,7 @@ def _render_budgets(budgets: list[dict[str, Any]]) -> list[str]:
     lines = []
     for b in budgets:
         left = (f"{b['remaining']:,} of {b['limit']:,} requests left until {b['reset_at']}" if b["limit"]
+                else f"rate-limited (429), no request until {b['held_until']}" if b.get("held_until")
                 else "no rate limit seen yet")
         lines.append(f"budget {_shown(b['credential'])}: {left}, spending {b['spend_per_hour']:,}/h; each of its "
                      f"{b['sources']} sources polled every {b['poll_interval_seconds']:.0f}s")

@@ -84,18 +84,29 @@ class SqlBudgets:
         self._ensure = insert(budgets).on_conflict_do_nothing(index_elements=[budgets.c.credential])
         select = sa.select(budgets).where(budgets.c.credential == sa.bindparam("credential"))
         self._lock = select.with_for_update() if self._postgres else select
+        self._read = select
         self._write = budgets.update().where(budgets.c.credential == sa.bindparam("key"))
 
     def update(self, credential: str, now: float, plan: Callable[[Budget], tuple[Budget, T]]) -> tuple[Budget, T]:
         """Lock ``credential``'s row (created as ``Budget.new`` if absent), store ``plan(row)[0]``, return
         what ``plan`` returned. ``plan`` must be quick and pure: it runs inside the transaction."""
         with self._engine.begin() as conn:
-            conn.execute(self._ensure, asdict(Budget.new(credential, now)))
-            row = conn.execute(self._lock, {"credential": credential}).one()
+            # Read first: the row exists but for a credential's first update, and SQLAlchemy compiles an
+            # INSERT … ON CONFLICT anew on every call (its statement cache cannot key it).
+            row = conn.execute(self._lock, {"credential": credential}).first()
+            if row is None:
+                conn.execute(self._ensure, asdict(Budget.new(credential, now)))
+                row = conn.execute(self._lock, {"credential": credential}).one()
             new, result = plan(Budget(**row._mapping))
             values = {k: v for k, v in asdict(new).items() if k != "credential"}
             conn.execute(self._write, {"key": credential, **values})
         return new, result
+
+    def get(self, credential: str) -> Budget | None:
+        """``credential``'s row, if any. Reads only."""
+        with reading(self._engine) as conn:
+            row = conn.execute(self._read, {"credential": credential}).first()
+        return Budget(**row._mapping) if row is not None else None
 
     def all(self) -> list[Budget]:
         """Every credential's row, by credential. Reads only."""

@@ -1,36 +1,57 @@
 """``syncd_sources`` and ``syncd_ticks``: cursors, their leases (fencing tokens), pauses, and tick history.
 
 Every function takes a ``Connection`` inside a transaction the caller (``SqlStore``) owns.
+
+The statements of a tick (claim, cursor move, release, tick record) run a few times per source per
+interval, hundreds of sources at a time: each is built once per shape with bind parameters
+(``functools.cache``), since building and cache-keying a statement cost SQLAlchemy more than running it
+(bench/README.md, "G: many sources").
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from syncd.contracts import CursorSpec, SourceRow, TickRecord
-from syncd.store.bulk import insert_ignore
 from syncd.store.tables import sources, ticks
 
 _SOURCE_COLUMNS = [sources.c[f] for f in SourceRow.__dataclass_fields__]
+_TICK_FIELDS = ("source", "replica", "started_at", "finished_at", "ok", "pages", "events", "new_events",
+                "runs_ok", "runs_failed", "skipped", "lag_seconds", "error")
+_KEY: Any = sa.bindparam("k")
 
 
 def ensure_source(conn: Connection, spec: CursorSpec, now: datetime) -> None:
     window = spec.window
-    insert_ignore(conn, sources, [{
+    conn.execute(_ensure_statement(conn.dialect.name == "postgresql"), {
         "key": spec.key, "source": spec.source, "kind": "backfill" if window else "live", "state": "active",
         "cursor": None, "cursor_version": 1, "window_start": window.start if window else None,
         "window_end": window.end if window else None, "window_workflow": spec.workflow,
         "lease_token": 0, "events_seen": 0, "created_at": now, "updated_at": now,
-    }], ["key"])
+    })
+
+
+@functools.cache
+def _ensure_statement(postgres: bool) -> Any:
+    insert = postgresql.insert if postgres else sqlite.insert
+    return insert(sources).on_conflict_do_nothing(index_elements=[sources.c.key])
 
 
 def get_source(conn: Connection, key: str) -> SourceRow | None:
-    row = conn.execute(sa.select(*_SOURCE_COLUMNS).where(sources.c.key == key)).mappings().first()
-    return SourceRow(**row) if row else None
+    row = conn.execute(_get_statement(), {"k": key}).first()
+    return SourceRow(*row) if row else None
+
+
+@functools.cache
+def _get_statement() -> Any:
+    return sa.select(*_SOURCE_COLUMNS).where(sources.c.key == _KEY)
 
 
 def all_sources(conn: Connection) -> list[SourceRow]:
@@ -39,10 +60,11 @@ def all_sources(conn: Connection) -> list[SourceRow]:
 
 
 def acquire_lease(conn: Connection, key: str, *, owner: str, now: datetime, seconds: float, token: int,
-                  holder_gone: bool = False) -> int | None:
+                  holder_gone: bool = False) -> tuple[int, str | None] | None:
     """Take the source's lease if its token is still ``token`` (as read) and the lease is free, expired, or
     held by a holder known to be gone (``holder_gone``: its owner lock is free). Returns the new fencing
-    token (``token + 1``), or None.
+    token (``token + 1``) and the cursor as of the take (a page may have committed since it was read), or
+    None.
 
     The token increases on every acquisition, so a commit fenced on an older token always fails. A live
     lease is never re-taken, not even by its own owner: replicas given the same ``SYNCD_REPLICA_ID`` would
@@ -51,33 +73,46 @@ def acquire_lease(conn: Connection, key: str, *, owner: str, now: datetime, seco
     On PostgreSQL the UPDATE waits for a page commit holding the row, then re-checks expiry against the
     renewed lease, so a takeover can never slip between another replica's fence check and its COMMIT.
     """
-    taking = sources.c.lease_token == token
+    result = conn.execute(_acquire_statement(holder_gone), {
+        "k": key, "token": token, "now": now, "owner": owner, "until": now + timedelta(seconds=seconds)}).first()
+    return (int(result[0]), result[1]) if result else None
+
+
+@functools.cache
+def _acquire_statement(holder_gone: bool) -> Any:
+    now = sa.bindparam("now", type_=sources.c.lease_expires_at.type)
+    taking = sources.c.lease_token == sa.bindparam("token")
     if not holder_gone:
         taking = sa.and_(taking, sa.or_(sources.c.lease_owner.is_(None), sources.c.lease_expires_at.is_(None),
                                         sources.c.lease_expires_at < now))
-    result = conn.execute(
-        sa.update(sources)
-        .where(sources.c.key == key, taking)
-        .values(lease_owner=owner, lease_token=sources.c.lease_token + 1,
-                lease_expires_at=now + timedelta(seconds=seconds), updated_at=now)
-        .returning(sources.c.lease_token)
-    ).first()
-    return int(result[0]) if result else None
+    return (sa.update(sources).where(sources.c.key == _KEY, taking)
+            .values(lease_owner=sa.bindparam("owner"), lease_token=sources.c.lease_token + 1,
+                    lease_expires_at=sa.bindparam("until"), updated_at=now)
+            .returning(sources.c.lease_token, sources.c.cursor))
 
 
 def renew_lease(conn: Connection, key: str, *, token: int, owner: str, now: datetime, seconds: float) -> bool:
     """Push the lease's expiry to ``now + seconds`` if it is still ours (same token). False: taken over."""
-    result = conn.execute(
-        sa.update(sources)
-        .where(sources.c.key == key, sources.c.lease_token == token, sources.c.lease_owner == owner)
-        .values(lease_expires_at=now + timedelta(seconds=seconds))
-    )
+    result = conn.execute(_renew_statement(), {"k": key, "token": token, "owner": owner,
+                                               "until": now + timedelta(seconds=seconds)})
     return result.rowcount == 1
 
 
+@functools.cache
+def _renew_statement() -> Any:
+    return (sa.update(sources).where(sources.c.key == _KEY, sources.c.lease_token == sa.bindparam("token"),
+                                     sources.c.lease_owner == sa.bindparam("owner"))
+            .values(lease_expires_at=sa.bindparam("until")))
+
+
 def release_lease(conn: Connection, key: str, *, token: int, now: datetime) -> None:
-    conn.execute(sa.update(sources).where(sources.c.key == key, sources.c.lease_token == token)
-                 .values(lease_owner=None, lease_expires_at=None, updated_at=now))
+    conn.execute(_release_statement(), {"k": key, "token": token, "now": now})
+
+
+@functools.cache
+def _release_statement() -> Any:
+    return (sa.update(sources).where(sources.c.key == _KEY, sources.c.lease_token == sa.bindparam("token"))
+            .values(lease_owner=None, lease_expires_at=None, updated_at=sa.bindparam("now")))
 
 
 def commit_cursor(conn: Connection, key: str, *, token: int, owner: str, cursor: str | None,
@@ -90,22 +125,28 @@ def commit_cursor(conn: Connection, key: str, *, token: int, owner: str, cursor:
     UPDATE takes holds off any takeover until COMMIT, so the page's ledger, runs and workflow writes
     commit only together with a cursor move under a lease that was still ours.
     """
-    values: dict[str, Any] = {
-        "events_seen": sources.c.events_seen + new_events, "lease_expires_at": now + timedelta(seconds=lease_seconds),
-        "updated_at": now,
-    }
+    params: dict[str, Any] = {"k": key, "token": token, "owner": owner, "new": new_events,
+                              "until": now + timedelta(seconds=lease_seconds), "now": now}
     if cursor is not None:
-        values["cursor"] = cursor
+        params["cursor"] = cursor
     if meta:
-        values["meta"] = meta
+        params["meta"] = meta
     if progress is not None:
-        values["progress"] = progress
-    result = conn.execute(
-        sa.update(sources)
-        .where(sources.c.key == key, sources.c.lease_token == token, sources.c.lease_owner == owner)
-        .values(**values)
-    )
+        params["progress"] = progress
+    result = conn.execute(_commit_statement(cursor is not None, bool(meta), progress is not None), params)
     return result.rowcount == 1
+
+
+@functools.cache
+def _commit_statement(cursor: bool, meta: bool, progress: bool) -> Any:
+    values: dict[str, Any] = {"events_seen": sources.c.events_seen + sa.bindparam("new", type_=sa.BigInteger),
+                              "lease_expires_at": sa.bindparam("until"), "updated_at": sa.bindparam("now")}
+    for name, present in (("cursor", cursor), ("meta", meta), ("progress", progress)):
+        if present:
+            values[name] = sa.bindparam(name, type_=sources.c[name].type)
+    return (sa.update(sources).where(sources.c.key == _KEY, sources.c.lease_token == sa.bindparam("token"),
+                                     sources.c.lease_owner == sa.bindparam("owner"))
+            .values(**values))
 
 
 def reopen_window(conn: Connection, key: str, now: datetime) -> None:
@@ -114,11 +155,20 @@ def reopen_window(conn: Connection, key: str, now: datetime) -> None:
 
 
 def set_source_fields(conn: Connection, key: str, *, now: datetime, **values: Any) -> None:
-    conn.execute(sa.update(sources).where(sources.c.key == key).values(updated_at=now, **values))
+    conn.execute(_fields_statement(tuple(sorted(values))), {"k": key, "now": now, **values})
+
+
+@functools.cache
+def _fields_statement(names: Iterable[str]) -> Any:
+    """``names`` is a sorted tuple (one statement per set of columns written)."""
+    values = {name: sa.bindparam(name, type_=sources.c[name].type) for name in names}
+    return sa.update(sources).where(sources.c.key == _KEY).values(updated_at=sa.bindparam("now"), **values)
 
 
 def record_tick(conn: Connection, tick: TickRecord) -> None:
-    conn.execute(sa.insert(ticks).values(
-        source=tick.source, replica=tick.replica, started_at=tick.started_at, finished_at=tick.finished_at,
-        ok=tick.ok, pages=tick.pages, events=tick.events, new_events=tick.new_events, runs_ok=tick.runs_ok,
-        runs_failed=tick.runs_failed, skipped=tick.skipped, lag_seconds=tick.lag_seconds, error=tick.error))
+    conn.execute(_tick_statement(), {name: getattr(tick, name) for name in _TICK_FIELDS})
+
+
+@functools.cache
+def _tick_statement() -> Any:
+    return sa.insert(ticks).values({name: sa.bindparam(name, type_=ticks.c[name].type) for name in _TICK_FIELDS})

@@ -199,11 +199,17 @@ def next_due(conn: Connection, workflows: Collection[str]) -> datetime | None:
     names = sorted(workflows)
     if not names:
         return None
-    due = conn.execute(sa.select(sa.func.min(runs.c.next_attempt_at)).where(
-        runs.c.workflow.in_(names), runs.c.status.in_(_DUE))).scalar_one()
-    expiry = conn.execute(sa.select(sa.func.min(runs.c.claimed_until)).where(
-        runs.c.workflow.in_(names), runs.c.status == _RUNNING)).scalar_one()
+    due_statement, expiry_statement = _next_due_statements()  # asked every second by every idle worker pool
+    due = conn.execute(due_statement, {"names": names}).scalar_one()
+    expiry = conn.execute(expiry_statement, {"names": names}).scalar_one()
     return min((t for t in (due, expiry) if t is not None), default=None)
+
+
+@functools.cache
+def _next_due_statements() -> tuple[Any, Any]:
+    names: Any = sa.bindparam("names", expanding=True)
+    return (sa.select(sa.func.min(runs.c.next_attempt_at)).where(runs.c.workflow.in_(names), runs.c.status.in_(_DUE)),
+            sa.select(sa.func.min(runs.c.claimed_until)).where(runs.c.workflow.in_(names), runs.c.status == _RUNNING))
 
 
 def due_count(conn: Connection, workflows: Collection[str], now: datetime, stream: str | None = None) -> int:

@@ -122,10 +122,12 @@ class SqlLease:
             return cursors.renew_lease(conn, self.key, token=self.token, owner=self.owner, now=self.clock.now(),
                                        seconds=self.lease_seconds)
 
-    def release(self) -> None:
+    def release(self, tick: TickRecord | None = None, *, succeeded: bool = False) -> None:
         try:
             with self.store.db.begin() as conn:
                 cursors.release_lease(conn, self.key, token=self.token, now=self.clock.now())
+                if tick is not None:
+                    _record_tick(conn, tick, succeeded)
         finally:  # the row first: a claimer that finds the lock free finds the row free, or a dead owner
             if self.owner_lock is not None:
                 self.owner_lock.release()
@@ -163,25 +165,23 @@ class SqlStore:
                 claimed = self._claim(conn, spec, owner=owner, lease_seconds=lease_seconds, now=clock.now())
                 if isinstance(claimed, Skip):
                     return claimed
-                token, lock = claimed
-                row = cursors.get_source(conn, spec.key)  # a page may have committed since the first read
-            assert row is not None
+                token, cursor, lock = claimed
         except BaseException:
             if lock is not None:
                 lock.release()
             raise
-        return SqlLease(self, spec.key, token, owner, row.cursor, lease_seconds, clock, lock)
+        return SqlLease(self, spec.key, token, owner, cursor, lease_seconds, clock, lock)
 
     def _claim(self, conn: Connection, spec: CursorSpec, *, owner: str, lease_seconds: float,
-               now: datetime) -> tuple[int, OwnerLock] | Skip:
-        """The lease's new token and its owner lock, taken before the row naming the token commits."""
-        cursors.ensure_source(conn, spec, now)
-        row = cursors.get_source(conn, spec.key)
-        assert row is not None
+               now: datetime) -> tuple[int, str | None, OwnerLock] | Skip:
+        """The lease's new token, the cursor as of the take, and its owner lock, taken before the row naming
+        the token commits."""
+        row = self._source_row(conn, spec, now)
         if row.state == "done" and row.skip(now, spec.workflows) is None:  # a workflow was added since
             cursors.reopen_window(conn, spec.key, now)
-            row = cursors.get_source(conn, spec.key)
-            assert row is not None
+            reopened = cursors.get_source(conn, spec.key)
+            assert reopened is not None
+            row = reopened
         skip = row.skip(now, spec.workflows)
         if skip is not None:
             return skip
@@ -192,15 +192,26 @@ class SqlStore:
         if lock is None:  # another claim of this cursor is under way
             return Skip(SkipReason.LEASE_HELD)
         try:
-            token = cursors.acquire_lease(conn, spec.key, owner=owner, now=now, seconds=lease_seconds,
+            taken = cursors.acquire_lease(conn, spec.key, owner=owner, now=now, seconds=lease_seconds,
                                           token=row.lease_token, holder_gone=held)
         except BaseException:
             lock.release()
             raise
-        if token is None:  # taken since the read, or renewed by a page commit we waited for (PostgreSQL)
+        if taken is None:  # taken since the read, or renewed by a page commit we waited for (PostgreSQL)
             lock.release()
             return Skip(SkipReason.LEASE_HELD)
-        return token, lock
+        return taken[0], taken[1], lock
+
+    def _source_row(self, conn: Connection, spec: CursorSpec, now: datetime) -> SourceRow:
+        """The cursor's row, inserted first if it does not exist yet. Read first: an existing cursor (every
+        tick but its first ever) costs one SELECT, and no INSERT … ON CONFLICT (which SQLAlchemy compiles
+        anew on every call: its statement cache cannot key it)."""
+        row = cursors.get_source(conn, spec.key)
+        if row is None:
+            cursors.ensure_source(conn, spec, now)
+            row = cursors.get_source(conn, spec.key)
+            assert row is not None
+        return row
 
     def close(self) -> None:
         self.owners.close()
@@ -264,10 +275,7 @@ class SqlStore:
 
     def record_tick(self, tick: TickRecord, *, succeeded: bool) -> None:
         with self.db.begin() as conn:
-            if succeeded:
-                cursors.set_source_fields(conn, tick.source, now=tick.finished_at, last_success_at=tick.finished_at,
-                                          last_error=None, paused_until=None, pause_reason=None)
-            cursors.record_tick(conn, tick)
+            _record_tick(conn, tick, succeeded)
 
     # ---- replay ----------------------------------------------------------------------------------------
 
@@ -289,3 +297,10 @@ class SqlStore:
         ledger, and trace id); runs locked by another replay, or no longer dead, are left out."""
         with self.db.connect() as conn, conn.begin():
             yield SqlTxn(conn, "", None), dead.lock_dead(conn, keys)
+
+
+def _record_tick(conn: Connection, tick: TickRecord, succeeded: bool) -> None:
+    if succeeded:
+        cursors.set_source_fields(conn, tick.source, now=tick.finished_at, last_success_at=tick.finished_at,
+                                  last_error=None, paused_until=None, pause_reason=None)
+    cursors.record_tick(conn, tick)
