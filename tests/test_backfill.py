@@ -297,7 +297,8 @@ def test_a_dead_replicas_lease_is_waited_for(sqlite_url: str, make_app: Callable
         assert isinstance(lease, store.SqlLease)
         started = time.monotonic()
         result = drive(window_engine(app, None), target)
-    assert result.state == "done" and result.syncs >= 2 and time.monotonic() - started < 5
+    # generous: the dead replica's lease is 1 s; a window that waited for the default lease (30 s) would not fit
+    assert result.state == "done" and result.syncs >= 2 and time.monotonic() - started < 15
     assert runs_of(db, "a") == inside
     db.dispose()
 
