@@ -308,6 +308,10 @@ def test_commits_reach_the_database_file_through_the_checkpoint_thread(tmp_path:
     with db.begin() as conn:  # a disposed engine still works, and checkpoints again
         conn.execute(sa.insert(points), {"id": 5000, "v": "y"})
     assert _wait_for_rows(path, 2001) == 2001
+    # the thread counts a checkpoint once it returns, a moment after its rows are in the file: wait for the count
+    deadline = time.monotonic() + 30
+    while checkpointer.checkpoints <= done and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert checkpointer.checkpoints > done
     db.dispose()
     assert not checkpointer.running()
