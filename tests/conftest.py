@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -17,6 +18,8 @@ from simulators.workos import DEFAULT_NOW
 from syncd.contracts import FakeClock
 from syncd.ops.app import App
 from syncd.settings import Settings
+from syncd.store.db import create_engine
+from syncd.store.schema import migrate
 from syncd.workflows import Registry
 from tests.pgserver import PostgresServer, require_postgres
 
@@ -43,9 +46,56 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServ
         yield server
 
 
+#: The migrated database every PostgreSQL test database is copied from (one per server, so per xdist worker).
+PG_TEMPLATE = "syncd_template"
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to the head revision once per session; tests get copies. Running Alembic for
+    each of ~450 tests took about a minute of the suite on 2 cores."""
+    path = tmp_path_factory.mktemp("template") / "syncd.db"
+    _migrate(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_server: PostgresServer) -> str:
+    """The name of a database on ``pg_server`` migrated to the head revision once per session."""
+    _migrate(pg_server.create_database(PG_TEMPLATE))
+    return PG_TEMPLATE
+
+
+def _migrate(url: str) -> None:
+    db = create_engine(url)
+    try:
+        migrate(db)
+    finally:
+        db.dispose()  # no connection left: PostgreSQL copies a template only when nobody is connected to it
+
+
+def _sqlite_copy(template: Path, tmp_path: Path) -> str:
+    """A copy of the migrated template (SQLite's backup API: consistent whatever is still in its WAL)."""
+    target = tmp_path / "syncd.db"
+    with contextlib.closing(sqlite3.connect(template)) as source, contextlib.closing(sqlite3.connect(target)) as copy:
+        source.backup(copy)
+    return f"sqlite:///{target}"
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty database: a SQLite file, or a new database on the throwaway PostgreSQL."""
+    """A new database of the test's own, already migrated to the head revision (so ``App.build`` and
+    ``migrate`` find nothing to do): a SQLite file, or a database on the throwaway PostgreSQL. A test about
+    migrating or about a database syncd has never seen uses ``empty_db_url``."""
+    if request.param == "sqlite":
+        return _sqlite_copy(request.getfixturevalue("sqlite_template"), tmp_path)
+    server: PostgresServer = request.getfixturevalue("pg_server")
+    return server.create_database(template=request.getfixturevalue("pg_template"))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database (no tables at all): a SQLite file, or a new database on the throwaway PostgreSQL."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'syncd.db'}"
     server: PostgresServer = request.getfixturevalue("pg_server")
@@ -53,7 +103,14 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
+def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
+    """A SQLite file of the test's own, already migrated to the head revision (see ``db_url``)."""
+    return _sqlite_copy(sqlite_template, tmp_path)
+
+
+@pytest.fixture
+def empty_sqlite_url(tmp_path: Path) -> str:
+    """A SQLite file syncd has never seen (it does not exist yet)."""
     return f"sqlite:///{tmp_path / 'syncd.db'}"
 
 
@@ -128,3 +185,17 @@ def workos_simulator_process(log_path: Path, *args: str) -> Iterator[str]:
         if proc.stdout is not None:
             proc.stdout.close()
         log.close()
+
+
+#: Modules whose tests take longest (seconds each, on 2 cores), started first: under ``pytest -n 2`` a long test
+#: that starts last keeps one worker busy while the other idles. Whole modules move, in this order, so module-scoped
+#: fixtures stay on one worker; every other test keeps its place.
+LONG_MODULES = ("test_replicas.py", "test_crash.py", "test_postgres_outage.py", "test_crash_resume.py",
+                "test_backfill.py", "test_github_budget.py", "test_steps_crash.py", "test_dashboard_kill.py",
+                "test_quarantine_property.py", "test_stripe.py", "test_queue_crash.py", "test_stop_mid_sync.py")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: position for position, name in enumerate(LONG_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the order within a module stays

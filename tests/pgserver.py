@@ -274,13 +274,19 @@ class PostgresServer:
 
     # -- databases ----------------------------------------------------------------------------------
 
-    def create_database(self, name: str | None = None) -> str:
-        """Create an empty database (a unique name when ``name`` is None) and return its URL.
-        Names are lowercase letters, digits and underscores; raises ValueError otherwise."""
+    def create_database(self, name: str | None = None, *, template: str | None = None) -> str:
+        """Create a database (a unique name when ``name`` is None) and return its URL: empty, or a copy of
+        database ``template`` (which nobody may be connected to; PostgreSQL copies its files, far faster
+        than building the same schema again). Names are lowercase letters, digits and underscores; raises
+        ValueError otherwise."""
         name = name or f"test_{uuid.uuid4().hex[:12]}"
-        if not _DATABASE_NAME.fullmatch(name):
-            raise ValueError(f"database name {name!r} must match {_DATABASE_NAME.pattern}")
-        self._execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        for given in (name, template):
+            if given is not None and not _DATABASE_NAME.fullmatch(given):
+                raise ValueError(f"database name {given!r} must match {_DATABASE_NAME.pattern}")
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template is not None:
+            statement = sql.SQL("{} TEMPLATE {}").format(statement, sql.Identifier(template))
+        self._execute(statement)
         return self.url_for(name)
 
     def _ensure_default_database(self) -> None:

@@ -130,8 +130,8 @@ def test_the_search_uses_indexes_and_finds_every_event_of_a_user(store: SqlStore
             assert "Seq Scan" not in plan, plan
 
 
-def test_migration_0012_fills_the_object_ids_of_earlier_events(db_url: str) -> None:
-    db = create_engine(db_url)
+def test_migration_0012_fills_the_object_ids_of_earlier_events(empty_db_url: str) -> None:
+    db = create_engine(empty_db_url)
     try:
         migrate(db, "0010")
         old = sa.table("syncd_events", *(sa.column(c.name, c.type) for c in ledger.c if c.name != "object_id"))

@@ -308,6 +308,10 @@ def test_commits_reach_the_database_file_through_the_checkpoint_thread(tmp_path:
     with db.begin() as conn:  # a disposed engine still works, and checkpoints again
         conn.execute(sa.insert(points), {"id": 5000, "v": "y"})
     assert _wait_for_rows(path, 2001) == 2001
+    # the thread counts a checkpoint once it returns, a moment after its rows are in the file: wait for the count
+    deadline = time.monotonic() + 30
+    while checkpointer.checkpoints <= done and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert checkpointer.checkpoints > done
     db.dispose()
     assert not checkpointer.running()
@@ -377,14 +381,14 @@ def test_sqlite_datetime_text_is_sqlalchemys_and_equal_instants_share_it(tmp_pat
     db.dispose()
 
 
-def test_head_revision_is_alembics_and_current_revision_reads_it(db_url: str) -> None:
+def test_head_revision_is_alembics_and_current_revision_reads_it(empty_db_url: str) -> None:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
     from syncd.store.schema import HEAD_REVISION, alembic_config, current_revision, migrate
 
     assert ScriptDirectory.from_config(alembic_config()).get_current_head() == HEAD_REVISION  # type: ignore[arg-type]
-    db = create_engine(db_url)
+    db = create_engine(empty_db_url)
     assert current_revision(db) is None  # a new database
     migrate(db)
     with reading(db) as conn:

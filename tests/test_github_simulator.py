@@ -316,11 +316,12 @@ def test_request_log_never_holds_the_token(sim: GitHubSimulator, client: httpx.C
 
 
 def test_serves_fast_over_keep_alive(client: httpx.Client) -> None:
-    """Nagle + delayed ACK would cost ~40 ms a response; 200 must take well under 2 s."""
+    """Nagle + delayed ACK would cost ~40 ms a response, 8 s for 200 whatever the machine; they take ~0.3 s
+    unloaded. The bound sits between the two, generous for a loaded 2-core box (it was 2 s: too tight)."""
     started = time.perf_counter()
     for _ in range(200):
         assert client.get(ISSUES, params={"per_page": 5}).status_code == 200
-    assert time.perf_counter() - started < 2.0
+    assert time.perf_counter() - started < 6.0
 
 
 def test_stop_cuts_open_connections(sim: GitHubSimulator, client: httpx.Client) -> None:

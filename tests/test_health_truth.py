@@ -118,14 +118,14 @@ def test_cursor_lag_table(last: TickRow | None, last_ok: TickRow | None, now: fl
     assert cursor_lag(last, last_ok, now=T + timedelta(seconds=now), limit=180.0) == lag
 
 
-def test_syncd_check_trusts_only_a_daemon_judging_the_same_database(tmp_path: Path, sqlite_url: str,
+def test_syncd_check_trusts_only_a_daemon_judging_the_same_database(tmp_path: Path, empty_sqlite_url: str,
                                                                      sim: WorkOSSimulator) -> None:
     """The daemon's /healthz is asked first (cheap); an answer about another database is ignored."""
-    db = sa.create_engine(sqlite_url)
-    ours = Monitor(SqlReads(db), ["workos"], interval=INTERVAL, database=database_id(sqlite_url))
+    db = sa.create_engine(empty_sqlite_url)
+    ours = Monitor(SqlReads(db), ["workos"], interval=INTERVAL, database=database_id(empty_sqlite_url))
     with HealthServer(ours, host="127.0.0.1", port=0) as server:
         port = server.url.rsplit(":", 1)[1]
-        settings = settings_for(sqlite_url, SYNCD_HTTP_PORT=port, SYNCD_HTTP_HOST="0.0.0.0", **workos_env(sim))
+        settings = settings_for(empty_sqlite_url, SYNCD_HTTP_PORT=port, SYNCD_HTTP_HOST="0.0.0.0", **workos_env(sim))
         answer = ask_daemon(settings)
         assert answer is not None and not answer.healthy  # no table yet: "database unavailable"
         assert answer.text().startswith("unhealthy\ndatabase unavailable")

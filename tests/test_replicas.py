@@ -1,11 +1,11 @@
 """Several ``syncd run`` processes on one PostgreSQL: every event once, the mirrors exact, work moving (and
 moving on at once from a replica that was killed).
 
-The cluster: a WorkOS simulator subprocess holding 50,000 events, an in-process GitHub simulator with four
-repositories (so there are five sources whose leases can sit on different replicas at once), and N
-``syncd run`` subprocesses (``SYNC_INTERVAL_SECONDS=1``, ``SYNCD_LEASE_SECONDS=5``). Syncd requests the
-WorkOS ``organization.*`` types only (~5,400 of the 50,000 events): the whole stream takes ~3 minutes to
-mirror at today's per-event cost, this subset keeps each test to well under a minute.
+The cluster: a WorkOS simulator subprocess holding 15,000 events, an in-process GitHub simulator with three
+repositories (so there are four sources whose leases can sit on different replicas at once), and N
+``syncd run`` subprocesses (``SYNC_INTERVAL_SECONDS=1``, ``SYNCD_LEASE_SECONDS=10``). Syncd requests the
+WorkOS ``organization.*`` types only (~1,600 of the 15,000 events, ~3,200 runs plus GitHub's 360): enough for
+every replica's 16 workers to compete for runs, and small enough for the suite's 10-minute budget.
 
 Besides the built-in mirrors, every replica loads a probe workflow module that appends one row per
 execution to ``probe_effects`` (no unique key), so an effect committed twice would show as two rows,
@@ -39,8 +39,11 @@ from syncd.timefmt import parse_time
 from tests.pgserver import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
-EVENTS, SEED = 50_000, 42
-KILL_EVENTS = 60_000  # ~6,300 organization events: three catch-up transactions, to kill in the middle
+EVENTS, SEED = 15_000, 42
+KILL_EVENTS = 20_000  # ~2,100 organization events: 21 pages, served KILL_LATENCY apart …
+#: … so a transaction (at most 1 s of pages) holds about 1,000 of them however fast the machine: the kill after the
+#: first commit lands mid-sync, in the middle of the next transaction (asserted: the victim still holds the lease).
+KILL_LATENCY = 0.1
 WORKOS_KEY = "sk_test_replicas_7c1e"
 ORG_TYPES = ("organization.created", "organization.updated", "organization.deleted")
 REPOS = {"acme/r1": 60, "acme/r2": 60, "acme/r3": 60}
@@ -186,6 +189,7 @@ class Cluster:
     workdir: Path
     github: GitHubSimulator
     events: int = EVENTS
+    latency: float = 0.0  # seconds per WorkOS page
     workos_url: str = ""
     replicas: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _simulator: subprocess.Popen[str] | None = None
@@ -195,7 +199,7 @@ class Cluster:
         self._simulator = subprocess.Popen(
             [sys.executable, "-m", "simulators.workos", "--events", str(self.events),
              "--seed", str(SEED), "--port", str(port), "--api-key", WORKOS_KEY,
-             "--now", DEFAULT_NOW.isoformat()],
+             "--now", DEFAULT_NOW.isoformat(), "--latency", str(self.latency)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
         assert self._simulator.stdout is not None
         line = self._simulator.stdout.readline()  # printed once it listens
@@ -271,14 +275,15 @@ def prepare_database(db_url: str) -> Engine:
 
 @pytest.fixture
 def cluster_for(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
-    """``cluster_for(db_url, events=)``: simulators up, probe module written; the test starts replicas."""
+    """``cluster_for(db_url, events=, latency=)``: simulators up, probe module written; the test starts
+    replicas."""
     made: list[Cluster] = []
     github = GitHubSimulator(repos=dict(REPOS), seed=SEED)
     github.start()
     (tmp_path / "replica_probe.py").write_text(PROBE_MODULE)
 
-    def make(db_url: str, events: int = EVENTS) -> Cluster:
-        cluster = Cluster(db_url=db_url, workdir=tmp_path, github=github, events=events)
+    def make(db_url: str, events: int = EVENTS, latency: float = 0.0) -> Cluster:
+        cluster = Cluster(db_url=db_url, workdir=tmp_path, github=github, events=events, latency=latency)
         made.append(cluster)
         cluster.start_workos()
         return cluster
@@ -342,14 +347,17 @@ def test_a_killed_replicas_sources_are_taken_over_at_once(
         pg_server: PostgresServer, cluster_for: Callable[..., Cluster]) -> None:
     db_url = pg_server.create_database()
     db = prepare_database(db_url)
-    cluster = cluster_for(db_url, events=KILL_EVENTS)
+    cluster = cluster_for(db_url, events=KILL_EVENTS, latency=KILL_LATENCY)
     expected = expected_state(cluster.github, KILL_EVENTS)
     cluster.start("replica-1", "replica-2", "replica-3")
 
-    wait_until(lambda: source_row(db, "workos").events_seen >= 600, 90, "the WorkOS sync to be under way")
+    # polled often: the kill must follow the first commit while the next transaction is open
+    wait_until(lambda: source_row(db, "workos").events_seen >= 600, 90, "the WorkOS sync to be under way",
+               interval=0.02)
     orphan = source_row(db, "workos")
     victim = orphan.lease_owner
-    assert victim in cluster.replicas
+    assert victim in cluster.replicas  # the WorkOS lease was held: the sync was not over …
+    assert orphan.events_seen < len(expected.runs) // 2  # … and events were left for the next transactions
     cluster.kill(victim)  # SIGKILL: no release, its open page transaction dies with its connections
     killed, killed_at = datetime.now(UTC), time.monotonic()
     assert run_count(db) < expected.total_runs

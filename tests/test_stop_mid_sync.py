@@ -118,6 +118,13 @@ def sigterm_mid_sync(db_url: str, sim: WorkOSSimulator, tmp_path: Path, env: dic
     when it exited)."""
     log = tmp_path / "syncd.log"
     db = create_engine(db_url)
+    try:
+        return _sigterm_mid_sync(db, sim, log, env)
+    finally:
+        db.dispose()  # also when an assertion failed: a pooled connection left to the GC fails the test again
+
+
+def _sigterm_mid_sync(db: sa.Engine, sim: WorkOSSimulator, log: Path, env: dict[str, str]) -> tuple[int, int]:
     proc = start("run", env, log)
     try:
         wait_for_commits(db, proc, log)  # the first group is committed; the next pages are on their way
@@ -145,7 +152,6 @@ def sigterm_mid_sync(db_url: str, sim: WorkOSSimulator, tmp_path: Path, env: dic
     print(f"\n{db.dialect.name}: SIGTERM -> exit 0 in {stopped_in:.2f}s, {served} pages fetched, {committed} "
           f"events committed of {len(requested(sim))}")
     finish_with_once(db, env, log, sim)
-    db.dispose()
     return served, committed
 
 

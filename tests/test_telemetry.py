@@ -285,7 +285,9 @@ def hung_collector() -> Iterator[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize(("collector", "timeout", "bound"), [
     ("refusing", None, 10.0),  # the default export timeout (5 s) fits in the 10 s budget
-    ("hung", "1500", 1.5 + 2.0),  # the spec's milliseconds; the wait is bounded by it
+    # the spec's milliseconds; the wait is bounded by it: ignored, the default 5 s alone would break the bound,
+    # which leaves 4 s for the stop itself on a loaded 2-core box (1.5 s + 2 s failed there at 4.1 s)
+    ("hung", "500", 0.5 + 4.0),
 ])
 def test_sigterm_exits_within_10s_while_the_collector_is_down(
         tmp_path: Path, sim: WorkOSSimulator, collector: str, timeout: str | None, bound: float,
