@@ -76,23 +76,31 @@ def test_three_replicas_under_sigkill_call_each_step_once_per_run(pg_server: Pos
 
         procs = [start(i) for i in range(REPLICAS)]
         rng = random.Random(7)
+
+        def succeeded() -> int:
+            try:
+                with db.connect() as conn:
+                    return int(conn.execute(sa.text(
+                        "SELECT count(*) FROM syncd_runs WHERE status = 'succeeded'")).scalar_one())
+            except sa.exc.ProgrammingError:  # the replicas have not created the tables yet
+                return 0
+
+        landed = 0  # kills that hit a replica while runs were still open (mid-work)
         try:
             for _ in range(KILLS):
-                seen = len(sink.calls)
+                seen, wanted = len(sink.calls), rng.randint(10, 60)
                 deadline = time.monotonic() + 60
-                while len(sink.calls) < seen + rng.randint(10, 60) and time.monotonic() < deadline:
+                while len(sink.calls) < seen + wanted and time.monotonic() < deadline:
+                    if succeeded() == len(users):  # all done: no more calls will come
+                        break
                     time.sleep(0.02)
+                landed += succeeded() < len(users)
                 victim = rng.randrange(REPLICAS)
                 procs[victim].send_signal(signal.SIGKILL)  # mid-step: calls of its runs are in flight
                 procs[victim].wait(timeout=10)
                 procs[victim] = start(victim)
             deadline = time.monotonic() + 150
-            while time.monotonic() < deadline:
-                with db.connect() as conn:
-                    done = conn.execute(sa.text(
-                        "SELECT count(*) FROM syncd_runs WHERE status = 'succeeded'")).scalar_one()
-                if done == len(users):
-                    break
+            while time.monotonic() < deadline and succeeded() < len(users):
                 time.sleep(0.5)
         finally:
             for proc in procs:  # a replica restarted a moment ago may still be starting its interpreter
@@ -103,6 +111,7 @@ def test_three_replicas_under_sigkill_call_each_step_once_per_run(pg_server: Pos
                 log.close()
         tail = "".join((tmp_path / f"replica{i}.log").read_text()[-1500:] for i in range(REPLICAS))
         assert codes == [0] * REPLICAS, tail
+        assert landed >= KILLS // 2, f"only {landed} of {KILLS} kills landed while runs were open"
         with db.connect() as conn:
             statuses = dict(conn.execute(sa.text("SELECT status, count(*) FROM syncd_runs GROUP BY status")).all())
             stored = conn.execute(sa.text("SELECT count(*) FROM syncd_steps")).scalar_one()
