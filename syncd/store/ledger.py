@@ -19,9 +19,10 @@ from sqlalchemy.engine import Connection
 
 from syncd.contracts import Event, Quarantined, Recorded, RunKey, RunRecord, RunStatus
 from syncd.store import quarantine, retention
+from syncd import jsoncodec
 from syncd.store.bulk import copy_insert, insert_ignore, list_param, one_of
-from syncd.store.objects import object_id
-from syncd.store.tables import events, runs, steps
+from syncd.store.objects import object_ids_of
+from syncd.store.tables import events, object_backlog, runs, steps
 
 # ---- the ledger ---------------------------------------------------------------------------------------
 
@@ -48,7 +49,20 @@ def record_events(conn: Connection, batch: Sequence[Event], now: datetime) -> Re
     new = _insert_new(conn, kept, now) if kept else set()
     if new:
         quarantine.release(conn, batch[0].stream, new)
+        queue_objects(conn, batch[0].stream, [e for e in kept if e.id in new])
     return Recorded(new, frozenset(refused_ids), expired)
+
+
+def queue_objects(conn: Connection, stream: str, batch: Sequence[Event]) -> None:
+    """Queue the object ids of ``batch``'s events (``syncd.store.objects``) for the ledger's object index, with
+    the page: one ``syncd_object_backlog`` row of (event id, object id) pairs, which ``syncd.store.objindex``
+    moves into ``syncd_event_objects`` after the page (bench/README.md, "Dashboard search", says why)."""
+    pairs = [(event.id, found) for event in batch for found in object_ids_of(event.id, event.data)]
+    if pairs:
+        conn.execute(_QUEUE_OBJECTS, {"stream": stream, "entries": jsoncodec.dumps(pairs)})
+
+
+_QUEUE_OBJECTS = sa.insert(object_backlog).values(stream=sa.bindparam("stream"), entries=sa.bindparam("entries"))
 
 
 def _insert_new(conn: Connection, batch: Sequence[Event], now: datetime) -> set[str]:
@@ -61,12 +75,12 @@ def _insert_new(conn: Connection, batch: Sequence[Event], now: datetime) -> set[
 
 
 #: The ledger's columns, in the order of ``ledger_values``. A column added here is added there too.
-LEDGER_COLUMNS = ("stream", "event_id", "type", "action", "occurred_at", "recorded_at", "object_id", "payload")
+LEDGER_COLUMNS = ("stream", "event_id", "type", "action", "occurred_at", "recorded_at", "payload")
 
 
 def ledger_values(event: Event, now: datetime) -> tuple[Any, ...]:
     """``event``'s ledger row as values in ``LEDGER_COLUMNS`` order."""
-    return (event.stream, event.id, event.type, event.action, event.occurred_at, now, object_id(event),
+    return (event.stream, event.id, event.type, event.action, event.occurred_at, now,
             event.data if type(event.data) is dict else dict(event.data))
 
 

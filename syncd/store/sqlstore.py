@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,7 +32,7 @@ from syncd.contracts import (
     TickRecord,
 )
 from syncd.errors import ClaimLostError, LeaseLostError
-from syncd.store import cursors, dead, ledger, notify, quarantine, queue, retry
+from syncd.store import cursors, dead, ledger, notify, objindex, quarantine, queue, retry
 from syncd.store.budget import SqlBudgets
 from syncd.store.connect import reading
 from syncd.store.owners import OwnerLock, owner_locks
@@ -116,6 +116,7 @@ class SqlLease:
     lease_seconds: float
     clock: Clock
     owner_lock: OwnerLock | None = None  # dies with this process: others see this owner gone at once
+    streams: set[str] = field(default_factory=set)  # the streams paged: their object backlog, indexed on release
 
     def renew(self) -> bool:
         with self.store.db.begin() as conn:
@@ -129,9 +130,11 @@ class SqlLease:
         finally:  # the row first: a claimer that finds the lock free finds the row free, or a dead owner
             if self.owner_lock is not None:
                 self.owner_lock.release()
+        objindex.index_after_pages(self.store.db, self.streams)  # no page in flight: index what they queued
 
     @contextmanager
     def page(self, stream: str) -> Iterator[SqlTxn]:
+        self.streams.add(stream)
         with self.store.db.connect() as conn, conn.begin():
             ledger.bound_idle_time(conn, self.lease_seconds)
             ledger.lock_stream(conn, stream)  # a backfill and a live tick meeting on an event run it once
