@@ -55,11 +55,15 @@ def record_events(conn: Connection, batch: Sequence[Event], now: datetime) -> Re
 
 def queue_objects(conn: Connection, stream: str, batch: Sequence[Event]) -> None:
     """Queue the object ids of ``batch``'s events (``syncd.store.objects``) for the ledger's object index, with
-    the page: one ``syncd_object_backlog`` row of (event id, object id) pairs, which ``syncd.store.objindex``
-    moves into ``syncd_event_objects`` after the page (bench/README.md, "Dashboard search", says why)."""
-    pairs = [(event.id, found) for event in batch for found in object_ids_of(event.id, event.data)]
-    if pairs:
-        conn.execute(_QUEUE_OBJECTS, {"stream": stream, "entries": jsoncodec.dumps(pairs)})
+    the page: one ``syncd_object_backlog`` row, a JSON array of ``[event id, object id, …]`` per event, which
+    ``syncd.store.objindex`` moves into ``syncd_event_objects`` later (bench/README.md, "Dashboard search")."""
+    entries = []
+    for event in batch:
+        found = object_ids_of(event.id, event.data)
+        if found:
+            entries.append([event.id, *found])
+    if entries:
+        conn.execute(_QUEUE_OBJECTS, {"stream": stream, "entries": jsoncodec.dumps(entries)})
 
 
 _QUEUE_OBJECTS = sa.insert(object_backlog).values(stream=sa.bindparam("stream"), entries=sa.bindparam("entries"))

@@ -6,13 +6,14 @@ B-tree inserts in the page transaction would slow a catch-up. So a page transact
 Python and one insert per page), and the index is filled later, off the page's path:
 
 - ``index_backlog`` moves backlog rows into ``syncd_event_objects``, one row per transaction, each by one
-  ``INSERT … SELECT`` over the row's JSON (no row goes through Python) joined to the ledger for the events'
-  times; a lease runs it for its streams when it is released, i.e. when the source has no page in flight
-  (``SqlLease.release``: after each tick, so also before ``syncd once`` exits), for at most ``RELEASE_SECONDS``;
-  what is left waits for the next release.
+  ``INSERT … SELECT`` over the row's JSON (no entry goes through Python) joined to the ledger for the events'
+  times. A tick runs it for its stream when it has claimed the cursor, before its first page, i.e. when the
+  source has no page in flight (``SqlStore.claim``), for at most ``CLAIM_SECONDS``; what is left waits for the
+  next tick. So a catch-up's events are indexed by the tick after it (the next ``syncd once``, or
+  ``syncd run``'s next interval), not by the catch-up itself.
 - The search (``syncd.store.search``) also reads the backlog, so it is never wrong: an event recorded but not
   indexed yet is found by the pairs in its backlog row (a scan of the backlog's JSON, which a busy stream keeps
-  to the pages recorded since its last tick ended).
+  to the pages recorded since its last tick began).
 
 Guarantees: a backlog row commits with its page (no event without one or the other) and leaves in the
 transaction that indexes it. Indexing takes the stream's transaction lock (``ledger.lock_stream``), as pruning
@@ -39,9 +40,9 @@ from syncd.store.tables import event_objects, events, object_backlog
 
 log = logging.getLogger(__name__)
 
-#: Seconds a lease's release spends indexing its streams' backlog, at most (a catch-up's 100,000 events take
-#: well under one; bench/README.md); the rest waits for the next release, the search reads it meanwhile.
-RELEASE_SECONDS = 3.0
+#: Seconds a tick's claim spends indexing its stream's backlog, at most (a catch-up's 100,000 events take
+#: about one; bench/README.md); the rest waits for the next tick, the search reads it meanwhile.
+CLAIM_SECONDS = 2.0
 
 
 def index_backlog(db: Engine, streams: Collection[str] | None = None, *, seconds: float | None = None) -> int:
@@ -78,40 +79,41 @@ def index_one(conn: Connection, streams: Collection[str] | None = None) -> bool:
 
 @functools.cache
 def _index_statement(dialect: str) -> Any:
-    """INSERT the index entries of backlog row ``:id``: its (event id, object id) pairs joined to the ledger
-    (for the event's time; a pair whose event is gone gives none), in key order (fewer B-tree pages touched)."""
+    """INSERT the index entries of backlog row ``:id``: its events' object ids, with the event's time from the
+    ledger (an event gone since gives none), in key order (fewer B-tree pages touched)."""
     return sa.text(
         f"INSERT {'' if dialect == 'postgresql' else 'OR IGNORE '}INTO {event_objects.name} "
         f"(object_id, occurred_at, stream, event_id) "
-        f"SELECT {_pair(dialect, 1)}, e.occurred_at, e.stream, e.event_id {_pairs(dialect)} "
-        f"JOIN {events.name} AS e ON e.stream = b.stream AND e.event_id = {_pair(dialect, 0)} "
-        f"WHERE b.id = :id ORDER BY 1, 2 "
+        f"SELECT o.value, e.occurred_at, e.stream, e.event_id {_entries(dialect)} "
+        f"AND b.id = :id ORDER BY 1, 2 "
         + ("ON CONFLICT DO NOTHING" if dialect == "postgresql" else ""))
 
 
-def _pairs(dialect: str) -> str:
-    """FROM the backlog (``b``) and each of its pairs (``p``)."""
+def _entries(dialect: str, needle: bool = False) -> str:
+    """FROM the backlog (``b``), each of its events (``v``: ``[event id, object id, …]``), that event's object
+    ids (``o``; only ``:needle`` if ``needle``), and the event in the ledger (``e``, by its primary key). SQLite
+    gets CROSS JOINs, which keep this order: it chose to scan the stream's ledger for each entry instead."""
     if dialect == "postgresql":
         return (f"FROM {object_backlog.name} AS b "
-                "CROSS JOIN LATERAL jsonb_array_elements(CAST(b.entries AS jsonb)) AS p(value)")
-    return f"FROM {object_backlog.name} AS b, json_each(b.entries) AS p"
-
-
-def _pair(dialect: str, index: int) -> str:
-    """A pair's event id (0) or object id (1)."""
-    return f"(p.value ->> {index})" if dialect == "postgresql" else f"json_extract(p.value, '$[{index}]')"
+                "CROSS JOIN LATERAL jsonb_array_elements(CAST(b.entries AS jsonb)) AS v(value) "
+                "CROSS JOIN LATERAL jsonb_array_elements_text(v.value) WITH ORDINALITY AS o(value, n) "
+                f"JOIN {events.name} AS e ON e.stream = b.stream AND e.event_id = v.value ->> 0 "
+                "WHERE o.n > 1" + (" AND o.value = :needle" if needle else ""))
+    return (f"FROM {object_backlog.name} AS b CROSS JOIN json_each(b.entries) AS v "
+            "CROSS JOIN json_each(v.value) AS o "
+            f"CROSS JOIN {events.name} AS e ON e.stream = b.stream AND e.event_id = json_extract(v.value, '$[0]') "
+            "WHERE o.key > 0" + (" AND o.value = :needle" if needle else ""))
 
 
 def unindexed(conn: Connection, needle: str, limit: int) -> list[Any]:
-    """Ledger rows (``search.COLUMNS``) of events about ``needle`` that are still in the backlog, at most
-    ``limit``, oldest first. Scans the backlog (its size: the pages recorded since the last index run)."""
-    dialect = conn.dialect.name
-    columns = ", ".join(f"e.{c}" for c in ("stream", "event_id", "type", "occurred_at", "payload"))
+    """Ledger rows (stream, event_id, type, occurred_at, payload) of events about ``needle`` still in the
+    backlog, at most ``limit``, oldest first. Scans the backlog (its size: what was recorded since the last
+    index run)."""
+    names = ("stream", "event_id", "type", "occurred_at", "payload")
     statement = sa.text(
-        f"SELECT {columns} {_pairs(dialect)} "
-        f"JOIN {events.name} AS e ON e.stream = b.stream AND e.event_id = {_pair(dialect, 0)} "
-        f"WHERE {_pair(dialect, 1)} = :needle ORDER BY e.occurred_at, e.stream, e.event_id LIMIT :limit"
-    ).columns(*(events.c[c] for c in ("stream", "event_id", "type", "occurred_at", "payload")))
+        f"SELECT {', '.join(f'e.{c}' for c in names)} {_entries(conn.dialect.name, needle=True)} "
+        "ORDER BY e.occurred_at, e.stream, e.event_id LIMIT :limit"
+    ).columns(*(events.c[c] for c in names))
     return list(conn.execute(statement, {"needle": needle, "limit": limit}))
 
 
@@ -140,13 +142,10 @@ def backlog_size(conn: Connection) -> int:
     return int(conn.execute(sa.select(sa.func.count()).select_from(object_backlog)).scalar_one())
 
 
-def index_after_pages(db: Engine, streams: Collection[str]) -> None:
-    """``index_backlog`` of ``streams`` for ``RELEASE_SECONDS`` at most (a lease's release). A failure is logged,
-    not raised: the tick's work is committed, and what is left in the backlog waits (the search reads it)."""
-    if not streams:
-        return
+def index_before_pages(db: Engine, stream: str) -> None:
+    """``index_backlog`` of ``stream`` for ``CLAIM_SECONDS`` at most (a tick's claim, before its pages). A
+    failure is logged, not raised: what is left in the backlog waits (the search reads it)."""
     try:
-        index_backlog(db, streams, seconds=RELEASE_SECONDS)
+        index_backlog(db, [stream], seconds=CLAIM_SECONDS)
     except sa.exc.SQLAlchemyError as exc:
-        log.warning("object index: the backlog of %s waits for the next tick: %s", ", ".join(sorted(streams)),
-                    type(exc).__name__)
+        log.warning("object index: the backlog of %s waits for the next tick (%s)", stream, type(exc).__name__)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -116,7 +116,6 @@ class SqlLease:
     lease_seconds: float
     clock: Clock
     owner_lock: OwnerLock | None = None  # dies with this process: others see this owner gone at once
-    streams: set[str] = field(default_factory=set)  # the streams paged: their object backlog, indexed on release
 
     def renew(self) -> bool:
         with self.store.db.begin() as conn:
@@ -130,11 +129,9 @@ class SqlLease:
         finally:  # the row first: a claimer that finds the lock free finds the row free, or a dead owner
             if self.owner_lock is not None:
                 self.owner_lock.release()
-        objindex.index_after_pages(self.store.db, self.streams)  # no page in flight: index what they queued
 
     @contextmanager
     def page(self, stream: str) -> Iterator[SqlTxn]:
-        self.streams.add(stream)
         with self.store.db.connect() as conn, conn.begin():
             ledger.bound_idle_time(conn, self.lease_seconds)
             ledger.lock_stream(conn, stream)  # a backfill and a live tick meeting on an event run it once
@@ -173,7 +170,9 @@ class SqlStore:
             if lock is not None:
                 lock.release()
             raise
-        return SqlLease(self, spec.key, token, owner, row.cursor, lease_seconds, clock, lock)
+        lease = SqlLease(self, spec.key, token, owner, row.cursor, lease_seconds, clock, lock)
+        objindex.index_before_pages(self.db, spec.source)  # what earlier ticks queued, before this one's pages
+        return lease
 
     def _claim(self, conn: Connection, spec: CursorSpec, *, owner: str, lease_seconds: float,
                now: datetime) -> tuple[int, OwnerLock] | Skip:
