@@ -21,7 +21,6 @@ from syncd.contracts import Event, Quarantined, Recorded, RunKey, RunRecord, Run
 from syncd.store import quarantine, retention
 from syncd import jsoncodec
 from syncd.store.bulk import copy_insert, insert_ignore, list_param, one_of
-from syncd.store.objects import object_ids_of
 from syncd.store.tables import events, object_backlog, runs, steps
 
 # ---- the ledger ---------------------------------------------------------------------------------------
@@ -49,21 +48,14 @@ def record_events(conn: Connection, batch: Sequence[Event], now: datetime) -> Re
     new = _insert_new(conn, kept, now) if kept else set()
     if new:
         quarantine.release(conn, batch[0].stream, new)
-        queue_objects(conn, batch[0].stream, [e for e in kept if e.id in new])
+        queue_objects(conn, batch[0].stream, list(new))
     return Recorded(new, frozenset(refused_ids), expired)
 
 
-def queue_objects(conn: Connection, stream: str, batch: Sequence[Event]) -> None:
-    """Queue the object ids of ``batch``'s events (``syncd.store.objects``) for the ledger's object index, with
-    the page: one ``syncd_object_backlog`` row, a JSON array of ``[event id, object id, …]`` per event, which
-    ``syncd.store.objindex`` moves into ``syncd_event_objects`` later (bench/README.md, "Dashboard search")."""
-    entries = []
-    for event in batch:
-        found = object_ids_of(event.id, event.data)
-        if found:
-            entries.append([event.id, *found])
-    if entries:
-        conn.execute(_QUEUE_OBJECTS, {"stream": stream, "entries": jsoncodec.dumps(entries)})
+def queue_objects(conn: Connection, stream: str, event_ids: Sequence[str]) -> None:
+    """Queue new events for the ledger's object index, with their page: one ``syncd_object_backlog`` row, the
+    event ids as a JSON array, which ``syncd.store.objindex`` indexes later (its docstring says why)."""
+    conn.execute(_QUEUE_OBJECTS, {"stream": stream, "entries": jsoncodec.dumps(event_ids)})
 
 
 _QUEUE_OBJECTS = sa.insert(object_backlog).values(stream=sa.bindparam("stream"), entries=sa.bindparam("entries"))
