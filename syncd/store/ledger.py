@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
+from syncd import jsoncodec
 from syncd.contracts import Event, Quarantined, Recorded, RunKey, RunRecord, RunStatus
 from syncd.store import quarantine, retention
-from syncd import jsoncodec
 from syncd.store.bulk import copy_insert, insert_ignore, list_param, one_of
 from syncd.store.tables import events, object_backlog, runs, steps
 
