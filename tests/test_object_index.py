@@ -11,12 +11,12 @@ import pytest
 import sqlalchemy as sa
 
 from syncd.contracts import CursorSpec, Event, FakeClock, Skip
-from syncd.store import SqlStore, objindex, retention
+from syncd.store import SqlStore, ledger, objindex, retention
 from syncd.store.connect import create_engine
 from syncd.store.objects import object_id_of, object_ids
 from syncd.store.reads import SqlReads
 from syncd.store.schema import migrate
-from syncd.store.tables import event_objects, object_backlog
+from syncd.store.tables import event_objects, events, object_backlog
 from syncd.store.types import UTCDateTime, json_type
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -135,3 +135,11 @@ def test_migration_0014_indexes_the_events_of_a_database_at_0013(db_url: str) ->
     finally:
         db.dispose()
 
+
+
+def test_the_ledger_row_and_its_values_agree() -> None:
+    """SQLite's path builds the row as a mapping, PostgreSQL's COPY as values: one ledger, column for column."""
+    event = Event("workos", "event_1", "user.created", T0, {"id": "user_1"}, action="created")
+    assert ledger.ledger_row(event, T0) == dict(zip(ledger.LEDGER_COLUMNS, ledger.ledger_values(event, T0),
+                                                    strict=True))
+    assert set(ledger.LEDGER_COLUMNS) == {c.name for c in events.c}

@@ -81,8 +81,11 @@ def ledger_values(event: Event, now: datetime) -> tuple[Any, ...]:
 
 
 def ledger_row(event: Event, now: datetime) -> dict[str, Any]:
-    """``event``'s ledger row as a mapping of ``LEDGER_COLUMNS``."""
-    return dict(zip(LEDGER_COLUMNS, ledger_values(event, now), strict=True))
+    """``event``'s ledger row as a mapping of ``LEDGER_COLUMNS`` (the same values as ``ledger_values``, built
+    directly: SQLite's catch-up makes one per event)."""
+    return {"stream": event.stream, "event_id": event.id, "type": event.type, "action": event.action,
+            "occurred_at": event.occurred_at, "recorded_at": now,
+            "payload": event.data if type(event.data) is dict else dict(event.data)}
 
 
 def event_from_ledger(stream: str, row: Mapping[str, Any] | sa.RowMapping) -> Event:
