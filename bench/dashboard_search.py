@@ -1,6 +1,8 @@
 """``python -m bench.dashboard_search [--events N]``: the dashboard's search by object id on a large SQLite ledger,
-before (the payload scan it used to run) and after (``syncd.store.search``: the object-id index and the primary
-key). Prints both medians and PASS/FAIL against the target; exit 0 on PASS.
+before (the payload scan it used to run) and after (``syncd.store.search``: the object index and the primary
+key), for a user and for an organization (named by its memberships). Also: the search while the whole ledger is
+still in the index's backlog (the worst case: right after a catch-up), and what indexing it costs. Prints the
+medians and PASS/FAIL against the target (indexed); exit 0 on PASS.
 
 The ledger is recorded through the Store contract (pages of 1,000 events, as a sync records them): WorkOS-like
 users and memberships, each user named by about 1 in 1,000 events.
@@ -21,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from syncd.contracts import CursorSpec, Event, FakeClock, Skip
-from syncd.store import SqlStore
+from syncd.store import SqlStore, objindex
 from syncd.store.connect import create_engine
 from syncd.store.reads import SqlReads
 from syncd.store.schema import migrate
@@ -91,23 +93,31 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         record(store, ledger_events(args.events))
         print(f"ledger: {args.events:,} events recorded in {time.perf_counter() - started:.1f} s", flush=True)
-        needle = f"user_{min(123, max(1, args.events // 1000) - 1):06d}"
         reads = SqlReads(db)
+        needles = (f"user_{min(123, max(1, args.events // 1000) - 1):06d}", "org_0042")
 
-        def before() -> int:
-            with db.connect() as conn:
-                return len(conn.execute(payload_scan(needle)).all())
+        def search(needle: str) -> Callable[[], int]:
+            return lambda: len(reads.event_history(needle, 100))
 
-        def after() -> int:
-            return len(reads.event_history(needle, 100))
+        tail = {n: median_ms(search(n), 5) for n in needles}
+        cpu, started = time.process_time(), time.perf_counter()
+        objindex.index_backlog(db)
+        print(f"object index: {args.events:,} events indexed in {time.perf_counter() - started:.1f} s "
+              f"({time.process_time() - cpu:.1f} s CPU)", flush=True)
+        ok = True
+        for needle in needles:
+            def scan(needle: str = needle) -> int:
+                with db.connect() as conn:
+                    return len(conn.execute(payload_scan(needle)).all())
 
-        old_ms, old_found = median_ms(before, 5)
-        new_ms, new_found = median_ms(after, 25)
+            old_ms, old_found = median_ms(scan, 5)
+            new_ms, new_found = median_ms(search(needle), 25)
+            print(f"search {needle}: before (payload scan) {old_ms:.1f} ms, {old_found} events; "
+                  f"unindexed (backlog) {tail[needle][0]:.1f} ms, {tail[needle][1]} events; "
+                  f"after (object index) {new_ms:.2f} ms, {new_found} events")
+            ok = ok and new_ms <= TARGET_MS and new_found == old_found == tail[needle][1]
         store.close()
         db.dispose()
-    print(f"search {needle}: before (payload scan) {old_ms:.1f} ms, {old_found} events; "
-          f"after (object-id index) {new_ms:.2f} ms, {new_found} events")
-    ok = new_ms <= TARGET_MS and new_found == old_found
     print(f"{'PASS' if ok else 'FAIL'}: after ≤ {TARGET_MS:.0f} ms and the same events found")
     return 0 if ok else 1
 

@@ -233,7 +233,9 @@ def compiled(tree: Path) -> None:
 
 def catch_up(tree: Path | None, timeout: float, name: str) -> Callable[[SimHost, Path], Sample]:
     """``syncd once`` with the built-in mirrors (scenario A's contender), from ``tree`` or this checkout;
-    the events are counted in the ledger, not parsed from the output, which issue 20 may change."""
+    the events are counted in the ledger, not parsed from the output, which issue 20 may change. Then a second
+    ``syncd once`` on the same database (nothing new to fetch), measured apart as ``extra["next"]`` (wall, CPU):
+    work a tree leaves to the next tick shows there (issue 22's object index is built by it)."""
 
     def run(sim: SimHost, workdir: Path) -> Sample:
         url = f"sqlite:///{workdir / 'syncd.db'}"
@@ -243,7 +245,10 @@ def catch_up(tree: Path | None, timeout: float, name: str) -> Callable[[SimHost,
         before = sim.cpu()
         result = checked(measure([PYTHON, "-m", "syncd", "once"], env=env, cwd=workdir, timeout=timeout), name)
         events = _count(url, "SELECT count(*) FROM syncd_events")
-        return Sample(name, events, result.wall, result.cpu, result.peak_rss_mb, sim.cpu() - before)
+        after = sim.cpu()
+        following = checked(measure([PYTHON, "-m", "syncd", "once"], env=env, cwd=workdir, timeout=timeout), name)
+        return Sample(name, events, result.wall, result.cpu, result.peak_rss_mb, after - before,
+                      extra={"next": (following.wall, following.cpu)})
 
     return run
 
@@ -342,3 +347,31 @@ def lines(f: dict[str, Any], table: Callable[[dict[str, list[Sample]]], list[str
     return out
 
 
+
+
+def _catchup_main(argv: list[str] | None = None) -> int:
+    """``python -m bench.runqueue [--events N] [--rounds R] [--baseline REV]``: F's catch-up A/B alone; prints
+    each run, the medians (wall events/s, CPU s, and the next tick's CPU s) and the PASS/FAIL line."""
+    import argparse
+    import dataclasses
+
+    parser = argparse.ArgumentParser(prog="python -m bench.runqueue", description=_catchup_main.__doc__)
+    parser.add_argument("--events", type=int, default=Config.full().f_catchup_events)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--baseline", default=None)
+    args = parser.parse_args(argv)
+    config = dataclasses.replace(Config.full(), f_catchup_events=args.events, runs=args.rounds,
+                                 f_baseline=args.baseline)
+    result = catchup(config, lambda line: print(line, flush=True))
+    for name, samples in result["samples"].items():
+        print(f"{name}: median {_median(samples):,.0f} events/s, CPU {statistics.median(s.cpu for s in samples):.2f} s"
+              f" (user+sys), next tick CPU {statistics.median(s.extra['next'][1] for s in samples):.2f} s")
+    ok = True
+    for target, measured, passed in targets({"single": [], "catchup": result}):
+        print(f"{'PASS' if passed else 'FAIL'}  {target}: {measured}")
+        ok = ok and passed
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(_catchup_main())

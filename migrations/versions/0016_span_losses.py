@@ -1,7 +1,7 @@
 """span losses: syncd_span_losses (per replica: spans dropped or not delivered, for `syncd status`)
 
 Revision ID: 0016
-Revises: 0013
+Revises: 0014
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from alembic import op
 import syncd.store.db
 
 revision: str = "0016"
-down_revision: str | None = "0013"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -17,11 +17,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
+from syncd import jsoncodec
 from syncd.contracts import Event, Quarantined, Recorded, RunKey, RunRecord, RunStatus
 from syncd.store import quarantine, retention
 from syncd.store.bulk import copy_insert, insert_ignore, list_param, one_of
-from syncd.store.objects import object_id
-from syncd.store.tables import events, runs, steps
+from syncd.store.tables import events, object_backlog, runs, steps
 
 # ---- the ledger ---------------------------------------------------------------------------------------
 
@@ -48,7 +48,17 @@ def record_events(conn: Connection, batch: Sequence[Event], now: datetime) -> Re
     new = _insert_new(conn, kept, now) if kept else set()
     if new:
         quarantine.release(conn, batch[0].stream, new)
+        queue_objects(conn, batch[0].stream, list(new))
     return Recorded(new, frozenset(refused_ids), expired)
+
+
+def queue_objects(conn: Connection, stream: str, event_ids: Sequence[str]) -> None:
+    """Queue new events for the ledger's object index, with their page: one ``syncd_object_backlog`` row, the
+    event ids as a JSON array, which ``syncd.store.objindex`` indexes later (its docstring says why)."""
+    conn.execute(_QUEUE_OBJECTS, {"stream": stream, "entries": jsoncodec.dumps(event_ids)})
+
+
+_QUEUE_OBJECTS = sa.insert(object_backlog).values(stream=sa.bindparam("stream"), entries=sa.bindparam("entries"))
 
 
 def _insert_new(conn: Connection, batch: Sequence[Event], now: datetime) -> set[str]:
@@ -61,18 +71,21 @@ def _insert_new(conn: Connection, batch: Sequence[Event], now: datetime) -> set[
 
 
 #: The ledger's columns, in the order of ``ledger_values``. A column added here is added there too.
-LEDGER_COLUMNS = ("stream", "event_id", "type", "action", "occurred_at", "recorded_at", "object_id", "payload")
+LEDGER_COLUMNS = ("stream", "event_id", "type", "action", "occurred_at", "recorded_at", "payload")
 
 
 def ledger_values(event: Event, now: datetime) -> tuple[Any, ...]:
     """``event``'s ledger row as values in ``LEDGER_COLUMNS`` order."""
-    return (event.stream, event.id, event.type, event.action, event.occurred_at, now, object_id(event),
+    return (event.stream, event.id, event.type, event.action, event.occurred_at, now,
             event.data if type(event.data) is dict else dict(event.data))
 
 
 def ledger_row(event: Event, now: datetime) -> dict[str, Any]:
-    """``event``'s ledger row as a mapping of ``LEDGER_COLUMNS``."""
-    return dict(zip(LEDGER_COLUMNS, ledger_values(event, now), strict=True))
+    """``event``'s ledger row as a mapping of ``LEDGER_COLUMNS`` (the same values as ``ledger_values``, built
+    directly: SQLite's catch-up makes one per event)."""
+    return {"stream": event.stream, "event_id": event.id, "type": event.type, "action": event.action,
+            "occurred_at": event.occurred_at, "recorded_at": now,
+            "payload": event.data if type(event.data) is dict else dict(event.data)}
 
 
 def event_from_ledger(stream: str, row: Mapping[str, Any] | sa.RowMapping) -> Event:

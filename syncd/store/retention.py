@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from syncd.contracts import Event
-from syncd.store import ledger
+from syncd.store import ledger, objindex
 from syncd.store.bulk import insert_ignore, list_param, one_of
 from syncd.store.tables import events, horizons, runs, sources, steps, ticks, tombstones
 
@@ -146,6 +146,7 @@ def prune_events(conn: Connection, stream: str, cutoff: datetime, after: tuple[d
     if gone:
         leaving = set(gone)
         advance_horizon(conn, stream, max(r.occurred_at for r in found if r.event_id in leaving), now)
+        objindex.forget(conn, stream, gone)  # the events' object-index entries go with them
         conn.execute(sa.delete(events).where(events.c.stream == stream,
                                              one_of(events.c.event_id, "ids", dialect)),
                      {"ids": list_param(gone, dialect)})

@@ -32,7 +32,7 @@ from syncd.contracts import (
     TickRecord,
 )
 from syncd.errors import ClaimLostError, LeaseLostError
-from syncd.store import cursors, dead, ledger, notify, quarantine, queue, retry
+from syncd.store import cursors, dead, ledger, notify, objindex, quarantine, queue, retry
 from syncd.store.budget import SqlBudgets
 from syncd.store.connect import reading
 from syncd.store.owners import OwnerLock, owner_locks
@@ -56,7 +56,10 @@ class SqlTxn:
         ledger.update_run(self.conn, record)
 
     def record_events(self, events: Sequence[Event], now: datetime) -> Recorded:
-        return ledger.record_events(self.conn, events, now)
+        recorded = ledger.record_events(self.conn, events, now)
+        if recorded.new and self._lease is not None:  # their object ids wait in the backlog: see claim
+            self._lease.store._objects_indexed.discard(self.stream)
+        return recorded
 
     def quarantine(self, entries: Sequence[Quarantined], now: datetime) -> None:
         quarantine.record(self.conn, entries, now)
@@ -153,6 +156,8 @@ class SqlStore:
         self.owners = owner_locks(db)
         #: Provider credentials' request budgets, shared by the replicas (``syncd.store.budget``).
         self.budgets = SqlBudgets(db)
+        #: Streams whose object-index backlog this process found empty, until it records new events of them.
+        self._objects_indexed: set[str] = set()
 
     @property
     def concurrent_writers(self) -> bool:
@@ -170,7 +175,19 @@ class SqlStore:
             if lock is not None:
                 lock.release()
             raise
-        return SqlLease(self, spec.key, token, owner, cursor, lease_seconds, clock, lock)
+        lease = SqlLease(self, spec.key, token, owner, cursor, lease_seconds, clock, lock)
+        self._index_objects(spec.source)
+        return lease
+
+    def _index_objects(self, stream: str) -> None:
+        """Index what earlier ticks queued for ``stream``'s object index, before this tick's pages
+        (``objindex``). Only where there may be something: the first claim of the stream in this process
+        (another process may have queued it), after this process recorded new events of it, or while a
+        backlog is left over from a claim that ran out of time. So an idle tick pays no statement for it."""
+        if stream in self._objects_indexed:
+            return
+        if objindex.index_before_pages(self.db, stream):
+            self._objects_indexed.add(stream)
 
     def _claim(self, conn: Connection, spec: CursorSpec, *, owner: str, lease_seconds: float,
                now: datetime) -> tuple[int, str | None, OwnerLock] | Skip:

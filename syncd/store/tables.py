@@ -47,10 +47,29 @@ events = sa.Table(
     sa.Column("occurred_at", UTCDateTime, nullable=False),
     sa.Column("payload", json_type(), nullable=False),
     sa.Column("recorded_at", UTCDateTime, nullable=False),
-    # the object the event is about (syncd.store.objects): the dashboard's search by object id, by index
-    sa.Column("object_id", sa.String(200), nullable=True),
     sa.Index("ix_syncd_events_stream_occurred", "stream", "occurred_at"),
-    sa.Index("ix_syncd_events_object_id", "object_id"),
+)
+
+#: The ledger's object index: one row per (object id, event) for every object an event is about
+#: (``syncd.store.objects``), in the order the dashboard's search shows them. See ``syncd.store.objindex``.
+event_objects = sa.Table(
+    "syncd_event_objects",
+    metadata,
+    sa.Column("object_id", sa.String(200), primary_key=True),
+    sa.Column("occurred_at", UTCDateTime, primary_key=True),
+    sa.Column("stream", sa.String(200), primary_key=True),
+    sa.Column("event_id", sa.String(200), primary_key=True),
+    sqlite_with_rowid=False,  # the key is the row: one B-tree per entry, not a table and an index
+)
+
+#: Events recorded but not in ``event_objects`` yet: one row per page transaction, its (event id, object id)
+#: pairs as a JSON array. See ``syncd.store.objindex``.
+object_backlog = sa.Table(
+    "syncd_object_backlog",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("stream", sa.String(200), nullable=False),
+    sa.Column("entries", sa.Text, nullable=False),
 )
 
 #: One row per (workflow, event): the idempotency key of every effect.
