@@ -20,6 +20,7 @@ from syncd.ops.app import App
 from syncd.settings import Settings
 from syncd.store.db import create_engine
 from syncd.store.schema import migrate
+from syncd.store.sqlstore import SqlStore
 from syncd.workflows import Registry
 from tests.pgserver import PostgresServer, require_postgres
 
@@ -91,6 +92,17 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return _sqlite_copy(request.getfixturevalue("sqlite_template"), tmp_path)
     server: PostgresServer = request.getfixturevalue("pg_server")
     return server.create_database(template=request.getfixturevalue("pg_template"))
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[SqlStore]:
+    """A ``SqlStore`` on ``db_url`` (the Store contract's SQL implementation), closed after the test."""
+    db = create_engine(db_url)
+    migrate(db)
+    made = SqlStore(db)
+    yield made
+    made.close()
+    db.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

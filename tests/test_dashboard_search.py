@@ -12,7 +12,6 @@ Migration 0014 and pruning: ``tests/test_object_index.py``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,10 +21,8 @@ from sqlalchemy.engine import Engine
 
 from syncd.contracts import CursorSpec, Event, FakeClock, Skip
 from syncd.store import SqlStore, objindex
-from syncd.store.connect import create_engine
 from syncd.store.objects import object_ids
 from syncd.store.reads import SqlReads
-from syncd.store.schema import migrate
 from syncd.store.search import queries, streams
 from syncd.store.tables import event_objects, object_backlog
 
@@ -90,16 +87,6 @@ def _ledger_events() -> list[Event]:
             data = {"object": "user", "id": user, "email": f"u{i}@example.com"}
         found.append(Event("workos", f"event_{i:06d}", "x.updated", T0 + timedelta(seconds=i), data))
     return found
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[SqlStore]:
-    db = create_engine(db_url)
-    migrate(db)
-    made = SqlStore(db)
-    yield made
-    made.close()
-    db.dispose()
 
 
 def _plan(db: Engine, query: Any) -> str:

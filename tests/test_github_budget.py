@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterator
 
 import pytest
 
@@ -31,8 +30,6 @@ from syncd.ops.scheduler import WALK_SECONDS, Walker
 from syncd.settings import Secret
 from syncd.store import SqlStore
 from syncd.store.budget import Budget
-from syncd.store.db import create_engine
-from syncd.store.schema import migrate
 
 TOKEN = "ghp_budget_test_7c1f0a"
 BASE = 60.0  # SYNC_INTERVAL_SECONDS' default
@@ -41,14 +38,6 @@ BASE = 60.0  # SYNC_INTERVAL_SECONDS' default
 def worst_gap(sources: int, limit: int, base: float = BASE) -> float:
     """The README's worst case between two polls of one repository (one replica, the token syncd's alone)."""
     return max(base, sources * 3600 / (limit * (1 - RESERVE))) + 2 * WALK_SECONDS
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[SqlStore]:
-    engine = create_engine(db_url)
-    migrate(engine)
-    yield SqlStore(engine)
-    engine.dispose()
 
 
 class Replica:

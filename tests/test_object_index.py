@@ -4,10 +4,8 @@ earlier pages queued; pruning takes an event's entries with it; migration 0014 i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 import sqlalchemy as sa
 
 from syncd.contracts import CursorSpec, Event, FakeClock, Skip
@@ -31,16 +29,6 @@ def _events(count: int) -> list[Event]:
                  "organization_id": f"org_{i % 10}"})
         out.append(Event("workos", f"event_{i:05d}", "x.created", T0 + timedelta(minutes=i), data))
     return out
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[SqlStore]:
-    db = create_engine(db_url)
-    migrate(db)
-    made = SqlStore(db)
-    yield made
-    made.close()
-    db.dispose()
 
 
 def _entries(store: SqlStore) -> set[tuple[str, str]]:

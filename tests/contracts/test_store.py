@@ -36,27 +36,14 @@ from syncd.contracts import (
     Window,
 )
 from syncd.errors import ClaimLostError, LeaseLostError
-from syncd.store import SqlStore
-from syncd.store.connect import create_engine
 from syncd.store.owners import OWNER_NAMESPACE
 from syncd.store.reads import SqlReads
-from syncd.store.schema import migrate
 
 LEASE = 30.0
 ROOT = Path(__file__).resolve().parents[2]
 STREAM = "workos"
 LIVE = CursorSpec(STREAM, STREAM)
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    db = create_engine(db_url)
-    migrate(db)
-    made = SqlStore(db)
-    yield made
-    made.close()
-    db.dispose()
 
 
 #: A holder in a process of its own: claims the live cursor at the given time, prints the token, then
