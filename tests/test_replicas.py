@@ -325,8 +325,9 @@ def test_three_replicas_process_every_event_exactly_once(pg_server: PostgresServ
     wait_until(lambda: run_count(db) >= expected.total_runs, SYNC_TIMEOUT,
                f"{expected.total_runs} succeeded runs")
     synced = time.monotonic() - began
-    # idle ticks keep handing the leases around: wait until every source was held by at least two replicas
-    wait_until(lambda: all(len(r) >= 2 for r in lease_holders(db).values()), 30, "leases to change hands")
+    # Idle ticks hand leases around, but which replica's timer fires first after a release is up to their
+    # phases (no rotation is promised): wait until some source was held by two replicas, i.e. leases move.
+    wait_until(lambda: any(len(r) >= 2 for r in lease_holders(db).values()), 60, "a lease to change hands")
     handed_over = time.monotonic() - began
     codes = cluster.stop()
 
@@ -337,6 +338,7 @@ def test_three_replicas_process_every_event_exactly_once(pg_server: PostgresServ
     with db.connect() as conn:
         query = sa.text("SELECT replica, count(*) FROM probe_effects GROUP BY 1")
         workers = {replica: count for replica, count in conn.execute(query)}
+    assert len(workers) >= 2, workers  # runs are claimed by every replica's workers, not only the lease holder's
     print(f"\n{expected.total_runs} runs in {synced:.1f}s (leases moved by {handed_over:.1f}s); "
           f"effects per replica {workers}; "
           f"lease holders {holders}")
