@@ -46,6 +46,14 @@ from syncd.telemetry_sampling import DEFAULT_CHOICE, SamplerChoice, sampler_choi
 WORKERS = 16
 MAX_WORKERS = 256
 PREFETCH_PAGES = 20
+#: A catch-up commits several pages in one transaction: up to this many events (``SYNCD_GROUP_EVENTS``), or
+#: the pages that arrived within GROUP_SECONDS (``SYNCD_GROUP_SECONDS``; see ``syncd.engine.pages.Pager.group``).
+#: 3,000 rather than 1,000: the mirrors' random-key pages dirtied by a transaction are shared by more events
+#: (bench/README.md, "Measurements behind the code").
+GROUP_EVENTS = 3000
+GROUP_SECONDS = 1.0
+MAX_GROUP_EVENTS = 100_000
+MAX_GROUP_SECONDS = 60.0
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -262,6 +270,8 @@ class Settings:
     http_host: str = "0.0.0.0"  # where /healthz and /metrics listen
     prefetch_pages: int = PREFETCH_PAGES  # pages fetched ahead of the commits (PostgreSQL, slow providers); 0: none
     workers: int = WORKERS  # workflow runs in flight at once in this process (the run queue's workers)
+    group_events: int = GROUP_EVENTS  # a catch-up's transaction holds pages up to this many events (1: one page)
+    group_seconds: float = GROUP_SECONDS  # ... or the pages that arrived within this many seconds
     log_level: str = "INFO"
     log_format: str = "auto"
     replica_id: str | None = None
@@ -324,6 +334,9 @@ class Settings:
             prefetch_pages=get_int(env, "SYNCD_PREFETCH_PAGES", PREFETCH_PAGES, minimum=0,
                                    maximum=MAX_PREFETCH_PAGES),
             workers=get_int(env, "SYNCD_WORKERS", WORKERS, minimum=1, maximum=MAX_WORKERS),
+            group_events=get_int(env, "SYNCD_GROUP_EVENTS", GROUP_EVENTS, minimum=1, maximum=MAX_GROUP_EVENTS),
+            group_seconds=get_float(env, "SYNCD_GROUP_SECONDS", GROUP_SECONDS, minimum=0.0,
+                                    maximum=MAX_GROUP_SECONDS),
             log_level=log_level,
             log_format=log_format,
             replica_id=replica_id(env),

@@ -324,8 +324,8 @@ def drop_fail_cursor(db: Engine) -> None:
 def test_a_database_error_in_the_middle_of_a_transaction_rolls_all_its_pages_back(
         db_url: str, apps: list[App], clock: FakeClock, workos_sim: WorkOSSimulator) -> None:
     wanted = requested(workos_sim)
-    app = build(apps, db_url, clock, **workos_env(workos_sim))
-    app.engine.group_events, app.engine.group_seconds = 200, 3600  # two pages per transaction
+    app = build(apps, db_url, clock, **workos_env(workos_sim), SYNCD_GROUP_EVENTS="200",
+                SYNCD_GROUP_SECONDS="60")  # two pages per transaction
     fail_cursor_moves_past(app.db, wanted[249])  # pages 1 and 2 commit; pages 3 and 4 fail at the cursor
     [result] = app.tick_all()
     assert not result.ok and "disk I/O error (simulated)" in (result.error or "")

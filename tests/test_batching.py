@@ -193,8 +193,8 @@ def test_batch_workflows_run_before_per_event_ones_in_a_transaction(sqlite_url: 
     registry = Registry()
     registry.workflow("test.reader", on=Trigger(provider="workos", types=frozenset({"user.created"})),
                       inline=True)(check)
-    app = make_app(sqlite_url, registry=registry, **workos_env(workos_sim))
-    app.engine.group_events, app.engine.group_seconds = 300, 3600  # three pages per transaction
+    app = make_app(sqlite_url, registry=registry, **workos_env(workos_sim), SYNCD_GROUP_EVENTS="300",
+                   SYNCD_GROUP_SECONDS="60")  # three pages per transaction
     sync_until_caught_up(app)
     # only users deleted later in their own transaction may be missing: the mirror applied that delete too
     events = workos_sim.events()
@@ -240,8 +240,8 @@ def fetching_threads(app: App) -> set[str]:
 
 
 def test_prefetching_a_slow_provider_is_exact(db_url: str, make_app: MakeApp, slow_sim: WorkOSSimulator) -> None:
-    app = make_app(db_url, **workos_env(slow_sim))
-    app.engine.group_events = 300  # several transactions: prefetching starts after the first commits
+    # several transactions: prefetching starts after the first commits
+    app = make_app(db_url, **workos_env(slow_sim), SYNCD_GROUP_EVENTS="300")
     fetchers = fetching_threads(app)
     [result] = app.tick_all()
     assert result.ok and result.caught_up
@@ -255,8 +255,7 @@ def test_prefetching_a_slow_provider_is_exact(db_url: str, make_app: MakeApp, sl
 
 def test_a_stop_between_pages_drops_the_prefetched_page_and_loses_nothing(
         db_url: str, make_app: MakeApp, slow_sim: WorkOSSimulator) -> None:
-    app = make_app(db_url, **workos_env(slow_sim))
-    app.engine.group_events = 1  # one page per transaction
+    app = make_app(db_url, **workos_env(slow_sim), SYNCD_GROUP_EVENTS="1")  # one page per transaction
     committed: list[str | None] = []
 
     def stop_after_two(target: Target, page: Page) -> None:

@@ -227,8 +227,7 @@ def test_restart_mid_stream_resumes_without_gap_or_duplicate(db_url: str, make_a
     env = workos_env(sim)
     wanted = requested_ids(sim)
     crashed = make_app(db_url, **env)
-    crashed.engine.max_pages = 2  # the process dies after committing two pages
-    [partial] = crashed.tick_all()
+    [partial] = crashed.tick_all(max_pages=2)  # the process dies after committing two pages
     assert partial.ok and not partial.caught_up and partial.pages == 2
     assert source_row(crashed.db).cursor == wanted[199]
     assert len(ledger_rows(crashed.db)) == 200

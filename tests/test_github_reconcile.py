@@ -209,11 +209,10 @@ def test_a_reconcile_stopped_mid_way_resumes_and_runs_each_once(db_url: str, bui
     for victim in victims:
         sim.delete("acme/web", victim["number"])
     sim.advance(HOUR + 1)
-    app.engine.max_pages = 2  # each tick stops after two pages, as a crash between two commits would
     web = app.connectors[0]
     states: list[str] = []
-    for _ in range(3):
-        assert app.tick(web).ok
+    for _ in range(3):  # each tick stops after two pages, as a crash between two commits would
+        assert app.tick(web, max_pages=2).ok
         states.append(cursor_of(app, web.key))
     assert any('"page"' in s for s in states) and any('"check"' in s for s in states)  # stopped mid-walk, mid-check
 
@@ -281,9 +280,7 @@ def test_a_throttled_reconcile_pauses_the_source_and_resumes_where_it_stood(sqli
     victim = list(sim.issues("acme/web").values())[-1]
     sim.delete("acme/web", victim["number"])
     sim.advance(HOUR + 1)
-    app.engine.max_pages = 2  # the poll that begins the reconcile, and its first listing page
-    assert app.tick(web).ok
-    app.engine.max_pages = None
+    assert app.tick(web, max_pages=2).ok  # the poll that begins the reconcile, and its first listing page
     sim.rate_limit_next(1, status=429, retry_after=120)  # the second listing page is throttled
     throttled = app.tick(web)
     assert not throttled.ok and "rate limited" in str(throttled.error)

@@ -116,11 +116,11 @@ def source_row(app: App, key: str) -> store.SourceRow:
     return row
 
 
-def catch_up(app: App, connector: Any, limit: int = 50) -> list[Any]:
-    """Tick one source until it reports caught up (ticks may stop early with ``engine.max_pages``)."""
+def catch_up(app: App, connector: Any, limit: int = 50, max_pages: int | None = None) -> list[Any]:
+    """Tick one source until it reports caught up (each tick stops after ``max_pages`` pages, if given)."""
     results = []
     for _ in range(limit):
-        results.append(app.tick(connector))
+        results.append(app.tick(connector, max_pages=max_pages))
         assert results[-1].ok, results[-1].error
         if results[-1].caught_up:
             return results
@@ -177,8 +177,7 @@ def test_same_second_boundary_split_across_polls_processes_each_version_once(
     # and with max_pages=1 every page is its own tick, so the pending next link sits in the database.
     for n, max_pages in ((4, None), (2, None), (11, 1), (1, None), (5, 1)):
         made += sim.mutate("acme/web", n, at=boundary)
-        app.engine.max_pages = max_pages
-        for result in catch_up(app, connector):
+        for result in catch_up(app, connector, max_pages=max_pages):
             cursors.append(Cursor.loads(result.cursor_after))
             emitted += result.events
     sim.advance(1)

@@ -142,15 +142,13 @@ def test_crowded_second_edit_between_pages_loses_no_version(sqlite_url: str, gbu
     crowded = gsim.mutate("acme/web", 14)  # 14 versions in one second: three pages of 5
     second = crowded[0]["updated_at"]
     assert {m["updated_at"] for m in crowded} == {second}
-    app.engine.max_pages = 1
     pages: list[Page] = []
     app.engine.on_page = lambda target, page: pages.append(page)
     while not any(Cursor.loads(str(p.next_cursor)).next_url for p in pages):  # until the walk is between pages
-        assert app.tick(connector).ok
+        assert app.tick(connector, max_pages=1).ok
     first_page = sorted(crowded, key=lambda m: m["number"])[:5]
     gsim.advance(1)
     edited = gsim.edit("acme/web", first_page[0]["number"])
-    app.engine.max_pages = None
     results = catch_up(app, connector)
     assert all(r.ok for r in results)
     expected = {f"{m['id']}@{m['updated_at']}" for m in [*crowded, edited]}

@@ -67,9 +67,9 @@ def wsim() -> Iterator[WorkOSSimulator]:
 
 
 
-def workos_app(db_url: str, sim: WorkOSSimulator, apps: list[App], registry: Registry) -> App:
+def workos_app(db_url: str, sim: WorkOSSimulator, apps: list[App], registry: Registry, **env: str) -> App:
     app = App.build(settings_for(db_url, WORKOS_API_KEY=WORKOS_KEY, WORKOS_BASE_URL=sim.url, WORKOS_EVENTS=TYPES,
-                                 SYNCD_BUILTINS="none"), registry=registry)
+                                 SYNCD_BUILTINS="none", **env), registry=registry)
     apps.append(app)
     return app
 
@@ -144,10 +144,10 @@ def test_workos_cursor_times() -> None:
 def test_events_older_than_the_cursor_never_move_it_back(db_url: str, wsim: WorkOSSimulator,
                                                          apps: list[App]) -> None:
     processed: list[str] = []
-    app = workos_app(db_url, wsim, apps, counting_registry(processed, workos.events()))
+    # one page per transaction: every cursor move is seen
+    app = workos_app(db_url, wsim, apps, counting_registry(processed, workos.events()), SYNCD_GROUP_EVENTS="1")
     cursors: list[str] = []
     app.engine.on_page = lambda target, page: cursors.append(str(page.next_cursor))
-    app.engine.group_events = 1  # one page per transaction: every cursor move is seen
     app.tick_all()  # the first page is asked by time, without after
     wsim.faults = Faults(stale_events=7)  # every later page ends with 7 events from before its cursor
     wsim.generate(300)
@@ -186,8 +186,7 @@ def test_workos_pages_that_cycle_stop_the_tick_and_lose_nothing(db_url: str, wsi
     """WorkOS's cursor never moves back, so a listing that cycles to the start is a cursor that does not move:
     the tick stops there (the loop guard), visibly, and a later tick catches up once the provider is fixed."""
     processed: list[str] = []
-    app = workos_app(db_url, wsim, apps, counting_registry(processed, workos.events()))
-    app.engine.group_events = 1
+    app = workos_app(db_url, wsim, apps, counting_registry(processed, workos.events()), SYNCD_GROUP_EVENTS="1")
     assert app.tick_all()[0].ok
     wsim.generate(400)
     middle = wanted_ids(wsim)[len(processed) + 99]  # the last id of the first page of the new events

@@ -189,8 +189,8 @@ def test_a_replica_paused_past_its_lease_commits_nothing_after_a_takeover(
         assert lease is not None
         tokens.append(lease.token)
 
-    a = replica(app, "a", clock, on_page=pause_and_lose_the_lease)
-    a.group_events = 1  # one page per transaction: the takeover lands between two commits
+    # one page per transaction: the takeover lands between two commits
+    a = replica(app, "a", clock, on_page=pause_and_lose_the_lease, group_events=1)
     result = a.sync(connector)
 
     assert not result.ok and result.pages == 1

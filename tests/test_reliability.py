@@ -501,8 +501,8 @@ def test_twenty_thousand_events_through_every_fault_end_exact(tmp_path: Path, ap
 def test_an_event_repeated_across_page_boundaries_runs_once(
         sqlite_url: str, apps: list[App], clock: FakeClock, workos_sim: WorkOSSimulator) -> None:
     workos_sim.faults = Faults(repeat_boundary=True)
-    app = build(apps, sqlite_url, clock, **workos_env(workos_sim))
-    app.engine.group_events = 1  # one page per transaction: each repeat arrives in a later transaction
+    # one page per transaction: each repeat arrives in a later transaction
+    app = build(apps, sqlite_url, clock, **workos_env(workos_sim), SYNCD_GROUP_EVENTS="1")
     [result] = app.tick_all()
     assert result.ok and result.caught_up and result.pages > 2
     assert result.events > result.new_events == len(requested(workos_sim))  # repeats seen, recorded once

@@ -96,6 +96,10 @@ def test_database_url_normalised_to_psycopg3(given: str, expected: str) -> None:
     ({"SYNCD_HTTP_TIMEOUT": "0"}, "SYNCD_HTTP_TIMEOUT"),
     ({"SYNCD_PREFETCH_PAGES": "-1"}, "SYNCD_PREFETCH_PAGES"),
     ({"SYNCD_PREFETCH_PAGES": "many"}, "SYNCD_PREFETCH_PAGES"),
+    ({"SYNCD_GROUP_EVENTS": "0"}, "SYNCD_GROUP_EVENTS"),
+    ({"SYNCD_GROUP_EVENTS": "lots"}, "SYNCD_GROUP_EVENTS"),
+    ({"SYNCD_GROUP_SECONDS": "-1"}, "SYNCD_GROUP_SECONDS"),
+    ({"SYNCD_GROUP_SECONDS": "nan"}, "SYNCD_GROUP_SECONDS"),
     ({"SYNCD_HTTP_PORT": "http"}, "SYNCD_HTTP_PORT"),
     ({"EVENTS_RANGE_START": "1767225600000"}, "EVENTS_RANGE_END"),  # one without the other
     ({"EVENTS_RANGE_END": "1767225600000"}, "EVENTS_RANGE_START"),

@@ -36,6 +36,8 @@ BAD = [
     ("SYNCD_REPLICA_ID", "replica\x1b[2J"),
     ("SYNCD_HTTP_PORT", "70000"),
     ("SYNCD_PREFETCH_PAGES", "10000000000"),
+    ("SYNCD_GROUP_EVENTS", "10000000000"),
+    ("SYNCD_GROUP_SECONDS", "1e9"),
     ("SYNCD_MAX_ATTEMPTS", "100"),  # the run backoff would overflow at the 60th
     ("DATABASE_URL", "postgresql+asyncpg://syncd:pw-7f1c@localhost/syncd"),
     ("DATABASE_URL", "sqlite+aiosqlite:///syncd.db"),

@@ -128,11 +128,9 @@ def test_same_second_runs_and_arrivals_mid_walk_each_run_once_oldest_first(
     sim.on_request = arrive
     for batch, max_pages in ((11, None), (25, 1), (4, 1), (9, None)):
         sim.generate(batch)  # all in the simulator's current second
-        app.engine.max_pages = max_pages
-        catch_up(app, connector, limit=1000)
+        catch_up(app, connector, limit=1000, max_pages=max_pages)
         sim.advance(1)
     sim.on_request = None
-    app.engine.max_pages = None
     catch_up(app, connector, limit=1000)
     assert len(arrived) >= 4  # events arrived during walks (twice or more)
     assert recorder.ran == truth(sim)

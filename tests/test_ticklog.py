@@ -104,9 +104,9 @@ def test_the_engine_logs_its_ticks_and_their_progress(sqlite_url: str, sim: Work
                                                       make_app: Callable[..., App],
                                                       caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    app = make_app(sqlite_url, **workos_env(sim))
+    # one transaction per page, so the catch-up has several
+    app = make_app(sqlite_url, **workos_env(sim), SYNCD_GROUP_EVENTS="1")
     app.engine.ticklog = TickLog(now=Ticker(step=11.0))  # 11 s pass between two looks at the clock
-    app.engine.group_events = 1  # one transaction per page, so the catch-up has several
     first = app.tick_all()[0]
     assert first.ok and first.pages > 2
     said = lines(caplog, "syncd.tick")

@@ -23,9 +23,10 @@ from syncd.engine.decisions import (
 )
 from syncd.engine.ingest import SyncEngine, Target, warn_slow_page
 from syncd.engine.lease import LeaseKeeper
-from syncd.engine.pages import GROUP_EVENTS, GROUP_SECONDS, PREFETCH_AFTER_SECONDS, Pager, Prefetcher
+from syncd.engine.pages import PREFETCH_AFTER_SECONDS, Pager, Prefetcher
 from syncd.engine.results import PageResult, RunTally, TickResult
 from syncd.engine.runner import MAX_RESUME_ROUNDS, Runner, RunScope
+from syncd.settings import GROUP_EVENTS, GROUP_SECONDS
 
 __all__ = [
     "GROUP_EVENTS", "GROUP_SECONDS", "MAX_ERROR_LENGTH", "MAX_RESUME_ROUNDS", "PREFETCH_AFTER_SECONDS",

@@ -49,7 +49,7 @@ from syncd.engine.decisions import (
 )
 from syncd.engine.executor import Executor
 from syncd.engine.lease import LeaseKeeper
-from syncd.engine.pages import GROUP_EVENTS, GROUP_SECONDS, Group, Pager, Prefetcher
+from syncd.engine.pages import Group, Pager, Prefetcher
 from syncd.engine.queueing import next_seq, queued_run
 from syncd.engine.results import PageResult, RunTally, TickResult
 from syncd.engine.runner import Runner, tally_batch
@@ -57,7 +57,7 @@ from syncd.engine.statements import note_quarantined, purpose
 from syncd.engine.ticklog import TickLog
 from syncd.engine.tracing import EventTraces, page_span, sync_attributes, tick_attributes, tracer
 from syncd.engine.workers import WorkerPool
-from syncd.settings import PREFETCH_PAGES, Integrations
+from syncd.settings import GROUP_EVENTS, GROUP_SECONDS, PREFETCH_PAGES, Integrations
 from syncd.workflows import Registry, Workflow
 from syncd.workflows.outbound import Outbound
 
@@ -82,14 +82,22 @@ class Target:
 
 
 class SyncEngine:
-    """Syncs cursors into ``store`` (``syncd.store.SqlStore``), dispatching their events to ``registry``."""
+    """Syncs cursors into ``store`` (``syncd.store.SqlStore``), dispatching their events to ``registry``.
+
+    Batching options (``App.build`` takes them from the settings): ``group_events`` and ``group_seconds`` bound
+    a catch-up's transaction (``SYNCD_GROUP_EVENTS``/``SYNCD_GROUP_SECONDS``; ``group_events=1``: one page
+    per transaction). ``max_pages`` ends every tick after that many pages, released as a crash right after
+    that commit would leave it (the next tick resumes from the cursor); ``sync`` takes it per tick too.
+    ``on_page(target, page)`` (an attribute too, which may be set or cleared between ticks) is called after
+    each page the tick committed, on the ticking thread."""
 
     def __init__(self, store: Store, registry: Registry, *, clock: Clock | None = None,
                  replica_id: str | None = None, lease_seconds: float = 180, max_attempts: int = 5,
                  stop: threading.Event | None = None, max_pages: int | None = None,
                  on_page: Callable[[Target, Page], None] | None = None, integrations: Integrations | None = None,
                  prefetch_pages: int = PREFETCH_PAGES, outbound: Outbound | None = None,
-                 drain_workers: int = 1) -> None:
+                 drain_workers: int = 1, group_events: int = GROUP_EVENTS,
+                 group_seconds: float = GROUP_SECONDS) -> None:
         self.store = store
         self.db = store.db  # for ``ops`` readers
         self.integrations = integrations if integrations is not None else Integrations()  # for workflows' calls
@@ -101,8 +109,8 @@ class SyncEngine:
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
         self.stop = stop or threading.Event()
-        self.max_pages = max_pages  # tests: stop after N pages, as a crash would
-        self.group_events, self.group_seconds = GROUP_EVENTS, GROUP_SECONDS  # see Pager.group
+        self.max_pages = max_pages  # every tick stops after N pages, as a crash after that commit would
+        self.group_events, self.group_seconds = group_events, group_seconds  # see Pager.group
         self.prefetch_pages = prefetch_pages  # SYNCD_PREFETCH_PAGES; see _page_loop
         self.drain_workers = drain_workers  # SYNCD_WORKERS: runs in flight when a tick runs its own (see _drain)
         self.on_page = on_page
@@ -118,9 +126,10 @@ class SyncEngine:
 
     # ---- one cursor, one tick ------------------------------------------------------------------
 
-    def sync(self, target: Target | Connector, *, fetch: bool = True) -> TickResult:
+    def sync(self, target: Target | Connector, *, fetch: bool = True, max_pages: int | None = None) -> TickResult:
         """One tick of ``target``: claim, pages (unless ``fetch`` is False: then only its due runs), due runs,
-        release. Never raises: a failure is in the result (and recorded on the cursor)."""
+        release. Never raises: a failure is in the result (and recorded on the cursor). ``max_pages`` (else
+        the engine's) ends the tick after that many pages, caught up or not."""
         if not isinstance(target, Target):
             target = Target(target)
         result = TickResult(source=target.key)
@@ -129,7 +138,8 @@ class SyncEngine:
                                           attributes=sync_attributes(target.key, target.connector.key)) as span:
             held: Lease | None = None
             try:
-                held = self._sync(target, result, fetch=fetch)
+                held = self._sync(target, result, fetch=fetch,
+                                  max_pages=self.max_pages if max_pages is None else max_pages)
             except Exception as exc:  # recorded on the source and the tick; never escapes a tick
                 result.ok = False
                 result.error = error_text(exc)
@@ -143,7 +153,7 @@ class SyncEngine:
         self.ticklog.finished(result, (self.clock.now() - started).total_seconds())
         return result
 
-    def _sync(self, target: Target, result: TickResult, *, fetch: bool) -> Lease | None:
+    def _sync(self, target: Target, result: TickResult, *, fetch: bool, max_pages: int | None) -> Lease | None:
         """The tick's work; returns the lease still to release when it can go with the tick's record (a tick
         that ran well, with a worker pool to hand its runs to: one transaction less)."""
         spec = target.spec
@@ -160,7 +170,7 @@ class SyncEngine:
         try:
             keeper.start()
             if fetch:
-                self._page_loop(target, lease, result, keeper)
+                self._page_loop(target, lease, result, keeper, max_pages)
             done = self.workers is not None
         finally:
             keeper.stop()
@@ -182,7 +192,8 @@ class SyncEngine:
                         error_text(exc),
                         extra={"source": lease.key})
 
-    def _page_loop(self, target: Target, lease: Lease, result: TickResult, keeper: LeaseKeeper) -> None:
+    def _page_loop(self, target: Target, lease: Lease, result: TickResult, keeper: LeaseKeeper,
+                   max_pages: int | None) -> None:
         # While pages commit, the next one is already being fetched (connectors that allow it), once the
         # provider is slow enough for it to pay: a page that took PREFETCH_AFTER_SECONDS to arrive. On a
         # fast loopback the thread hand-offs would cost more CPU than they hide. A prefetched page is only a
@@ -205,7 +216,7 @@ class SyncEngine:
         pager = Pager(key, fetch, new_span, prefetch, self.stop, self.group_events, self.group_seconds)
         try:
             while not self.stop.is_set():
-                room = None if self.max_pages is None else self.max_pages - result.pages
+                room = None if max_pages is None else max_pages - result.pages
                 if room is not None and room <= 0:
                     return
                 keeper.check()

@@ -21,12 +21,8 @@ from opentelemetry.trace import Status, StatusCode
 from syncd.contracts import Page
 from syncd.engine.decisions import check_progress, error_text
 from syncd.errors import CursorCycleError
+from syncd.settings import GROUP_EVENTS, GROUP_SECONDS
 
-#: A catch-up commits several pages in one transaction: up to this many events, or the pages that arrived
-#: within GROUP_SECONDS (see Pager.group). 3,000 rather than 1,000: the mirrors' random-key pages dirtied
-#: by a transaction are shared by more events (bench/README.md, "Measurements behind the code").
-GROUP_EVENTS = 3000
-GROUP_SECONDS = 1.0
 #: Prefetch the next page while one commits once a page takes this long to arrive (see SyncEngine._page_loop).
 PREFETCH_AFTER_SECONDS = 0.01
 #: The loop guard remembers this many cursors of a tick (16-byte digests): pages that cycle within that many

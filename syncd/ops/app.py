@@ -103,7 +103,8 @@ class App:
                             lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts, stop=stop,
                             integrations=settings.integrations,
                             outbound=Outbound(settings.integrations, RateLimiter(db)),
-                            drain_workers=settings.workers)
+                            drain_workers=settings.workers, group_events=settings.group_events,
+                            group_seconds=settings.group_seconds)
         return cls(settings=settings, db=db, registry=full_registry, connectors=connectors, engine=engine, stop=stop,
                    providers=tuple(providers))
 
@@ -139,19 +140,21 @@ class App:
         """What syncd's tables say (status, health, metrics, progress), read outside the write lock."""
         return SqlReads(self.db)
 
-    def tick(self, connector: Connector | Target) -> TickResult:
+    def tick(self, connector: Connector | Target, *, max_pages: int | None = None) -> TickResult:
+        """One tick of ``connector`` (``SyncEngine.sync``); ``max_pages`` ends it after that many pages, as a
+        crash right after that commit would (tests and tools)."""
         from opentelemetry import trace
 
         key = connector.key
         tracer = trace.get_tracer("syncd")
         with tracer.start_as_current_span("syncd.tick", attributes={"syncd.source": key}) as span:
-            result = self.engine.sync(connector)
+            result = self.engine.sync(connector, max_pages=max_pages)
             if not result.ok:  # so Jaeger's "error=true" search finds failed ticks at the root
                 span.set_status(trace.Status(trace.StatusCode.ERROR, result.error))
             return result
 
-    def tick_all(self) -> list[TickResult]:
-        return [self.tick(c) for c in self.connectors]
+    def tick_all(self, *, max_pages: int | None = None) -> list[TickResult]:
+        return [self.tick(c, max_pages=max_pages) for c in self.connectors]
 
     def close(self) -> None:
         for connector in self.connectors:
