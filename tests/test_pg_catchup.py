@@ -1,9 +1,11 @@
-"""The catch-up's bulk paths for run rows (issue 26, session 10) on both databases.
+"""The catch-up's bulk paths for the ledger and run rows (issue 26, session 10) on both databases.
 
-On PostgreSQL a batch's run rows go by a plain ``INSERT … SELECT`` in a SAVEPOINT, made again with ``ON
-CONFLICT DO NOTHING`` only if the primary key refuses it (``ledger.insert_batch_runs``). These tests hold
-the contract the fallback keeps: a run that exists is left as it is, the others are inserted, repeats give
-one row, and the page transaction goes on after a refused attempt (the SAVEPOINT rolled back, not the page).
+On PostgreSQL a catch-up group's ledger rows go by ``COPY`` straight into the ledger in a SAVEPOINT
+(``pgcopy.copy_new``), and a batch's run rows by a plain ``INSERT … SELECT`` in a SAVEPOINT
+(``ledger.insert_batch_runs``); either is made again with ``ON CONFLICT DO NOTHING`` only if the primary key
+refuses it. These tests hold the contract the fallbacks keep: what exists is left as it is, the rest is
+inserted, repeats give one row (the first), and the page transaction goes on after a refused attempt (the
+SAVEPOINT rolled back, not the page).
 """
 
 from __future__ import annotations
@@ -110,3 +112,20 @@ def test_a_fenced_out_page_commits_no_run_rows(store: SqlStore, stale: bool) -> 
     except LeaseLostError:
         assert stale
     assert len(runs_of(store, "mirror")) == (0 if stale else len(events))
+
+
+def test_a_replayed_group_records_nothing_new_and_a_repeated_id_keeps_its_first_event(store: SqlStore) -> None:
+    lease = claim(store)
+    group = [event(n) for n in range(200)]
+    second = Event(stream=STREAM, id=event(7).id, type="user.updated", occurred_at=T0, data={"id": "other"})
+    with lease.page(STREAM) as txn:
+        assert txn.record_events([*group, second], T0).new == {e.id for e in group}
+        txn.advance("c1", meta=None, new_events=len(group))
+    with lease.page(STREAM) as txn:
+        assert txn.record_events(group, T0).new == set()  # every id known: the fallback finds none new
+        txn.advance("c2", meta=None, new_events=0)
+    with store.db.connect() as conn:
+        rows = conn.execute(sa.text("SELECT type, count(*) OVER () FROM syncd_events WHERE event_id = :id"),
+                            {"id": event(7).id}).all()
+        total = conn.execute(sa.text("SELECT count(*) FROM syncd_events")).scalar_one()
+    assert [tuple(r) for r in rows] == [("user.created", 1)] and total == 200

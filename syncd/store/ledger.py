@@ -19,7 +19,8 @@ from sqlalchemy.engine import Connection
 from syncd import jsoncodec
 from syncd.contracts import Event, Quarantined, Recorded, RunKey, RunRecord, RunStatus
 from syncd.store import quarantine, retention
-from syncd.store.bulk import BinaryArray, copy_insert, insert_ignore, list_param, one_of
+from syncd.store.bulk import BinaryArray, insert_ignore, list_param, one_of
+from syncd.store.pgcopy import copy_insert, copy_new
 from syncd.store.tables import events, object_backlog, runs, steps
 
 # ---- the ledger ---------------------------------------------------------------------------------------
@@ -60,8 +61,21 @@ def queue_objects(conn: Connection, stream: str, event_ids: Sequence[str]) -> No
 _QUEUE_OBJECTS = sa.insert(object_backlog).values(stream=sa.bindparam("stream"), entries=sa.bindparam("entries"))
 
 
+#: From this many events on, PostgreSQL first tries to COPY a batch straight into the ledger (``copy_new``): a
+#: catch-up's groups, whose events are new. Smaller batches (a live tick's page, which may meet an event again
+#: at its boundary) go the ``ON CONFLICT`` way at once.
+COPY_NEW_FROM = 100
+
+
 def _insert_new(conn: Connection, batch: Sequence[Event], now: datetime) -> set[str]:
-    if conn.dialect.name == "postgresql":  # the insert itself says which events were new
+    if conn.dialect.name == "postgresql":
+        if len(batch) >= COPY_NEW_FROM:
+            fresh: dict[str, Event] = {}
+            for event in batch:  # the first of repeated ids, as ON CONFLICT DO NOTHING keeps it
+                fresh.setdefault(event.id, event)
+            if copy_new(conn, events, LEDGER_COLUMNS, [ledger_values(e, now) for e in fresh.values()]):
+                return set(fresh)
+        # the insert itself says which events were new
         return _record_new_events(conn, [ledger_values(e, now) for e in batch])
     seen = _existing_event_ids(conn, batch[0].stream, [e.id for e in batch])
     rows = [ledger_row(e, now) for e in batch if e.id not in seen]
