@@ -1,8 +1,9 @@
 """The ledger (``syncd_events``), runs (``syncd_runs``) and step results (``syncd_steps``).
 
 Every function takes a ``Connection`` inside a transaction the caller (``SqlStore``) owns. The dialects
-differ here, privately: PostgreSQL says which ledger rows were new in the insert itself, and serialises a
-stream's run-creating transactions with an advisory lock; SQLite reads lists from one JSON parameter.
+differ here, privately: PostgreSQL says which ledger rows were new in the insert itself (a catch-up's
+group goes by a plain ``COPY`` that takes them all, or else by ``ON CONFLICT … RETURNING``), and serialises
+a stream's run-creating transactions with an advisory lock; SQLite reads lists from one JSON parameter.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def event_from_ledger(stream: str, row: Mapping[str, Any] | sa.RowMapping) -> Ev
 
 def _record_new_events(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> set[str]:
     """Insert the ledger rows (``LEDGER_COLUMNS`` values) not recorded yet; return their event ids
-    (PostgreSQL: ``COPY`` and one INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING, ``bulk.copy_insert``).
+    (PostgreSQL: ``COPY`` and one INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING, ``pgcopy.copy_insert``).
 
     One statement instead of a look-up and an insert, and no ``event_id IN (…)`` query: on a young table
     without statistics PostgreSQL planned that one as a scan of the stream's whole ledger, every page.
