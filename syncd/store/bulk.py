@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import itertools
 import operator
 import re
@@ -24,6 +23,9 @@ from sqlalchemy.engine.interfaces import BindTyping
 from sqlalchemy.orm import Session
 
 from syncd import jsoncodec
+from syncd.store.pgcopy import _copy_converted, _staging, copy_insert
+
+__all__ = ["copy_insert"]  # moved to syncd.store.pgcopy; kept importable from here
 
 
 def one_of(column: sa.ColumnElement[Any], name: str, dialect: str) -> sa.ColumnElement[bool]:
@@ -310,81 +312,3 @@ def _upsert_statement(dialect: str, table: sa.Table, columns: tuple[str, ...], k
     if not returning:
         return cacheable(upsert, dialect)
     return cacheable(upsert.returning(table.c[key]), dialect, returning=[table.c[key]])
-
-
-# ---- PostgreSQL: COPY into a temporary table, then one INSERT … SELECT ----------------------------------
-
-
-def copy_insert(conn: Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
-                conflict: str, returning: str | None = None) -> list[Any]:
-    """PostgreSQL (psycopg): insert ``rows`` into ``table`` with ``COPY`` and one ``INSERT … SELECT``.
-
-    ``rows`` are tuples of values in ``columns`` order, as ``conn.execute`` takes them: each value goes
-    through its column type's bind processor (UTC datetimes, JSON). They are copied into a temporary table
-    with those columns' types, then moved by ``INSERT INTO table (columns) SELECT columns FROM it ON CONFLICT
-    {conflict}`` in the caller's transaction. Returns the ``returning`` column's values of the rows inserted
-    (nothing if ``returning`` is None). Same rows and conflict rules as one ``INSERT … VALUES … ON CONFLICT``
-    per row, except that ``DO UPDATE`` must not meet a key twice (PostgreSQL refuses it); ``DO NOTHING``
-    keeps the first of repeated keys, as row-by-row inserts would.
-
-    Why (bench/README.md, scenario D): the server parses and plans one statement, not one per row, and
-    the client binds no parameters; psycopg formats COPY rows in C. The temporary table belongs to the
-    session, is emptied at each commit (``ON COMMIT DELETE ROWS``; a rollback discards its rows too) and
-    is named after its columns, so a column added later gets a table of its own. ``IF NOT EXISTS`` every
-    time rather than a flag on the connection: a rolled-back first transaction takes the table with it,
-    and a transaction-mode pooler may hand over another session.
-    """
-    if not rows:
-        return []
-    dialect = conn.dialect
-    staging = _staging(table.name, tuple(columns))
-    # The engine's own processors (its JSON serializer), looked up per call: a few µs against a COPY.
-    processors = [(i, p) for i, c in enumerate(columns)
-                  if (p := table.c[c].type.dialect_impl(dialect).bind_processor(dialect)) is not None]
-    values: Iterable[Sequence[Any]] = rows
-    if processors:
-        converted: list[Any] = list(zip(*rows, strict=True))
-        for i, process in processors:
-            converted[i] = map(process, converted[i])
-        values = zip(*converted, strict=True)
-    return _copy_converted(conn, staging, values, conflict, returning)
-
-
-def _copy_converted(conn: Connection, staging: _Staging, rows: Iterable[Sequence[Any]], conflict: str,
-                    returning: str | None) -> list[Any]:
-    """``copy_insert`` once the values are the driver's."""
-    conn.exec_driver_sql(staging.create)
-    driver = conn.connection.driver_connection
-    assert driver is not None  # a live connection inside the caller's transaction
-    with driver.cursor() as cursor, cursor.copy(staging.copy) as copy:
-        for row in rows:
-            copy.write_row(row)
-    result = conn.exec_driver_sql(staging.insert + conflict + (f" RETURNING {returning}" if returning else ""))
-    return [r[0] for r in result] if returning else []
-
-
-@dataclass(frozen=True)
-class _Staging:
-    """A ``copy_insert`` shape: its temporary table's DDL, the COPY, the INSERT's head."""
-
-    create: str
-    copy: str
-    insert: str
-
-
-@functools.lru_cache(maxsize=64)
-def _staging(table: str, columns: tuple[str, ...]) -> _Staging:
-    digest = hashlib.blake2b(repr((table, columns)).encode(), digest_size=6).hexdigest()
-    name = f"syncd_copy_{table[:36]}_{digest}"
-    target = _quoted(table)
-    listed = ", ".join(map(_quoted, columns))
-    return _Staging(
-        create=(f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} ON COMMIT DELETE ROWS AS "
-                f"SELECT {listed} FROM {target} WITH NO DATA"),
-        copy=f"COPY {name} ({listed}) FROM STDIN",
-        insert=f"INSERT INTO {target} ({listed}) SELECT {listed} FROM {name} ON CONFLICT ",
-    )
-
-
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'

@@ -1,8 +1,9 @@
 """The ledger (``syncd_events``), runs (``syncd_runs``) and step results (``syncd_steps``).
 
 Every function takes a ``Connection`` inside a transaction the caller (``SqlStore``) owns. The dialects
-differ here, privately: PostgreSQL says which ledger rows were new in the insert itself, and serialises a
-stream's run-creating transactions with an advisory lock; SQLite reads lists from one JSON parameter.
+differ here, privately: PostgreSQL says which ledger rows were new in the insert itself (a catch-up's
+group goes by a plain ``COPY`` that takes them all, or else by ``ON CONFLICT … RETURNING``), and serialises
+a stream's run-creating transactions with an advisory lock; SQLite reads lists from one JSON parameter.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from syncd import jsoncodec
 from syncd.contracts import Event, Quarantined, Recorded, RunKey, RunRecord, RunStatus
 from syncd.store import quarantine, retention
-from syncd.store.bulk import copy_insert, insert_ignore, list_param, one_of
+from syncd.store.bulk import BinaryArray, insert_ignore, list_param, one_of
+from syncd.store.pgcopy import copy_insert, copy_new
 from syncd.store.tables import events, object_backlog, runs, steps
 
 # ---- the ledger ---------------------------------------------------------------------------------------
@@ -61,8 +62,21 @@ def queue_objects(conn: Connection, stream: str, event_ids: Sequence[str]) -> No
 _QUEUE_OBJECTS = sa.insert(object_backlog).values(stream=sa.bindparam("stream"), entries=sa.bindparam("entries"))
 
 
+#: From this many events on, PostgreSQL first tries to COPY a batch straight into the ledger (``copy_new``): a
+#: catch-up's groups, whose events are new. Smaller batches (a live tick's page, which may meet an event again
+#: at its boundary) go the ``ON CONFLICT`` way at once.
+COPY_NEW_FROM = 100
+
+
 def _insert_new(conn: Connection, batch: Sequence[Event], now: datetime) -> set[str]:
-    if conn.dialect.name == "postgresql":  # the insert itself says which events were new
+    if conn.dialect.name == "postgresql":
+        if len(batch) >= COPY_NEW_FROM:
+            fresh: dict[str, Event] = {}
+            for event in batch:  # the first of repeated ids, as ON CONFLICT DO NOTHING keeps it
+                fresh.setdefault(event.id, event)
+            if copy_new(conn, events, LEDGER_COLUMNS, [ledger_values(e, now) for e in fresh.values()]):
+                return set(fresh)
+        # the insert itself says which events were new
         return _record_new_events(conn, [ledger_values(e, now) for e in batch])
     seen = _existing_event_ids(conn, batch[0].stream, [e.id for e in batch])
     rows = [ledger_row(e, now) for e in batch if e.id not in seen]
@@ -95,7 +109,7 @@ def event_from_ledger(stream: str, row: Mapping[str, Any] | sa.RowMapping) -> Ev
 
 def _record_new_events(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> set[str]:
     """Insert the ledger rows (``LEDGER_COLUMNS`` values) not recorded yet; return their event ids
-    (PostgreSQL: ``COPY`` and one INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING, ``bulk.copy_insert``).
+    (PostgreSQL: ``COPY`` and one INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING, ``pgcopy.copy_insert``).
 
     One statement instead of a look-up and an insert, and no ``event_id IN (…)`` query: on a young table
     without statistics PostgreSQL planned that one as a scan of the stream's whole ledger, every page.
@@ -180,6 +194,15 @@ def insert_batch_runs(conn: Connection, template: RunRecord, event_ids: Sequence
     The same rows ``insert_runs`` writes, by one ``INSERT … SELECT`` over the ids given as one parameter (an
     array on PostgreSQL, a JSON array on SQLite), so no row is built in Python nor bound per row (a
     thousand rows of fourteen values each per catch-up transaction) and it is one round trip.
+
+    On PostgreSQL the insert is a plain one, in a SAVEPOINT, and only if the primary key refuses it is it
+    made again with ``ON CONFLICT DO NOTHING``: that clause's speculative insertion cost the server about a
+    tenth more for these rows (bench/README.md, scenario D, session 10), and in a page transaction the
+    conflict does not happen: it holds the stream's lock (``lock_stream``) from its first statement, as
+    every transaction that creates or deletes a stream's runs does, and the engine passes only events new to
+    the ledger in it (a run is only created with or after its event's ledger row, and retention deletes an
+    event's runs with it) or those ``existing_runs`` found without a run under the same lock. A run that
+    exists anyway (another caller; a write outside syncd) is still left as it is.
     """
     if not event_ids:
         return
@@ -190,21 +213,29 @@ def insert_batch_runs(conn: Connection, template: RunRecord, event_ids: Sequence
                       ["workflow", "stream", "event_id"])
         return
     del common["event_id"]
-    conn.execute(_batch_runs_statement(dialect), {**common, "event_ids": list_param(event_ids, dialect)})
+    params = {**common, "event_ids": list_param(event_ids, dialect)}
+    if dialect == "postgresql":
+        try:
+            with conn.begin_nested():
+                conn.execute(_batch_runs_statement(dialect, conflict=False), params)
+            return
+        except sa.exc.IntegrityError:  # a run exists (or an id repeats): rolled back to the SAVEPOINT
+            pass
+    conn.execute(_batch_runs_statement(dialect, conflict=True), params)
 
 
 @functools.cache
-def _batch_runs_statement(dialect: str) -> Any:
+def _batch_runs_statement(dialect: str, *, conflict: bool) -> Any:
     columns = RUN_COLUMNS
     selected = ", ".join("ids.value" if c == "event_id" else f":{c}" for c in columns)
     ids_type: sa.types.TypeEngine[Any]
     if dialect == "postgresql":
-        source, ids_type = "unnest(:event_ids) AS ids(value)", postgresql.ARRAY(sa.String())
+        source, ids_type = "unnest(:event_ids) AS ids(value)", BinaryArray(sa.String())
     else:  # WHERE: SQLite's parser needs it before ON CONFLICT
         source, ids_type = "json_each(:event_ids) AS ids WHERE true", sa.String()
+    guard = " ON CONFLICT (workflow, stream, event_id) DO NOTHING" if conflict else ""
     return sa.text(
-        f"INSERT INTO {runs.name} ({', '.join(columns)}) SELECT {selected} FROM {source} "
-        "ON CONFLICT (workflow, stream, event_id) DO NOTHING"
+        f"INSERT INTO {runs.name} ({', '.join(columns)}) SELECT {selected} FROM {source}{guard}"
     ).bindparams(*[sa.bindparam(c, type_=runs.c[c].type) for c in columns if c != "event_id"],
                  sa.bindparam("event_ids", type_=ids_type))
 

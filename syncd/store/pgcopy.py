@@ -1,0 +1,126 @@
+"""PostgreSQL's ``COPY`` paths (psycopg): into a temporary table then one ``INSERT … SELECT`` (``copy_insert``),
+or straight into the table when no key should exist yet (``copy_new``).
+
+psycopg formats COPY rows in C and the server parses and plans one statement, not one per row, and binds no
+parameters (bench/README.md, scenario D). Every function takes a ``Connection`` inside a transaction the
+caller owns; the values of ``rows`` go through their column type's bind processor first (UTC datetimes, the
+engine's JSON serializer), as ``conn.execute`` would send them.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+
+def copy_insert(conn: Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
+                conflict: str, returning: str | None = None) -> list[Any]:
+    """Insert ``rows`` into ``table`` with ``COPY`` and one ``INSERT … SELECT``.
+
+    ``rows`` are tuples of values in ``columns`` order. They are copied into a temporary table with those
+    columns' types, then moved by ``INSERT INTO table (columns) SELECT columns FROM it ON CONFLICT
+    {conflict}`` in the caller's transaction. Returns the ``returning`` column's values of the rows inserted
+    (nothing if ``returning`` is None). Same rows and conflict rules as one ``INSERT … VALUES … ON CONFLICT``
+    per row, except that ``DO UPDATE`` must not meet a key twice (PostgreSQL refuses it); ``DO NOTHING``
+    keeps the first of repeated keys, as row-by-row inserts would.
+
+    The temporary table belongs to the session, is emptied at each commit (``ON COMMIT DELETE ROWS``; a
+    rollback discards its rows too) and is named after its columns, so a column added later gets a table of
+    its own. ``IF NOT EXISTS`` every time rather than a flag on the connection: a rolled-back first
+    transaction takes the table with it, and a transaction-mode pooler may hand over another session.
+    """
+    if not rows:
+        return []
+    staging = _staging(table.name, tuple(columns))
+    return _copy_converted(conn, staging, _driver_values(conn, table, columns, rows), conflict, returning)
+
+
+def copy_new(conn: Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> bool:
+    """``COPY`` ``rows`` (tuples in ``columns`` order, distinct keys) straight into ``table``, in a SAVEPOINT.
+
+    True when they are all in; False, with nothing of them written (rolled back to the SAVEPOINT, the rest of
+    the transaction untouched), when a key exists already: the caller then inserts them another way
+    (``copy_insert`` with ``ON CONFLICT``). For rows expected to be new: no temporary table, no speculative
+    insertion, which cost the server more (bench/README.md, scenario D, session 10). A refused attempt
+    costs the rows' formatting and an ERROR in the server's log naming the key (PostgreSQL 15 logs the line
+    number of a batched COPY, not its data).
+    """
+    import psycopg
+
+    if not rows:
+        return True
+    try:
+        with conn.begin_nested():
+            driver = conn.connection.driver_connection
+            assert driver is not None  # a live connection inside the caller's transaction
+            with driver.cursor() as cursor, cursor.copy(_copy_statement(table.name, tuple(columns))) as copy:
+                for row in _driver_values(conn, table, columns, rows):
+                    copy.write_row(row)
+    except psycopg.errors.UniqueViolation:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=64)
+def _copy_statement(table: str, columns: tuple[str, ...]) -> str:
+    return f"COPY {_quoted(table)} ({', '.join(map(_quoted, columns))}) FROM STDIN"
+
+
+def _driver_values(conn: Connection, table: sa.Table, columns: Sequence[str],
+                   rows: Sequence[Sequence[Any]]) -> Iterable[Sequence[Any]]:
+    """``rows`` through each column type's bind processor (looked up per call: a few µs against a COPY)."""
+    dialect = conn.dialect
+    processors = [(i, p) for i, c in enumerate(columns)
+                  if (p := table.c[c].type.dialect_impl(dialect).bind_processor(dialect)) is not None]
+    if not processors:
+        return rows
+    converted: list[Any] = list(zip(*rows, strict=True))
+    for i, process in processors:
+        converted[i] = map(process, converted[i])
+    return zip(*converted, strict=True)
+
+
+def _copy_converted(conn: Connection, staging: _Staging, rows: Iterable[Sequence[Any]], conflict: str,
+                    returning: str | None) -> list[Any]:
+    """``copy_insert`` once the values are the driver's."""
+    conn.exec_driver_sql(staging.create)
+    driver = conn.connection.driver_connection
+    assert driver is not None  # a live connection inside the caller's transaction
+    with driver.cursor() as cursor, cursor.copy(staging.copy) as copy:
+        for row in rows:
+            copy.write_row(row)
+    result = conn.exec_driver_sql(staging.insert + conflict + (f" RETURNING {returning}" if returning else ""))
+    return [r[0] for r in result] if returning else []
+
+
+@dataclass(frozen=True)
+class _Staging:
+    """A ``copy_insert`` shape: its temporary table's DDL, the COPY, the INSERT's head."""
+
+    create: str
+    copy: str
+    insert: str
+
+
+@functools.lru_cache(maxsize=64)
+def _staging(table: str, columns: tuple[str, ...]) -> _Staging:
+    digest = hashlib.blake2b(repr((table, columns)).encode(), digest_size=6).hexdigest()
+    name = f"syncd_copy_{table[:36]}_{digest}"
+    target = _quoted(table)
+    listed = ", ".join(map(_quoted, columns))
+    return _Staging(
+        create=(f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} ON COMMIT DELETE ROWS AS "
+                f"SELECT {listed} FROM {target} WITH NO DATA"),
+        copy=f"COPY {name} ({listed}) FROM STDIN",
+        insert=f"INSERT INTO {target} ({listed}) SELECT {listed} FROM {name} ON CONFLICT ",
+    )
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

@@ -1,0 +1,131 @@
+"""The catch-up's bulk paths for the ledger and run rows (issue 26, session 10) on both databases.
+
+On PostgreSQL a catch-up group's ledger rows go by ``COPY`` straight into the ledger in a SAVEPOINT
+(``pgcopy.copy_new``), and a batch's run rows by a plain ``INSERT … SELECT`` in a SAVEPOINT
+(``ledger.insert_batch_runs``); either is made again with ``ON CONFLICT DO NOTHING`` only if the primary key
+refuses it. These tests hold the contract the fallbacks keep: what exists is left as it is, the rest is
+inserted, repeats give one row (the first), and the page transaction goes on after a refused attempt (the
+SAVEPOINT rolled back, not the page).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from syncd.contracts import CursorSpec, Event, FakeClock, Lease, RunRecord, RunStatus, Skip
+from syncd.store.sqlstore import SqlStore
+
+STREAM = "workos"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def event(n: int) -> Event:
+    return Event(stream=STREAM, id=f"evt_{n:04d}", type="user.created", occurred_at=T0 + timedelta(seconds=n),
+                 data={"id": f"user_{n}", "n": n}, action=None)
+
+
+def template(workflow: str, status: RunStatus = RunStatus.SUCCEEDED) -> RunRecord:
+    return RunRecord(workflow=workflow, stream=STREAM, event_id="", workflow_version="1", status=status,
+                     attempts=1, next_attempt_at=None, last_error=None, trace_id=None, started_at=T0,
+                     finished_at=T0, duration_ms=1.0)
+
+
+def claim(store: SqlStore) -> Lease:
+    lease = store.claim(CursorSpec(STREAM, STREAM), owner="a", lease_seconds=30.0, clock=FakeClock(T0))
+    assert not isinstance(lease, Skip), lease
+    return lease
+
+
+def runs_of(store: SqlStore, workflow: str) -> dict[str, str]:
+    with store.db.connect() as conn:
+        return {r.event_id: r.status for r in conn.execute(
+            sa.text("SELECT event_id, status FROM syncd_runs WHERE workflow = :wf"), {"wf": workflow})}
+
+
+def test_a_group_whose_events_partly_have_runs_keeps_those_and_adds_the_rest(store: SqlStore) -> None:
+    lease = claim(store)
+    first = [event(n) for n in range(150)]
+    with lease.page(STREAM) as txn:
+        assert txn.record_events(first, T0).new == {e.id for e in first}
+        txn.write_batch_runs(template("mirror", RunStatus.FAILED), [e.id for e in first])
+        txn.advance("c1", meta=None, new_events=len(first))
+    # Re-delivered: half of the group is known, the other half new; the run rows of all of them are written
+    # again (as a caller that skipped the look-up would), with another status.
+    group = [event(n) for n in range(75, 300)]
+    with lease.page(STREAM) as txn:
+        new = txn.record_events(group, T0).new
+        assert new == {event(n).id for n in range(150, 300)}
+        txn.write_batch_runs(template("mirror"), [e.id for e in group])
+        txn.write_batch_runs(template("other"), [e.id for e in group])  # no conflict: the plain insert
+        txn.advance("c2", meta=None, new_events=len(new))  # the page goes on after the refused attempt
+    stored = runs_of(store, "mirror")
+    assert len(stored) == 300
+    assert {stored[event(n).id] for n in range(150)} == {"failed"}  # left as they were
+    assert {stored[event(n).id] for n in range(150, 300)} == {"succeeded"}
+    assert set(runs_of(store, "other")) == {event(n).id for n in range(75, 300)}
+    with store.db.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM syncd_events")).scalar_one() == 300
+        cursor = conn.execute(sa.text("SELECT cursor FROM syncd_sources WHERE key = :k"), {"k": STREAM}).scalar()
+    assert cursor == "c2"
+
+
+def test_repeated_ids_in_a_batch_give_one_run_each(store: SqlStore) -> None:
+    lease = claim(store)
+    events = [event(n) for n in range(120)]
+    with lease.page(STREAM) as txn:
+        txn.record_events(events, T0)
+        txn.write_batch_runs(template("mirror"), [e.id for e in events] + [events[3].id, events[0].id])
+        txn.advance("c1", meta=None, new_events=len(events))
+    assert set(runs_of(store, "mirror")) == {e.id for e in events}
+
+
+def test_a_refused_attempt_rolls_back_only_its_savepoint(store: SqlStore) -> None:
+    """Whatever the transaction wrote before the refused insert stays, and nothing of that insert lands twice."""
+    lease = claim(store)
+    with lease.page(STREAM) as txn:
+        txn.record_events([event(1), event(2)], T0)
+        txn.write_batch_runs(template("mirror"), [event(1).id])
+        txn.write_batch_runs(template("mirror", RunStatus.DEAD), [event(1).id, event(2).id])
+        txn.advance("c1", meta=None, new_events=2)
+    assert runs_of(store, "mirror") == {event(1).id: "succeeded", event(2).id: "dead"}
+
+
+@pytest.mark.parametrize("stale", [False, True])
+def test_a_fenced_out_page_commits_no_run_rows(store: SqlStore, stale: bool) -> None:
+    """The run rows stay in the page's transaction: a page whose lease was taken over commits none of them."""
+    from syncd.errors import LeaseLostError
+
+    lease = claim(store)
+    if stale:  # another owner takes the cursor over once the lease has expired
+        later = FakeClock(T0 + timedelta(seconds=60))
+        taken = store.claim(CursorSpec(STREAM, STREAM), owner="b", lease_seconds=30.0, clock=later)
+        assert not isinstance(taken, Skip), taken
+    events = [event(n) for n in range(110)]
+    try:
+        with lease.page(STREAM) as txn:
+            txn.record_events(events, T0)
+            txn.write_batch_runs(template("mirror"), [e.id for e in events])
+            txn.advance("c1", meta=None, new_events=len(events))
+    except LeaseLostError:
+        assert stale
+    assert len(runs_of(store, "mirror")) == (0 if stale else len(events))
+
+
+def test_a_replayed_group_records_nothing_new_and_a_repeated_id_keeps_its_first_event(store: SqlStore) -> None:
+    lease = claim(store)
+    group = [event(n) for n in range(200)]
+    second = Event(stream=STREAM, id=event(7).id, type="user.updated", occurred_at=T0, data={"id": "other"})
+    with lease.page(STREAM) as txn:
+        assert txn.record_events([*group, second], T0).new == {e.id for e in group}
+        txn.advance("c1", meta=None, new_events=len(group))
+    with lease.page(STREAM) as txn:
+        assert txn.record_events(group, T0).new == set()  # every id known: the fallback finds none new
+        txn.advance("c2", meta=None, new_events=0)
+    with store.db.connect() as conn:
+        rows = conn.execute(sa.text("SELECT type, count(*) OVER () FROM syncd_events WHERE event_id = :id"),
+                            {"id": event(7).id}).all()
+        total = conn.execute(sa.text("SELECT count(*) FROM syncd_events")).scalar_one()
+    assert [tuple(r) for r in rows] == [("user.created", 1)] and total == 200
