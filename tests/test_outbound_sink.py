@@ -93,3 +93,19 @@ def test_the_sink_command_takes_a_latency_and_serves_its_measurements(tmp_path: 
 def test_a_negative_latency_is_refused() -> None:
     with pytest.raises(ValueError, match="latency"):
         SinkSimulator(latency=-1)
+
+
+def test_a_request_cut_off_mid_body_is_not_a_call() -> None:
+    """A client killed while sending (the queue-crash test's SIGKILLs) leaves half a body: no service acts
+    on it, so the sink records no call; the next complete request is recorded as sent."""
+    import socket
+    from urllib.parse import urlsplit
+
+    with SinkSimulator() as sink:
+        address = urlsplit(sink.url)
+        with socket.create_connection((address.hostname, address.port), timeout=DEADLINE) as conn:
+            conn.sendall(b'POST /crm HTTP/1.1\r\nHost: sink\r\nContent-Type: application/json\r\n'
+                         b'Content-Length: 40\r\n\r\n{"user": "u_1", "na')
+        with httpx.Client(base_url=sink.url, timeout=DEADLINE) as client:
+            assert client.post("/crm", json={"user": "u_2"}).status_code == 200
+        assert [(c.path, c.body) for c in sink.calls] == [("/crm", {"user": "u_2"})]

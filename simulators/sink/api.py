@@ -46,6 +46,9 @@ class _Handler(BaseHTTPRequestHandler):
         arrived = time.time()
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        if len(raw) < length:  # the client went away mid-body (a SIGKILL): no service acts on half a request
+            self.close_connection = True
+            return None
         if self.path == STATS_PATH:
             return self._answer(200, json.dumps(sink.stats()).encode())
         if self.path == "/health":
