@@ -1,0 +1,75 @@
+"""In-process cost of one idle GitHub source tick (scenario G's profile; bench/README.md, "G: many sources").
+
+``python -m bench.idletick [--repos 200] [--rounds 3] [--profile]``: the GitHub simulator in a process of
+its own (``bench.manysources serve``), a ``syncd once`` that catches every repository up, then an ``App``
+built as ``syncd run`` builds it (a started worker pool) ticking every repository ``--rounds`` times on
+one thread; prints the ticking thread's CPU (``time.thread_time``) per tick, and with ``--profile`` the
+top of a cProfile of those ticks timed by the same clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.harness import PYTHON
+from bench.manysources import Host, _env
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.idletick")
+    parser.add_argument("--repos", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-idletick-"))
+    try:
+        with Host(args.repos) as host:
+            env = _env(host, workdir, args.repos)
+            subprocess.run([PYTHON, "-m", "syncd", "once"], env=env, cwd=workdir, check=True,
+                           stdout=subprocess.DEVNULL)
+            os.environ.update(env)
+            from syncd.ops.app import App
+            from syncd.settings import Settings
+
+            app = App.build(Settings.from_env(dict(os.environ)))
+            workers = app.workers().start()
+            app.engine.workers = workers
+            try:
+                for connector in app.connectors:  # warm: every statement and connection made once
+                    app.tick(connector)
+                profile = cProfile.Profile(time.thread_time) if args.profile else None
+                load = os.getloadavg()[0]
+                started = time.thread_time()
+                if profile is not None:
+                    profile.enable()
+                for _ in range(args.rounds):
+                    for connector in app.connectors:
+                        result = app.tick(connector)
+                        assert result.ok and result.pages == 1 and result.new_events == 0, result
+                if profile is not None:
+                    profile.disable()
+                spent = time.thread_time() - started
+            finally:
+                workers.close()
+                app.close()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    ticks = args.rounds * args.repos
+    print(f"{spent * 1000 / ticks:.3f} ms CPU per idle tick over {ticks} ticks "
+          f"(load {load:.1f} -> {os.getloadavg()[0]:.1f})")
+    if profile is not None:
+        pstats.Stats(profile).sort_stats("cumulative").print_stats(45)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
