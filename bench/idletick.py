@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.harness import PYTHON
 from bench.manysources import Host, _env
@@ -29,6 +30,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--repos", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--split", action="store_true", help="CPU per tick of claim, fetch and release apart")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="bench-idletick-"))
     try:
@@ -46,6 +48,7 @@ def main(argv: list[str]) -> int:
             try:
                 for connector in app.connectors:  # warm: every statement and connection made once
                     app.tick(connector)
+                parts = _split(app) if args.split else {}
                 profile = cProfile.Profile(time.thread_time) if args.profile else None
                 load = os.getloadavg()[0]
                 started = time.thread_time()
@@ -66,9 +69,38 @@ def main(argv: list[str]) -> int:
     ticks = args.rounds * args.repos
     print(f"{spent * 1000 / ticks:.3f} ms CPU per idle tick over {ticks} ticks "
           f"(load {load:.1f} -> {os.getloadavg()[0]:.1f})")
+    for name, seconds in parts.items():
+        print(f"  {name}: {seconds[0] * 1000 / ticks:.3f} ms per tick")
     if profile is not None:
         pstats.Stats(profile).sort_stats("cumulative").print_stats(45)
     return 0
+
+
+def _split(app: Any) -> dict[str, list[float]]:
+    """Wrap the tick's claim, fetch and release (this process only) to add up their thread CPU time."""
+    from syncd.store.sqlstore import SqlLease
+
+    parts: dict[str, list[float]] = {}
+
+    def timed(owner: Any, name: str, label: str) -> None:
+        inner = getattr(owner, name)
+        total = parts.setdefault(label, [0.0])
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.thread_time()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                total[0] += time.thread_time() - started
+
+        setattr(owner, name, wrapper)
+
+    timed(app.engine.store, "claim", "claim")
+    timed(SqlLease, "release", "release + tick record")
+    timed(app.engine, "_commit", "page transaction")
+    for connector in app.connectors:
+        timed(connector, "fetch_page", "fetch_page")
+    return parts
 
 
 if __name__ == "__main__":
