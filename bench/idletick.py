@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--split", action="store_true", help="CPU per tick of claim, fetch and release apart")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="tick on N threads at once (as the daemon's tick pool) and count the process's CPU")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="bench-idletick-"))
     try:
@@ -51,16 +54,15 @@ def main(argv: list[str]) -> int:
                 parts = _split(app) if args.split else {}
                 profile = cProfile.Profile(time.thread_time) if args.profile else None
                 load = os.getloadavg()[0]
-                started = time.thread_time()
+                clock = time.process_time if args.threads else time.thread_time
+                started = clock()
                 if profile is not None:
                     profile.enable()
-                for _ in range(args.rounds):
-                    for connector in app.connectors:
-                        result = app.tick(connector)
-                        assert result.ok and result.pages == 1 and result.new_events == 0, result
+                _rounds(app, args.rounds, args.threads)
                 if profile is not None:
                     profile.disable()
-                spent = time.thread_time() - started
+                spent = clock() - started
+                threads = _thread_cpu() if args.threads else {}
             finally:
                 workers.close()
                 app.close()
@@ -69,11 +71,44 @@ def main(argv: list[str]) -> int:
     ticks = args.rounds * args.repos
     print(f"{spent * 1000 / ticks:.3f} ms CPU per idle tick over {ticks} ticks "
           f"(load {load:.1f} -> {os.getloadavg()[0]:.1f})")
+    for thread, cpu in sorted(threads.items(), key=lambda kv: -kv[1])[:8]:
+        print(f"  thread {thread}: {cpu * 1000 / ticks:.3f} ms per tick (whole run, warm-up included)")
     for name, seconds in parts.items():
         print(f"  {name}: {seconds[0] * 1000 / ticks:.3f} ms per tick")
     if profile is not None:
         pstats.Stats(profile).sort_stats("cumulative").print_stats(45)
     return 0
+
+
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds of each live thread of this process (``/proc/self/task``), summed by name prefix."""
+    import threading
+
+    names = {t.native_id: t.name.split("_")[0].rstrip("-0123456789") for t in threading.enumerate()}
+    ticks_per_second = os.sysconf("SC_CLK_TCK")
+    found: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = names.get(int(task.name), f"native {task.name}")
+        found[name] = found.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks_per_second
+    return found
+
+
+def _rounds(app: Any, rounds: int, threads: int) -> None:
+    def tick(connector: Any) -> None:
+        result = app.tick(connector)
+        assert result.ok and result.pages == 1 and result.new_events == 0, result
+
+    for _ in range(rounds):
+        if threads:
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(tick, app.connectors))
+        else:
+            for connector in app.connectors:
+                tick(connector)
 
 
 def _split(app: Any) -> dict[str, list[float]]:
