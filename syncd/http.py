@@ -49,22 +49,27 @@ class _NoCookies(httpx.Cookies):
     def set(self, name: str, value: str, domain: str = "", path: str = "/") -> None:
         raise TypeError("provider clients keep no cookies")
 
+    def update(self, cookies: Any = None) -> None:  # type: ignore[override]
+        if cookies:
+            raise TypeError("provider clients keep no cookies")
+
 
 class ProviderClient(httpx.Client):
     """``httpx.Client`` without cookies (:class:`_NoCookies`): a provider's ``Set-Cookie`` is ignored, and
     no ``Cookie`` header is ever sent. Setting ``cookies`` is refused rather than silently dropped."""
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._none = _NoCookies()
+
     @property
     def cookies(self) -> httpx.Cookies:
-        return _NO_COOKIES
+        return self._none
 
     @cookies.setter
     def cookies(self, cookies: Any) -> None:
         if cookies:
             raise TypeError("provider clients keep no cookies")
-
-
-_NO_COOKIES = _NoCookies()
 
 
 def make_client(base_url: str, *, headers: dict[str, str], timeout: float,

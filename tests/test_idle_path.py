@@ -35,6 +35,8 @@ def test_provider_clients_neither_keep_nor_send_cookies() -> None:
             client.cookies = {"a": "b"}
         with pytest.raises(TypeError, match="no cookies"):
             client.cookies.set("a", "b")
+        with pytest.raises(TypeError, match="no cookies"):
+            client.cookies.update({"a": "b"})
     assert sent == [None, None]
 
 
