@@ -7,6 +7,8 @@
   → ``test_a_run_due_in_three_seconds_bounds_the_wait``
 - a run enqueued by another process (nothing wakes this pool) is picked up at the fallback poll
   → ``test_a_run_queued_by_another_process_is_picked_up``
+- a page of events seen before that queues runs (a workflow added since, the cursor reset) wakes the pool
+  → ``test_runs_queued_for_events_seen_before_wake_the_pool``
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ import pytest
 
 from connectors import workos
 from simulators.workos import DEFAULT_NOW, WorkOSSimulator
-from syncd.contracts import Event, FakeClock
+from syncd.contracts import CursorSpec, Event, FakeClock
 from syncd.engine.workers import IDLE_POLL_SECONDS, POLL_SECONDS, WorkerPool, dispatch_wait
 from syncd.ops.app import App
+from syncd.store.heal import reset_cursor
 from syncd.workflows import Context, Registry
 from tests.conftest import WORKOS_KEY, settings_for, sim_key
 
@@ -128,5 +131,45 @@ def test_a_run_queued_by_another_process_is_picked_up(sqlite_url: str, sim: Work
         [tick] = other.tick_all()
         assert tick.ok and tick.new_events > 0 and ran == []
         assert finished.wait(30)  # claimed by the idle pool at its fallback poll
+    finally:
+        pool.close()
+
+
+def test_runs_queued_for_events_seen_before_wake_the_pool(sqlite_url: str, sim: WorkOSSimulator,
+                                                         apps: list[App]) -> None:
+    clock = FakeClock(DEFAULT_NOW + timedelta(days=1))
+    first, second = Registry(), Registry()
+    ran = threading.Event()
+
+    @first.workflow("noted", on=workos.events("user.created"))
+    def noted(event: Event, ctx: Context) -> None:
+        pass
+
+    kept = first.get("noted")
+    assert kept is not None
+    second.add(kept)
+
+    @second.workflow("added", on=workos.events("user.created"))
+    def added(event: Event, ctx: Context) -> None:
+        ran.set()
+
+    before = build(sqlite_url, sim, first, apps, clock)
+    before.engine.workers = before.workers()  # queues only
+    [tick] = before.tick_all()
+    assert tick.ok and tick.new_events > 0
+    [connector] = before.connectors
+    reset_cursor(before.db, CursorSpec(connector.key, connector.key),
+                 connector.cursor_at(DEFAULT_NOW - timedelta(days=400)),  # type: ignore[attr-defined]
+                 now=clock.now(), note="test")
+    after = build(sqlite_url, sim, second, apps, clock)
+    pool, waits, _ = _started(after, idle_poll_seconds=60)  # no fallback poll within the test
+    after.engine.workers = pool
+    pool.start()
+    try:
+        while waits.get(timeout=30) < 60:  # the first's runs, due at start, run; then the pool is idle
+            pass
+        [again] = after.tick_all()
+        assert again.ok and again.new_events == 0 and again.events > 0
+        assert ran.wait(30)  # woken by the page, not by the 60 s poll
     finally:
         pool.close()

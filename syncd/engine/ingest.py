@@ -278,7 +278,7 @@ class SyncEngine:
             with purpose("cursor update", ids[-1:]):
                 txn.advance(last_cursor(None, pages), meta=next((p.meta for p in reversed(pages) if p.meta), None),
                             new_events=len(recorded.new), progress=progress)
-        if recorded.new and self.workers is not None:
+        if batch and self.workers is not None:  # events seen before may get runs too (a workflow added since)
             self.workers.wake()  # committed: this process's workers claim the page's runs now
         return PageResult(pages=len(group), events=len(batch), new_events=len(recorded.new),
                           skipped=sum(p.skipped for p in pages) + len(dropped), runs=runs,
