@@ -103,6 +103,7 @@ class GitHubConnector:
         else:
             self._client = make_client(base_url, timeout=timeout, transport=transport, headers=headers)
         self._rate_meta: dict[str, Any] = {}  # of the last answer: shown with a reconciliation's pages
+        self._last_url: tuple[str | None, httpx.URL] | None = None  # see _listing_url
         #: Deletions and transfers (``reconcile``): on when the mirror is there to compare with.
         self._mirror = mirror
         self._reconciler = (Reconciler(key=self.key, repo=self.repo, every=reconcile_seconds, mirror=mirror,
@@ -186,7 +187,7 @@ class GitHubConnector:
     def _poll(self, cursor: str | None, window: Window | None) -> Page:
         state = self._state(cursor, window)
         response = with_retries(lambda: self._get(state), attempts=self.attempts)
-        meta = rate_limit_meta(response.headers, anonymous=self.anonymous)
+        meta = self._rate_meta  # the headers of this response (``_answered``), read once
         if response.status_code == 304:
             return Page(events=(), next_cursor=None, has_more=False, meta={**meta, **self._notes})
         body = decode_json(self.key, response)
@@ -221,11 +222,20 @@ class GitHubConnector:
         if state.next_url is not None:
             response = send(self._client, self.key, "GET", state.next_url)
         else:
-            headers = {"If-None-Match": state.etag} if state.etag else {}
-            response = send(self._client, self.key, "GET", f"/repos/{self.repo}/issues",
-                            params=self._listing_params(state.since), headers=headers)
+            headers = {"If-None-Match": state.etag} if state.etag else None
+            response = send(self._client, self.key, "GET", self._listing_url(state.since), headers=headers)
         self._answered(response)
         return response
+
+    def _listing_url(self, since: str | None) -> httpx.URL:
+        """The listing's URL from ``since``, as httpx builds it; kept while ``since`` stays (every idle poll of
+        a repository asks the same URL: it is built and parsed once, not per poll)."""
+        cached = self._last_url
+        if cached is None or cached[0] != since:
+            url = self._client.build_request("GET", f"/repos/{self.repo}/issues",
+                                             params=tuple(self._listing_params(since))).url
+            cached = self._last_url = (since, url)
+        return cached[1]
 
     def _answered(self, response: httpx.Response, *, check: bool = True) -> None:
         """Count ``response`` in the budget, keep its rate-limit headers and (``check``) apply the status policy."""

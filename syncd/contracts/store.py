@@ -138,6 +138,13 @@ class Lease(Protocol):
         transaction less per tick; the release stays fenced on the token)."""
         ...
 
+    def advance_on_release(self, cursor: str | None, meta: Mapping[str, Any] | None) -> None:
+        """Hold an empty page's cursor move (``cursor``, None: unchanged) and ``meta`` for ``release`` to write
+        with the release, fenced as ``PageTxn.advance`` (one transaction less per idle tick). If the lease was
+        lost by then, ``release`` writes none of it (nor the tick) and raises ``LeaseLostError``, the owner lock
+        still freed; if the process dies first, the cursor stays where it was: the empty page is read again."""
+        ...
+
     def page(self, stream: str) -> AbstractContextManager[PageTxn]:
         """A page transaction on the cursor, which creates runs for ``stream``'s events.
 

@@ -47,6 +47,7 @@ from syncd.engine.decisions import (
     unique_events,
     window_progress,
 )
+from syncd.engine.emptypage import empty_end, hold_for_release
 from syncd.engine.executor import Executor
 from syncd.engine.lease import LeaseKeeper
 from syncd.engine.pages import Group, Pager, Prefetcher
@@ -57,6 +58,7 @@ from syncd.engine.statements import note_quarantined, purpose
 from syncd.engine.ticklog import TickLog
 from syncd.engine.tracing import EventTraces, page_span, sync_attributes, tick_attributes, tracer
 from syncd.engine.workers import WorkerPool
+from syncd.errors import LeaseLostError
 from syncd.settings import GROUP_EVENTS, GROUP_SECONDS, PREFETCH_PAGES, Integrations
 from syncd.workflows import Registry, Workflow
 from syncd.workflows.outbound import Outbound
@@ -184,9 +186,12 @@ class SyncEngine:
 
     def _release(self, lease: Lease) -> None:
         """Give the lease back. Best effort: if the database is down, the owner lock still goes (so the next
-        claim takes the lease over at once), and the tick's own error (not this one) is what gets reported."""
+        claim takes the lease over at once), and the tick's own error (not this one) is what gets reported;
+        but a held cursor move fenced out (``LeaseLostError``) fails the tick, as a page's would."""
         try:
             lease.release()
+        except LeaseLostError:  # an empty page's held cursor move was fenced out: the tick fails on it
+            raise
         except Exception as exc:
             log.warning("could not release the lease of %s (the next claim takes it over): %s", lease.key,
                         error_text(exc),
@@ -227,8 +232,11 @@ class SyncEngine:
                         and (room is None or len(group) < room)):
                     prefetch.start(last_cursor(cursor, [page for _, page in group]))
                 try:
-                    with trace.use_span(group[-1][0], end_on_exit=False):  # SQL and batch spans: the last page's
-                        result.add_page(self._commit(target, lease, group))
+                    if target.window is None and failure is None and empty_end(group):
+                        result.add_page(hold_for_release(lease, group))
+                    else:
+                        with trace.use_span(group[-1][0], end_on_exit=False):  # SQL and batch spans: the last page's
+                            result.add_page(self._commit(target, lease, group))
                 finally:
                     for span, _ in group:
                         span.end()
@@ -281,7 +289,7 @@ class SyncEngine:
             with purpose("cursor update", ids[-1:]):
                 txn.advance(last_cursor(None, pages), meta=next((p.meta for p in reversed(pages) if p.meta), None),
                             new_events=len(recorded.new), progress=progress)
-        if recorded.new and self.workers is not None:
+        if batch and self.workers is not None:  # events seen before may get runs too (a workflow added since)
             self.workers.wake()  # committed: this process's workers claim the page's runs now
         return PageResult(pages=len(group), events=len(batch), new_events=len(recorded.new),
                           skipped=sum(p.skipped for p in pages) + len(dropped), runs=runs,
@@ -394,9 +402,16 @@ class SyncEngine:
                 lag_seconds=result.lag_seconds, error=result.error)
             succeeded = result.ok and result.skip is None
             if lease is not None:
-                lease.release(tick, succeeded=succeeded)
-            else:
-                self.store.record_tick(tick, succeeded=succeeded)
+                try:
+                    lease.release(tick, succeeded=succeeded)
+                    return
+                except LeaseLostError as exc:  # an empty page's held cursor move was fenced out, as a page is
+                    lease = None  # released all the same (its owner lock freed)
+                    result.ok, result.error = False, error_text(exc)
+                    log.error("sync of %s failed: %s", result.source, result.error, extra={"source": result.source})
+                    self.store.record_failure(result.source, tick.finished_at, result.error)
+                    tick, succeeded = replace(tick, ok=False, error=result.error), False
+            self.store.record_tick(tick, succeeded=succeeded)
         except Exception as exc:
             log.error("could not record the tick of %s: %s", result.source, error_text(exc))
             if lease is not None:

@@ -4,7 +4,11 @@ One dispatcher thread claims as many due runs as there are free workers (``Store
 each to a thread of the pool (``Executor.execute``). It sleeps until it is woken — a page of this process
 enqueued runs (``wake``), a ``NOTIFY syncd_runs`` from any replica's page (PostgreSQL, ``syncd.store.notify``), a
 worker freed a slot — or until the next run falls due (a retry, a wake-up, an expired claim), and at most
-``POLL_SECONDS``, the fallback that needs no notification. A keeper thread renews the claims in flight;
+``idle_poll_seconds``, the fallback that needs no notification: ``POLL_SECONDS`` by default, and
+``IDLE_POLL_SECONDS`` on SQLite, where runs are enqueued by this process (its ticks and its dashboard wake the
+pool) and only now and then by another (``syncd replay``, ``syncd once``): those are picked up within that
+time. An idle pool then reads the queue once per ``IDLE_POLL_SECONDS`` instead of every second (the daemon's
+fixed idle cost: bench/README.md, "G: many sources"). A keeper thread renews the claims in flight;
 the pool's owner lock, held for its life, tells other replicas at once when this process is gone, so its
 claims are taken over without waiting for them to expire.
 """
@@ -32,6 +36,8 @@ log = logging.getLogger("syncd.workers")
 
 #: The longest the dispatcher sleeps without a notification (other processes' runs, clock-driven ones).
 POLL_SECONDS = 1.0
+#: The fallback on SQLite: how late a run enqueued by another process (and announced by nothing) may start.
+IDLE_POLL_SECONDS = 10.0
 #: A drain (``syncd once``) waits for runs due this soon: deferred by an integration's rate limit.
 DRAIN_WAIT_SECONDS = 5.0
 #: How often an idle dispatcher claims anyway: the runs of a replica that died are due at once (its owner
@@ -54,7 +60,7 @@ class WorkerPool:
 
     def __init__(self, store: Store, registry: Registry, executor: Executor, *, workers: int, clock: Clock,
                  lease_seconds: float, replica_id: str, stop: threading.Event | None = None,
-                 poll_seconds: float = POLL_SECONDS) -> None:
+                 poll_seconds: float = POLL_SECONDS, idle_poll_seconds: float | None = None) -> None:
         self.store, self.registry, self.executor, self.clock = store, registry, executor, clock
         self.workers = max(1, workers)
         # Claim in batches: a claim is a write transaction, so refilling one slot per finished run would
@@ -64,6 +70,11 @@ class WorkerPool:
         self.owner = f"{replica_id}/{uuid.uuid4().hex[:8]}"  # a restarted process never mistakes old claims
         self.stop = stop or threading.Event()
         self.poll_seconds = poll_seconds
+        #: The dispatcher's longest sleep without a wake-up (see the module docstring).
+        self.idle_poll_seconds = idle_poll_seconds if idle_poll_seconds is not None else (
+            poll_seconds if store.concurrent_writers else max(poll_seconds, IDLE_POLL_SECONDS))
+        #: Called with each sleep's length in seconds as the dispatcher starts it (tests, diagnostics).
+        self.on_wait: Callable[[float], None] | None = None
         self._wake = threading.Event()
         self._mutex = threading.Lock()
         self._in_flight: dict[RunKey, ClaimedRun] = {}
@@ -226,7 +237,10 @@ class WorkerPool:
                 # Runs due but not claimable (waiting for an earlier run of their key, or a concurrency
                 # slot) become claimable when a run finishes: a wake-up here, a poll for other replicas'.
                 due_in = self.poll_seconds
-            woken = self._wake.wait(max(0.01, min(self.poll_seconds, due_in)))
+            wait = dispatch_wait(due_in, self.idle_poll_seconds)
+            if self.on_wait is not None:
+                self.on_wait(wait)
+            woken = self._wake.wait(wait)
             self._wake.clear()
 
     def _due_in(self) -> float:
@@ -252,6 +266,12 @@ class WorkerPool:
                 self.store.renew_claims(claims, self.clock.now() + timedelta(seconds=self.lease_seconds))
             except Exception as exc:  # the claims expire; another worker takes the runs over, fenced
                 log.warning("could not renew run claims: %s", error_text(exc))
+
+
+def dispatch_wait(due_in: float, idle_poll_seconds: float) -> float:
+    """How long an idle dispatcher sleeps: until the next run falls due (``due_in`` seconds; infinite if
+    none), at most ``idle_poll_seconds``, at least 10 ms (a run already due but not claimable)."""
+    return max(0.01, min(idle_poll_seconds, due_in))
 
 
 def _first_done(futures: set[Future[Any]]) -> set[Future[Any]]:

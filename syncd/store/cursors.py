@@ -105,14 +105,42 @@ def _renew_statement() -> Any:
             .values(lease_expires_at=sa.bindparam("until")))
 
 
-def release_lease(conn: Connection, key: str, *, token: int, now: datetime) -> None:
-    conn.execute(_release_statement(), {"k": key, "token": token, "now": now})
+def release_lease(conn: Connection, key: str, *, token: int, now: datetime,
+                  advance: tuple[str, str | None, dict[str, Any] | None] | None = None,
+                  succeeded_at: datetime | None = None) -> bool:
+    """Free the lease if its token is still ``token``; False if not (then nothing is written).
+
+    In the same UPDATE, fenced the same way: ``advance`` = (owner, cursor, meta), an empty page's cursor move
+    as ``commit_cursor`` writes it (also fenced on ``owner``); ``succeeded_at``, a tick that went well (last
+    success, error and pause cleared: the caller writes them unfenced if this returns False)."""
+    params: dict[str, Any] = {"k": key, "token": token, "now": now}
+    owner = cursor = meta = None
+    if advance is not None:
+        owner, cursor, meta = advance
+        params["owner"] = owner
+    if cursor is not None:
+        params["cursor"] = cursor
+    if meta:
+        params["meta"] = meta
+    if succeeded_at is not None:
+        params["success"] = succeeded_at
+    statement = _release_statement(owner is not None, cursor is not None, bool(meta), succeeded_at is not None)
+    return conn.execute(statement, params).rowcount == 1
 
 
 @functools.cache
-def _release_statement() -> Any:
-    return (sa.update(sources).where(sources.c.key == _KEY, sources.c.lease_token == sa.bindparam("token"))
-            .values(lease_owner=None, lease_expires_at=None, updated_at=sa.bindparam("now")))
+def _release_statement(owner: bool, cursor: bool, meta: bool, success: bool) -> Any:
+    values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None, "updated_at": sa.bindparam("now")}
+    for name, present in (("cursor", cursor), ("meta", meta)):
+        if present:
+            values[name] = sa.bindparam(name, type_=sources.c[name].type)
+    if success:
+        values.update(last_success_at=sa.bindparam("success", type_=sources.c.last_success_at.type),
+                      last_error=None, paused_until=None, pause_reason=None)
+    fence = [sources.c.key == _KEY, sources.c.lease_token == sa.bindparam("token")]
+    if owner:
+        fence.append(sources.c.lease_owner == sa.bindparam("owner"))
+    return sa.update(sources).where(*fence).values(**values)
 
 
 def commit_cursor(conn: Connection, key: str, *, token: int, owner: str, cursor: str | None,

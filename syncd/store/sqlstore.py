@@ -119,18 +119,30 @@ class SqlLease:
     lease_seconds: float
     clock: Clock
     owner_lock: OwnerLock | None = None  # dies with this process: others see this owner gone at once
+    _advance: tuple[str | None, dict[str, Any] | None] | None = None  # see advance_on_release
 
     def renew(self) -> bool:
         with self.store.db.begin() as conn:
             return cursors.renew_lease(conn, self.key, token=self.token, owner=self.owner, now=self.clock.now(),
                                        seconds=self.lease_seconds)
 
+    def advance_on_release(self, cursor: str | None, meta: Mapping[str, Any] | None) -> None:
+        self._advance = (cursor, dict(meta) if meta else None)
+
     def release(self, tick: TickRecord | None = None, *, succeeded: bool = False) -> None:
+        pending, self._advance = self._advance, None
         try:
             with self.store.db.begin() as conn:
-                cursors.release_lease(conn, self.key, token=self.token, now=self.clock.now())
+                success = tick.finished_at if tick is not None and succeeded else None
+                advance = (self.owner, *pending) if pending is not None else None
+                if not cursors.release_lease(conn, self.key, token=self.token, now=self.clock.now(),
+                                             advance=advance, succeeded_at=success):
+                    if pending is not None:  # fenced out: the held cursor move is not written (rolled back)
+                        raise LeaseLostError(self.key)
+                    if tick is not None and success is not None:  # taken over since: the outcome is still the source's
+                        _record_success(conn, tick.source, success)
                 if tick is not None:
-                    _record_tick(conn, tick, succeeded)
+                    cursors.record_tick(conn, tick)
         finally:  # the row first: a claimer that finds the lock free finds the row free, or a dead owner
             if self.owner_lock is not None:
                 self.owner_lock.release()
@@ -318,6 +330,10 @@ class SqlStore:
 
 def _record_tick(conn: Connection, tick: TickRecord, succeeded: bool) -> None:
     if succeeded:
-        cursors.set_source_fields(conn, tick.source, now=tick.finished_at, last_success_at=tick.finished_at,
-                                  last_error=None, paused_until=None, pause_reason=None)
+        _record_success(conn, tick.source, tick.finished_at)
     cursors.record_tick(conn, tick)
+
+
+def _record_success(conn: Connection, key: str, at: datetime) -> None:
+    cursors.set_source_fields(conn, key, now=at, last_success_at=at, last_error=None, paused_until=None,
+                              pause_reason=None)
