@@ -6,12 +6,14 @@ import contextlib
 import sqlite3
 import subprocess
 import sys
+import weakref
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 import stamina
 
 from simulators.workos import DEFAULT_NOW
@@ -38,6 +40,35 @@ def _no_retry_waits() -> Iterator[None]:
     and a runaway setting still cannot make a test retry for ever."""
     with stamina.set_testing(True, attempts=RETRY_ATTEMPTS_CAP, cap=True):
         yield
+
+
+#: Weak references to the PostgreSQL connections SQLAlchemy pools opened during the current test.
+_PG_OPENED: list[weakref.ref[Any]] = []
+
+
+def _note_connection(dbapi_connection: Any, _record: Any) -> None:
+    if type(dbapi_connection).__module__.startswith("psycopg"):
+        _PG_OPENED.append(weakref.ref(dbapi_connection))
+
+
+sa.event.listen(sa.pool.Pool, "connect", _note_connection)  # every pool of every engine, present and future
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_pg_connections() -> Iterator[None]:
+    """Fails the test that leaves open a PostgreSQL connection it opened (an engine not disposed, an App not
+    closed). Left alone, psycopg warns when the garbage collector finds it, in whichever later test that
+    happens, and ``filterwarnings = error`` fails that innocent test (issue 27: an SQLite test failed so).
+    Costs one list append per connection opened; no ``gc.collect()``."""
+    _PG_OPENED.clear()
+    yield
+    still_open = [conn for ref in _PG_OPENED if (conn := ref()) is not None and not conn.closed]
+    _PG_OPENED.clear()
+    for conn in still_open:
+        conn.close()  # so that no later test is blamed for it
+    if still_open:
+        pytest.fail(f"{len(still_open)} PostgreSQL connection(s) this test opened are still open at its end: "
+                    "dispose() the engines it creates (or close() its Apps)", pytrace=False)
 
 
 @pytest.fixture(scope="session")

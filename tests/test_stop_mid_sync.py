@@ -162,6 +162,13 @@ def test_sigkill_while_pages_are_prefetched_loses_and_repeats_nothing(
     db_url = pg_server.create_database()
     env, log = daemon_env(db_url, slow_sim), tmp_path / "syncd.log"
     db = create_engine(db_url)
+    try:
+        sigkill_mid_prefetch(db, env, log, slow_sim)
+    finally:
+        db.dispose()  # also when an assertion failed (see sigterm_mid_sync)
+
+
+def sigkill_mid_prefetch(db: sa.Engine, env: dict[str, str], log: Path, slow_sim: WorkOSSimulator) -> None:
     proc = start("run", env, log)
     try:
         first = wait_for_commits(db, proc, log)
@@ -188,4 +195,3 @@ def test_sigkill_while_pages_are_prefetched_loses_and_repeats_nothing(
     assert 0 < killed_at < len(requested(slow_sim))
     print(f"\nSIGKILL with {served} pages fetched and {killed_at} events ({killed_at // PAGE_SIZE} pages) committed")
     finish_with_once(db, env, log, slow_sim)
-    db.dispose()
