@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -157,9 +158,12 @@ class App:
         return [self.tick(c, max_pages=max_pages) for c in self.connectors]
 
     def close(self) -> None:
-        for connector in self.connectors:
-            connector.close()
-        self.engine.store.close()  # the owner-lock session (PostgreSQL): its locks go with it
-        if self.engine.outbound is not None:
-            self.engine.outbound.close()
-        self.db.dispose()
+        """Closes the connectors, the store, the outbound clients and the database pool, in that order, each
+        even if an earlier one raised; the error is raised at the end (the last one, earlier ones as its context)."""
+        with contextlib.ExitStack() as closing:  # callbacks run last-in, first-out
+            closing.callback(self.db.dispose)
+            if self.engine.outbound is not None:
+                closing.callback(self.engine.outbound.close)
+            closing.callback(self.engine.store.close)  # the owner-lock session (PostgreSQL): its locks go with it
+            for connector in reversed(self.connectors):
+                closing.callback(connector.close)
