@@ -129,3 +129,33 @@ def test_a_replayed_group_records_nothing_new_and_a_repeated_id_keeps_its_first_
                             {"id": event(7).id}).all()
         total = conn.execute(sa.text("SELECT count(*) FROM syncd_events")).scalar_one()
     assert [tuple(r) for r in rows] == [("user.created", 1)] and total == 200
+
+
+PAYLOADS: list[dict[str, object]] = [
+    {"name": "Zoë \u00e9\u4e2d\U0001f600", "quote": "a \"b\" \\ c\n\td", "nested": {"list": [1, 2.5, None, True]}},
+    {"big": 2**63 + 5, "negative": -(2**63) - 9, "float": 1e-7, "empty": {}, "tab\tkey": [0.1]},
+    {"when": T0, "n": 3},  # a datetime: jsoncodec leaves it to the standard library, the check gives no text
+]
+
+
+@pytest.mark.parametrize("size", [3, 150])  # a live tick's page, and a catch-up group (COPY straight in)
+def test_the_ledger_stores_each_payload_as_jsoncodec_writes_it(store: SqlStore, size: int) -> None:
+    """The ledger's COPY takes the payload text the quarantine check wrote (``quarantine.check``), not a second
+    serialization: the stored payloads read back as ``jsoncodec`` would have written them."""
+    from syncd import jsoncodec
+    from syncd.store import quarantine
+    from syncd.store.tables import events as ledger
+
+    batch = [Event(stream=STREAM, id=f"evt_{n:04d}", type="user.created", occurred_at=T0,
+                   data=PAYLOADS[n % len(PAYLOADS)], action=None) for n in range(size)]
+    checked = [quarantine.check(e) for e in batch[:3]]
+    assert [reason for reason, _ in checked] == [None, None, None]
+    # orjson wrote the first; the others (beyond 64 bits, a datetime) go to the standard library, not reused
+    assert [text for _, text in checked] == [jsoncodec.dumps(PAYLOADS[0]), None, None]
+    lease = claim(store)
+    with lease.page(STREAM) as txn:
+        assert len(txn.record_events(batch, T0).new) == size
+        txn.advance("c1", meta=None, new_events=size)
+    with store.db.connect() as conn:
+        stored = dict(conn.execute(sa.select(ledger.c.event_id, ledger.c.payload)).all())
+    assert stored == {e.id: jsoncodec.loads(jsoncodec.dumps(e.data)) for e in batch}
