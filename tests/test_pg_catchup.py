@@ -157,5 +157,5 @@ def test_the_ledger_stores_each_payload_as_jsoncodec_writes_it(store: SqlStore, 
         assert len(txn.record_events(batch, T0).new) == size
         txn.advance("c1", meta=None, new_events=size)
     with store.db.connect() as conn:
-        stored = dict(conn.execute(sa.select(ledger.c.event_id, ledger.c.payload)).all())
+        stored = {r.event_id: r.payload for r in conn.execute(sa.select(ledger.c.event_id, ledger.c.payload))}
     assert stored == {e.id: jsoncodec.loads(jsoncodec.dumps(e.data)) for e in batch}
