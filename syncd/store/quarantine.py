@@ -44,6 +44,8 @@ def check(event: Event) -> tuple[str | None, str | None]:
 
     The text is exactly ``jsoncodec.dumps(event.data)``, so the ledger stores it as it is instead of
     serializing every payload a second time (bench/README.md, scenario D, session 11)."""
+    if _plain_fields(event.id, event.type, event.action):
+        return _unstorable_payload(event.data)
     for name, value in (("id", event.id), ("type", event.type), ("action", event.action)):
         if value is None and name == "action":
             continue
@@ -56,6 +58,26 @@ def check(event: Event) -> tuple[str | None, str | None]:
         if problem:
             return f"{name} holds {problem}", None
     return _unstorable_payload(event.data)
+
+
+_ID_LIMIT, _TYPE_LIMIT, _ACTION_LIMIT = (_LIMITS[name] or 1 << 62 for name in ("id", "type", "action"))
+
+
+def _plain_fields(event_id: object, kind: object, action: object) -> bool:
+    """True when the id, type and action are certainly storable: non-empty ``str`` within their lengths, ASCII
+    without NUL (no surrogate then). The common case, checked in a few C calls; anything else is False and
+    goes through the field-by-field check, which names the problem (0.15 s of CPU a 95,000-event catch-up
+    saved)."""
+    if type(event_id) is not str or type(kind) is not str or not 0 < len(event_id) <= _ID_LIMIT \
+            or not 0 < len(kind) <= _TYPE_LIMIT:
+        return False
+    if action is None:
+        text = event_id + kind
+    elif type(action) is str and 0 < len(action) <= _ACTION_LIMIT:
+        text = event_id + kind + action
+    else:
+        return False
+    return text.isascii() and "\x00" not in text
 
 
 def _unstorable_payload(data: Any) -> tuple[str | None, str | None]:
