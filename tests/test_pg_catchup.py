@@ -159,3 +159,24 @@ def test_the_ledger_stores_each_payload_as_jsoncodec_writes_it(store: SqlStore, 
     with store.db.connect() as conn:
         stored = {r.event_id: r.payload for r in conn.execute(sa.select(ledger.c.event_id, ledger.c.payload))}
     assert stored == {e.id: jsoncodec.loads(jsoncodec.dumps(e.data)) for e in batch}
+
+
+def test_the_postgresql_datetime_processor_sends_utc_and_refuses_naive_times() -> None:
+    """``UTCDateTime``'s PostgreSQL bind processor (used by every ``COPY`` and statement): a UTC datetime as it
+    is, any other zone converted to the same instant in UTC, a naive datetime refused."""
+    from zoneinfo import ZoneInfo
+
+    from syncd.store.db import create_engine
+    from syncd.store.types import UTCDateTime
+
+    pg = create_engine("postgresql+psycopg://syncd@127.0.0.1/none").dialect  # no connection is made
+    process = UTCDateTime().dialect_impl(pg).bind_processor(pg)
+    assert process is not None
+    new_york = ZoneInfo("America/New_York")
+    moments = [T0, datetime(2026, 11, 1, 1, 30, tzinfo=new_york), datetime(2026, 11, 1, 1, 30, fold=1, tzinfo=new_york)]
+    sent = [process(at) for at in moments]
+    assert sent[0] is T0 and process(None) is None
+    assert [s.tzinfo for s in sent] == [UTC, UTC, UTC]
+    assert [s.isoformat() for s in sent[1:]] == ["2026-11-01T05:30:00+00:00", "2026-11-01T06:30:00+00:00"]
+    with pytest.raises(ValueError, match="naive datetime"):
+        process(T0.replace(tzinfo=None))
