@@ -25,14 +25,14 @@ from typing import Any
 import orjson
 
 #: orjson formats these itself; passed through, they raise (no ``default``) and go to the standard library.
-_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+JSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 _STDLIB = json.JSONEncoder(separators=(",", ":"), default=str)
 
 
 def dumps(value: Any) -> str:
     """Compact JSON text of ``value``; anything JSON has no type for is written as its ``str()``."""
     try:
-        return orjson.dumps(value, option=_OPTIONS).decode()
+        return orjson.dumps(value, option=JSON_OPTIONS).decode()
     except TypeError:  # orjson.JSONEncodeError is one: a type it leaves to us, a 64-bit overflow, ...
         return _STDLIB.encode(value)
 

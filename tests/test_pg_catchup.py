@@ -129,3 +129,54 @@ def test_a_replayed_group_records_nothing_new_and_a_repeated_id_keeps_its_first_
                             {"id": event(7).id}).all()
         total = conn.execute(sa.text("SELECT count(*) FROM syncd_events")).scalar_one()
     assert [tuple(r) for r in rows] == [("user.created", 1)] and total == 200
+
+
+PAYLOADS: list[dict[str, object]] = [
+    {"name": "Zoë \u00e9\u4e2d\U0001f600", "quote": "a \"b\" \\ c\n\td", "nested": {"list": [1, 2.5, None, True]}},
+    {"big": 2**63 + 5, "negative": -(2**63) - 9, "float": 1e-7, "empty": {}, "tab\tkey": [0.1]},
+    {"when": T0, "n": 3},  # a datetime: jsoncodec leaves it to the standard library, the check gives no text
+]
+
+
+@pytest.mark.parametrize("size", [3, 150])  # a live tick's page, and a catch-up group (COPY straight in)
+def test_the_ledger_stores_each_payload_as_jsoncodec_writes_it(store: SqlStore, size: int) -> None:
+    """The ledger's COPY takes the payload text the quarantine check wrote (``quarantine.check``), not a second
+    serialization: the stored payloads read back as ``jsoncodec`` would have written them."""
+    from syncd import jsoncodec
+    from syncd.store import quarantine
+    from syncd.store.tables import events as ledger
+
+    batch = [Event(stream=STREAM, id=f"evt_{n:04d}", type="user.created", occurred_at=T0,
+                   data=PAYLOADS[n % len(PAYLOADS)], action=None) for n in range(size)]
+    checked = [quarantine.check(e) for e in batch[:3]]
+    assert [reason for reason, _ in checked] == [None, None, None]
+    # orjson wrote the first; the others (beyond 64 bits, a datetime) go to the standard library, not reused
+    assert [text for _, text in checked] == [jsoncodec.dumps(PAYLOADS[0]), None, None]
+    lease = claim(store)
+    with lease.page(STREAM) as txn:
+        assert len(txn.record_events(batch, T0).new) == size
+        txn.advance("c1", meta=None, new_events=size)
+    with store.db.connect() as conn:
+        stored = {r.event_id: r.payload for r in conn.execute(sa.select(ledger.c.event_id, ledger.c.payload))}
+    assert stored == {e.id: jsoncodec.loads(jsoncodec.dumps(e.data)) for e in batch}
+
+
+def test_the_postgresql_datetime_processor_sends_utc_and_refuses_naive_times() -> None:
+    """``UTCDateTime``'s PostgreSQL bind processor (used by every ``COPY`` and statement): a UTC datetime as it
+    is, any other zone converted to the same instant in UTC, a naive datetime refused."""
+    from zoneinfo import ZoneInfo
+
+    from syncd.store.db import create_engine
+    from syncd.store.types import UTCDateTime
+
+    pg = create_engine("postgresql+psycopg://syncd@127.0.0.1/none").dialect  # no connection is made
+    process = UTCDateTime().dialect_impl(pg).bind_processor(pg)
+    assert process is not None
+    new_york = ZoneInfo("America/New_York")
+    moments = [T0, datetime(2026, 11, 1, 1, 30, tzinfo=new_york), datetime(2026, 11, 1, 1, 30, fold=1, tzinfo=new_york)]
+    sent = [process(at) for at in moments]
+    assert sent[0] is T0 and process(None) is None
+    assert [s.tzinfo for s in sent] == [UTC, UTC, UTC]
+    assert [s.isoformat() for s in sent[1:]] == ["2026-11-01T05:30:00+00:00", "2026-11-01T06:30:00+00:00"]
+    with pytest.raises(ValueError, match="naive datetime"):
+        process(T0.replace(tzinfo=None))

@@ -43,6 +43,13 @@ def event(**fields: Any) -> Event:
     ({"type": "t" * 201}, "type longer than 200 characters (201)"),
     ({"action": "a" * 65}, "action longer than 64 characters (65)"),
     ({"action": "\ud800"}, "action holds an unpaired UTF-16 surrogate"),
+    # the edges of the fast path for plain ASCII fields (quarantine._plain_fields)
+    ({"id": "e" * 200, "type": "t" * 200, "action": "a" * 64}, None),
+    ({"id": "évènement_1", "action": "créé"}, None),
+    ({"action": ""}, "action is not a non-empty string"),
+    ({"id": 12}, "id is not a non-empty string"),
+    ({"type": "user\x00"}, "type holds a NUL character"),
+    ({"action": "a\x00"}, "action holds a NUL character"),
 ])
 def test_what_the_ledger_refuses(fields: dict[str, Any], reason: str | None) -> None:
     assert unstorable(event(**fields)) == reason

@@ -19,6 +19,12 @@ from syncd.settings import Settings, env_file_warnings
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "entrypoint", "load_environment", "main", "parser"]
 
+# httpx imports its command-line client when click and rich are installed (rich is a dependency of ours),
+# pulling in click, rich's console and pygments' lexers: 50-70 ms of CPU at every start of every command,
+# for a client syncd never runs. A None entry makes that optional import raise ImportError, which httpx
+# expects (it defines a stub). Nothing above imports httpx (tests/test_startup_imports.py holds it).
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
 
 def load_environment(env_file: str | None, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """``.env`` values under the real environment (the environment wins). Warns about likely typos.

@@ -91,13 +91,13 @@ class OnceReport:
     def print(self, out: IO[str] | None = None, err: IO[str] | None = None) -> None:
         """Write the report: a line per source to ``out``, skips and a stop to ``err`` (default: the process's
         streams as they are now, not as they were at import, so a redirected or captured stream gets it)."""
-        from syncd.ops.backfill import report as backfill_report
-
         out, err = out or sys.stdout, err or sys.stderr
 
         for outcome in self.sources:
             print(outcome.line(), file=out)
         if self.windows:
+            from syncd.ops.backfill import report as backfill_report
+
             backfill_report(self.windows, out=out)
         for outcome in self.skipped:
             print(f"syncd once: skipped {outcome.tick.source}: {outcome.tick.skipped_reason}", file=err)
@@ -109,8 +109,6 @@ class OnceReport:
 def run_once(app: App) -> OnceReport:
     """Tick every source, run the runs due now with the worker pool, then drive ``EVENTS_RANGE_*`` windows
     (whose ticks run their own runs)."""
-    from syncd.ops.backfill import drive_settings_windows
-
     app.pacers()  # the providers' credential budgets, shared with the replicas through the database
     pool = app.workers()
     app.engine.workers = pool  # the ticks only record and queue; the pool then runs them, many at once
@@ -121,7 +119,17 @@ def run_once(app: App) -> OnceReport:
         app.engine.workers = None
     for connector, outcome in zip(app.connectors, outcomes, strict=True):
         outcome.runs = drained.by_stream.get(connector.key, RunTally())
-    windows = drive_settings_windows(app)  # EVENTS_RANGE_START/END: that window, to done
+    windows = settings_windows(app)
     for connector, outcome in zip(app.connectors, outcomes, strict=True):
         outcome.waiting, outcome.next_due = app.engine.store.waiting_runs(connector.key)
     return OnceReport(outcomes, windows, stopped=app.stop.is_set())
+
+
+def settings_windows(app: App) -> Sequence[BackfillResult]:
+    """``EVENTS_RANGE_START/END``: that window of every source, driven to done. Without them the backfill
+    module (and rich's progress bars, which it imports: about 30 ms of CPU) is not imported at all."""
+    if app.settings.range_start is None or app.settings.range_end is None:
+        return ()
+    from syncd.ops.backfill import drive_settings_windows
+
+    return drive_settings_windows(app)

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor as TickPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from types import FrameType
 from typing import Any, Protocol
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -33,6 +31,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from syncd.engine.decisions import error_text
+from syncd.stopping import install_signal_handlers as install_signal_handlers  # its home was here
 
 log = logging.getLogger("syncd.scheduler")
 
@@ -258,17 +257,3 @@ def quiet_overlap_warnings() -> None:
     target = logging.getLogger("apscheduler.scheduler")
     if not any(isinstance(f, _NoOverlapWarning) for f in target.filters):
         target.addFilter(_NoOverlapWarning())
-
-
-def install_signal_handlers(stop: threading.Event) -> None:
-    def handle(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
-    from syncd.stopping import requested
-
-    if requested.is_set():  # a SIGTERM arrived while starting (syncd.stopping)
-        log.info("received SIGTERM while starting")
-        stop.set()

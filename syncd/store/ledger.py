@@ -37,16 +37,18 @@ def record_events(conn: Connection, batch: Sequence[Event], now: datetime) -> Re
     refused: list[Quarantined] = []
     refused_ids: list[str] = []
     kept: list[Event] = []
+    texts: list[str | None] = []  # each kept payload's JSON text, when the check wrote it
     for event in batch:
-        reason = quarantine.unstorable(event)
+        reason, text = quarantine.check(event)
         if reason is None:
             kept.append(event)
+            texts.append(text)
         else:
             refused.append(quarantine.from_event(event, reason))
             refused_ids.append(event.id)
     if refused:
         quarantine.record(conn, refused, now)
-    new = _insert_new(conn, kept, now) if kept else set()
+    new = _insert_new(conn, kept, texts, now) if kept else set()
     if new:
         quarantine.release(conn, batch[0].stream, new)
         queue_objects(conn, batch[0].stream, list(new))
@@ -68,16 +70,17 @@ _QUEUE_OBJECTS = sa.insert(object_backlog).values(stream=sa.bindparam("stream"),
 COPY_NEW_FROM = 100
 
 
-def _insert_new(conn: Connection, batch: Sequence[Event], now: datetime) -> set[str]:
+def _insert_new(conn: Connection, batch: Sequence[Event], texts: Sequence[str | None], now: datetime) -> set[str]:
     if conn.dialect.name == "postgresql":
+        values = [copy_values(e, text, now) for e, text in zip(batch, texts, strict=True)]
         if len(batch) >= COPY_NEW_FROM:
-            fresh: dict[str, Event] = {}
-            for event in batch:  # the first of repeated ids, as ON CONFLICT DO NOTHING keeps it
-                fresh.setdefault(event.id, event)
-            if copy_new(conn, events, LEDGER_COLUMNS, [ledger_values(e, now) for e in fresh.values()]):
+            fresh: dict[str, tuple[Any, ...]] = {}
+            for event, row in zip(batch, values, strict=True):  # the first of repeated ids, as ON CONFLICT
+                fresh.setdefault(event.id, row)                 # DO NOTHING keeps it
+            if copy_new(conn, events, LEDGER_COLUMNS, list(fresh.values()), serialized=_PAYLOAD):
                 return set(fresh)
         # the insert itself says which events were new
-        return _record_new_events(conn, [ledger_values(e, now) for e in batch])
+        return _record_new_events(conn, values)
     seen = _existing_event_ids(conn, batch[0].stream, [e.id for e in batch])
     rows = [ledger_row(e, now) for e in batch if e.id not in seen]
     insert_ignore(conn, events, rows, ["stream", "event_id"])
@@ -94,6 +97,18 @@ def ledger_values(event: Event, now: datetime) -> tuple[Any, ...]:
             event.data if type(event.data) is dict else dict(event.data))
 
 
+def copy_values(event: Event, text: str | None, now: datetime) -> tuple[Any, ...]:
+    """``ledger_values`` with the payload as its JSON text: ``text`` (``quarantine.check`` wrote it, the same
+    as ``jsoncodec.dumps``) or else serialized here. ``COPY`` takes the text as it is (``serialized``)."""
+    data = event.data if type(event.data) is dict else dict(event.data)
+    return (event.stream, event.id, event.type, event.action, event.occurred_at, now,
+            jsoncodec.dumps(data) if text is None else text)
+
+
+#: The ledger's column that ``copy_values`` gives as JSON text already.
+_PAYLOAD = frozenset({"payload"})
+
+
 def ledger_row(event: Event, now: datetime) -> dict[str, Any]:
     """``event``'s ledger row as a mapping of ``LEDGER_COLUMNS`` (the same values as ``ledger_values``, built
     directly: SQLite's catch-up makes one per event)."""
@@ -108,14 +123,14 @@ def event_from_ledger(stream: str, row: Mapping[str, Any] | sa.RowMapping) -> Ev
 
 
 def _record_new_events(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> set[str]:
-    """Insert the ledger rows (``LEDGER_COLUMNS`` values) not recorded yet; return their event ids
+    """Insert the ledger rows (``copy_values``) not recorded yet; return their event ids
     (PostgreSQL: ``COPY`` and one INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING, ``pgcopy.copy_insert``).
 
     One statement instead of a look-up and an insert, and no ``event_id IN (…)`` query: on a young table
     without statistics PostgreSQL planned that one as a scan of the stream's whole ledger, every page.
     """
     return set(copy_insert(conn, events, LEDGER_COLUMNS, rows, conflict="(stream, event_id) DO NOTHING",
-                           returning="event_id"))
+                           returning="event_id", serialized=_PAYLOAD))
 
 
 def _existing_event_ids(conn: Connection, stream: str, event_ids: Sequence[str]) -> set[str]:

@@ -4,14 +4,15 @@ or straight into the table when no key should exist yet (``copy_new``).
 psycopg formats COPY rows in C and the server parses and plans one statement, not one per row, and binds no
 parameters (bench/README.md, scenario D). Every function takes a ``Connection`` inside a transaction the
 caller owns; the values of ``rows`` go through their column type's bind processor first (UTC datetimes, the
-engine's JSON serializer), as ``conn.execute`` would send them.
+engine's JSON serializer), as ``conn.execute`` would send them, except in the columns named ``serialized``: JSON
+the caller serialized already (the ledger's payloads, written by the quarantine check), passed as its text.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 
 def copy_insert(conn: Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
-                conflict: str, returning: str | None = None) -> list[Any]:
+                conflict: str, returning: str | None = None, serialized: Collection[str] = ()) -> list[Any]:
     """Insert ``rows`` into ``table`` with ``COPY`` and one ``INSERT … SELECT``.
 
     ``rows`` are tuples of values in ``columns`` order. They are copied into a temporary table with those
@@ -38,10 +39,12 @@ def copy_insert(conn: Connection, table: sa.Table, columns: Sequence[str], rows:
     if not rows:
         return []
     staging = _staging(table.name, tuple(columns))
-    return _copy_converted(conn, staging, _driver_values(conn, table, columns, rows), conflict, returning)
+    return _copy_converted(conn, staging, _driver_values(conn, table, columns, rows, serialized), conflict,
+                           returning)
 
 
-def copy_new(conn: Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> bool:
+def copy_new(conn: Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
+             serialized: Collection[str] = ()) -> bool:
     """``COPY`` ``rows`` (tuples in ``columns`` order, distinct keys) straight into ``table``, in a SAVEPOINT.
 
     True when they are all in; False, with nothing of them written (rolled back to the SAVEPOINT, the rest of
@@ -60,7 +63,7 @@ def copy_new(conn: Connection, table: sa.Table, columns: Sequence[str], rows: Se
             driver = conn.connection.driver_connection
             assert driver is not None  # a live connection inside the caller's transaction
             with driver.cursor() as cursor, cursor.copy(_copy_statement(table.name, tuple(columns))) as copy:
-                for row in _driver_values(conn, table, columns, rows):
+                for row in _driver_values(conn, table, columns, rows, serialized):
                     copy.write_row(row)
     except psycopg.errors.UniqueViolation:
         return False
@@ -72,12 +75,13 @@ def _copy_statement(table: str, columns: tuple[str, ...]) -> str:
     return f"COPY {_quoted(table)} ({', '.join(map(_quoted, columns))}) FROM STDIN"
 
 
-def _driver_values(conn: Connection, table: sa.Table, columns: Sequence[str],
-                   rows: Sequence[Sequence[Any]]) -> Iterable[Sequence[Any]]:
-    """``rows`` through each column type's bind processor (looked up per call: a few µs against a COPY)."""
+def _driver_values(conn: Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                   serialized: Collection[str] = ()) -> Iterable[Sequence[Any]]:
+    """``rows`` through each column type's bind processor (looked up per call: a few µs against a COPY),
+    except the ``serialized`` columns (JSON given as its text, which ``COPY`` takes as it is)."""
     dialect = conn.dialect
-    processors = [(i, p) for i, c in enumerate(columns)
-                  if (p := table.c[c].type.dialect_impl(dialect).bind_processor(dialect)) is not None]
+    processors = [(i, p) for i, c in enumerate(columns) if c not in serialized
+                  and (p := table.c[c].type.dialect_impl(dialect).bind_processor(dialect)) is not None]
     if not processors:
         return rows
     converted: list[Any] = list(zip(*rows, strict=True))

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from syncd.contracts import Event, Quarantined
-from syncd.jsoncodec import RAW_LIMIT, safe_raw, safe_text
+from syncd.jsoncodec import JSON_OPTIONS, RAW_LIMIT, safe_raw, safe_text
 from syncd.store.tables import events, quarantine
 
 #: Containers nested deeper than this are not stored: orjson writes up to 254 levels.
@@ -36,30 +36,68 @@ _LIMITS: dict[str, int | None] = {name: getattr(column.type, "length", None) for
 
 def unstorable(event: Event) -> str | None:
     """Why the ledger cannot hold ``event`` (one line, no value from it), or None if it can."""
+    return check(event)[0]
+
+
+def check(event: Event) -> tuple[str | None, str | None]:
+    """(:func:`unstorable`'s answer, the payload's JSON text when the check wrote it on the way, else None).
+
+    The text is exactly ``jsoncodec.dumps(event.data)``, so the ledger stores it as it is instead of
+    serializing every payload a second time (bench/README.md, scenario D, session 11)."""
+    if _plain_fields(event.id, event.type, event.action):
+        return _unstorable_payload(event.data)
     for name, value in (("id", event.id), ("type", event.type), ("action", event.action)):
         if value is None and name == "action":
             continue
         if not isinstance(value, str) or not value:
-            return f"{name} is not a non-empty string"
+            return f"{name} is not a non-empty string", None
         limit = _LIMITS[name]
         if limit is not None and len(value) > limit:
-            return f"{name} longer than {limit} characters ({len(value)})"
+            return f"{name} longer than {limit} characters ({len(value)})", None
         problem = _bad_text(value)
         if problem:
-            return f"{name} holds {problem}"
+            return f"{name} holds {problem}", None
     return _unstorable_payload(event.data)
 
 
-def _unstorable_payload(data: Any) -> str | None:
+_ID_LIMIT, _TYPE_LIMIT, _ACTION_LIMIT = (_LIMITS[name] or 1 << 62 for name in ("id", "type", "action"))
+
+
+def _plain_fields(event_id: object, kind: object, action: object) -> bool:
+    """True when the id, type and action are certainly storable: non-empty ``str`` within their lengths, ASCII
+    without NUL (no surrogate then). The common case, checked in a few C calls; anything else is False and
+    goes through the field-by-field check, which names the problem (0.15 s of CPU a 95,000-event catch-up
+    saved)."""
+    if type(event_id) is not str or type(kind) is not str or not 0 < len(event_id) <= _ID_LIMIT \
+            or not 0 < len(kind) <= _TYPE_LIMIT:
+        return False
+    if action is None:
+        text = event_id + kind
+    elif type(action) is str and 0 < len(action) <= _ACTION_LIMIT:
+        text = event_id + kind + action
+    else:
+        return False
+    return text.isascii() and "\x00" not in text
+
+
+def _unstorable_payload(data: Any) -> tuple[str | None, str | None]:
     # Fast path: orjson refuses lone surrogates and nesting beyond MAX_DEPTH, and writes NUL as \u0000.
+    # First with jsoncodec's options (its text is then the ledger's), then plain: a datetime or a
+    # dataclass, which jsoncodec leaves to the standard library, is still checked by orjson.
     try:
-        text = orjson.dumps(data)
+        text = orjson.dumps(data, option=JSON_OPTIONS)
     except TypeError:
-        pass
+        try:
+            plain = orjson.dumps(data)
+        except TypeError:
+            pass
+        else:
+            if b"\\u0000" not in plain:
+                return None, None
     else:
         if b"\\u0000" not in text:
-            return None
-    return _walk(data)
+            return None, text.decode()
+    return _walk(data), None
 
 
 def _walk(data: Any) -> str | None:

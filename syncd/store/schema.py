@@ -9,6 +9,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from syncd.errors import SyncdError
 from syncd.store.connect import reading
 from syncd.store.types import metadata
 
@@ -47,17 +48,24 @@ HEAD_REVISION = "0016"
 
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Upgrade the database to ``revision``. Replicas starting together on PostgreSQL take turns
-    (advisory lock), so exactly one applies each revision."""
-    if revision == "head" and current_revision(engine) == HEAD_REVISION:
+    (advisory lock), so exactly one applies each revision. A database at a revision these migrations do not
+    know (a newer syncd migrated it) is a ``SyncdError`` saying so in one line, nothing changed."""
+    current = current_revision(engine)
+    if revision == "head" and current == HEAD_REVISION:
         return  # up to date: no write transaction (on SQLite `syncd status` would wait for the write lock)
     from alembic import command
+    from alembic.util import CommandError
 
     cfg = alembic_config()
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
-        cfg.attributes["connection"] = conn  # type: ignore[attr-defined]
-        command.upgrade(cfg, revision)  # type: ignore[arg-type]
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+            cfg.attributes["connection"] = conn  # type: ignore[attr-defined]
+            command.upgrade(cfg, revision)  # type: ignore[arg-type]
+    except CommandError as exc:  # Alembic's own words, e.g. "Can't locate revision identified by '0099'"
+        raise SyncdError(f"cannot migrate the database from schema revision {current} (this syncd's newest is "
+                         f"{HEAD_REVISION}; a newer syncd migrated it?): {exc}") from None
 
 
 def current_revision(engine: Engine) -> str | None:
