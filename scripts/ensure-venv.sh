@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Make sure "$PYTHON -m venv" can create .venv with pip in it, before the Makefile tries (a fresh Debian or
-# Ubuntu has python3 but not its venv module's pip: the python3-venv package, which brings ensurepip).
+# Create .venv with pip in it for the Makefile (a fresh Debian or Ubuntu has python3 but not its venv
+# module's pip: the python3-venv package, which brings ensurepip).
 #
 # Usage: scripts/ensure-venv.sh PYTHON VENV
 # Contract:
 #   - PYTHON missing or older than 3.11: one line saying what syncd needs, exit 1;
-#   - venv and ensurepip work (or VENV already has pip): print nothing, exit 0;
-#   - they do not, and running as root with apt-get: install Debian's python3.X-venv (or python3-venv), exit 0;
+#   - VENV already has pip: print nothing, exit 0;
+#   - venv and ensurepip work: VENV is created (with pip), print nothing, exit 0;
+#   - they do not, and running as root with apt-get: install Debian's python3.X-venv (or python3-venv), create
+#     VENV, exit 0;
 #   - they do not, and not root (or no apt-get): one line naming the package to install, exit 1.
 # A VENV left without pip by an earlier failed attempt is removed, so that the next `venv` starts clean.
 set -euo pipefail
@@ -29,22 +31,20 @@ if [[ -x "$venv/bin/pip" ]]; then
 fi
 
 # Debian's python3 keeps `venv` but strips ensurepip's bundled pip unless python3-venv is installed: the
-# only reliable test is to make a throwaway venv with pip in it.
-can_make_venv() {
-    local scratch
-    scratch=$(mktemp -d)
-    if "$python" -m venv "$scratch/v" >/dev/null 2>&1 && [[ -x "$scratch/v/bin/pip" ]]; then
-        rm -rf "$scratch"
+# only reliable test is to make a venv with pip in it. The real one is made, not a throwaway one first and
+# then the real one (which took as long again: 4-14 s of a clean CI run's set-up).
+make_venv() {
+    if "$python" -m venv "$venv" >/dev/null 2>&1 && [[ -x "$venv/bin/pip" ]]; then
         return 0
     fi
-    rm -rf "$scratch"
+    rm -rf "$venv"  # no pip in it: the next attempt starts clean
     return 1
 }
 
 if [[ -d "$venv" ]]; then
     rm -rf "$venv"  # no pip in it: a leftover of a failed attempt
 fi
-if can_make_venv; then
+if make_venv; then
     exit 0
 fi
 
@@ -57,7 +57,7 @@ if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "$package" >/dev/null
-    if can_make_venv; then
+    if make_venv; then
         exit 0
     fi
     echo "installed $package, but '$python -m venv' still cannot install pip" >&2

@@ -286,7 +286,13 @@ class PostgresServer:
         statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
         if template is not None:
             statement = sql.SQL("{} TEMPLATE {}").format(statement, sql.Identifier(template))
-        self._execute(statement)
+        with psycopg.connect(self._conninfo("postgres"), autocommit=True) as conn:
+            if conn.info.server_version >= 150000:
+                # PostgreSQL 15's default (WAL_LOG) writes every page of the copy through the WAL: FILE_COPY
+                # copies the files after a checkpoint, which costs nothing with fsync off (17 ms a copy of the
+                # migrated 8 MB template against 25-31 ms; the suite makes hundreds).
+                statement = sql.SQL("{} STRATEGY FILE_COPY").format(statement)
+            conn.execute(statement)
         return self.url_for(name)
 
     def _ensure_default_database(self) -> None:

@@ -279,7 +279,7 @@ def test_two_replicas_pruning_at_once_prune_once(world: World) -> None:
 
 
 def test_pruning_shrinks_the_sqlite_file(sqlite_url: str) -> None:
-    with WorkOSSimulator(events=4000, seed=5, api_key=WORKOS_KEY) as sim:
+    with WorkOSSimulator(events=1500, seed=5, api_key=WORKOS_KEY) as sim:
         w = World(sqlite_url, sim)
         try:
             app = w.app()
@@ -295,9 +295,9 @@ def test_pruning_shrinks_the_sqlite_file(sqlite_url: str) -> None:
             after = path.stat().st_size
         finally:
             w.close()
-    assert report.events > 3000 and report.space_after is not None and report.space_after.returns_space
+    assert report.events > 1100 and report.space_after is not None and report.space_after.returns_space
     assert not report.stopped  # it reached its vacuum steps (a prune fenced out or stopped leaves them)
-    print(f"SQLite file {before} -> {after} bytes")
+    print(f"SQLite file {before} -> {after} bytes; {report.events} events pruned")
     assert after < before / 2, (before, after)
 
 
