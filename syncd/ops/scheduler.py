@@ -70,7 +70,8 @@ class Walker:
 
     A source is due when ``interval`` (``base``, or the pacer's) has passed since its last poll started,
     or it was woken; due sources go oldest first, as many as the pacer allows. So every source of the group
-    is polled at least every ``interval`` + ``WALK_SECONDS`` (plus the time ticks wait for a thread)."""
+    is polled at least every ``interval`` + ``WALK_SECONDS`` (plus the time ticks wait for a thread: while one
+    of the ``TICK_THREADS`` is free, at most ``tickrunner.HANDOFF_SECONDS`` behind a tick that runs long)."""
 
     keys: Sequence[str]
     base: float
