@@ -143,6 +143,19 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
+def _switches(pid: int) -> int:
+    """Context switches (voluntary and not) of every thread of ``pid`` so far: each is a thread put to sleep
+    or woken, the cost of hand-offs between the daemon's threads (bench/README.md, "G", session 11)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            status = (task / "status").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        total += sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches:" in line)
+    return total
+
+
 def _daemon(host: Host, env: dict[str, str], workdir: Path, count: int) -> dict[str, float]:
     """CPU per idle source tick and RSS of ``syncd run`` (see the module docstring)."""
     start = host.counts()["requests"]
@@ -155,9 +168,9 @@ def _daemon(host: Host, env: dict[str, str], workdir: Path, count: int) -> dict[
                 raise BenchError(f"syncd run did not poll {count} sources twice: "
                                  f"{(proc.stderr.read() if proc.stderr else b'').decode()[-2000:]}")
             time.sleep(0.5)
-        cpu0, before = tree_cpu(proc.pid), host.counts()
+        cpu0, switched0, before = tree_cpu(proc.pid), _switches(proc.pid), host.counts()
         time.sleep(WINDOW)
-        cpu1, after = tree_cpu(proc.pid), host.counts()
+        cpu1, switched1, after = tree_cpu(proc.pid), _switches(proc.pid), host.counts()
         rss = _rss_mb(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -170,7 +183,8 @@ def _daemon(host: Host, env: dict[str, str], workdir: Path, count: int) -> dict[
             proc.stderr.close()
     ticks = after["requests"] - before["requests"]
     return {"ticks": ticks, "cpu_s": cpu1 - cpu0, "tick_cpu_ms": (cpu1 - cpu0) * 1000 / max(1, ticks),
-            "rss_mb": rss, "throttled": after["throttled"] - before["throttled"], "load": os.getloadavg()[0],
+            "switches_per_tick": (switched1 - switched0) / max(1, ticks), "rss_mb": rss,
+            "throttled": after["throttled"] - before["throttled"], "load": os.getloadavg()[0],
             "per_source_per_interval": ticks / count / (WINDOW / INTERVAL)}
 
 
@@ -185,7 +199,8 @@ def one_size(count: int, timeout: float, progress: Callable[[str], None]) -> dic
             progress(f"  {count} sources: catch-up once {catch_up.cpu:.1f} s CPU, idle once {idle.cpu:.2f} s CPU")
             daemon = _daemon(host, env, workdir, count)
             progress(f"  {count} sources: daemon {daemon['tick_cpu_ms']:.2f} ms CPU per idle tick over "
-                     f"{daemon['ticks']:.0f} ticks, RSS {daemon['rss_mb']:.0f} MB (load {daemon['load']:.1f})")
+                     f"{daemon['ticks']:.0f} ticks ({daemon['switches_per_tick']:.1f} context switches each), "
+                     f"RSS {daemon['rss_mb']:.0f} MB (load {daemon['load']:.1f})")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return {"sources": count, "catch_up_cpu_s": catch_up.cpu, "once_cpu_s": idle.cpu, "once_wall_s": idle.wall,
@@ -225,13 +240,15 @@ def lines(g: dict[str, Any]) -> list[str]:
     rows = [f"## G — many idle GitHub sources (one token; daemon at {g['interval']} s, {g['window']:.0f} s "
             f"measured; load average {g['load']:.2f})", "",
             "| sources | CPU ms per idle source tick | idle ticks measured | polls per source per interval "
-            "| daemon RSS MB | syncd once idle CPU s | once wall s | once peak RSS MB | catch-up once CPU s |",
-            "|---:" * 9 + "|"]
+            "| daemon RSS MB | syncd once idle CPU s | once wall s | once peak RSS MB | catch-up once CPU s "
+            "| context switches per idle tick |",
+            "|---:" * 10 + "|"]
     shown = list(g["sizes"]) + ([g["once"]] if g["once"] not in g["sizes"] else [])
     for r in shown:
         rows.append(f"| {r['sources']} | {r['tick_cpu_ms']:.2f} | {r['ticks']:.0f} | "
                     f"{r['per_source_per_interval']:.2f} | {r['rss_mb']:.0f} | {r['once_cpu_s']:.2f} | "
-                    f"{r['once_wall_s']:.1f} | {r['once_rss_mb']:.0f} | {r['catch_up_cpu_s']:.1f} |")
+                    f"{r['once_wall_s']:.1f} | {r['once_rss_mb']:.0f} | {r['catch_up_cpu_s']:.1f} | "
+                    f"{r.get('switches_per_tick', float('nan')):.1f} |")
     return [*rows, ""]
 
 

@@ -4,8 +4,9 @@ what a tick does.
 Sources are grouped by their pacer (a provider credential's request budget, ``Pacer``); sources without
 one form one group. Every ``WALK_SECONDS`` a group's walk (:class:`Walker`) picks the sources whose
 interval has passed, oldest poll first, asks the pacer how many may start now, and hands them to one
-pool of ``TICK_THREADS`` threads. One job per source cost a thread and a job each: with hundreds of
-sources, hundreds of threads woke at once and queued for the database's few connections.
+pool of at most ``TICK_THREADS`` threads (``TickRunner``: quick ticks one after the other on one thread, a
+slow one gets company after ``HANDOFF_SECONDS``). One job per source cost a thread and a job each: with
+hundreds of sources, hundreds of threads woke at once and queued for the database's few connections.
 
 Signals only set the stop event; the engine finishes the page in hand (commits it) and returns.
 Ticks of one source never overlap: a tick that overruns its interval delays the next one. APScheduler
@@ -16,11 +17,11 @@ syncd drops that line and says it once, in its own words, when the overrunning t
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor as TickPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -31,6 +32,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from syncd.engine.decisions import error_text
+from syncd.ops.tickrunner import TickRunner
 from syncd.stopping import install_signal_handlers as install_signal_handlers  # its home was here
 
 log = logging.getLogger("syncd.scheduler")
@@ -67,7 +69,8 @@ class Walker:
 
     A source is due when ``interval`` (``base``, or the pacer's) has passed since its last poll started,
     or it was woken; due sources go oldest first, as many as the pacer allows. So every source of the group
-    is polled at least every ``interval`` + ``WALK_SECONDS`` (plus the time ticks wait for a thread)."""
+    is polled at least every ``interval`` + ``WALK_SECONDS`` (plus the time ticks wait for a thread: while one
+    of the ``TICK_THREADS`` is free, at most ``tickrunner.HANDOFF_SECONDS`` behind a tick that runs long)."""
 
     keys: Sequence[str]
     base: float
@@ -152,7 +155,7 @@ class Daemon:
         self._lock = threading.Lock()
         self.walkers = _group(self.jobs, interval, pacers or {})
         self._fns = {name: self._wrap(name, fn) for name, fn in self.jobs}
-        self._pool = TickPool(max_workers=max(1, min(TICK_THREADS, len(self.jobs))), thread_name_prefix="tick")
+        self._pool = TickRunner(max(1, min(TICK_THREADS, len(self.jobs))), name="tick")
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
             executors={"default": ThreadPoolExecutor(max_workers=max(1, len(self.walkers) + len(self.chores)))},
@@ -172,10 +175,9 @@ class Daemon:
             return
         for name in walker.due(self.wall()):
             try:
-                future = self._pool.submit(self._fns[name])
+                self._pool.submit(self._fns[name], functools.partial(walker.done, name))
             except RuntimeError:  # stopping: the pool takes no more ticks
                 return
-            future.add_done_callback(lambda _f, name=name: walker.done(name))  # type: ignore[misc]
 
     def _wrap(self, name: str, fn: Callable[[], Any]) -> Callable[[], None]:
         def job() -> None:
@@ -220,7 +222,7 @@ class Daemon:
             pass
         log.info("stopping: finishing the page in hand")
         self.scheduler.shutdown(wait=False)
-        self._pool.shutdown(wait=False, cancel_futures=True)  # queued ticks never start
+        self._pool.close()  # queued ticks never start
         deadline = time.monotonic() + STOP_DEADLINE_SECONDS
         while time.monotonic() < deadline:
             with self._lock:
