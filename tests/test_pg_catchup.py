@@ -180,3 +180,38 @@ def test_the_postgresql_datetime_processor_sends_utc_and_refuses_naive_times() -
     assert [s.isoformat() for s in sent[1:]] == ["2026-11-01T05:30:00+00:00", "2026-11-01T06:30:00+00:00"]
     with pytest.raises(ValueError, match="naive datetime"):
         process(T0.replace(tzinfo=None))
+
+
+def test_unstorable_events_in_a_catch_up_group_are_quarantined_and_the_rest_lands(store: SqlStore) -> None:
+    """A group large enough for ``COPY`` straight into the ledger (PostgreSQL) that holds values the database
+    cannot store: a NUL in a payload (one the fast serializer writes, one beyond 64 bits it leaves to the
+    standard library), an unpaired surrogate in a key, a NUL in an id. Those four are quarantined, the other
+    146 land in one page with the cursor, and a second delivery of the group finds nothing new."""
+    from syncd.store.ledger import COPY_NEW_FROM
+
+    group = [event(n) for n in range(150)]
+    poisoned = {
+        10: {"name": "Ada\x00"}, 20: {"big": 2**64, "name": "x\x00y"}, 30: {"tags\udc00": [1]},
+    }
+    for n, data in poisoned.items():
+        group[n] = Event(stream=STREAM, id=group[n].id, type="user.created", occurred_at=T0, data=data)
+    group[40] = Event(stream=STREAM, id="evt_\x00040", type="user.created", occurred_at=T0, data={"n": 40})
+    assert len(group) - 4 >= COPY_NEW_FROM  # the kept events still take the COPY path
+    refused = {group[n].id for n in (10, 20, 30, 40)}
+    lease = claim(store)
+    with lease.page(STREAM) as txn:
+        recorded = txn.record_events(group, T0)
+        txn.advance("c1", meta=None, new_events=len(recorded.new))
+    assert recorded.quarantined == refused
+    assert recorded.new == {e.id for e in group} - refused
+    with lease.page(STREAM) as txn:
+        again = txn.record_events(group, T0)
+        txn.advance("c2", meta=None, new_events=0)
+    assert again.new == set() and again.quarantined == refused
+    with store.db.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM syncd_events")).scalar_one() == 146
+        rows = conn.execute(sa.text("SELECT reason, times_seen FROM syncd_quarantine ORDER BY reason")).all()
+    assert sorted(r.reason for r in rows) == sorted([
+        "payload holds a NUL character", "payload holds a NUL character",
+        "payload holds an unpaired UTF-16 surrogate", "id holds a NUL character"])
+    assert {r.times_seen for r in rows} == {2}
