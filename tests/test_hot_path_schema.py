@@ -14,10 +14,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection, Engine
 
+from syncd import jsoncodec
 from syncd.store import ledger, queue
 from syncd.store.db import create_engine
 from syncd.store.reads import SqlReads
 from syncd.store.schema import alembic_config, load_metadata, migrate
+from syncd.store.tables import events
+from tests.test_pg_copy import HOSTILE
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 #: index -> the condition 0017 gives it, per dialect (SQLite cannot prove ``status IN (...)`` implies status's)
@@ -47,21 +50,53 @@ def downgrade(db: Engine, revision: str) -> None:
         command.downgrade(cfg, revision)  # type: ignore[arg-type]
 
 
+def payload_type(db: Engine) -> str:
+    with db.connect() as conn:
+        if conn.dialect.name != "postgresql":
+            return "text"
+        return str(conn.execute(sa.text("SELECT data_type FROM information_schema.columns "
+                                        "WHERE table_name = 'syncd_events' AND column_name = 'payload'")).scalar_one())
+
+
+def stored_payloads(db: Engine) -> dict[str, Any]:
+    with db.connect() as conn:
+        return {r.event_id: r.payload for r in conn.execute(sa.select(events.c.event_id, events.c.payload))}
+
+
 def test_0017_makes_the_run_indexes_partial_and_its_downgrade_makes_them_full(db_url: str) -> None:
+    """Up, down and up again: the indexes' conditions and (PostgreSQL) the payload's type follow, and ledger
+    rows written at 0016 (jsonb) read back as they did at 0016 after each step."""
     db = create_engine(db_url)
+    postgres = db.dialect.name == "postgresql"
     try:
         partial = PARTIAL[db.dialect.name]
         defs = run_indexes(db)
         assert set(defs) == set(RUN_INDEXES)
+        for name, text in defs.items():
+            assert (partial[name] in text) if name in partial else ("WHERE" not in text), text
+        assert payload_type(db) == ("json" if postgres else "text")
         with db.connect() as conn:  # tables.py declares what the migrations build
             diffs = compare_metadata(MigrationContext.configure(conn), load_metadata())
         assert [d for d in diffs if "syncd_runs" in repr(d) or "syncd_events" in repr(d)] == []
-        for name, text in defs.items():
-            assert (partial[name] in text) if name in partial else ("WHERE" not in text), text
         downgrade(db, "0016")
         assert all("WHERE" not in text for text in run_indexes(db).values())
+        assert payload_type(db) == ("jsonb" if postgres else "text")
+        with db.begin() as conn:  # the ledger as 0016 wrote it: a jsonb payload on PostgreSQL
+            payload = "CAST(:payload AS jsonb)" if postgres else ":payload"
+            conn.execute(sa.text("INSERT INTO syncd_events (stream, event_id, type, occurred_at, payload, recorded_at) "
+                                 f"VALUES ('workos', :id, 'user.updated', :t, {payload}, :t)"),
+                         [{"id": f"event_{i}", "t": NOW.isoformat(), "payload": jsoncodec.dumps(data)}
+                          for i, data in enumerate(HOSTILE)])
+        # what 0016 gives back (jsonb reads 1.7976931348623157e308 back as an integer: numeric, not a float)
+        written = stored_payloads(db)
+        assert set(written) == {f"event_{i}" for i in range(len(HOSTILE))}
         migrate(db)
         assert run_indexes(db) == defs
+        assert payload_type(db) == ("json" if postgres else "text")
+        assert stored_payloads(db) == written
+        downgrade(db, "0016")
+        assert stored_payloads(db) == written
+        migrate(db)
     finally:
         db.dispose()
 

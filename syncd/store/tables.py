@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from syncd.store.types import UTCDateTime, json_type, metadata
+from syncd.store.types import UTCDateTime, json_type, ledger_json_type, metadata
 
 #: One row per cursor: a live source (``workos``, ``github:o/r``) or a backfill window of one.
 sources = sa.Table(
@@ -45,7 +45,7 @@ events = sa.Table(
     sa.Column("type", sa.String(200), nullable=False),
     sa.Column("action", sa.String(64), nullable=True),
     sa.Column("occurred_at", UTCDateTime, nullable=False),
-    sa.Column("payload", json_type(), nullable=False),
+    sa.Column("payload", ledger_json_type(), nullable=False),  # json, not jsonb, on PostgreSQL: see its docstring
     sa.Column("recorded_at", UTCDateTime, nullable=False),
     sa.Index("ix_syncd_events_stream_occurred", "stream", "occurred_at"),
 )
