@@ -13,12 +13,15 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from syncd import jsoncodec
 from syncd.contracts import Event, RunRecord
 from syncd.store import ledger
 from syncd.store.bulk import _driver_form, _upsert_statement, copy_insert, execute_many, insert_ignore
 from syncd.store.connect import create_engine, reading
+from syncd.store.pgcopy import _binary_types, copy_new
 from syncd.store.schema import migrate
 from syncd.store.tables import events
+from syncd.store.types import UTCDateTime
 from tests.pgserver import PostgresServer
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -115,6 +118,43 @@ def _key_orders(value: Any) -> list[list[str]]:
     if isinstance(value, list):
         return [order for v in value for order in _key_orders(v)]
     return []
+
+
+@pytest.mark.postgres
+def test_copy_new_goes_binary_where_every_column_has_a_binary_form_and_text_otherwise(pg_url: str) -> None:
+    """The ledger's COPY is binary (its JSON payload sent as text, which json takes); a serialized jsonb column
+    or a naive timestamp sends the rows as text instead, and each way stores the same values."""
+    db = create_engine(pg_url)
+    migrate(db)
+    assert _binary_types(db.dialect, events, ledger.LEDGER_COLUMNS, frozenset({"payload"})) == [
+        "text", "text", "text", "text", "timestamptz", "timestamptz", "text"]
+    meta = sa.MetaData()
+    shapes = {
+        "b": sa.Table("b", meta, sa.Column("id", sa.String(40), primary_key=True), sa.Column("n", sa.BigInteger),
+                      sa.Column("ok", sa.Boolean), sa.Column("doc", sa.dialects.postgresql.JSON),
+                      sa.Column("at", UTCDateTime)),
+        "jsonb": sa.Table("j", meta, sa.Column("id", sa.String(40), primary_key=True), sa.Column("n", sa.BigInteger),
+                          sa.Column("ok", sa.Boolean), sa.Column("doc", sa.dialects.postgresql.JSONB),
+                          sa.Column("at", UTCDateTime)),
+        "naive": sa.Table("n", meta, sa.Column("id", sa.String(40), primary_key=True), sa.Column("n", sa.BigInteger),
+                          sa.Column("ok", sa.Boolean), sa.Column("doc", sa.dialects.postgresql.JSON),
+                          sa.Column("at", sa.DateTime)),
+    }
+    meta.create_all(db)
+    columns = ("id", "n", "ok", "doc", "at")
+    expected = {"b": ["text", "int8", "bool", "text", "timestamptz"], "jsonb": None, "naive": None}
+    for name, table in shapes.items():
+        assert _binary_types(db.dialect, table, columns, frozenset({"doc"})) == expected[name]
+        at = T0 if name != "naive" else T0.replace(tzinfo=None)
+        rows = [(f"k{i}{AWKWARD[i % len(AWKWARD)]}", None if i % 3 == 0 else 2**40 + i, i % 2 == 0,
+                 jsoncodec.dumps({"v": AWKWARD[i % len(AWKWARD)], "i": i, "more": HOSTILE[i % 3]}), None if i % 4 == 0 else at + timedelta(minutes=i))
+                for i in range(40)]
+        with db.begin() as conn:
+            assert copy_new(conn, table, columns, rows, serialized={"doc"})
+        with reading(db) as conn:
+            stored = sorted(tuple(r) for r in conn.execute(sa.select(table)))
+        assert stored == sorted((i, n, ok, jsoncodec.loads(doc), t) for i, n, ok, doc, t in rows), name
+    db.dispose()
 
 
 @pytest.mark.postgres
