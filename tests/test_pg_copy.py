@@ -147,7 +147,8 @@ def test_copy_new_goes_binary_where_every_column_has_a_binary_form_and_text_othe
         assert _binary_types(db.dialect, table, columns, frozenset({"doc"})) == expected[name]
         at = T0 if name != "naive" else T0.replace(tzinfo=None)
         rows = [(f"k{i}{AWKWARD[i % len(AWKWARD)]}", None if i % 3 == 0 else 2**40 + i, i % 2 == 0,
-                 jsoncodec.dumps({"v": AWKWARD[i % len(AWKWARD)], "i": i, "more": HOSTILE[i % 3]}), None if i % 4 == 0 else at + timedelta(minutes=i))
+                 jsoncodec.dumps({"v": AWKWARD[i % len(AWKWARD)], "i": i, "more": HOSTILE[i % 3]}),
+                 None if i % 4 == 0 else at + timedelta(minutes=i))
                 for i in range(40)]
         with db.begin() as conn:
             assert copy_new(conn, table, columns, rows, serialized={"doc"})
