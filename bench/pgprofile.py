@@ -2,7 +2,8 @@
 
 The same runs as scenario D (``syncd once`` and the floor, alternated, each on a fresh database of one
 throwaway PostgreSQL server), but on a server with ``pg_stat_statements`` loaded (``track_planning`` on),
-so each run also prints the server's statements by total time: calls, rows, execution and planning ms.
+so each run also prints the server's statements by total time: calls, rows, execution and planning ms,
+WAL records and bytes and local (temp-table) blocks written, which show index and WAL work, not just time.
 With ``--cprofile`` one more ``syncd once`` runs under cProfile and its top functions are printed (own
 time and cumulative), the file kept in ``bench/results/pgprofile-syncd.prof``.
 
@@ -47,7 +48,8 @@ _SETTINGS = {
     "pg_stat_statements.max": "1000",
 }
 _STATEMENTS = """
-SELECT calls, rows, total_exec_time, total_plan_time, query FROM pg_stat_statements
+SELECT calls, rows, total_exec_time, total_plan_time, wal_records, wal_bytes, local_blks_written, query
+FROM pg_stat_statements
 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
 ORDER BY total_exec_time + total_plan_time DESC
 """
@@ -76,20 +78,28 @@ def _fresh_database(server: Any) -> str:
     return url
 
 
-def _statements(url: str, top: int) -> list[tuple[int, int, float, float, str]]:
+# calls, rows, exec ms, plan ms, WAL records, WAL bytes, local blocks written, query
+Statement = tuple[int, int, float, float, int, int, int, str]
+
+
+def _statements(url: str, top: int) -> list[Statement]:
     import psycopg
 
     with psycopg.connect(_psycopg_url(url), autocommit=True) as conn:
         rows = conn.execute(_STATEMENTS).fetchall()
-    return [(int(c), int(r), float(e), float(p), " ".join(str(q).split())) for c, r, e, p, q in rows][:top]
+    return [(int(c), int(r), float(e), float(p), int(wr), int(wb), int(lw), " ".join(str(q).split()))
+            for c, r, e, p, wr, wb, lw, q in rows][:top]
 
 
-def _print_statements(name: str, rows: Sequence[tuple[int, int, float, float, str]], width: int) -> None:
-    total = sum(e + p for _, _, e, p, _ in rows)
-    print(f"  {name}: server statements by time (top {len(rows)}, {total:,.0f} ms exec+plan)")
-    print(f"  {'calls':>7} {'rows':>8} {'exec ms':>9} {'plan ms':>8}  query")
-    for calls, nrows, exec_ms, plan_ms, query in rows:
-        print(f"  {calls:>7,} {nrows:>8,} {exec_ms:>9.1f} {plan_ms:>8.1f}  {query[:width]}")
+def _print_statements(name: str, rows: Sequence[Statement], width: int) -> None:
+    total = sum(row[2] + row[3] for row in rows)
+    wal = sum(row[5] for row in rows)
+    print(f"  {name}: server statements by time (top {len(rows)}, {total:,.0f} ms exec+plan, "
+          f"{wal / 1e6:,.1f} MB WAL)")
+    print(f"  {'calls':>7} {'rows':>8} {'exec ms':>9} {'plan ms':>8} {'WAL recs':>9} {'WAL kB':>8} {'local':>6}  query")
+    for calls, nrows, exec_ms, plan_ms, wal_records, wal_bytes, local, query in rows:
+        print(f"  {calls:>7,} {nrows:>8,} {exec_ms:>9.1f} {plan_ms:>8.1f} {wal_records:>9,} {wal_bytes / 1e3:>8,.0f} "
+              f"{local:>6,}  {query[:width]}")
 
 
 def _run(command: list[str], url: str, sim: SimHost, postmaster: int, timeout: float) -> tuple[float, float, float]:

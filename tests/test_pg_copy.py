@@ -1,4 +1,5 @@
-"""PostgreSQL's COPY path (``bulk.copy_insert``): the ledger and large groups of run rows.
+"""PostgreSQL's COPY path (``bulk.copy_insert``): the ledger and large groups of run rows (and the ledger's
+payload round trip on both databases).
 
 It must store exactly what one ``INSERT … ON CONFLICT`` per row stores, in the caller's transaction.
 """
@@ -12,12 +13,15 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from syncd import jsoncodec
 from syncd.contracts import Event, RunRecord
 from syncd.store import ledger
 from syncd.store.bulk import _driver_form, _upsert_statement, copy_insert, execute_many, insert_ignore
 from syncd.store.connect import create_engine, reading
+from syncd.store.pgcopy import _binary_types, copy_new
 from syncd.store.schema import migrate
 from syncd.store.tables import events
+from syncd.store.types import UTCDateTime
 from tests.pgserver import PostgresServer
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -62,6 +66,95 @@ def test_the_ledger_by_copy_stores_what_an_insert_per_row_stores(pg_url: str) ->
         assert (row.stream, row.type, row.action, row.occurred_at, row.payload) == (
             event.stream, event.type, event.action, event.occurred_at, event.data)
         assert row.recorded_at == (T0 if event.id in first.new else T0 + timedelta(seconds=1))
+    db.dispose()
+
+
+#: Payloads a ledger must give back equal, keys in the order written (PostgreSQL's ``json`` keeps the text:
+#: migration 0017; jsonb sorted keys): nesting, non-ASCII and escapes in keys and values, integers beyond 64
+#: bits, floats at the edges of their range, empty containers.
+HOSTILE: list[dict[str, Any]] = [
+    {"z": 1, "a": {"y": [1, {"b": None, "a": [[], {}]}], "x": True}, "m": [{"k": "v"}] * 3},
+    {"Zoë ✓ 𝄞": "ünï\u2028cödé \u2028 ☃ \U0001F600", "tab\tkey": "line\nbreak \\N \" ' ,", "": ""},
+    {"big": 2**64, "neg": -(2**63) - 1, "huge": 10**40, "max": 2**63 - 1, "min": -(2**63)},
+    {"f": 0.1, "tiny": 5e-324, "large": 1.7976931348623157e308, "neg0": -0.0, "exp": 1e-7, "int_float": 2.0},
+    {"deep": {"a": {"b": {"c": {"d": {"e": {"f": {"g": ["h", 1, 2.5, False, None]}}}}}}}},
+    {"list": [3, 2, 1], "dup_like": {"a": 1, "A": 2, "aa": 3, "b": 4}, "num_key": {"10": 1, "9": 2, "1": 3}},
+]
+
+
+def _hostile_events(count: int, prefix: str) -> list[Event]:
+    return [Event(stream="workos", id=f"{prefix}_{i:04d}", type="user.updated", occurred_at=T0 + timedelta(seconds=i),
+                  data=HOSTILE[i % len(HOSTILE)]) for i in range(count)]
+
+
+def test_the_ledger_gives_back_hostile_payloads_as_written(db_url: str) -> None:
+    """Both insert paths (PostgreSQL: COPY of a small group through the staging table, and straight COPY of a
+    large one; SQLite: its INSERT): equal payloads, keys in the order written, the JSON text as written."""
+    from syncd import jsoncodec
+
+    db = create_engine(db_url)
+    small, large = _hostile_events(len(HOSTILE), "small"), _hostile_events(ledger.COPY_NEW_FROM + 6, "large")
+    with db.begin() as conn:
+        assert ledger.record_events(conn, small, T0).new == {e.id for e in small}
+    with db.begin() as conn:
+        assert ledger.record_events(conn, large, T0).new == {e.id for e in large}
+    text = sa.cast(events.c.payload, sa.Text)
+    with reading(db) as conn:
+        stored = {r.event_id: r for r in conn.execute(sa.select(events.c.event_id, events.c.payload,
+                                                                text.label("text")))}
+    assert len(stored) == len(small) + len(large)
+    for event in small + large:
+        row = stored[event.id]
+        assert row.payload == event.data
+        assert _key_orders(row.payload) == _key_orders(event.data)
+        assert row.text == jsoncodec.dumps(event.data)
+    db.dispose()
+
+
+def _key_orders(value: Any) -> list[list[str]]:
+    """The key order of every object in ``value``, depth first."""
+    if isinstance(value, dict):
+        return [list(value)] + [order for v in value.values() for order in _key_orders(v)]
+    if isinstance(value, list):
+        return [order for v in value for order in _key_orders(v)]
+    return []
+
+
+@pytest.mark.postgres
+def test_copy_new_goes_binary_where_every_column_has_a_binary_form_and_text_otherwise(pg_url: str) -> None:
+    """The ledger's COPY is binary (its JSON payload sent as text, which json takes); a serialized jsonb column
+    or a naive timestamp sends the rows as text instead, and each way stores the same values."""
+    db = create_engine(pg_url)
+    migrate(db)
+    assert _binary_types(db.dialect, events, ledger.LEDGER_COLUMNS, frozenset({"payload"})) == [
+        "text", "text", "text", "text", "timestamptz", "timestamptz", "text"]
+    meta = sa.MetaData()
+    shapes = {
+        "b": sa.Table("b", meta, sa.Column("id", sa.String(40), primary_key=True), sa.Column("n", sa.BigInteger),
+                      sa.Column("ok", sa.Boolean), sa.Column("doc", sa.dialects.postgresql.JSON),
+                      sa.Column("at", UTCDateTime)),
+        "jsonb": sa.Table("j", meta, sa.Column("id", sa.String(40), primary_key=True), sa.Column("n", sa.BigInteger),
+                          sa.Column("ok", sa.Boolean), sa.Column("doc", sa.dialects.postgresql.JSONB),
+                          sa.Column("at", UTCDateTime)),
+        "naive": sa.Table("n", meta, sa.Column("id", sa.String(40), primary_key=True), sa.Column("n", sa.BigInteger),
+                          sa.Column("ok", sa.Boolean), sa.Column("doc", sa.dialects.postgresql.JSON),
+                          sa.Column("at", sa.DateTime)),
+    }
+    meta.create_all(db)
+    columns = ("id", "n", "ok", "doc", "at")
+    expected = {"b": ["text", "int8", "bool", "text", "timestamptz"], "jsonb": None, "naive": None}
+    for name, table in shapes.items():
+        assert _binary_types(db.dialect, table, columns, frozenset({"doc"})) == expected[name]
+        at = T0 if name != "naive" else T0.replace(tzinfo=None)
+        rows = [(f"k{i}{AWKWARD[i % len(AWKWARD)]}", None if i % 3 == 0 else 2**40 + i, i % 2 == 0,
+                 jsoncodec.dumps({"v": AWKWARD[i % len(AWKWARD)], "i": i, "more": HOSTILE[i % 3]}),
+                 None if i % 4 == 0 else at + timedelta(minutes=i))
+                for i in range(40)]
+        with db.begin() as conn:
+            assert copy_new(conn, table, columns, rows, serialized={"doc"})
+        with reading(db) as conn:
+            stored = sorted(tuple(r) for r in conn.execute(sa.select(table)))
+        assert stored == sorted((i, n, ok, jsoncodec.loads(doc), t) for i, n, ok, doc, t in rows), name
     db.dispose()
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 
@@ -58,11 +59,15 @@ def copy_new(conn: Connection, table: sa.Table, columns: Sequence[str], rows: Se
 
     if not rows:
         return True
+    types = _binary_types(conn.dialect, table, tuple(columns), frozenset(serialized))
     try:
         with conn.begin_nested():
             driver = conn.connection.driver_connection
             assert driver is not None  # a live connection inside the caller's transaction
-            with driver.cursor() as cursor, cursor.copy(_copy_statement(table.name, tuple(columns))) as copy:
+            statement = _copy_statement(table.name, tuple(columns), binary=types is not None)
+            with driver.cursor() as cursor, cursor.copy(statement) as copy:
+                if types is not None:
+                    copy.set_types(types)
                 for row in _driver_values(conn, table, columns, rows, serialized):
                     copy.write_row(row)
     except psycopg.errors.UniqueViolation:
@@ -71,8 +76,40 @@ def copy_new(conn: Connection, table: sa.Table, columns: Sequence[str], rows: Se
 
 
 @functools.lru_cache(maxsize=64)
-def _copy_statement(table: str, columns: tuple[str, ...]) -> str:
-    return f"COPY {_quoted(table)} ({', '.join(map(_quoted, columns))}) FROM STDIN"
+def _copy_statement(table: str, columns: tuple[str, ...], binary: bool = False) -> str:
+    return f"COPY {_quoted(table)} ({', '.join(map(_quoted, columns))}) FROM STDIN" + (
+        " (FORMAT BINARY)" if binary else "")
+
+
+#: The binary COPY type of each SQLAlchemy type ``copy_new`` sends that way (psycopg's C dumpers; BigInteger
+#: before Integer, its base class). varchar and text share their binary form, and so do text and ``json``
+#: (json_recv reads the text as it is), so a ``serialized`` column is sent as text.
+_BINARY = ((sa.DateTime, "timestamptz"), (sa.String, "text"), (sa.BigInteger, "int8"), (sa.Integer, "int4"),
+           (sa.Boolean, "bool"), (sa.Float, "float8"))
+
+
+@functools.lru_cache(maxsize=64)
+def _binary_types(dialect: sa.Dialect, table: sa.Table, columns: tuple[str, ...],
+                  serialized: frozenset[str]) -> list[str] | None:
+    """The binary COPY types of ``columns``, or None (text COPY) if one has none here.
+
+    Binary: the server reads timestamps as integers instead of parsing their text, and splits and de-escapes
+    no lines (bench/README.md §D, session 12)."""
+    found: list[str] = []
+    for name in columns:
+        kind: Any = table.c[name].type.dialect_impl(dialect)
+        if name in serialized:  # JSON text: json (or text) takes it as it is, jsonb would need a version byte
+            found.append("text")
+            if isinstance(kind, postgresql.JSONB) or not isinstance(kind, sa.JSON | sa.String):
+                return None
+            continue
+        if isinstance(kind, sa.TypeDecorator):
+            kind = kind.impl_instance
+        pg = next((pg for sql, pg in _BINARY if isinstance(kind, sql)), None)
+        if pg is None or (pg == "timestamptz" and not kind.timezone):
+            return None
+        found.append(pg)
+    return found
 
 
 def _driver_values(conn: Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[Sequence[Any]],

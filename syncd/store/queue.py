@@ -208,7 +208,10 @@ def next_due(conn: Connection, workflows: Collection[str]) -> datetime | None:
 @functools.cache
 def _next_due_statements() -> tuple[Any, Any]:
     names: Any = sa.bindparam("names", expanding=True)
-    return (sa.select(sa.func.min(runs.c.next_attempt_at)).where(runs.c.workflow.in_(names), runs.c.status.in_(_DUE)),
+    # ``IS NOT NULL`` changes no answer (min skips NULLs) but states it for SQLite, whose planner does not infer
+    # it from min() as PostgreSQL's does: it may then use the partial ix_syncd_runs_due (migration 0017).
+    return (sa.select(sa.func.min(runs.c.next_attempt_at)).where(runs.c.workflow.in_(names), runs.c.status.in_(_DUE),
+                                                                 runs.c.next_attempt_at.is_not(None)),
             sa.select(sa.func.min(runs.c.claimed_until)).where(runs.c.workflow.in_(names), runs.c.status == _RUNNING))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from syncd.store.types import UTCDateTime, json_type, metadata
+from syncd.store.types import UTCDateTime, json_type, ledger_json_type, metadata
 
 #: One row per cursor: a live source (``workos``, ``github:o/r``) or a backfill window of one.
 sources = sa.Table(
@@ -45,7 +45,7 @@ events = sa.Table(
     sa.Column("type", sa.String(200), nullable=False),
     sa.Column("action", sa.String(64), nullable=True),
     sa.Column("occurred_at", UTCDateTime, nullable=False),
-    sa.Column("payload", json_type(), nullable=False),
+    sa.Column("payload", ledger_json_type(), nullable=False),  # json, not jsonb, on PostgreSQL: see its docstring
     sa.Column("recorded_at", UTCDateTime, nullable=False),
     sa.Index("ix_syncd_events_stream_occurred", "stream", "occurred_at"),
 )
@@ -95,9 +95,16 @@ runs = sa.Table(
     sa.Column("claim_owner", sa.String(200), nullable=True),
     sa.Column("claim_token", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("claimed_until", UTCDateTime, nullable=True),
-    sa.Index("ix_syncd_runs_status_next", "status", "next_attempt_at"),
-    sa.Index("ix_syncd_runs_key_seq", "workflow", "run_key", "seq"),
-    sa.Index("ix_syncd_runs_due", "next_attempt_at", "seq", "event_id"),
+    # Partial (migration 0017): a run finished inline is succeeded, with no next_attempt_at and no run_key, so
+    # it writes no entry that no query could read; the queries state the conditions or imply them (on
+    # PostgreSQL ``status IN (consts)`` implies ``<> 'succeeded'``; SQLite's planner cannot prove that one).
+    sa.Index("ix_syncd_runs_status_next", "status", "next_attempt_at",
+             postgresql_where=sa.text("status <> 'succeeded'")),
+    sa.Index("ix_syncd_runs_key_seq", "workflow", "run_key", "seq",
+             postgresql_where=sa.text("run_key IS NOT NULL"), sqlite_where=sa.text("run_key IS NOT NULL")),
+    sa.Index("ix_syncd_runs_due", "next_attempt_at", "seq", "event_id",
+             postgresql_where=sa.text("next_attempt_at IS NOT NULL"),
+             sqlite_where=sa.text("next_attempt_at IS NOT NULL")),
 )
 
 #: History of ticks, for ``syncd status``, health and metrics.

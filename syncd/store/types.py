@@ -91,3 +91,15 @@ _DATETIME_TEXTS_MAX = 4096
 def json_type() -> sa.types.TypeEngine[Any]:
     """JSONB on PostgreSQL, JSON text elsewhere."""
     return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def ledger_json_type() -> sa.types.TypeEngine[Any]:
+    """The ledger's payload: ``json`` on PostgreSQL (migration 0017), JSON text elsewhere.
+
+    Not jsonb: every event is written once (``COPY`` of the text ``quarantine.check`` serialized) and read
+    back whole, never queried inside, so jsonb's parse into a tree on input was pure cost: a quarter of a
+    second of the server's CPU a 95,000-event catch-up (bench/README.md §D). ``json`` validates the text and
+    keeps it as written, so keys read back in the provider's order, as on SQLite. ``json`` has no equality
+    operator: no DISTINCT, UNION or GROUP BY may include the payload.
+    """
+    return sa.JSON().with_variant(postgresql.JSON(), "postgresql")
