@@ -91,6 +91,35 @@ def _acquire_statement(holder_gone: bool) -> Any:
             .returning(sources.c.lease_token, sources.c.cursor))
 
 
+def take_free_lease(conn: Connection, key: str, *, owner: str, now: datetime,
+                    seconds: float) -> tuple[int, str | None] | None:
+    """Take a live cursor's lease in one UPDATE, without reading its row first, where a claim would take it
+    with no Skip: the row exists, is live and active, not paused at ``now``, and its lease is free or
+    expired. Returns the new token (one above the row's) and the cursor as of the take; None when the row
+    is anything else (new, a window, done or failed, paused, held even by a dead holder): then the read
+    path (``get_source`` + ``acquire_lease``) decides, with its exact Skip.
+
+    The caller takes the owner lock of the returned token before its transaction commits (``owners``). On
+    PostgreSQL the UPDATE waits for a page commit holding the row, then re-checks the lease as renewed,
+    as ``acquire_lease`` does."""
+    result = conn.execute(_take_free_statement(), {
+        "k": key, "now": now, "owner": owner, "until": now + timedelta(seconds=seconds)}).first()
+    return (int(result[0]), result[1]) if result else None
+
+
+@functools.cache
+def _take_free_statement() -> Any:
+    now = sa.bindparam("now", type_=sources.c.lease_expires_at.type)
+    free = sa.or_(sources.c.lease_owner.is_(None), sources.c.lease_expires_at.is_(None),
+                  sources.c.lease_expires_at < now)  # as SqlStore._claim's "not held"
+    unpaused = sa.or_(sources.c.paused_until.is_(None), sources.c.paused_until <= now)  # as SourceRow.skip
+    return (sa.update(sources)
+            .where(sources.c.key == _KEY, sources.c.kind == "live", sources.c.state == "active", unpaused, free)
+            .values(lease_owner=sa.bindparam("owner"), lease_token=sources.c.lease_token + 1,
+                    lease_expires_at=sa.bindparam("until"), updated_at=now)
+            .returning(sources.c.lease_token, sources.c.cursor))
+
+
 def renew_lease(conn: Connection, key: str, *, token: int, owner: str, now: datetime, seconds: float) -> bool:
     """Push the lease's expiry to ``now + seconds`` if it is still ours (same token). False: taken over."""
     result = conn.execute(_renew_statement(), {"k": key, "token": token, "owner": owner,

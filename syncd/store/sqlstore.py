@@ -177,12 +177,18 @@ class SqlStore:
 
     def claim(self, spec: CursorSpec, *, owner: str, lease_seconds: float, clock: Clock) -> SqlLease | Skip:
         lock: OwnerLock | None = None
+        now = clock.now()
         try:
             with self.db.begin() as conn:
-                claimed = self._claim(conn, spec, owner=owner, lease_seconds=lease_seconds, now=clock.now())
+                claimed: tuple[int, str | None, OwnerLock] | Skip | None = (
+                    self._take_free(conn, spec, owner, lease_seconds, now) if spec.window is None else None)
+                if claimed is None:  # not a free live cursor: read the row (the exact Skip, windows, new rows)
+                    claimed = self._claim(conn, spec, owner=owner, lease_seconds=lease_seconds, now=now)
                 if isinstance(claimed, Skip):
                     return claimed
                 token, cursor, lock = claimed
+        except _Contended:  # rolled back: the concurrent claimer that holds the new token's lock goes on
+            return Skip(SkipReason.LEASE_HELD)
         except BaseException:
             if lock is not None:
                 lock.release()
@@ -200,6 +206,21 @@ class SqlStore:
             return
         if objindex.index_before_pages(self.db, stream):
             self._objects_indexed.add(stream)
+
+    def _take_free(self, conn: Connection, spec: CursorSpec, owner: str, lease_seconds: float,
+                   now: datetime) -> tuple[int, str | None, OwnerLock] | None:
+        """The claim of a free live cursor (every idle tick's) in one UPDATE, no SELECT first (bench/README.md
+        "G"); None if the row is anything else. The owner lock is taken after the UPDATE but before COMMIT,
+        so nobody sees the new token unlocked; if a concurrent claimer (which read the old token) holds that
+        lock, raises ``_Contended`` to roll the UPDATE back: its own UPDATE then goes through, as if it had
+        come first (``_claim`` answers LEASE_HELD when it finds the lock taken, too)."""
+        taken = cursors.take_free_lease(conn, spec.key, owner=owner, now=now, seconds=lease_seconds)
+        if taken is None:
+            return None
+        lock = self.owners.take(spec.key, taken[0])
+        if lock is None:
+            raise _Contended(spec.key)
+        return taken[0], taken[1], lock
 
     def _claim(self, conn: Connection, spec: CursorSpec, *, owner: str, lease_seconds: float,
                now: datetime) -> tuple[int, str | None, OwnerLock] | Skip:
@@ -326,6 +347,10 @@ class SqlStore:
         ledger, and trace id); runs locked by another replay, or no longer dead, are left out."""
         with self.db.connect() as conn, conn.begin():
             yield SqlTxn(conn, "", None), dead.lock_dead(conn, keys)
+
+
+class _Contended(Exception):
+    """Rolls back a claim's UPDATE whose new token's owner lock a concurrent claimer holds."""
 
 
 def _record_tick(conn: Connection, tick: TickRecord, succeeded: bool) -> None:
