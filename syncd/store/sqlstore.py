@@ -8,7 +8,7 @@ ticks), ``ledger`` (ledger, runs, steps) and ``dead`` (replay); the dialects' di
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,6 +20,7 @@ from syncd.contracts import (
     Clock,
     CursorSpec,
     Event,
+    Lease,
     Listener,
     Quarantined,
     Recorded,
@@ -32,7 +33,7 @@ from syncd.contracts import (
     TickRecord,
 )
 from syncd.errors import ClaimLostError, LeaseLostError
-from syncd.store import cursors, dead, ledger, notify, objindex, quarantine, queue, retry
+from syncd.store import cursors, dead, leasebatch, ledger, notify, objindex, quarantine, queue, retry
 from syncd.store.budget import SqlBudgets
 from syncd.store.connect import reading
 from syncd.store.owners import OwnerLock, owner_locks
@@ -196,6 +197,40 @@ class SqlStore:
         lease = SqlLease(self, spec.key, token, owner, cursor, lease_seconds, clock, lock)
         self._index_objects(spec.source)
         return lease
+
+    def claim_many(self, specs: Sequence[CursorSpec], *, owner: str, lease_seconds: float,
+                   clock: Clock) -> dict[str, SqlLease]:
+        taken = leasebatch.take_free(self.db, self.owners, [s.key for s in specs if s.window is None], owner=owner,
+                                     now=clock.now(), seconds=lease_seconds)
+        leases = {key: SqlLease(self, key, token, owner, cursor, lease_seconds, clock, lock)
+                  for key, token, cursor, lock in taken}
+        try:
+            for spec in specs:
+                if spec.key in leases:
+                    self._index_objects(spec.source)
+        except BaseException:  # nobody will tick with these: free them (best effort) before raising
+            for lease in leases.values():
+                with suppress(Exception):
+                    lease.release()
+            raise
+        return leases
+
+    def release_many(self, items: Sequence[tuple[Lease, TickRecord | None, bool]]) -> bool:
+        rows: list[cursors.Release] = []
+        for lease, tick, succeeded in items:
+            assert isinstance(lease, SqlLease) and lease.store is self, "a lease of another store"
+            pending = lease._advance  # kept until COMMIT: a fallback release must write it again
+            rows.append(cursors.Release(lease.key, lease.token, lease.clock.now(),
+                                        (lease.owner, *pending) if pending is not None else None,
+                                        tick.finished_at if tick is not None and succeeded else None))
+        if not leasebatch.release_all(self.db, rows, [tick for _, tick, _ in items if tick is not None]):
+            return False
+        for lease, _, _ in items:
+            assert isinstance(lease, SqlLease)
+            lease._advance = None
+            if lease.owner_lock is not None:  # after the row, as ``SqlLease.release``
+                lease.owner_lock.release()
+        return True
 
     def _index_objects(self, stream: str) -> None:
         """Index what earlier ticks queued for ``stream``'s object index, before this tick's pages
