@@ -106,11 +106,11 @@ class TickBatch:
             self._leases, self._claimed_at = dict(leases), engine.clock.now()
         return self
 
-    def run(self, key: str) -> None:
-        """The tick of member ``key`` (on a tick thread)."""
+    def run(self, key: str) -> object:
+        """The tick of member ``key`` (on a tick thread); what ``tick`` returns (``engine.sync``: its result)."""
         with self._lock:
             self._unstarted.discard(key)
-        self._tick(self.targets[key], self)
+        return self._tick(self.targets[key], self)
 
     def take(self, key: str) -> Lease | None:
         """Member ``key``'s lease claimed by the batch (None: claim it alone). A lease that waited a third of
