@@ -204,7 +204,8 @@ class Store(Protocol):
         what ``claim`` would give (a token above every earlier one, its owner lock taken before COMMIT).
         A cursor left out (new, a window, done, paused, held even by a dead holder, and on PostgreSQL a row
         another transaction holds) is for ``claim`` to decide, with its exact Skip; if a concurrent claim
-        holds the owner lock of a new token, nothing is taken (``{}``). Never waits on another replica."""
+        holds the owner lock of a new token, nothing is taken (``{}``). Never waits for a row another
+        transaction holds (PostgreSQL; SQLite's one write lock is waited for as by every write)."""
         ...
 
     def release_many(self, items: Sequence[tuple[Lease, TickRecord | None, bool]]) -> bool:
