@@ -198,7 +198,8 @@ class Daemon:
                     self.scheduler.modify_job(f"walk:{index}", next_run_time=datetime.now(UTC))
 
     def walk(self, walker: Walker) -> None:
-        """Start ``walker``'s due sources on the tick threads."""
+        """Start ``walker``'s due sources on the tick threads: with a ``batcher``, as one batch (its releases
+        written together). First, what earlier batches held past their bound is written, finished ones dropped."""
         if self.stop.is_set():
             return
         with self._batches_lock:
