@@ -4,7 +4,8 @@
 its own (``bench.manysources serve``), a ``syncd once`` that catches every repository up, then an ``App``
 built as ``syncd run`` builds it (a started worker pool) ticking every repository ``--rounds`` times on
 one thread; prints the ticking thread's CPU (``time.thread_time``) per tick, and with ``--profile`` the
-top of a cProfile of those ticks timed by the same clock.
+top of a cProfile of those ticks timed by the same clock. ``--batch K``: in walks of K sources sharing one
+claim and one release transaction (``syncd.engine.idlebatch.TickBatch``, as ``syncd run``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--split", action="store_true", help="CPU per tick of claim, fetch and release apart")
     parser.add_argument("--threads", type=int, default=0,
                         help="tick on N threads at once (as the daemon's tick pool) and count the process's CPU")
+    parser.add_argument("--batch", type=int, default=0,
+                        help="tick in walks of K sources sharing one claim and one release (TickBatch, syncd run)")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="bench-idletick-"))
     try:
@@ -58,7 +61,7 @@ def main(argv: list[str]) -> int:
                 started = clock()
                 if profile is not None:
                     profile.enable()
-                _rounds(app, args.rounds, args.threads)
+                _rounds(app, args.rounds, args.threads, args.batch)
                 if profile is not None:
                     profile.disable()
                 spent = clock() - started
@@ -97,13 +100,22 @@ def _thread_cpu() -> dict[str, float]:
     return found
 
 
-def _rounds(app: Any, rounds: int, threads: int) -> None:
+def _rounds(app: Any, rounds: int, threads: int, batch: int = 0) -> None:
     def tick(connector: Any) -> None:
         result = app.tick(connector)
         assert result.ok and result.pages == 1 and result.new_events == 0, result
 
     for _ in range(rounds):
-        if threads:
+        if batch > 1:  # as a walk: members in turn on one thread, the last one's end flushes the releases
+            for at in range(0, len(app.connectors), batch):
+                keys = [c.key for c in app.connectors[at:at + batch]]
+                walk = app.batcher(keys)
+                for key in keys:
+                    result = walk.run(key) if walk is not None else app.tick(app.connectors[at])
+                    assert result.ok and result.pages == 1 and result.new_events == 0, result
+                    if walk is not None:
+                        walk.finished(key)
+        elif threads:
             with ThreadPoolExecutor(threads) as pool:
                 list(pool.map(tick, app.connectors))
         else:
@@ -131,6 +143,8 @@ def _split(app: Any) -> dict[str, list[float]]:
         setattr(owner, name, wrapper)
 
     timed(app.engine.store, "claim", "claim")
+    timed(app.engine.store, "claim_many", "claim_many (--batch)")
+    timed(app.engine.store, "release_many", "release_many + tick records (--batch)")
     timed(SqlLease, "release", "release + tick record")
     timed(app.engine, "_commit", "page transaction")
     for connector in app.connectors:

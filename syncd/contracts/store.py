@@ -197,6 +197,25 @@ class Store(Protocol):
         """
         ...
 
+    def claim_many(self, specs: Sequence[CursorSpec], *, owner: str, lease_seconds: float,
+                   clock: Clock) -> Mapping[str, Lease]:
+        """``claim`` of many cursors in one transaction (a daemon walk's due sources), key → lease, for those
+        a ``claim`` would take with no Skip: live, active, not paused, free or expired. Each lease is exactly
+        what ``claim`` would give (a token above every earlier one, its owner lock taken before COMMIT).
+        A cursor left out (new, a window, done, paused, held even by a dead holder, and on PostgreSQL a row
+        another transaction holds) is for ``claim`` to decide, with its exact Skip; if a concurrent claim
+        holds the owner lock of a new token, nothing is taken (``{}``). Never waits for a row another
+        transaction holds (PostgreSQL; SQLite's one write lock is waited for as by every write)."""
+        ...
+
+    def release_many(self, items: Sequence[tuple[Lease, TickRecord | None, bool]]) -> bool:
+        """``Lease.release(tick, succeeded=...)`` of every (lease, tick, succeeded) of ``items`` (leases of
+        this store) in one transaction, all or nothing: each release fenced on its own token and owner, held
+        cursor moves and meta included. True: all written, owner locks freed. False (a lease taken over) or a
+        database error raised: nothing written nor freed, the held moves kept, so the caller releases each
+        with ``Lease.release`` for its own outcome."""
+        ...
+
     def close(self) -> None:
         """Let go of what the store holds besides the engine's pool (the owner-lock session on PostgreSQL,
         which releases every owner lock still held). Leases should be released first."""

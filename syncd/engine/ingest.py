@@ -49,6 +49,7 @@ from syncd.engine.decisions import (
 )
 from syncd.engine.emptypage import empty_end, hold_for_release
 from syncd.engine.executor import Executor
+from syncd.engine.idlebatch import TickBatch, settle
 from syncd.engine.lease import LeaseKeeper
 from syncd.engine.pages import Group, Pager, Prefetcher
 from syncd.engine.queueing import next_seq, queued_run
@@ -128,10 +129,12 @@ class SyncEngine:
 
     # ---- one cursor, one tick ------------------------------------------------------------------
 
-    def sync(self, target: Target | Connector, *, fetch: bool = True, max_pages: int | None = None) -> TickResult:
+    def sync(self, target: Target | Connector, *, fetch: bool = True, max_pages: int | None = None,
+             batch: TickBatch | None = None) -> TickResult:
         """One tick of ``target``: claim, pages (unless ``fetch`` is False: then only its due runs), due runs,
         release. Never raises: a failure is in the result (and recorded on the cursor). ``max_pages`` (else
-        the engine's) ends the tick after that many pages, caught up or not."""
+        the engine's) ends the tick after that many pages, caught up or not. A member of ``batch`` (a daemon
+        walk's) takes its lease from it and, idle, leaves its release to it (``syncd.engine.idlebatch``)."""
         if not isinstance(target, Target):
             target = Target(target)
         result = TickResult(source=target.key)
@@ -140,7 +143,7 @@ class SyncEngine:
                                           attributes=sync_attributes(target.key, target.connector.key)) as span:
             held: Lease | None = None
             try:
-                held = self._sync(target, result, fetch=fetch,
+                held = self._sync(target, result, fetch=fetch, batch=batch,
                                   max_pages=self.max_pages if max_pages is None else max_pages)
             except Exception as exc:  # recorded on the source and the tick; never escapes a tick
                 result.ok = False
@@ -151,17 +154,19 @@ class SyncEngine:
                 log.error("sync of %s failed: %s", target.key, result.error, extra={"source": target.key})
             span.set_attributes(tick_attributes(result))
             if result.skip is None or result.skip.reason is not SkipReason.LEASE_HELD:
-                self._record_tick(result, started, held)
+                self._record_tick(result, started, held, batch)
         self.ticklog.finished(result, (self.clock.now() - started).total_seconds())
         return result
 
-    def _sync(self, target: Target, result: TickResult, *, fetch: bool, max_pages: int | None) -> Lease | None:
+    def _sync(self, target: Target, result: TickResult, *, fetch: bool, max_pages: int | None,
+              batch: TickBatch | None = None) -> Lease | None:
         """The tick's work; returns the lease still to release when it can go with the tick's record (a tick
         that ran well, with a worker pool to hand its runs to: one transaction less)."""
         spec = target.spec
         if target.window is not None:
             spec = replace(spec, workflows=self.window_workflows(target))
-        lease = self.store.claim(spec, owner=self.replica_id, lease_seconds=self.lease_seconds, clock=self.clock)
+        lease = ((batch.take(target.key) if batch is not None else None)
+                 or self.store.claim(spec, owner=self.replica_id, lease_seconds=self.lease_seconds, clock=self.clock))
         if isinstance(lease, Skip):
             result.skip = lease
             result.caught_up = lease.reason is SkipReason.DONE
@@ -391,9 +396,10 @@ class SyncEngine:
         except Exception as db_exc:  # the database itself may be what failed
             log.error("could not record the failure of %s: %s", target.key, error_text(db_exc))
 
-    def _record_tick(self, result: TickResult, started: datetime, lease: Lease | None = None) -> None:
-        """Record the tick (and release ``lease`` in the same transaction, if given: if that fails, the lease
-        is released on its own, best effort)."""
+    def _record_tick(self, result: TickResult, started: datetime, lease: Lease | None = None,
+                     batch: TickBatch | None = None) -> None:
+        """Record the tick (and release ``lease`` in the same transaction, if given: ``idlebatch.settle``);
+        an idle tick of ``batch`` leaves both to the batch's flush."""
         try:
             tick = TickRecord(
                 source=result.source, replica=self.replica_id, started_at=started, finished_at=self.clock.now(),
@@ -401,22 +407,14 @@ class SyncEngine:
                 runs_ok=result.runs_ok, runs_failed=result.runs_failed, skipped=result.skipped,
                 lag_seconds=result.lag_seconds, error=result.error)
             succeeded = result.ok and result.skip is None
-            if lease is not None:
-                try:
-                    lease.release(tick, succeeded=succeeded)
-                    return
-                except LeaseLostError as exc:  # an empty page's held cursor move was fenced out, as a page is
-                    lease = None  # released all the same (its owner lock freed)
-                    result.ok, result.error = False, error_text(exc)
-                    log.error("sync of %s failed: %s", result.source, result.error, extra={"source": result.source})
-                    self.store.record_failure(result.source, tick.finished_at, result.error)
-                    tick, succeeded = replace(tick, ok=False, error=result.error), False
-            self.store.record_tick(tick, succeeded=succeeded)
+            if lease is not None and batch is not None and result.events == 0 and result.skipped == 0:
+                batch.hold(lease, tick, succeeded)
+            elif lease is not None and (error := settle(self, lease, tick, succeeded)) is not None:
+                result.ok, result.error = False, error
+            elif lease is None:
+                self.store.record_tick(tick, succeeded=succeeded)
         except Exception as exc:
             log.error("could not record the tick of %s: %s", result.source, error_text(exc))
-            if lease is not None:
-                self._release(lease)
-
 
 def _write_batch_runs(txn: PageTxn, template: RunRecord, events: Sequence[Event]) -> None:
     by_stream: dict[str, list[str]] = {}

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 
 from syncd.contracts import Clock, Connector, Listener, Provider, Reads
 from syncd.engine import SyncEngine, Target, TickResult
+from syncd.engine.idlebatch import TickBatch
 from syncd.engine.workers import WorkerPool
 from syncd.errors import ConfigError
 from syncd.settings import Settings
@@ -141,18 +142,28 @@ class App:
         """What syncd's tables say (status, health, metrics, progress), read outside the write lock."""
         return SqlReads(self.db)
 
-    def tick(self, connector: Connector | Target, *, max_pages: int | None = None) -> TickResult:
+    def tick(self, connector: Connector | Target, *, max_pages: int | None = None,
+             batch: TickBatch | None = None) -> TickResult:
         """One tick of ``connector`` (``SyncEngine.sync``); ``max_pages`` ends it after that many pages, as a
-        crash right after that commit would (tests and tools)."""
+        crash right after that commit would (tests and tools); ``batch``: a member of a walk's (``batcher``)."""
         from opentelemetry import trace
 
         key = connector.key
         tracer = trace.get_tracer("syncd")
         with tracer.start_as_current_span("syncd.tick", attributes={"syncd.source": key}) as span:
-            result = self.engine.sync(connector, max_pages=max_pages)
+            result = self.engine.sync(connector, max_pages=max_pages, batch=batch)
             if not result.ok:  # so Jaeger's "error=true" search finds failed ticks at the root
                 span.set_status(trace.Status(trace.StatusCode.ERROR, result.error))
             return result
+
+    def batcher(self, names: Sequence[str]) -> TickBatch | None:
+        """A walk's ticks of the live sources among ``names`` as one batch, their leases claimed
+        (``syncd.engine.idlebatch``; ``syncd run``'s walks); None for fewer than two (nothing to share)."""
+        by_key = {c.key: c for c in self.connectors}
+        targets = [Target(by_key[name]) for name in names if name in by_key]
+        if len(targets) < 2:
+            return None
+        return TickBatch(self.engine, targets, lambda target, batch: self.tick(target, batch=batch)).claim()
 
     def tick_all(self, *, max_pages: int | None = None) -> list[TickResult]:
         return [self.tick(c, max_pages=max_pages) for c in self.connectors]

@@ -45,7 +45,7 @@ def run_daemon(settings: Settings) -> None:
                                                     for c in app.connectors]
     jobs += [(job.key, job) for job in window_jobs(app)]  # EVENTS_RANGE_*: one job per window
     daemon = Daemon(jobs, interval=settings.interval_seconds, stop=app.stop,
-                    chores=[*prune_chores(app), loss_chore(app)], pacers=app.pacers())
+                    chores=[*prune_chores(app), loss_chore(app)], pacers=app.pacers(), batcher=app.batcher)
     log.info("syncd running: sources %s, workflows %s", ", ".join(c.key for c in app.connectors),
              ", ".join(sorted(w.name for w in app.registry.all())))
     health = start_health_server(settings, app)

@@ -135,14 +135,39 @@ class Chore:
     first_after_seconds: float
 
 
+class Batch(Protocol):
+    """Ticks of one walk sharing their claim and release transactions (``syncd.engine.idlebatch.TickBatch``)."""
+
+    def __contains__(self, name: object) -> bool: ...
+
+    def run(self, name: str) -> object:
+        """Member ``name``'s tick (instead of its job)."""
+        ...
+
+    def finished(self, name: str) -> None:
+        """Member ``name``'s tick ended, or was dropped unstarted."""
+        ...
+
+    def flush_older(self) -> bool:
+        """Write what waited too long; True once the batch is over."""
+        ...
+
+    def flush(self) -> None:
+        """Write everything waiting."""
+        ...
+
+
 class Daemon:
     """Runs ``jobs`` (name → callable) every ``interval`` seconds, and ``chores`` on their own schedule,
-    until stopped. Jobs named in ``pacers`` are paced together by their pacer (one group per pacer)."""
+    until stopped. Jobs named in ``pacers`` are paced together by their pacer (one group per pacer).
+    ``batcher(names)`` (``App.batcher``), if given, makes a walk's due jobs one ``Batch``: its members run
+    through it, and their release transactions are shared (issue 28)."""
 
     def __init__(self, jobs: Sequence[tuple[str, Callable[[], Any]]], *, interval: float,
                  stop: threading.Event, jitter: float | None = None,
                  monotonic: Callable[[], float] = time.monotonic, chores: Sequence[Chore] = (),
-                 pacers: Mapping[str, Pacer] | None = None, wall: Callable[[], float] = time.time) -> None:
+                 pacers: Mapping[str, Pacer] | None = None, wall: Callable[[], float] = time.time,
+                 batcher: Callable[[Sequence[str]], Batch | None] | None = None) -> None:
         self.jobs = list(jobs)
         self.chores = list(chores)
         self.monotonic = monotonic  # tests pass a fake one to overrun an interval
@@ -155,6 +180,9 @@ class Daemon:
         self._lock = threading.Lock()
         self.walkers = _group(self.jobs, interval, pacers or {})
         self._fns = {name: self._wrap(name, fn) for name, fn in self.jobs}
+        self.batcher = batcher
+        self._batches: list[Batch] = []  # open ones: members running, or releases waiting
+        self._batches_lock = threading.Lock()  # each group's walk runs on a thread of its own
         self._pool = TickRunner(max(1, min(TICK_THREADS, len(self.jobs))), name="tick")
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
@@ -170,14 +198,46 @@ class Daemon:
                     self.scheduler.modify_job(f"walk:{index}", next_run_time=datetime.now(UTC))
 
     def walk(self, walker: Walker) -> None:
-        """Start ``walker``'s due sources on the tick threads."""
+        """Start ``walker``'s due sources on the tick threads: with a ``batcher``, as one batch (its releases
+        written together). First, what earlier batches held past their bound is written, finished ones dropped."""
         if self.stop.is_set():
             return
-        for name in walker.due(self.wall()):
+        with self._batches_lock:
+            batches = list(self._batches)
+        over = [batch for batch in batches if _over(batch)]
+        with self._batches_lock:
+            self._batches = [batch for batch in self._batches if batch not in over]
+        names = walker.due(self.wall())
+        batch = self._batch(names)
+        for name in names:
+            member = batch is not None and name in batch
+            fn = self._wrap(name, functools.partial(batch.run, name)) if member and batch else self._fns[name]
             try:
-                self._pool.submit(self._fns[name], functools.partial(walker.done, name))
+                self._pool.submit(fn, functools.partial(self._ended, walker, name, batch if member else None))
             except RuntimeError:  # stopping: the pool takes no more ticks
+                for dropped in names[names.index(name):]:
+                    self._ended(walker, dropped, batch if batch is not None and dropped in batch else None)
                 return
+
+    def _batch(self, names: Sequence[str]) -> Batch | None:
+        if self.batcher is None or len(names) < 2:
+            return None
+        try:
+            batch = self.batcher(names)
+        except Exception as exc:  # the ticks claim alone, and report what is wrong themselves
+            log.debug("no batch for this walk: %s", error_text(exc))
+            return None
+        if batch is not None:
+            with self._batches_lock:
+                self._batches.append(batch)
+        return batch
+
+    def _ended(self, walker: Walker, name: str, batch: Batch | None) -> None:
+        try:
+            if batch is not None:
+                batch.finished(name)
+        finally:
+            walker.done(name)
 
     def _wrap(self, name: str, fn: Callable[[], Any]) -> Callable[[], None]:
         def job() -> None:
@@ -226,16 +286,34 @@ class Daemon:
         deadline = time.monotonic() + STOP_DEADLINE_SECONDS
         while time.monotonic() < deadline:
             with self._lock:
-                if self._running == 0:
-                    return
+                running = self._running
+            if running == 0:
+                self.flush()
+                return
             time.sleep(0.05)
+        self.flush()  # the other members' releases: the stuck tick's lease expires
         log.warning("a tick did not finish within %.0fs; its uncommitted page is abandoned (it will be fetched "
                     "again on the next start, nothing is lost)", STOP_DEADLINE_SECONDS)
+
+    def flush(self) -> None:
+        """Write the releases every open batch holds (a graceful stop's, once the ticks in hand ended)."""
+        with self._batches_lock:
+            batches = list(self._batches)
+        for batch in batches:
+            batch.flush()
 
     @property
     def idle(self) -> bool:
         with self._lock:
             return self._running == 0
+
+
+def _over(batch: Batch) -> bool:
+    try:
+        return batch.flush_older()
+    except Exception:  # a flush never raises; a batch that does is dropped, not the walk
+        log.exception("a batch of ticks raised")
+        return True
 
 
 def _group(jobs: Sequence[tuple[str, Callable[[], Any]]], interval: float,

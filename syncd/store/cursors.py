@@ -11,7 +11,8 @@ interval, hundreds of sources at a time: each is built once per shape with bind 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -91,6 +92,68 @@ def _acquire_statement(holder_gone: bool) -> Any:
             .returning(sources.c.lease_token, sources.c.cursor))
 
 
+def take_free_lease(conn: Connection, key: str, *, owner: str, now: datetime,
+                    seconds: float) -> tuple[int, str | None] | None:
+    """Take a live cursor's lease in one UPDATE, without reading its row first, where a claim would take it
+    with no Skip: the row exists, is live and active, not paused at ``now``, and its lease is free or
+    expired. Returns the new token (one above the row's) and the cursor as of the take; None when the row
+    is anything else (new, a window, done or failed, paused, held even by a dead holder): then the read
+    path (``get_source`` + ``acquire_lease``) decides, with its exact Skip.
+
+    The caller takes the owner lock of the returned token before its transaction commits (``owners``). On
+    PostgreSQL the UPDATE waits for a page commit holding the row, then re-checks the lease as renewed,
+    as ``acquire_lease`` does."""
+    result = conn.execute(_take_free_statement(), {
+        "k": key, "now": now, "owner": owner, "until": now + timedelta(seconds=seconds)}).first()
+    return (int(result[0]), result[1]) if result else None
+
+
+@functools.cache
+def _take_free_statement() -> Any:
+    now = sa.bindparam("now", type_=sources.c.lease_expires_at.type)
+    free = sa.or_(sources.c.lease_owner.is_(None), sources.c.lease_expires_at.is_(None),
+                  sources.c.lease_expires_at < now)  # as SqlStore._claim's "not held"
+    unpaused = sa.or_(sources.c.paused_until.is_(None), sources.c.paused_until <= now)  # as SourceRow.skip
+    return (sa.update(sources)
+            .where(sources.c.key == _KEY, sources.c.kind == "live", sources.c.state == "active", unpaused, free)
+            .values(lease_owner=sa.bindparam("owner"), lease_token=sources.c.lease_token + 1,
+                    lease_expires_at=sa.bindparam("until"), updated_at=now)
+            .returning(sources.c.lease_token, sources.c.cursor))
+
+
+def acquire_leases(conn: Connection, keys: Sequence[str], *, owner: str, now: datetime,
+                   seconds: float) -> list[tuple[str, int, str | None]]:
+    """``take_free_lease`` for many keys in one statement: (key, new token, cursor) of each taken, in no
+    particular order; the rest (new, windows, done, paused, held, and on PostgreSQL rows another
+    transaction has locked, e.g. a page commit in flight) is left for a claim of its own to decide.
+
+    On PostgreSQL the rows are picked ``FOR UPDATE SKIP LOCKED`` in key order: the statement never waits
+    for another replica's row (no deadlock with one claiming the same keys), and a row it skipped is
+    claimed alone, which waits for that commit as ``acquire_lease`` does. The caller takes the owner lock
+    of every returned token before its transaction commits."""
+    params = {"keys": list(keys), "now": now, "owner": owner, "until": now + timedelta(seconds=seconds)}
+    rows = conn.execute(_take_many_statement(conn.dialect.name == "postgresql"), params).all()
+    return [(row[0], int(row[1]), row[2]) for row in rows]
+
+
+@functools.cache
+def _take_many_statement(postgres: bool) -> Any:
+    now = sa.bindparam("now", type_=sources.c.lease_expires_at.type)
+    free = sa.or_(sources.c.lease_owner.is_(None), sources.c.lease_expires_at.is_(None),
+                  sources.c.lease_expires_at < now)  # as SqlStore._claim's "not held"
+    unpaused = sa.or_(sources.c.paused_until.is_(None), sources.c.paused_until <= now)  # as SourceRow.skip
+    taking = [sources.c.key.in_(sa.bindparam("keys", expanding=True)), sources.c.kind == "live",
+              sources.c.state == "active", unpaused, free]
+    if postgres:
+        picked = (sa.select(sources.c.key).where(*taking).order_by(sources.c.key)
+                  .with_for_update(skip_locked=True))
+        taking = [sources.c.key.in_(picked.scalar_subquery())]
+    return (sa.update(sources).where(*taking)
+            .values(lease_owner=sa.bindparam("owner"), lease_token=sources.c.lease_token + 1,
+                    lease_expires_at=sa.bindparam("until"), updated_at=now)
+            .returning(sources.c.key, sources.c.lease_token, sources.c.cursor))
+
+
 def renew_lease(conn: Connection, key: str, *, token: int, owner: str, now: datetime, seconds: float) -> bool:
     """Push the lease's expiry to ``now + seconds`` if it is still ours (same token). False: taken over."""
     result = conn.execute(_renew_statement(), {"k": key, "token": token, "owner": owner,
@@ -113,6 +176,14 @@ def release_lease(conn: Connection, key: str, *, token: int, now: datetime,
     In the same UPDATE, fenced the same way: ``advance`` = (owner, cursor, meta), an empty page's cursor move
     as ``commit_cursor`` writes it (also fenced on ``owner``); ``succeeded_at``, a tick that went well (last
     success, error and pause cleared: the caller writes them unfenced if this returns False)."""
+    params, shape = _release_params(key, token, now, advance, succeeded_at)
+    return conn.execute(_release_statement(*shape), params).rowcount == 1
+
+
+def _release_params(key: str, token: int, now: datetime,
+                    advance: tuple[str, str | None, dict[str, Any] | None] | None,
+                    succeeded_at: datetime | None) -> tuple[dict[str, Any], tuple[bool, bool, bool, bool]]:
+    """A release's bind parameters, and its statement's shape (``_release_statement``'s arguments)."""
     params: dict[str, Any] = {"k": key, "token": token, "now": now}
     owner = cursor = meta = None
     if advance is not None:
@@ -124,8 +195,7 @@ def release_lease(conn: Connection, key: str, *, token: int, now: datetime,
         params["meta"] = meta
     if succeeded_at is not None:
         params["success"] = succeeded_at
-    statement = _release_statement(owner is not None, cursor is not None, bool(meta), succeeded_at is not None)
-    return conn.execute(statement, params).rowcount == 1
+    return params, (owner is not None, cursor is not None, bool(meta), succeeded_at is not None)
 
 
 @functools.cache
@@ -141,6 +211,28 @@ def _release_statement(owner: bool, cursor: bool, meta: bool, success: bool) -> 
     if owner:
         fence.append(sources.c.lease_owner == sa.bindparam("owner"))
     return sa.update(sources).where(*fence).values(**values)
+
+
+def release_leases(conn: Connection, rows: Sequence[Release]) -> int:
+    """``release_lease`` for many leases: one executemany per statement shape (idle ticks all share one),
+    rows in key order (one lock order on PostgreSQL). Returns how many rows were released: ``len(rows)``
+    exactly when every lease was still ours (keys are unique); the caller rolls back otherwise."""
+    shapes: dict[tuple[bool, bool, bool, bool], list[dict[str, Any]]] = {}
+    for row in sorted(rows, key=lambda r: r.key):
+        params, shape = _release_params(row.key, row.token, row.now, row.advance, row.succeeded_at)
+        shapes.setdefault(shape, []).append(params)
+    return sum(conn.execute(_release_statement(*shape), params).rowcount for shape, params in shapes.items())
+
+
+@dataclass(frozen=True)
+class Release:
+    """One lease's release for ``release_leases`` (the arguments of ``release_lease``)."""
+
+    key: str
+    token: int
+    now: datetime
+    advance: tuple[str, str | None, dict[str, Any] | None] | None = None
+    succeeded_at: datetime | None = None
 
 
 def commit_cursor(conn: Connection, key: str, *, token: int, owner: str, cursor: str | None,
@@ -195,6 +287,12 @@ def _fields_statement(names: Iterable[str]) -> Any:
 
 def record_tick(conn: Connection, tick: TickRecord) -> None:
     conn.execute(_tick_statement(), {name: getattr(tick, name) for name in _TICK_FIELDS})
+
+
+def record_ticks(conn: Connection, records: Sequence[TickRecord]) -> None:
+    """``record_tick`` for many ticks, in one executemany."""
+    if records:
+        conn.execute(_tick_statement(), [{name: getattr(tick, name) for name in _TICK_FIELDS} for tick in records])
 
 
 @functools.cache

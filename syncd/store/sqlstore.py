@@ -8,7 +8,7 @@ ticks), ``ledger`` (ledger, runs, steps) and ``dead`` (replay); the dialects' di
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,6 +20,7 @@ from syncd.contracts import (
     Clock,
     CursorSpec,
     Event,
+    Lease,
     Listener,
     Quarantined,
     Recorded,
@@ -32,7 +33,7 @@ from syncd.contracts import (
     TickRecord,
 )
 from syncd.errors import ClaimLostError, LeaseLostError
-from syncd.store import cursors, dead, ledger, notify, objindex, quarantine, queue, retry
+from syncd.store import cursors, dead, leasebatch, ledger, notify, objindex, quarantine, queue, retry
 from syncd.store.budget import SqlBudgets
 from syncd.store.connect import reading
 from syncd.store.owners import OwnerLock, owner_locks
@@ -177,12 +178,18 @@ class SqlStore:
 
     def claim(self, spec: CursorSpec, *, owner: str, lease_seconds: float, clock: Clock) -> SqlLease | Skip:
         lock: OwnerLock | None = None
+        now = clock.now()
         try:
             with self.db.begin() as conn:
-                claimed = self._claim(conn, spec, owner=owner, lease_seconds=lease_seconds, now=clock.now())
+                claimed: tuple[int, str | None, OwnerLock] | Skip | None = (
+                    self._take_free(conn, spec, owner, lease_seconds, now) if spec.window is None else None)
+                if claimed is None:  # not a free live cursor: read the row (the exact Skip, windows, new rows)
+                    claimed = self._claim(conn, spec, owner=owner, lease_seconds=lease_seconds, now=now)
                 if isinstance(claimed, Skip):
                     return claimed
                 token, cursor, lock = claimed
+        except _Contended:  # rolled back: the concurrent claimer that holds the new token's lock goes on
+            return Skip(SkipReason.LEASE_HELD)
         except BaseException:
             if lock is not None:
                 lock.release()
@@ -190,6 +197,40 @@ class SqlStore:
         lease = SqlLease(self, spec.key, token, owner, cursor, lease_seconds, clock, lock)
         self._index_objects(spec.source)
         return lease
+
+    def claim_many(self, specs: Sequence[CursorSpec], *, owner: str, lease_seconds: float,
+                   clock: Clock) -> dict[str, SqlLease]:
+        taken = leasebatch.take_free(self.db, self.owners, [s.key for s in specs if s.window is None], owner=owner,
+                                     now=clock.now(), seconds=lease_seconds)
+        leases = {key: SqlLease(self, key, token, owner, cursor, lease_seconds, clock, lock)
+                  for key, token, cursor, lock in taken}
+        try:
+            for spec in specs:
+                if spec.key in leases:
+                    self._index_objects(spec.source)
+        except BaseException:  # nobody will tick with these: free them (best effort) before raising
+            for lease in leases.values():
+                with suppress(Exception):
+                    lease.release()
+            raise
+        return leases
+
+    def release_many(self, items: Sequence[tuple[Lease, TickRecord | None, bool]]) -> bool:
+        rows: list[cursors.Release] = []
+        for lease, tick, succeeded in items:
+            assert isinstance(lease, SqlLease) and lease.store is self, "a lease of another store"
+            pending = lease._advance  # kept until COMMIT: a fallback release must write it again
+            rows.append(cursors.Release(lease.key, lease.token, lease.clock.now(),
+                                        (lease.owner, *pending) if pending is not None else None,
+                                        tick.finished_at if tick is not None and succeeded else None))
+        if not leasebatch.release_all(self.db, rows, [tick for _, tick, _ in items if tick is not None]):
+            return False
+        for lease, _, _ in items:
+            assert isinstance(lease, SqlLease)
+            lease._advance = None
+            if lease.owner_lock is not None:  # after the row, as ``SqlLease.release``
+                lease.owner_lock.release()
+        return True
 
     def _index_objects(self, stream: str) -> None:
         """Index what earlier ticks queued for ``stream``'s object index, before this tick's pages
@@ -200,6 +241,21 @@ class SqlStore:
             return
         if objindex.index_before_pages(self.db, stream):
             self._objects_indexed.add(stream)
+
+    def _take_free(self, conn: Connection, spec: CursorSpec, owner: str, lease_seconds: float,
+                   now: datetime) -> tuple[int, str | None, OwnerLock] | None:
+        """The claim of a free live cursor (every idle tick's) in one UPDATE, no SELECT first (bench/README.md
+        "G"); None if the row is anything else. The owner lock is taken after the UPDATE but before COMMIT,
+        so nobody sees the new token unlocked; if a concurrent claimer (which read the old token) holds that
+        lock, raises ``_Contended`` to roll the UPDATE back: its own UPDATE then goes through, as if it had
+        come first (``_claim`` answers LEASE_HELD when it finds the lock taken, too)."""
+        taken = cursors.take_free_lease(conn, spec.key, owner=owner, now=now, seconds=lease_seconds)
+        if taken is None:
+            return None
+        lock = self.owners.take(spec.key, taken[0])
+        if lock is None:
+            raise _Contended(spec.key)
+        return taken[0], taken[1], lock
 
     def _claim(self, conn: Connection, spec: CursorSpec, *, owner: str, lease_seconds: float,
                now: datetime) -> tuple[int, str | None, OwnerLock] | Skip:
@@ -326,6 +382,10 @@ class SqlStore:
         ledger, and trace id); runs locked by another replay, or no longer dead, are left out."""
         with self.db.connect() as conn, conn.begin():
             yield SqlTxn(conn, "", None), dead.lock_dead(conn, keys)
+
+
+class _Contended(Exception):
+    """Rolls back a claim's UPDATE whose new token's owner lock a concurrent claimer holds."""
 
 
 def _record_tick(conn: Connection, tick: TickRecord, succeeded: bool) -> None:
