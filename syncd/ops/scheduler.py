@@ -45,6 +45,10 @@ WALK_SECONDS = 1.0
 REPLAN_SECONDS = 10.0
 #: Ticks running at once in the process (more would only queue for the database's connections).
 TICK_THREADS = 8
+#: A group whose sources fall due fewer than this many per walk on average gathers them (``Walker.due``).
+GATHER_BELOW = 8
+#: The most sources a gathering walk starts.
+GATHER_MOST = 32
 
 
 class Allowance(Protocol):
@@ -70,7 +74,17 @@ class Walker:
     A source is due when ``interval`` (``base``, or the pacer's) has passed since its last poll started,
     or it was woken; due sources go oldest first, as many as the pacer allows. So every source of the group
     is polled at least every ``interval`` + ``WALK_SECONDS`` (plus the time ticks wait for a thread: while one
-    of the ``TICK_THREADS`` is free, at most ``tickrunner.HANDOFF_SECONDS`` behind a tick that runs long)."""
+    of the ``TICK_THREADS`` is free, at most ``tickrunner.HANDOFF_SECONDS`` behind a tick that runs long).
+
+    Gathering (``gather``, small groups): when fewer than ``GATHER_BELOW`` sources fall due per walk and the
+    budget is not stretching the interval (``interval == base``), a walk that has a due source also starts
+    the sources polled at least half an interval ago (oldest first, at most ``GATHER_MOST`` in all), and asks
+    the pacer for slots over the whole interval. Their phases then align: from the next interval on, they
+    fall due together and share one claim and one release transaction (``Batch``) and one question to the
+    pacer, instead of one source a walk (bench/README.md "G", session 12). A source joining a walk early is
+    polled at most once more than its interval would (never sooner than half an interval after its last
+    poll); the pacer still reserves a slot for every poll, so the credential's rate is unchanged over an
+    interval; with a stretched interval nothing is gathered."""
 
     keys: Sequence[str]
     base: float
@@ -78,6 +92,8 @@ class Walker:
     walk_seconds: float = WALK_SECONDS
     interval: float = 0.0
     asked_at: float = float("-inf")  # when the pacer was last asked
+    gather: bool = True
+    reserved_until: float = float("-inf")  # the slots a gathering walk took reach this far ahead
     last: dict[str, float] = field(default_factory=dict)
     running: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -88,17 +104,25 @@ class Walker:
     def due(self, now: float) -> list[str]:
         """The sources to start now (marked running until ``done``)."""
         with self._lock:
-            waited = [(self.last.get(k, -1.0), k) for k in self.keys if k not in self.running
-                      and (k not in self.last or now - self.last[k] >= self.interval - self.walk_seconds / 2)]
-        waited.sort()
-        chosen = [k for _, k in waited]
+            free = sorted((self.last.get(k, -1.0), k) for k in self.keys if k not in self.running)
+        chosen = [k for at, k in free if k not in self.last or now - at >= self.interval - self.walk_seconds / 2]
+        gathering = self._gathering(chosen)
+        if gathering:
+            taken = set(chosen)
+            chosen += [k for at, k in free if k not in taken and now - at >= self.interval / 2]
+            chosen = chosen[:max(GATHER_MOST, len(taken))]
         # Asked when some are due, and every REPLAN_SECONDS besides (one short transaction each): a budget that
         # recovered (a new window) shortens a stretched interval within that time.
         if self.pacer is not None and (chosen or now - self.asked_at >= REPLAN_SECONDS):
             self.asked_at = now
             try:
+                # Gathering takes slots up to an interval ahead; until that has passed, a due source may take
+                # any of them too (the budget's interval may have grown since: it must not wait for a slot).
+                horizon = self.interval if gathering else max(self.walk_seconds, self.reserved_until - now)
                 plan = self.pacer.allow(now=now, base=self.base, sources=len(self.keys), wanted=len(chosen),
-                                        horizon=self.walk_seconds)
+                                        horizon=horizon)
+                if gathering:  # the last slot taken starts by now + horizon, the next one a spacing later
+                    self.reserved_until = now + horizon + plan.interval / max(1, len(self.keys))
             except Exception as exc:  # the budget lives in the database: down, the ticks fail on their own
                 log.error("could not read the shared request budget; polling at the last interval: %s",
                           error_text(exc))
@@ -110,6 +134,11 @@ class Walker:
                 self.last[key] = now
                 self.running.add(key)
         return chosen
+
+    def _gathering(self, due: Sequence[str]) -> bool:
+        """Whether this walk gathers sources with its ``due`` ones (see the class docstring)."""
+        return (self.gather and bool(due) and self.interval <= self.base
+                and len(self.keys) * self.walk_seconds < GATHER_BELOW * self.interval)
 
     def done(self, key: str) -> None:
         with self._lock:
