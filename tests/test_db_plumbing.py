@@ -276,7 +276,7 @@ def _settled_checkpoints(checkpointer: Any) -> int:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         count = checkpointer.checkpoints
-        time.sleep(SMALL_WAL_SECONDS + 0.5)
+        time.sleep(checkpointer.small_wal_seconds + 0.5)
         if checkpointer.checkpoints == count:
             return count
     raise AssertionError("the checkpoint thread never went quiet")
@@ -287,6 +287,8 @@ def test_commits_reach_the_database_file_through_the_checkpoint_thread(tmp_path:
     db = create_engine(f"sqlite:///{path}")
     checkpointer = wal_checkpointer(db)
     assert checkpointer is not None and not checkpointer.running()  # started by the first commit only
+    assert checkpointer.small_wal_seconds == SMALL_WAL_SECONDS
+    checkpointer.small_wal_seconds = 1.0  # the daemon's 5 s would make this test wait that long, twice
     metadata = sa.MetaData()
     points = sa.Table("points", metadata, sa.Column("id", sa.Integer, primary_key=True), sa.Column("v", sa.Text))
     metadata.create_all(db)
@@ -301,7 +303,7 @@ def test_commits_reach_the_database_file_through_the_checkpoint_thread(tmp_path:
     done = _settled_checkpoints(checkpointer)
     with reading(db) as conn:  # reads wake nothing
         conn.execute(sa.select(points.c.id).limit(1)).all()
-    time.sleep(SMALL_WAL_SECONDS + 0.5)
+    time.sleep(checkpointer.small_wal_seconds + 0.5)
     assert checkpointer.checkpoints == done
     db.dispose()
     assert not checkpointer.running()

@@ -82,7 +82,8 @@ def test_daemon_ticks_hundreds_of_sources_on_a_few_threads() -> None:
     daemon = Daemon(jobs, interval=3600, stop=stop)
     daemon.start()
     try:
-        assert len(daemon.scheduler.get_jobs()) == 1  # one walk for the group, not a job per source
+        # One walk thread for the group, not a job per source (and no APScheduler job: no chores here).
+        assert len(daemon.walk_threads) == 1 and not daemon.scheduler.get_jobs()
         deadline = time.monotonic() + 30
         while len(ticked) < len(jobs):
             assert time.monotonic() < deadline, f"{len(ticked)} of {len(jobs)} ticked"
@@ -91,6 +92,7 @@ def test_daemon_ticks_hundreds_of_sources_on_a_few_threads() -> None:
         stop.set()
         daemon.wait()
     assert len(set(ticked.values())) <= TICK_THREADS
+    assert not daemon.walk_threads[0].is_alive()  # a stop ends the walks
 
 
 @dataclass

@@ -2,7 +2,9 @@
 what a tick does.
 
 Sources are grouped by their pacer (a provider credential's request budget, ``Pacer``); sources without
-one form one group. Every ``WALK_SECONDS`` a group's walk (:class:`Walker`) picks the sources whose
+one form one group. Every ``WALK_SECONDS``, on a thread of the group's own (not an APScheduler job: its
+scheduler thread, executor hand-off and job bookkeeping every second were a fifth of an idle daemon's CPU
+at 10 sources, bench/README.md "G", session 12), a group's walk (:class:`Walker`) picks the sources whose
 interval has passed, oldest poll first, asks the pacer how many may start now, and hands them to one
 pool of at most ``TICK_THREADS`` threads (``TickRunner``: quick ticks one after the other on one thread, a
 slow one gets company after ``HANDOFF_SECONDS``). One job per source cost a thread and a job each: with
@@ -16,7 +18,6 @@ syncd drops that line and says it once, in its own words, when the overrunning t
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import threading
@@ -27,7 +28,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -45,6 +45,10 @@ WALK_SECONDS = 1.0
 REPLAN_SECONDS = 10.0
 #: Ticks running at once in the process (more would only queue for the database's connections).
 TICK_THREADS = 8
+#: A group whose sources fall due fewer than this many per walk on average gathers them (``Walker.due``).
+GATHER_BELOW = 8
+#: The most sources a gathering walk starts.
+GATHER_MOST = 32
 
 
 class Allowance(Protocol):
@@ -64,13 +68,23 @@ class Pacer(Protocol):
 
 @dataclass
 class Walker:
-    """Which of one group's sources to tick now. Not thread-safe: the group's job calls it, one walk at a
-    time; ``done`` and ``wake`` take its lock.
+    """Which of one group's sources to tick now. Not thread-safe: the group's walk thread calls it, one walk at
+    a time; ``done`` and ``wake`` take its lock.
 
     A source is due when ``interval`` (``base``, or the pacer's) has passed since its last poll started,
     or it was woken; due sources go oldest first, as many as the pacer allows. So every source of the group
     is polled at least every ``interval`` + ``WALK_SECONDS`` (plus the time ticks wait for a thread: while one
-    of the ``TICK_THREADS`` is free, at most ``tickrunner.HANDOFF_SECONDS`` behind a tick that runs long)."""
+    of the ``TICK_THREADS`` is free, at most ``tickrunner.HANDOFF_SECONDS`` behind a tick that runs long).
+
+    Gathering (``gather``, small groups): when fewer than ``GATHER_BELOW`` sources fall due per walk and the
+    budget is not stretching the interval (``interval == base``), a walk that has a due source also starts
+    the sources polled at least half an interval ago (oldest first, at most ``GATHER_MOST`` in all), and asks
+    the pacer for slots over the whole interval. Their phases then align: from the next interval on, they
+    fall due together and share one claim and one release transaction (``Batch``) and one question to the
+    pacer, instead of one source a walk (bench/README.md "G", session 12). A source joining a walk early is
+    polled at most once more than its interval would (never sooner than half an interval after its last
+    poll); the pacer still reserves a slot for every poll, so the credential's rate is unchanged over an
+    interval; with a stretched interval nothing is gathered."""
 
     keys: Sequence[str]
     base: float
@@ -78,6 +92,8 @@ class Walker:
     walk_seconds: float = WALK_SECONDS
     interval: float = 0.0
     asked_at: float = float("-inf")  # when the pacer was last asked
+    gather: bool = True
+    reserved_until: float = float("-inf")  # the slots a gathering walk took reach this far ahead
     last: dict[str, float] = field(default_factory=dict)
     running: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -88,17 +104,25 @@ class Walker:
     def due(self, now: float) -> list[str]:
         """The sources to start now (marked running until ``done``)."""
         with self._lock:
-            waited = [(self.last.get(k, -1.0), k) for k in self.keys if k not in self.running
-                      and (k not in self.last or now - self.last[k] >= self.interval - self.walk_seconds / 2)]
-        waited.sort()
-        chosen = [k for _, k in waited]
+            free = sorted((self.last.get(k, -1.0), k) for k in self.keys if k not in self.running)
+        chosen = [k for at, k in free if k not in self.last or now - at >= self.interval - self.walk_seconds / 2]
+        gathering = self._gathering(chosen)
+        if gathering:
+            taken = set(chosen)
+            chosen += [k for at, k in free if k not in taken and now - at >= self.interval / 2]
+            chosen = chosen[:max(GATHER_MOST, len(taken))]
         # Asked when some are due, and every REPLAN_SECONDS besides (one short transaction each): a budget that
         # recovered (a new window) shortens a stretched interval within that time.
         if self.pacer is not None and (chosen or now - self.asked_at >= REPLAN_SECONDS):
             self.asked_at = now
             try:
+                # Gathering takes slots up to an interval ahead; until that has passed, a due source may take
+                # any of them too (the budget's interval may have grown since: it must not wait for a slot).
+                horizon = self.interval if gathering else max(self.walk_seconds, self.reserved_until - now)
                 plan = self.pacer.allow(now=now, base=self.base, sources=len(self.keys), wanted=len(chosen),
-                                        horizon=self.walk_seconds)
+                                        horizon=horizon)
+                if gathering:  # the last slot taken starts by now + horizon, the next one a spacing later
+                    self.reserved_until = now + horizon + plan.interval / max(1, len(self.keys))
             except Exception as exc:  # the budget lives in the database: down, the ticks fail on their own
                 log.error("could not read the shared request budget; polling at the last interval: %s",
                           error_text(exc))
@@ -110,6 +134,11 @@ class Walker:
                 self.last[key] = now
                 self.running.add(key)
         return chosen
+
+    def _gathering(self, due: Sequence[str]) -> bool:
+        """Whether this walk gathers sources with its ``due`` ones (see the class docstring)."""
+        return (self.gather and bool(due) and self.interval <= self.base
+                and len(self.keys) * self.walk_seconds < GATHER_BELOW * self.interval)
 
     def done(self, key: str) -> None:
         with self._lock:
@@ -184,18 +213,32 @@ class Daemon:
         self._batches: list[Batch] = []  # open ones: members running, or releases waiting
         self._batches_lock = threading.Lock()  # each group's walk runs on a thread of its own
         self._pool = TickRunner(max(1, min(TICK_THREADS, len(self.jobs))), name="tick")
-        self.scheduler = BackgroundScheduler(
+        self._wakes = [threading.Event() for _ in self.walkers]  # a walk at once (a woken source, a stop)
+        self.walk_threads: list[threading.Thread] = []
+        self.scheduler = BackgroundScheduler(  # the chores only
             timezone=UTC,
-            executors={"default": ThreadPoolExecutor(max_workers=max(1, len(self.walkers) + len(self.chores)))},
+            executors={"default": ThreadPoolExecutor(max_workers=max(1, len(self.chores)))},
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": int(max(1, interval))},
         )
 
     def wake(self, name: str) -> None:
         """Tick ``name`` at once (if it is running, its next interval picks the new data up)."""
-        for index, walker in enumerate(self.walkers):
+        for walker, woken in zip(self.walkers, self._wakes, strict=True):
             if walker.wake(name):
-                with contextlib.suppress(JobLookupError):
-                    self.scheduler.modify_job(f"walk:{index}", next_run_time=datetime.now(UTC))
+                woken.set()
+
+    def _walk_loop(self, walker: Walker, woken: threading.Event) -> None:
+        """``walk`` every ``walk_seconds`` (a late walk is not made up for), and at once when ``woken``."""
+        due = time.monotonic()
+        while not self.stop.is_set():
+            try:
+                self.walk(walker)
+            except Exception:  # a walk must never end the walks
+                log.exception("a walk of due sources raised")
+            due = max(due + walker.walk_seconds, time.monotonic())
+            if woken.wait(due - time.monotonic()):
+                woken.clear()
+                due = time.monotonic()
 
     def walk(self, walker: Walker) -> None:
         """Start ``walker``'s due sources on the tick threads: with a ``batcher``, as one batch (its releases
@@ -266,9 +309,11 @@ class Daemon:
 
     def start(self) -> None:
         now = datetime.now(UTC)
-        for index, walker in enumerate(self.walkers):
-            self.scheduler.add_job(self.walk, IntervalTrigger(seconds=walker.walk_seconds), args=(walker,),
-                                   id=f"walk:{index}", name=f"walk:{index}", next_run_time=now)
+        for index, (walker, woken) in enumerate(zip(self.walkers, self._wakes, strict=True)):
+            thread = threading.Thread(target=self._walk_loop, args=(walker, woken), name=f"syncd-walk-{index}",
+                                      daemon=True)
+            thread.start()
+            self.walk_threads.append(thread)
         for chore in self.chores:
             self.scheduler.add_job(self._wrap(chore.name, chore.fn), IntervalTrigger(seconds=chore.every_seconds),
                                    id=chore.name, name=chore.name,
@@ -278,10 +323,14 @@ class Daemon:
 
     def wait(self) -> None:
         """Block until stop is set, then let in-flight ticks finish their page (bounded)."""
-        while not self.stop.wait(0.5):
+        while not self.stop.wait(5.0):  # set by a signal's handler or another thread: wakes at once
             pass
         log.info("stopping: finishing the page in hand")
         self.scheduler.shutdown(wait=False)
+        for woken in self._wakes:  # the walk threads see the stop now and end (their walk in hand first)
+            woken.set()
+        for thread in self.walk_threads:
+            thread.join(timeout=1.0)
         self._pool.close()  # queued ticks never start
         deadline = time.monotonic() + STOP_DEADLINE_SECONDS
         while time.monotonic() < deadline:

@@ -51,9 +51,9 @@ class WalCheckpointer:
     connection that committed goes back to the pool. The file I/O runs without the GIL, beside the next pages'
     fetch, and usually ends before the next write transaction begins, which then restarts the log from its
     beginning: the WAL file stays at a few transactions' pages instead of growing. When the log was small (idle
-    ticks), the next checkpoint waits a second, so a burst of small commits is not followed by as many
-    checkpoints. If the thread falls behind, a writer checkpoints itself at WAL_CHECKPOINT_PAGES, as before. The
-    thread starts on the first commit and stops when the engine is disposed or collected; a failure here is
+    ticks), the next checkpoint waits ``small_wal_seconds``, so a burst of small commits is not followed by as
+    many checkpoints. If the thread falls behind, a writer checkpoints itself at WAL_CHECKPOINT_PAGES, as before.
+    The thread starts on the first commit and stops when the engine is disposed or collected; a failure here is
     logged and never reaches the transaction, which has committed. (Its measurements: bench/README.md,
     "Measurements behind the code".)
     """
@@ -61,6 +61,8 @@ class WalCheckpointer:
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)  # as SQLAlchemy opened it, whatever the working directory is later
         self.checkpoints = 0  # completed ones
+        #: After a checkpoint of a small log, the next one waits this long (read by the running thread).
+        self.small_wal_seconds = SMALL_WAL_SECONDS
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()  # the running thread's own: a stopped thread never comes back
@@ -122,15 +124,17 @@ class WalCheckpointer:
                     log.debug("background WAL checkpoint of %s failed: %s", self.path, exc)
                     continue
                 if 0 <= log_pages < SMALL_WAL_PAGES:  # small commits (idle ticks): no need to follow each one
-                    stop.wait(SMALL_WAL_SECONDS)
+                    stop.wait(self.small_wal_seconds)
         finally:
             conn.close()
 
 
 #: A checkpoint that found fewer pages than this in the log (small commits: idle ticks, bookkeeping) makes
-#: the thread wait SMALL_WAL_SECONDS before the next; catching up, each commit is followed at once.
+#: the thread wait SMALL_WAL_SECONDS before the next; catching up, each commit is followed at once. An idle
+#: daemon commits about once a second (its ticks, the request budget): 5 s makes one checkpoint of the same
+#: few pages out of five (bench/README.md "G", session 12), and the log stays far below WAL_CHECKPOINT_PAGES.
 SMALL_WAL_PAGES = 1_000
-SMALL_WAL_SECONDS = 1.0
+SMALL_WAL_SECONDS = 5.0
 
 #: Key, in a pooled connection's ``info``, of "this connection committed since it was checked out".
 _WROTE = "syncd_wrote"
