@@ -7,10 +7,13 @@ GitHub simulator served by ``python -m bench.manysources serve`` in a process of
 - a second ``syncd once``, with nothing new anywhere, is measured from spawn to exit (``os.wait4``: the
   whole process, start-up included) — judged at ``ONCE_SIZE`` sources (≤ ``ONCE_CPU_S``);
 - ``syncd run`` on the same database with ``SYNC_INTERVAL_SECONDS=INTERVAL``: after two full rounds of
-  polls (warm), its CPU (``/proc``) and the simulator's count of issue requests are read, then again
-  ``WINDOW`` seconds later. CPU per idle source tick = CPU spent / requests answered in between (an idle
-  tick is exactly one conditional request, a 304); RSS is the daemon's ``VmRSS`` at the end. Judged at
-  every size: ≤ ``TICK_CPU_MS`` and ≤ ``RSS_MB``.
+  polls (warm) and its start-up chores (``STEADY_AFTER``: the first prune look comes
+  ``retention.FIRST_AFTER_SECONDS`` after start, then hourly; on the bench's fresh database it prunes,
+  ~30 ms once a day, which in the window would have added ~1 ms to every idle tick at 10 sources:
+  bench/README.md "G", session 12), its CPU (``/proc``) and the simulator's count of issue requests are
+  read, then again ``WINDOW`` seconds later. CPU per idle source tick = CPU spent / requests answered in
+  between (an idle tick is exactly one conditional request, a 304); RSS is the daemon's ``VmRSS`` at the
+  end. Judged at every size: ≤ ``TICK_CPU_MS`` and ≤ ``RSS_MB``.
 
 ``python -m bench --only G``. Numbers and their history: bench/README.md, "G — many sources".
 """
@@ -34,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import PYTHON, ROOT, BenchError, base_env, checked, measure, stop_process, tree_cpu
+from syncd.ops.retention import FIRST_AFTER_SECONDS
 
 SIZES = (10, 100, 500)
 QUICK_SIZES = (10, 100)
@@ -41,6 +45,8 @@ ONCE_SIZE = 200
 ISSUES_PER_REPO = 3
 INTERVAL = 10  # seconds between two polls of one source (SYNC_INTERVAL_SECONDS)
 WINDOW = 30.0  # seconds of idle daemon measured
+#: The window starts no sooner than this after ``syncd run`` starts: its first prune look (30 s) is behind.
+STEADY_AFTER = FIRST_AFTER_SECONDS + 10.0
 TICK_CPU_MS, RSS_MB, ONCE_CPU_S = 2.0, 150.0, 2.0
 TOKEN = "ghp_bench_many_0123456789"
 
@@ -162,12 +168,14 @@ def _daemon(host: Host, env: dict[str, str], workdir: Path, count: int) -> dict[
     proc = subprocess.Popen([PYTHON, "-m", "syncd", "run"], env=env, cwd=workdir,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 20 * INTERVAL + count
+        started = time.monotonic()
+        deadline = started + 20 * INTERVAL + count
         while host.counts()["requests"] - start < 2 * count:  # two rounds: every source polled, warm
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise BenchError(f"syncd run did not poll {count} sources twice: "
                                  f"{(proc.stderr.read() if proc.stderr else b'').decode()[-2000:]}")
             time.sleep(0.5)
+        time.sleep(max(0.0, started + STEADY_AFTER - time.monotonic()))  # the first prune look is behind
         cpu0, switched0, before = tree_cpu(proc.pid), _switches(proc.pid), host.counts()
         time.sleep(WINDOW)
         cpu1, switched1, after = tree_cpu(proc.pid), _switches(proc.pid), host.counts()
