@@ -17,8 +17,10 @@ together (``syncd.ops.scheduler`` asks :meth:`CredentialBudget.allow` how many m
   seconds: when the budget runs low, all of them slow down together (no single one hits a 403);
   with nothing usable left, none polls until the reset; an interval is never longer than waiting for
   the reset and then pacing a full window (near the reset, a ratio of small numbers would stretch it);
-- polls are spaced ``interval / sources`` apart (GCRA slots on the shared row, ``syncd.store.budget``),
-  whichever replica takes them, so replicas together never poll faster than one would.
+- polls take slots ``interval / sources`` apart (GCRA slots on the shared row, ``syncd.store.budget``),
+  whichever replica takes them, so replicas together never poll faster than one would. A small group
+  whose interval is not stretched asks for a whole interval's slots at once (``Walker.gather`` in
+  ``syncd.ops.scheduler``): its polls then start together, at the same rate over an interval.
 
 Worst case between two polls of one repository, with the token used only by syncd: ``interval`` plus
 two of the scheduler's walk periods (``WALK_SECONDS``: a poll starts at a walk, on a slot), where
