@@ -33,6 +33,7 @@ from syncd.store.sqlstore import SqlLease
 from syncd.store.tables import ticks
 from syncd.workflows import Registry
 from tests.conftest import settings_for
+from tests.test_idle_release import _source_writes  # UPDATE syncd_sources statements, as sent
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TOKEN = "ghp_idle_batch_7e21"
@@ -55,17 +56,6 @@ def _app(db_url: str, sim: GitHubSimulator, apps: list[App], clock: FakeClock) -
     assert all(result.ok and result.new_events == 2 for result in app.tick_all())
     clock.advance(10)
     return app
-
-
-def _source_writes(app: App) -> list[str]:
-    seen: list[str] = []
-
-    def note(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("UPDATE SYNCD_SOURCES"):
-            seen.append(statement)
-
-    sa.event.listen(app.db, "before_cursor_execute", note)
-    return seen
 
 
 def _tick_rows(app: App) -> list[tuple[str, bool]]:
